@@ -1,0 +1,45 @@
+# tensortap developer commands. Two venvs (see README "Development"):
+#   all-frameworks: numpy 1.23.5, torch 2.13.0, tensorflow-cpu 2.17.1, mxnet 1.9.1, gluonnlp 0.10.0
+#   current-numpy:  numpy 2.x, torch 2.13.0, tensorflow-cpu 2.21.0 (no mxnet)
+# They live outside the checkout (VENV_ROOT) so every clone reuses them; tools/venv.sh
+# creates them when missing, reinstalls when requirements/ changes, and always reinstalls
+# this workspace's packages (editable, no deps).
+
+VENV_ROOT ?= $(HOME)/.cache/tensortap/venvs
+VENV_ALL := $(VENV_ROOT)/all
+VENV_NP2 := $(VENV_ROOT)/np2
+PY_ALL := $(VENV_ALL)/bin/python
+PY_NP2 := $(VENV_NP2)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help venvs venv-all venv-np2 test test-all test-np2 demo bench lint
+
+help:
+	@echo "make demo   - set up the venv if needed, run the quick demo, print where the run and report are"
+	@echo "make test   - set up both venvs if needed, run the whole suite in each"
+	@echo "make bench  - overhead and throughput benchmarks (prints ratios)"
+
+venv-all:
+	@tools/venv.sh $(VENV_ALL) requirements/all-frameworks.txt
+
+venv-np2:
+	@tools/venv.sh $(VENV_NP2) requirements/current-numpy.txt
+
+venvs: venv-all venv-np2
+
+test: venvs
+	@tools/system-deps.sh
+	$(PY_ALL) -m pytest $(PYTEST_ARGS)
+	$(PY_NP2) -m pytest $(PYTEST_ARGS)
+
+test-all: venv-all
+	$(PY_ALL) -m pytest $(PYTEST_ARGS)
+
+test-np2: venv-np2
+	$(PY_NP2) -m pytest $(PYTEST_ARGS)
+
+demo: venv-all
+	$(PY_ALL) examples/quickstart.py --out runs/demo
+
+bench: venv-all
+	$(PY_ALL) benchmarks/store_throughput.py

@@ -1,0 +1,21 @@
+"""tensortap: a framework-agnostic training debugger. The public API, flat."""
+from . import modes
+from ._version import __version__
+from .adapter import Adapter, AdapterSpec, Handle
+from .collections import Collection
+from .errors import (ConfigError, CorruptRunError, NotARunError, PluginError, StepNotFound, StopTraining,
+                     TensorNotFound, TensorTapError)
+from .hook import Hook
+from .hookspecs import hookimpl
+from .reductions import ReductionConfig
+from .rules import invoke_rule
+from .save_config import SaveConfig, SaveConfigMode
+from .trial import Tensor, Trial, create_trial
+from . import rules, vis, explain  # noqa: E402,F401  (tt.rules.get, tt.vis.get, tt.explain.gradcam)
+
+__all__ = [
+    "__version__", "Hook", "SaveConfig", "SaveConfigMode", "ReductionConfig", "Collection", "modes",
+    "create_trial", "Trial", "Tensor", "invoke_rule", "rules", "vis", "explain", "hookimpl",
+    "Adapter", "AdapterSpec", "Handle", "TensorTapError", "ConfigError", "NotARunError", "CorruptRunError",
+    "TensorNotFound", "StepNotFound", "PluginError", "StopTraining",
+]

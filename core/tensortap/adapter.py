@@ -1,0 +1,148 @@
+"""What a framework plugin implements, and the typed spec it registers.
+
+The spec recognises a framework's models and tensors by the modules their classes come
+from, so the core never imports a framework to find out. The Adapter does the
+framework-specific work: attach hooks, name parameters and layers, turn tensors into
+numpy copies. Everything after `to_numpy` is framework-free.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import ConfigError, StopTraining
+from .reductions import reduce_numpy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .hook import Hook
+
+
+def _module_matches(module: str, prefixes: Sequence[str]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """How the core finds and loads a framework adapter, without importing the framework.
+
+    name:          framework name users pass as `framework=` ("torch")
+    model_modules: top-level modules whose classes belong to the framework ("torch",)
+    adapter:       "package.module:AdapterClass", imported only when a model needs it
+    conformance:   optional "package.module:ConformanceKit" for tests/conformance
+    """
+
+    name: str
+    model_modules: Tuple[str, ...]
+    adapter: str
+    description: str = ""
+    conformance: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if ":" not in self.adapter:
+            raise ConfigError(f"AdapterSpec {self.name!r}: adapter must be 'module:Class', got {self.adapter!r}")
+        object.__setattr__(self, "model_modules", tuple(self.model_modules))
+
+    def recognises(self, obj: Any) -> bool:
+        """Is `obj` (a model, layer or tensor) an instance of one of this framework's classes?"""
+        try:
+            mro = type(obj).__mro__
+        except AttributeError:  # pragma: no cover
+            return False
+        return any(_module_matches(getattr(c, "__module__", "") or "", self.model_modules) for c in mro)
+
+    def load(self) -> type:
+        return _load_object(self.adapter)
+
+    def load_conformance(self):
+        return _load_object(self.conformance) if self.conformance else None
+
+
+def _load_object(path: str):
+    mod, _, attr = path.partition(":")
+    obj = importlib.import_module(mod)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+class Handle:
+    """A removable registration (a framework hook handle, a patched method)."""
+
+    def __init__(self, remove) -> None:
+        self._remove = remove
+
+    def remove(self) -> None:
+        if self._remove is not None:
+            fn, self._remove = self._remove, None
+            fn()
+
+
+class Adapter:
+    """Base class of framework adapters: one instance per Hook.
+
+    Subclasses implement `attach`, `named_parameters`, `named_layers` and `to_numpy`;
+    the rest have working defaults. During training the adapter drives the Hook:
+    `hook.begin_step(mode)` at the start of each iteration, then
+    `hook.wants(category)` / `hook.capture(name, tensor, category)` for what it sees.
+    """
+
+    name: str = "base"
+
+    def __init__(self, hook: "Hook") -> None:
+        self.hook = hook
+        self.handles: List[Handle] = []
+        self.model: Any = None
+
+    # ---- required ------------------------------------------------------------------------
+    def attach(self, model: Any) -> None:
+        """Install the framework hooks on `model`; append removable handles to self.handles."""
+        raise NotImplementedError
+
+    def named_parameters(self, model: Any) -> Iterator[Tuple[str, Any]]:
+        """(name, tensor) of every trainable parameter, named exactly as the framework does."""
+        raise NotImplementedError
+
+    def named_layers(self, model: Any) -> Iterator[Tuple[str, Any]]:
+        """(name, layer) of every layer whose inputs/outputs can be captured."""
+        raise NotImplementedError
+
+    def to_numpy(self, tensor: Any) -> np.ndarray:
+        """A numpy copy that tensortap owns: later in-place updates must not change it."""
+        raise NotImplementedError
+
+    # ---- optional, with defaults ----------------------------------------------------------
+    def detach(self) -> None:
+        while self.handles:
+            self.handles.pop().remove()
+
+    def rank(self) -> int:
+        return 0
+
+    def world_size(self) -> int:
+        return 1
+
+    def is_tensor(self, obj: Any) -> bool:
+        return not isinstance(obj, (np.ndarray, np.generic, int, float, bool))
+
+    def reduce(self, tensor: Any, names: Iterable[str], bins: int) -> Dict[str, np.ndarray]:
+        """Reductions of a framework tensor; override to compute them on the tensor's device."""
+        return reduce_numpy(self.to_numpy(tensor), names, bins)
+
+    def register_loss(self, loss_obj: Any, name: str) -> None:
+        raise ConfigError(f"the {self.name} adapter cannot register loss objects; call hook.record_loss(loss) instead")
+
+    def stop_training(self, reason: str) -> None:
+        """A rule's stop action takes effect here, at a step boundary. Default: raise StopTraining."""
+        raise StopTraining(reason)
+
+    def gradcam_tensors(self, model: Any, inputs: Any, target_layer: Any, targets) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int], np.ndarray]:
+        """(activations, gradients of the class score, input (H, W), target indices) for Grad-CAM,
+        activations/gradients as (batch, channels, h, w) numpy arrays."""
+        raise NotImplementedError(f"the {self.name} adapter does not support Grad-CAM")
+
+    def attention(self, model: Any, *inputs: Any) -> List[np.ndarray]:
+        """Attention probabilities of every attention layer, (batch, heads, query, key), in call order."""
+        raise NotImplementedError(f"the {self.name} adapter does not support attention capture")

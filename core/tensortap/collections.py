@@ -1,0 +1,94 @@
+"""Collections: named groups of tensors, each with its own save and reduction settings.
+
+A captured tensor arrives with a category from the adapter ("weights", "gradients",
+"outputs", ...). A collection includes it when the collection's name is that category
+(the built-ins), when one of its regexes matches the tensor name, or when the name is
+listed in `tensor_names`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import FrozenSet, Iterable, Optional, Tuple
+
+from .errors import ConfigError
+from .reductions import ReductionConfig
+from .save_config import SaveConfig
+
+#: Categories adapters tag captured tensors with; each is also a built-in collection.
+CATEGORIES = ("weights", "biases", "gradients", "inputs", "outputs", "losses", "metrics", "scalars")
+
+
+@dataclass
+class Collection:
+    """`tt.Collection("outputs", include_regex=["conv.*"], save_config=tt.SaveConfig(save_interval=5))`.
+
+    `categories` limits which captured tensors the regexes are tried on (None: all).
+    """
+
+    name: str
+    include_regex: Tuple[str, ...] = ()
+    tensor_names: FrozenSet[str] = frozenset()
+    save_config: Optional[SaveConfig] = None
+    reduction_config: Optional[ReductionConfig] = None
+    categories: Optional[Tuple[str, ...]] = None
+    description: str = ""
+    _pattern: Optional["re.Pattern"] = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"a collection needs a non-empty string name, got {self.name!r}")
+        if isinstance(self.include_regex, str):
+            self.include_regex = (self.include_regex,)
+        self.include_regex = tuple(self.include_regex or ())
+        self.tensor_names = frozenset(self.tensor_names or ())
+        if self.categories is not None:
+            self.categories = tuple(self.categories)
+        if self.include_regex:
+            try:
+                self._pattern = re.compile("|".join(f"(?:{p})" for p in self.include_regex))
+            except re.error as e:
+                raise ConfigError(
+                    f"collection {self.name!r}: invalid include_regex {list(self.include_regex)}: {e}"
+                ) from None
+        if self.save_config is not None and not isinstance(self.save_config, SaveConfig):
+            raise ConfigError(f"collection {self.name!r}: save_config must be a tt.SaveConfig")
+        if self.reduction_config is not None and not isinstance(self.reduction_config, ReductionConfig):
+            raise ConfigError(f"collection {self.name!r}: reduction_config must be a tt.ReductionConfig")
+
+    def wants_category(self, category: str) -> bool:
+        """Could this collection include some tensor of `category`?"""
+        if category == self.name:
+            return True
+        if self._pattern is None and not self.tensor_names:
+            return False
+        return self.categories is None or category in self.categories
+
+    def includes(self, name: str, category: str) -> bool:
+        if category == self.name or name in self.tensor_names:
+            return True
+        if self._pattern is None or (self.categories is not None and category not in self.categories):
+            return False
+        return self._pattern.search(name) is not None
+
+
+def builtin_collections() -> Iterable[Collection]:
+    docs = {
+        "weights": "parameters that are not biases, named as the framework names them",
+        "biases": "bias parameters",
+        "gradients": "gradients of parameters (gradients/<name>), before the optimizer applies them",
+        "inputs": "inputs of layers (<layer>/input_<i>)",
+        "outputs": "outputs of layers (<layer>/output_<i>)",
+        "losses": "losses recorded with record_loss / register_loss",
+        "metrics": "metrics reported by the framework (e.g. Keras logs)",
+        "scalars": "values saved with save_scalar",
+    }
+    return [Collection(n, description=d) for n, d in docs.items()]
+
+
+from .hookspecs import hookimpl  # noqa: E402 - the built-in collections are a plugin too
+
+
+@hookimpl
+def tensortap_register_collections():
+    return list(builtin_collections())

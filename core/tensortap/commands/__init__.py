@@ -1,0 +1,1 @@
+"""Sub-commands of the `tensortap` CLI, one module each."""

@@ -1,0 +1,80 @@
+"""`tensortap ls RUN`: steps, workers, collections, tensor count and bytes of a run."""
+from __future__ import annotations
+
+import json
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ls", help="summarise a run: steps, workers, collections, tensors, bytes")
+    p.add_argument("run", help="run directory or fsspec URL")
+    p.add_argument("--tensors", action="store_true", help="also list every tensor name")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def summary(trial) -> dict:
+    steps = trial.steps()
+    modes = {}
+    for m in ("train", "eval", "predict"):
+        s = trial.steps(mode=m)
+        if s:
+            modes[m] = len(s)
+    rules = trial.rule_results()
+    fired = [r for r in rules if r.get("fired")]
+    return {
+        "run": trial.path,
+        "framework": trial.framework,
+        "complete": trial.is_complete(),
+        "workers": trial.workers(),
+        "steps": len(steps),
+        "first_step": steps[0] if steps else None,
+        "last_step": steps[-1] if steps else None,
+        "steps_per_mode": modes,
+        "collections": {c: len(n) for c, n in trial.collections().items()},
+        "tensors": len(trial.tensor_names()),
+        "bytes": trial.total_bytes(),
+        "rule_evaluations": len(rules),
+        "rules_fired": [{"rule": r["rule"], "step": r["step"], "message": r.get("message", "")} for r in fired],
+        "problems": trial.problems,
+        "events": [e for e in trial.events()],
+    }
+
+
+def run(args) -> int:
+    from ..trial import create_trial
+
+    trial = create_trial(args.run)
+    s = summary(trial)
+    if args.tensors:
+        s["tensor_names"] = trial.tensor_names()
+    if args.json:
+        print(json.dumps(s, indent=1, default=str))
+        return 0
+    print(f"run        {s['run']}  ({'complete' if s['complete'] else 'in progress or interrupted'})")
+    print(f"framework  {s['framework']}")
+    print(f"workers    {len(s['workers'])}: {', '.join(s['workers'])}")
+    span = f" ({s['first_step']}..{s['last_step']})" if s["steps"] else ""
+    per_mode = ", ".join(f"{m} {n}" for m, n in s["steps_per_mode"].items())
+    print(f"steps      {s['steps']}{span}" + (f"  [{per_mode}]" if per_mode else ""))
+    print(f"tensors    {s['tensors']}, {_size(s['bytes'])}")
+    print("collections " + ", ".join(f"{c} ({n})" for c, n in s["collections"].items()))
+    if s["rule_evaluations"]:
+        print(f"rules      {s['rule_evaluations']} evaluations, {len(s['rules_fired'])} fired")
+        for r in s["rules_fired"][:20]:
+            print(f"  fired    {r['rule']} at step {r['step']}: {r['message']}")
+    for e in s["events"][:20]:
+        print(f"event      {e.get('event')}: {e.get('what') or e.get('detail') or e.get('why', '')} {e.get('error', '')}")
+    for p in s["problems"][:20]:
+        print(f"problem    {p}")
+    if args.tensors:
+        for n in s["tensor_names"]:
+            print(f"  {n}")
+    return 0

@@ -1,0 +1,28 @@
+"""`tensortap plugins [--json]`: every plugin, what it registers, and any load error."""
+from __future__ import annotations
+
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("plugins", help="list plugins, what they register, and load errors")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..plugins import get_registry
+
+    infos = get_registry().plugins
+    if args.json:
+        print(json.dumps([i.to_dict() for i in infos], indent=1))
+        return 0
+    for i in infos:
+        state = "disabled" if i.disabled else ("ERROR" if i.error else "ok")
+        kind = "built-in" if i.builtin else "plugin"
+        print(f"{i.name}  [{kind}, {i.distribution} {i.version}]  {state}")
+        for table, names in sorted(i.registers.items()):
+            print(f"    {table}: {', '.join(names)}")
+        if i.error:
+            print(f"    error: {i.error}")
+    return 0

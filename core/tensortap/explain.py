@@ -1,0 +1,99 @@
+"""Explanations computed on demand for any framework: Grad-CAM and attention maps.
+
+The adapter supplies activations and gradients of the class score as numpy; the maths
+(Selvaraju et al.) lives here once: alpha_k = spatial mean of dy_c/dA^k,
+raw = ReLU(sum_k alpha_k A^k) at feature-map size, heatmap = raw upsampled to the input and
+scaled to [0, 1] per image.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import ConfigError
+
+
+@dataclass
+class GradCAM:
+    raw: np.ndarray        # (batch, h, w), not normalised: comparable across images and steps
+    heatmap: np.ndarray    # (batch, H, W), upsampled to the input, each image scaled to [0, 1]
+    targets: np.ndarray    # (batch,) the class index each map explains
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+
+def cam_from_tensors(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    """ReLU(sum_k alpha_k A^k) for NCHW activations and gradients of the class score."""
+    a = np.asarray(activations, dtype=np.float64)
+    g = np.asarray(gradients, dtype=np.float64)
+    if a.shape != g.shape or a.ndim != 4:
+        raise ConfigError(f"Grad-CAM needs (batch, channels, h, w) activations and gradients of the same shape, "
+                          f"got {a.shape} and {g.shape}")
+    alpha = g.mean(axis=(2, 3), keepdims=True)
+    return np.maximum((alpha * a).sum(axis=1), 0.0)
+
+
+def upsample(maps: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of (batch, h, w) maps to (batch, H, W) (half-pixel centres)."""
+    maps = np.asarray(maps, dtype=np.float64)
+    b, h, w = maps.shape
+    H, W = int(size[0]), int(size[1])
+
+    def coords(n_out: int, n_in: int):
+        x = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+        x = np.clip(x, 0, n_in - 1)
+        lo = np.floor(x).astype(int)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, x - lo
+
+    y0, y1, fy = coords(H, h)
+    x0, x1, fx = coords(W, w)
+    top = maps[:, y0][:, :, x0] * (1 - fx) + maps[:, y0][:, :, x1] * fx
+    bot = maps[:, y1][:, :, x0] * (1 - fx) + maps[:, y1][:, :, x1] * fx
+    return top * (1 - fy)[None, :, None] + bot * fy[None, :, None]
+
+
+def normalise(maps: np.ndarray) -> np.ndarray:
+    """Scale each map to [0, 1] (an all-zero map stays zero)."""
+    maps = np.asarray(maps, dtype=np.float64)
+    lo = maps.min(axis=(1, 2), keepdims=True)
+    hi = maps.max(axis=(1, 2), keepdims=True)
+    span = np.where(hi - lo > 0, hi - lo, 1.0)
+    return (maps - lo) / span
+
+
+def gradcam_from_tensors(activations: np.ndarray, gradients: np.ndarray, input_size: Tuple[int, int],
+                         targets: Optional[Sequence[int]] = None) -> GradCAM:
+    raw = cam_from_tensors(activations, gradients)
+    heat = normalise(upsample(raw, input_size))
+    t = np.asarray(targets if targets is not None else np.full(len(raw), -1), dtype=np.int64)
+    return GradCAM(raw=raw, heatmap=heat, targets=t)
+
+
+def _adapter(model: Any, framework: Optional[str]):
+    from .hook import Hook
+    from .plugins import get_registry
+
+    reg = get_registry()
+    spec = reg.get("adapters", framework) if framework else reg.adapter_for(model)
+    if spec is None:
+        raise ConfigError(f"no installed tensortap plugin recognises a model of type {type(model).__module__}."
+                          f"{type(model).__qualname__}; install tensortap-torch, -tensorflow or -mxnet")
+    return spec.load()(None)
+
+
+def gradcam(model: Any, inputs: Any, target_layer: Any, targets: Optional[Sequence[int]] = None,
+            framework: Optional[str] = None) -> GradCAM:
+    """Grad-CAM of `target_layer` (the layer or its name) for `targets` (None: predicted class).
+    Does not change the model's mode or its parameters' gradients."""
+    adapter = _adapter(model, framework)
+    acts, grads, size, tgt = adapter.gradcam_tensors(model, inputs, target_layer, targets)
+    return gradcam_from_tensors(acts, grads, size, tgt)
+
+
+def attention(model: Any, *inputs: Any, framework: Optional[str] = None) -> List[np.ndarray]:
+    """Attention probabilities of every attention layer, (batch, heads, query, key), in call order."""
+    return _adapter(model, framework).attention(model, *inputs)

@@ -1,0 +1,498 @@
+"""Hook: the framework-agnostic capture engine.
+
+One training iteration is one step, counted from 0 globally and per mode. The adapter calls
+`begin_step()` at the start of each iteration; on steps no collection saves, `wants()` is
+False for everything and the adapter does nothing else, so an unsaved step costs a counter
+increment. On saved steps captured tensors are copied to numpy and queued for the writer
+thread; the step is handed over when the next one begins (or at `end_step`/`close`).
+Failures inside tensortap are reported once and training goes on.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import modes as _modes
+from .adapter import Adapter
+from .collections import CATEGORIES, Collection
+from .errors import ConfigError, StopTraining, TensorTapError, did_you_mean
+from .modes import ModeKeys, to_mode
+from .plugins import get_registry
+from .reductions import ReductionConfig, reduce_numpy
+from .save_config import SaveConfig
+from .store import StepBatch, StoreWriter, TensorItem
+from .store.fs import resolve
+from .store.index import SAFE_KINDS
+
+log = logging.getLogger("tensortap")
+
+DEFAULT_COLLECTIONS = ("weights", "biases", "gradients", "losses", "metrics", "scalars")
+CollectionArg = Union[str, Collection]
+
+
+def _env_rank() -> Optional[int]:
+    for var in ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"):
+        v = os.environ.get(var)
+        if v is not None and v.strip().isdigit():
+            return int(v)
+    return None
+
+
+class Hook:
+    """Capture tensors of a training run into `out_dir` (a path or an fsspec URL).
+
+    >>> hook = tt.Hook("runs/exp1", include_collections=["weights", "gradients", "losses"],
+    ...                save_config=tt.SaveConfig(save_interval=10))
+    >>> hook.register(model)
+    """
+
+    def __init__(
+        self,
+        out_dir,
+        include_collections: Optional[Sequence[CollectionArg]] = None,
+        save_config: Optional[SaveConfig] = None,
+        reduction_config: Optional[ReductionConfig] = None,
+        framework: Optional[str] = None,
+        include_regex: Optional[Sequence[str]] = None,
+        save_all: bool = False,
+        *,
+        rank: Optional[int] = None,
+        queue_bytes: Optional[int] = None,
+        on_full: str = "block",
+        flush_seconds: Optional[float] = None,
+    ) -> None:
+        if out_dir is None or (isinstance(out_dir, str) and not out_dir.strip()):
+            raise ConfigError("out_dir is required: pass a directory (or an fsspec URL such as s3://bucket/run)")
+        self.out_dir = os.fspath(out_dir)
+        self._check_out_dir()
+        if save_config is None:
+            save_config = SaveConfig()
+        if not isinstance(save_config, SaveConfig):
+            raise ConfigError(f"save_config must be a tt.SaveConfig, got {type(save_config).__name__}")
+        if reduction_config is not None and not isinstance(reduction_config, ReductionConfig):
+            raise ConfigError(f"reduction_config must be a tt.ReductionConfig, got {type(reduction_config).__name__}")
+        self.save_config = save_config
+        self.reduction_config = reduction_config
+        self.registry = get_registry()
+        if framework is not None:
+            self.registry.get("adapters", framework)  # clear error for an unknown framework
+        self.framework = framework
+        self.collections: List[Collection] = self._resolve_collections(include_collections, include_regex, save_all)
+        self._writer_options = {"on_full": on_full, "flush_seconds": flush_seconds}
+        if queue_bytes is not None:
+            self._writer_options["queue_bytes"] = int(queue_bytes)
+        self._rank = rank
+        self.adapter: Optional[Adapter] = None
+        self._aux_adapters: Dict[str, Adapter] = {}
+        self.writer: Optional[StoreWriter] = None
+        self._lock = threading.RLock()
+        # step state
+        self.step = -1
+        self.mode: ModeKeys = _modes.TRAIN
+        self.mode_step = -1
+        self._mode_counters: Dict[ModeKeys, int] = {}
+        self._user_mode: Optional[ModeKeys] = None
+        self._active: Tuple[Collection, ...] = ()
+        self._wanted: frozenset = frozenset()
+        self._batch: Optional[Dict[Tuple[str, str], TensorItem]] = None
+        self._match_cache: Dict[Tuple[str, str], Tuple[Collection, ...]] = {}
+        self._save_cache: Dict[Tuple[ModeKeys, int], Tuple[Collection, ...]] = {}
+        self._stop_reason: Optional[str] = None
+        self._closed = False
+        self._reported: Dict[Tuple[str, str], int] = {}
+        self.errors: List[str] = []
+        self._rules = None
+        ref = weakref.ref(self)
+        atexit.register(lambda: ref() is not None and ref().close(timeout=60))
+
+    # ---- configuration -----------------------------------------------------------------------
+    def _check_out_dir(self) -> None:
+        fs, root = resolve(self.out_dir)
+        try:
+            if fs.exists(root) and not fs.isdir(root):
+                raise ConfigError(f"out_dir {self.out_dir!r} is a file; pass a directory path")
+            fs.makedirs(root, exist_ok=True)
+            if hasattr(fs, "local_file") and not os.access(root, os.W_OK):
+                raise PermissionError(13, "permission denied")
+        except PermissionError as e:
+            raise ConfigError(
+                f"out_dir {self.out_dir!r} is not writable ({getattr(e, 'strerror', None) or e}); "
+                "pass a directory you can write to"
+            ) from None
+        except OSError as e:
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError(f"cannot use out_dir {self.out_dir!r}: {e}") from None
+
+    def _known_collections(self) -> Dict[str, Collection]:
+        known = {c.name: c for c in self.registry.collections.values()}
+        return known
+
+    def _resolve_collections(self, include, include_regex, save_all) -> List[Collection]:
+        known = self._known_collections()
+        if include is None:
+            include = [n for n in DEFAULT_COLLECTIONS if n in known]
+        if isinstance(include, (str, Collection)):
+            include = [include]
+        out: Dict[str, Collection] = {}
+        for c in include:
+            if isinstance(c, Collection):
+                out[c.name] = c
+            elif isinstance(c, str):
+                if c not in known:
+                    raise ConfigError(
+                        f"unknown collection {c!r}." + did_you_mean(c, known)
+                        + f" Known collections: {', '.join(sorted(known))}. For your own group of tensors "
+                        f"pass tt.Collection({c!r}, include_regex=[...])"
+                    )
+                k = known[c]
+                out[c] = Collection(k.name, k.include_regex, k.tensor_names, None, None, k.categories, k.description)
+            else:
+                raise ConfigError(f"include_collections items must be names or tt.Collection, got {c!r}")
+        if include_regex:
+            if isinstance(include_regex, str):
+                include_regex = [include_regex]
+            out["default"] = Collection("default", tuple(include_regex))
+        if save_all:
+            out["all"] = Collection("all", (".*",))
+        return list(out.values())
+
+    def get_collection(self, name: str) -> Collection:
+        for c in self.collections:
+            if c.name == name:
+                return c
+        raise ConfigError(f"collection {name!r} is not included in this hook." +
+                          did_you_mean(name, [c.name for c in self.collections]))
+
+    # ---- registration -----------------------------------------------------------------------
+    def register(self, model: Any) -> "Hook":
+        """Attach to a model; its framework is detected through the installed plugins."""
+        spec = self._spec_for(model)
+        with self._lock:
+            if self.adapter is not None:
+                self.adapter.detach()
+            self.adapter = spec.load()(self)
+            self.adapter.model = model
+            self._ensure_writer()
+            self.adapter.attach(model)
+            self.writer.update_meta(framework=spec.name)
+        return self
+
+    def _spec_for(self, model: Any):
+        reg = self.registry
+        if self.framework is not None:
+            spec = reg.get("adapters", self.framework)
+            if not spec.recognises(model):
+                raise ConfigError(
+                    f"framework={self.framework!r} but the model is a {type(model).__module__}.{type(model).__name__}; "
+                    "pass the matching framework or framework=None to detect it"
+                )
+            return spec
+        spec = reg.adapter_for(model)
+        if spec is None:
+            installed = ", ".join(sorted(reg.adapters)) or "none"
+            raise ConfigError(
+                f"no installed tensortap plugin recognises a model of type "
+                f"{type(model).__module__}.{type(model).__qualname__}. Installed framework plugins: {installed}. "
+                "Install the plugin for your framework, e.g. `pip install tensortap-torch` "
+                "(tensortap-tensorflow, tensortap-mxnet); `tensortap plugins` shows what loaded"
+            )
+        return spec
+
+    def _ensure_writer(self) -> StoreWriter:
+        if self.writer is None:
+            rank = self._rank
+            if rank is None and self.adapter is not None:
+                rank = self.adapter.rank()
+            if rank is None:
+                rank = _env_rank() or 0
+            meta = {
+                "framework": self.adapter.name if self.adapter is not None else self.framework,
+                "rank": rank,
+                "world_size": self.adapter.world_size() if self.adapter is not None else 1,
+                "collections": {c.name: {"include_regex": list(c.include_regex)} for c in self.collections},
+                "save_config": self.save_config.to_dict(),
+            }
+            self.writer = StoreWriter(self.out_dir, rank, meta, on_error=self._report, **self._writer_options)
+        return self.writer
+
+    # ---- steps -----------------------------------------------------------------------------
+    def set_mode(self, mode) -> None:
+        """Fix the mode (tt.modes.TRAIN / EVAL / PREDICT); None returns to the framework's own mode."""
+        self._user_mode = to_mode(mode)
+        if self._user_mode is not None and self._user_mode != self.mode and self.step >= 0:
+            self.begin_step()
+
+    def begin_step(self, mode=None) -> None:
+        """Start the next step (adapters call this once per training iteration)."""
+        if self._closed:
+            return
+        with self._lock:
+            self._hand_over()
+            m = self._user_mode or to_mode(mode) or _modes.TRAIN
+            self.step += 1
+            self.mode = m
+            self.mode_step = self._mode_counters.get(m, -1) + 1
+            self._mode_counters[m] = self.mode_step
+            key = (m, self.mode_step)
+            active = tuple(c for c in self.collections
+                           if (c.save_config or self.save_config).should_save(m, self.mode_step))
+            self._active = active
+            wanted = set()
+            for c in active:
+                wanted.add(c.name)
+                if c._pattern is not None or c.tensor_names:
+                    wanted.update(c.categories or CATEGORIES + tuple(self.registry.collections))
+            self._wanted = frozenset(wanted)
+            reason, self._stop_reason = self._stop_reason, None
+        if reason is not None:
+            self._report_event("stop_requested", reason)
+            if self.adapter is not None:
+                self.adapter.stop_training(reason)
+            else:
+                raise StopTraining(reason)
+
+    def end_step(self) -> None:
+        """Hand the current step to the writer now instead of at the next begin_step."""
+        with self._lock:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        batch, self._batch = self._batch, None
+        if not batch:
+            return
+        sb = StepBatch(self.step, self.mode.value, self.mode_step, list(batch.values()), time.time())
+        if self._ensure_writer().submit(sb):
+            if self._rules is not None:
+                self._rules.step_saved(self.step)
+            self.registry.call_behaviour("tensortap_step_end", hook=self, step=self.step, mode=self.mode.value)
+
+    @property
+    def saving(self) -> bool:
+        """True when some collection saves the current step."""
+        return bool(self._active)
+
+    def wants(self, category: str) -> bool:
+        """Should the adapter capture tensors of `category` at the current step? (cheap)"""
+        return category in self._wanted
+
+    # ---- capture ---------------------------------------------------------------------------
+    def _collections_of(self, name: str, category: str) -> Tuple[Collection, ...]:
+        key = (name, category)
+        got = self._match_cache.get(key)
+        if got is None:
+            got = self._match_cache[key] = tuple(c for c in self.collections if c.includes(name, category))
+        return got
+
+    def capture(self, name: str, tensor: Any, category: str, extra_collections: Sequence[str] = ()) -> bool:
+        """Store `tensor` under `name` if an active collection includes it; True if it was kept.
+        Adapter-facing: errors are reported and swallowed so training goes on."""
+        try:
+            return self._capture(name, tensor, category, extra_collections)
+        except ConfigError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            self._report(f"could not capture {name!r}", e)
+            return False
+
+    def _capture(self, name, tensor, category, extra_collections=(), force=False) -> bool:
+        if self._closed:
+            return False
+        if self.step < 0:
+            self.begin_step()
+        colls = self._collections_of(name, category)
+        active = [c for c in colls if any(c is a for a in self._active)]
+        if not active and not force:
+            return False
+        rcs = [c.reduction_config or self.reduction_config for c in (active or colls)]
+        raw = force or any(rc is None or rc.save_raw_tensor for rc in rcs)
+        reds = sorted({r for rc in rcs if rc is not None for r in rc.reductions})
+        bins = max([rc.histogram_bins for rc in rcs if rc is not None] or [64])
+        cnames = tuple(dict.fromkeys(tuple(c.name for c in colls) + ((category,) if force else ()) + tuple(extra_collections)))
+        adapter = self._adapter_for_value(tensor)
+        items = []
+        if raw:
+            arr = self._to_numpy(adapter, tensor, name)
+            if arr is None:
+                return False
+            items.append(TensorItem(name, "value", cnames, arr))
+        if reds:
+            values = adapter.reduce(tensor, reds, bins) if adapter is not None else reduce_numpy(
+                self._to_numpy(None, tensor, name), reds, bins)
+            for r, v in values.items():
+                items.append(TensorItem(name, "reduction:" + r, cnames, np.asarray(v, dtype=np.float64)))
+        with self._lock:
+            if self._batch is None:
+                self._batch = {}
+            for it in items:
+                self._batch[(it.name, it.kind)] = it
+        return True
+
+    def _adapter_for_value(self, value: Any) -> Optional[Adapter]:
+        if isinstance(value, (np.ndarray, np.generic, int, float, bool, complex, list, tuple)):
+            return None
+        if self.adapter is not None and self.adapter.is_tensor(value):
+            return self.adapter
+        spec = self.registry.adapter_for(value)
+        if spec is None:
+            return None
+        a = self._aux_adapters.get(spec.name)
+        if a is None:
+            a = self._aux_adapters[spec.name] = spec.load()(self)
+        return a
+
+    def _to_numpy(self, adapter: Optional[Adapter], value: Any, name: str) -> Optional[np.ndarray]:
+        arr = adapter.to_numpy(value) if adapter is not None else np.array(value, copy=True)
+        if not isinstance(arr, np.ndarray):
+            arr = np.array(arr, copy=True)
+        if arr.dtype.kind not in SAFE_KINDS:
+            raise ConfigError(
+                f"cannot save {name!r}: dtype {arr.dtype} (only bool, int, float, complex and fixed-width "
+                "strings are stored; convert objects first, e.g. np.asarray(x, dtype=str))"
+            )
+        if not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr)
+        return arr
+
+    # ---- user-facing saves -------------------------------------------------------------------
+    def record_loss(self, loss: Any, name: str = "loss") -> None:
+        """Record a loss value (a framework scalar tensor or a number) in collection "losses"."""
+        self._user_save(name, loss, "losses")
+
+    def register_loss(self, loss_obj: Any, name: str = "loss") -> None:
+        """Record the output of a loss module/block every time it is called."""
+        adapter = self.adapter
+        if adapter is None:
+            spec = self._spec_for(loss_obj)
+            adapter = self.adapter = spec.load()(self)
+            self._ensure_writer()
+        adapter.register_loss(loss_obj, name)
+
+    def save_scalar(self, name: str, value: Any) -> None:
+        """Save a number (accuracy, learning rate, ...) in collection "scalars"."""
+        self._user_save(name, value, "scalars")
+
+    def save_tensor(self, name: str, value: Any, collections: Union[str, Sequence[str]] = ("default",)) -> None:
+        """Save any array under `name` at the current step, tagged with `collections`.
+
+        It is written when one of the hook's collections includes it at this step, or, for
+        collection names the hook does not include, on every step the hook saves anything."""
+        if isinstance(collections, str):
+            collections = [collections]
+        collections = list(collections) or ["default"]
+        self._user_save(name, value, collections[0], tuple(collections[1:]))
+
+    def _user_save(self, name, value, category, extra=()) -> None:
+        """A save the user asked for by name: it follows the save config of the collections
+        that include it; if the hook includes none of them, it is kept on every step the hook
+        saves anything (so record_loss/save_scalar always land beside the tensors)."""
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"tensor names must be non-empty strings, got {name!r}")
+        if self._closed:
+            return
+        if self.step < 0:
+            self.begin_step()
+        force = not self._collections_of(name, category) and self.saving
+        try:
+            self._capture(name, value, category, extra, force=force)
+        except ConfigError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            self._report(f"could not save {name!r}", e)
+
+    # ---- rules -------------------------------------------------------------------------------
+    def add_rule(self, rule, action=None) -> None:
+        """Evaluate `rule` on every saved step, off the training thread; run `action` when it fires
+        ("stop_training", "log", an Action, a callable, or a list of these)."""
+        from .rules.live import LiveRules
+
+        with self._lock:
+            if self._rules is None:
+                self._rules = LiveRules(self)
+            self._rules.add(rule, action)
+
+    def request_stop(self, reason: str) -> None:
+        """Ask training to stop at the next step boundary (what the stop_training action calls)."""
+        self._stop_reason = reason
+
+    # ---- errors ------------------------------------------------------------------------------
+    def _report(self, what: str, exc: BaseException) -> None:
+        key = (what.split("'")[0], type(exc).__name__)
+        n = self._reported.get(key, 0)
+        self._reported[key] = n + 1
+        msg = f"{what}: {type(exc).__name__}: {exc}"
+        self.errors.append(msg)
+        if n == 0:
+            log.warning("tensortap: %s (training continues; further errors like this are counted, not logged)", msg)
+        w = self.writer
+        if w is not None and n < 3:
+            w.submit_record({"type": "event", "event": "error", "what": what, "error": str(exc), "time": time.time()})
+
+    def _report_event(self, event: str, detail: str) -> None:
+        if self.writer is not None:
+            self.writer.submit_record({"type": "event", "event": event, "detail": detail, "time": time.time()})
+
+    @property
+    def stats(self):
+        """Writer statistics: steps/tensors/bytes written, steps dropped, write errors."""
+        return self.writer.stats if self.writer is not None else None
+
+    # ---- framework extras --------------------------------------------------------------------
+    def _framework_adapter(self, name: str) -> Adapter:
+        if self.adapter is not None and self.adapter.name == name:
+            return self.adapter
+        spec = self.registry.get("adapters", name)
+        self.adapter = spec.load()(self)
+        self._ensure_writer()
+        self.writer.update_meta(framework=name)
+        return self.adapter
+
+    def keras_callback(self):
+        """A Keras callback that captures through this hook (tensortap-tensorflow)."""
+        return self._framework_adapter("tensorflow").keras_callback()
+
+    def wrap_tape(self, tape):
+        """Wrap a tf.GradientTape so gradients and the loss are recorded (tensortap-tensorflow)."""
+        return self._framework_adapter("tensorflow").wrap_tape(tape)
+
+    # ---- closing -----------------------------------------------------------------------------
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Hand over the current step and wait until everything is on disk (readable by a trial)."""
+        with self._lock:
+            self._hand_over()
+        return self.writer.flush(timeout) if self.writer is not None else True
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Write everything, record the live rule results, and close the run. Safe to call twice."""
+        if self._closed:
+            return
+        with self._lock:
+            self._hand_over()
+            self._closed = True
+        if self._rules is not None:
+            self._rules.close(timeout)
+        if self.adapter is not None:
+            try:
+                self.adapter.detach()
+            except Exception as e:  # noqa: BLE001
+                self._report("could not detach", e)
+        if self.writer is None:
+            self._ensure_writer()
+        self.writer.close(timeout)
+        self.registry.call_behaviour("tensortap_run_closed", hook=self, out_dir=self.out_dir)
+
+    def __enter__(self) -> "Hook":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Hook out_dir={self.out_dir!r} framework={self.adapter.name if self.adapter else self.framework} step={self.step}>"

@@ -1,0 +1,105 @@
+"""Every pluggy hook spec of tensortap: the whole plugin contract, in one file.
+
+A plugin is a module (or object) with functions marked `@tensortap.hookimpl` whose names
+match these specs, registered by its distribution under the entry-point group
+"tensortap":
+
+    [project.entry-points.tensortap]
+    my_plugin = "my_package.plugin_module"
+
+Registration hooks return lists; names must be unique across all plugins.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import pluggy
+
+PROJECT = "tensortap"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def tensortap_register_adapters() -> List["tensortap.adapter.AdapterSpec"]:  # noqa: F821
+    """Framework adapters this plugin provides, as `tensortap.AdapterSpec` objects.
+
+    Example::
+
+        @tensortap.hookimpl
+        def tensortap_register_adapters():
+            return [tensortap.AdapterSpec(name="torch", model_modules=("torch",),
+                                          adapter="tensortap_torch.adapter:TorchAdapter")]
+    """
+
+
+@hookspec
+def tensortap_register_collections() -> List["tensortap.Collection"]:  # noqa: F821
+    """Extra default collections, e.g. `tt.Collection("attention", description=...)`.
+
+    Example::
+
+        @tensortap.hookimpl
+        def tensortap_register_collections():
+            return [tensortap.Collection("attention", description="attention probabilities")]
+    """
+
+
+@hookspec
+def tensortap_register_rules() -> List[type]:
+    """`tensortap.rules.Rule` subclasses, each with a unique class attribute `name`.
+
+    Example::
+
+        @tensortap.hookimpl
+        def tensortap_register_rules():
+            return [BigWeights]
+    """
+
+
+@hookspec
+def tensortap_register_visualizers() -> List[type]:
+    """`tensortap.vis.Visualizer` subclasses, each with a unique class attribute `name`.
+
+    Example::
+
+        @tensortap.hookimpl
+        def tensortap_register_visualizers():
+            return [MyPlot]
+    """
+
+
+@hookspec
+def tensortap_register_actions() -> List[type]:
+    """`tensortap.rules.Action` subclasses (what happens when a rule fires), each with a `name`.
+
+    Example::
+
+        @tensortap.hookimpl
+        def tensortap_register_actions():
+            return [PageOnCall]
+    """
+
+
+@hookspec
+def tensortap_step_end(hook, step: int, mode: str) -> None:
+    """Called after a saved step was handed to the writer (behaviour hook; return value ignored).
+
+    Example::
+
+        @tensortap.hookimpl
+        def tensortap_step_end(hook, step, mode):
+            print("saved", step)
+    """
+
+
+@hookspec
+def tensortap_run_closed(hook, out_dir: str) -> None:
+    """Called once when a Hook closed its run (all data written).
+
+    Example::
+
+        @tensortap.hookimpl
+        def tensortap_run_closed(hook, out_dir):
+            print("run complete:", out_dir)
+    """

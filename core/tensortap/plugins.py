@@ -1,0 +1,276 @@
+"""The plugin manager: built-ins and entry-point plugins, loaded safely.
+
+Built-in rules, visualizers, actions, collections and the numpy test adapter are plugins
+registered exactly like a third party's. Third-party plugins come from the entry-point
+group "tensortap". A plugin that fails to import, implements an unknown hook, returns
+something invalid, or registers a name another plugin already owns is reported
+(`tensortap plugins`) and skipped; with TENSORTAP_STRICT_PLUGINS=1 it is fatal.
+TENSORTAP_DISABLE_PLUGINS=a,b skips plugins by entry-point or distribution name.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import inspect
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import pluggy
+
+from . import hookspecs
+from ._version import __version__
+from .errors import ConfigError, PluginError, did_you_mean
+
+log = logging.getLogger("tensortap")
+
+BUILTIN_PLUGINS = (
+    "tensortap.collections",
+    "tensortap.testing.plugin",
+    "tensortap.rules.builtin",
+    "tensortap.rules.actions",
+    "tensortap.vis.builtin",
+)
+ENTRY_POINT_GROUP = "tensortap"
+#: registration hook -> the registry table it fills
+REGISTRATION_HOOKS = {
+    "tensortap_register_adapters": "adapters",
+    "tensortap_register_collections": "collections",
+    "tensortap_register_rules": "rules",
+    "tensortap_register_visualizers": "visualizers",
+    "tensortap_register_actions": "actions",
+}
+KNOWN_HOOKS = {n for n in dir(hookspecs) if n.startswith("tensortap_")}
+
+
+@dataclass
+class PluginInfo:
+    """What `tensortap plugins` shows for one plugin."""
+
+    name: str
+    distribution: str
+    version: str
+    module: str
+    builtin: bool
+    registers: Dict[str, List[str]] = field(default_factory=dict)
+    error: Optional[str] = None
+    disabled: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.disabled
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "distribution": self.distribution, "version": self.version,
+            "module": self.module, "builtin": self.builtin, "registers": self.registers,
+            "error": self.error, "disabled": self.disabled,
+        }
+
+
+def _strict() -> bool:
+    return os.environ.get("TENSORTAP_STRICT_PLUGINS", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _disabled() -> set:
+    return {p.strip() for p in os.environ.get("TENSORTAP_DISABLE_PLUGINS", "").split(",") if p.strip()}
+
+
+def _validate_item(table: str, item: Any) -> str:
+    """The name an item registers under, or raise PluginError saying what is wrong."""
+    from .adapter import AdapterSpec
+    from .collections import Collection
+
+    if table == "adapters":
+        if not isinstance(item, AdapterSpec):
+            raise PluginError(f"tensortap_register_adapters must return AdapterSpec objects, got {item!r}")
+        return item.name
+    if table == "collections":
+        if not isinstance(item, Collection):
+            raise PluginError(f"tensortap_register_collections must return tt.Collection objects, got {item!r}")
+        return item.name
+    base = {"rules": ("tensortap.rules", "Rule"), "visualizers": ("tensortap.vis", "Visualizer"),
+            "actions": ("tensortap.rules", "Action")}[table]
+    cls = getattr(importlib.import_module(base[0]), base[1])
+    if not (inspect.isclass(item) and issubclass(item, cls)):
+        raise PluginError(f"{table} must be subclasses of {base[0]}.{base[1]}, got {item!r}")
+    name = getattr(item, "name", None)
+    if not isinstance(name, str) or not name or name == getattr(cls, "name", None):
+        raise PluginError(f"{item.__module__}.{item.__qualname__} needs a class attribute `name` (a unique string)")
+    return name
+
+
+class Registry:
+    """Everything plugins registered, by name, with the plugin that owns each name."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: List[PluginInfo] = []
+        self.tables: Dict[str, Dict[str, Any]] = {t: {} for t in REGISTRATION_HOOKS.values()}
+        self.owner: Dict[Tuple[str, str], PluginInfo] = {}
+        self._load()
+
+    # ---- loading ---------------------------------------------------------------------------
+    def _load(self) -> None:
+        disabled = _disabled()
+        for modname in BUILTIN_PLUGINS:
+            info = PluginInfo(modname, "tensortap", __version__, modname, builtin=True)
+            if modname in disabled:
+                info.disabled = True
+                self.plugins.append(info)
+                continue
+            self._add(info, lambda m=modname: importlib.import_module(m))
+        try:
+            eps = md.entry_points(group=ENTRY_POINT_GROUP)
+        except TypeError:  # Python < 3.10
+            eps = md.entry_points().get(ENTRY_POINT_GROUP, [])
+        seen = set()
+        for ep in sorted(eps, key=lambda e: e.name):
+            dist = getattr(ep, "dist", None)
+            dname = dist.metadata["Name"] if dist is not None else "?"
+            key = (ep.name, ep.value)
+            if key in seen:  # the same distribution visible twice on sys.path
+                continue
+            seen.add(key)
+            info = PluginInfo(ep.name, dname, dist.version if dist is not None else "?", ep.value, builtin=False)
+            if ep.name in disabled or dname in disabled:
+                info.disabled = True
+                self.plugins.append(info)
+                continue
+            self._add(info, ep.load)
+
+    def _fail(self, info: PluginInfo, message: str) -> None:
+        info.error = message
+        self.plugins.append(info)
+        if _strict():
+            raise PluginError(f"plugin {info.name!r} (distribution {info.distribution}): {message}")
+        log.warning("tensortap: plugin %r (distribution %s) skipped: %s", info.name, info.distribution, message)
+
+    def _add(self, info: PluginInfo, load: Callable[[], Any]) -> None:
+        try:
+            obj = load()
+        except Exception as e:  # noqa: BLE001 - any import failure is reported, not fatal
+            return self._fail(info, f"import failed: {type(e).__name__}: {e}")
+        unknown = [n for n in dir(obj) if n.startswith("tensortap_") and n not in KNOWN_HOOKS
+                   and callable(getattr(obj, n, None))]
+        if unknown:
+            return self._fail(info, f"implements unknown hook(s) {unknown}." + did_you_mean(unknown[0], KNOWN_HOOKS)
+                              + f" Known hooks: {sorted(KNOWN_HOOKS)}")
+        try:
+            self.pm.register(obj, name=f"{info.distribution}:{info.name}")
+        except Exception as e:  # noqa: BLE001 - pluggy names the offending signature
+            return self._fail(info, f"{type(e).__name__}: {e}")
+        found: Dict[str, Dict[str, Any]] = {}
+        try:
+            for hook_name, table in REGISTRATION_HOOKS.items():
+                for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                    if impl.plugin is not obj:
+                        continue
+                    result = impl.function()
+                    if result is None:
+                        continue
+                    if not isinstance(result, (list, tuple)):
+                        raise PluginError(f"{hook_name} must return a list, got {type(result).__name__}")
+                    for item in result:
+                        name = _validate_item(table, item)
+                        if name in found.setdefault(table, {}):
+                            raise PluginError(f"registers {table[:-1]} {name!r} twice")
+                        found[table][name] = item
+            for table, items in found.items():
+                for name in items:
+                    other = self.owner.get((table, name))
+                    if other is not None:
+                        raise PluginError(
+                            f"{table[:-1]} {name!r} is registered by both distribution {other.distribution!r} "
+                            f"(plugin {other.name!r}) and distribution {info.distribution!r} (plugin {info.name!r}); "
+                            f"kept {other.distribution!r}'s. Uninstall one, or set TENSORTAP_DISABLE_PLUGINS={info.name}"
+                        )
+        except Exception as e:  # noqa: BLE001
+            self.pm.unregister(obj)
+            msg = str(e) if isinstance(e, PluginError) else f"registration failed: {type(e).__name__}: {e}"
+            return self._fail(info, msg)
+        for table, items in found.items():
+            self.tables[table].update(items)
+            for name in items:
+                self.owner[(table, name)] = info
+            info.registers[table] = sorted(items)
+        self.plugins.append(info)
+
+    # ---- lookups ---------------------------------------------------------------------------
+    @property
+    def adapters(self) -> Dict[str, Any]:
+        return self.tables["adapters"]
+
+    @property
+    def rules(self) -> Dict[str, type]:
+        return self.tables["rules"]
+
+    @property
+    def visualizers(self) -> Dict[str, type]:
+        return self.tables["visualizers"]
+
+    @property
+    def actions(self) -> Dict[str, type]:
+        return self.tables["actions"]
+
+    @property
+    def collections(self) -> Dict[str, Any]:
+        return self.tables["collections"]
+
+    def get(self, table: str, name: str) -> Any:
+        """The registered item, or a ConfigError that lists what exists and what is closest."""
+        items = self.tables[table]
+        if name in items:
+            return items[name]
+        kind = table[:-1]
+        broken = [p for p in self.plugins if p.error and not p.builtin]
+        hint = ""
+        if broken:
+            hint = " (plugins that failed to load: " + ", ".join(f"{p.name}: {p.error}" for p in broken) + ")"
+        raise ConfigError(
+            f"unknown {kind} {name!r}." + did_you_mean(name, items)
+            + f" Registered {table}: {', '.join(sorted(items)) or 'none'}.{hint}"
+        )
+
+    def adapter_for(self, obj: Any):
+        """The AdapterSpec whose framework `obj` (a model or tensor) belongs to, or None."""
+        for spec in self.adapters.values():
+            if spec.recognises(obj):
+                return spec
+        return None
+
+    def call_behaviour(self, hook_name: str, **kwargs) -> None:
+        """Run a behaviour hook; a plugin that raises is reported, never fatal to training."""
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            try:
+                impl.function(**kwargs)
+            except Exception as e:  # noqa: BLE001
+                log.warning("tensortap: plugin %s failed in %s: %s", impl.plugin_name, hook_name, e)
+
+
+_registry: Optional[Registry] = None
+_lock = threading.RLock()
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, loaded on first use."""
+    global _registry
+    with _lock:
+        if _registry is None:
+            _registry = Registry()
+        return _registry
+
+
+def reload_registry() -> Registry:
+    """Forget and reload every plugin (after installing one, or changing the env variables)."""
+    global _registry
+    with _lock:
+        _registry = None
+        return get_registry()
+
+
+def plugin_infos() -> List[PluginInfo]:
+    return list(get_registry().plugins)

@@ -1,0 +1,132 @@
+"""Rule, RuleResult and invoke_rule: framework-free checks over a trial."""
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from ..errors import StepNotFound, TensorNotFound
+
+
+@dataclass
+class RuleResult:
+    """One evaluation of a rule at a step."""
+
+    rule: str
+    step: int
+    fired: bool
+    message: str = ""
+    values: Dict[str, Any] = field(default_factory=dict)
+    skipped: bool = False
+
+    def to_record(self) -> dict:
+        return {"type": "rule", "rule": self.rule, "step": self.step, "fired": bool(self.fired),
+                "message": self.message, "values": _jsonable(self.values), "skipped": self.skipped,
+                "time": time.time()}
+
+    def __bool__(self) -> bool:
+        return bool(self.fired)
+
+
+def _jsonable(v):
+    import numpy as np
+
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist() if v.size <= 64 else f"<array {v.shape} {v.dtype}>"
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return str(v)
+
+
+class Rule:
+    """Base class of every rule, built-in or plugin.
+
+    Subclasses set a unique `name`, take their parameters in `__init__` (calling
+    `super().__init__()`), and implement `invoke_at_step(trial, step)`, returning a bool,
+    a `(bool, message)` pair, or a RuleResult. Rules read data only through the trial.
+    A rule may keep state across steps (steps arrive in increasing order).
+    """
+
+    name: str = "rule"
+    #: collections whose tensors the rule reads (documentation and the report)
+    collections: tuple = ()
+
+    def __init__(self) -> None:
+        self.last_result: Optional[RuleResult] = None
+
+    def invoke_at_step(self, trial, step: int):
+        raise NotImplementedError
+
+    def steps(self, trial) -> List[int]:
+        """The steps this rule is evaluated at (default: every saved global step)."""
+        return trial.steps()
+
+    def invoke(self, trial, step: int) -> RuleResult:
+        """Evaluate at `step`, normalising the return value; missing data gives a skipped result."""
+        try:
+            out = self.invoke_at_step(trial, step)
+        except (StepNotFound, TensorNotFound) as e:
+            return RuleResult(self.name, step, False, f"skipped: {e}", skipped=True)
+        if isinstance(out, RuleResult):
+            res = out
+            res.rule = res.rule or self.name
+        elif isinstance(out, tuple):
+            fired, msg = out[0], out[1] if len(out) > 1 else ""
+            vals = out[2] if len(out) > 2 else {}
+            res = RuleResult(self.name, step, bool(fired), str(msg), dict(vals))
+        else:
+            res = RuleResult(self.name, step, bool(out), f"{self.name} fired at step {step}" if out else "")
+        self.last_result = res
+        return res
+
+    @classmethod
+    def params(cls) -> Dict[str, Any]:
+        """Constructor parameters and their defaults (for `tensortap rules list`)."""
+        out = {}
+        for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            out[p.name] = None if p.default is inspect.Parameter.empty else p.default
+        return out
+
+    @classmethod
+    def describe(cls) -> str:
+        return (inspect.getdoc(cls) or "").split("\n\n")[0]
+
+    def __repr__(self) -> str:
+        return f"<Rule {self.name}>"
+
+
+def invoke_rule(rule: Rule, trial, start_step: int = 0, end_step: Optional[int] = None, follow: bool = False,
+                poll: float = 0.5, timeout: Optional[float] = None) -> List[RuleResult]:
+    """Evaluate `rule` on every saved step in [start_step, end_step); with `follow=True` keep
+    tailing a live run until it closes (or `timeout` seconds pass, or end_step is reached).
+    Steps never saved are skipped; this never raises because the run ended."""
+    done = set()
+    results: List[RuleResult] = []
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        for s in rule.steps(trial):
+            if s in done or s < start_step or (end_step is not None and s >= end_step):
+                continue
+            done.add(s)
+            results.append(rule.invoke(trial, s))
+        if not follow:
+            return results
+        if trial.is_complete() or (end_step is not None and any(s >= end_step - 1 for s in done)):
+            # one last look: steps written just before the end record
+            trial.refresh()
+            if all(s in done or s < start_step or (end_step is not None and s >= end_step) for s in rule.steps(trial)):
+                return results
+            continue
+        if deadline is not None and time.monotonic() >= deadline:
+            return results
+        time.sleep(poll)
+        trial.refresh()

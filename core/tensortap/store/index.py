@@ -1,0 +1,70 @@
+"""Index records: a JSON header and, for a step, a packed table of where each tensor lives.
+
+payload = uint32 json_length | json header | entries (ENTRY_DTYPE rows, sorted by nid)
+
+Header types:
+  {"type": "defs", "names": [[nid, name, kind, [collections]]], "dtypes": [[id, "<f4"]],
+   "shapes": [[id, [2, 3]]]}                        new ids, before the first step using them
+  {"type": "step", "step": g, "mode": "train", "mode_step": k, "time": t}
+  {"type": "rule", ...}                            one rule evaluation result
+  {"type": "event", ...}                           a notice (dropped steps, write errors)
+  {"type": "end", "time": t}                       the writer closed cleanly
+Tensor names live only here, as data: no name ever becomes a path.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from typing import Optional, Tuple
+
+import numpy as np
+
+ENTRY_DTYPE = np.dtype(
+    [("nid", "<u4"), ("dtype", "<u2"), ("shape", "<u4"), ("offset", "<u8"), ("nbytes", "<u8")]
+)
+_U32 = struct.Struct("<I")
+# dtype kinds a run may hold: bool, ints, floats, complex, fixed-width strings. Never objects.
+SAFE_KINDS = set("biufcSU")
+
+
+def encode(header: dict, entries: Optional[np.ndarray] = None) -> bytes:
+    js = json.dumps(header, separators=(",", ":"), allow_nan=True).encode()
+    tail = b"" if entries is None else np.ascontiguousarray(entries, ENTRY_DTYPE).tobytes()
+    return _U32.pack(len(js)) + js + tail
+
+
+class BadIndex(ValueError):
+    """An index payload that passed its checksum but does not decode (wrong version, forged)."""
+
+
+def decode(payload: bytes) -> Tuple[dict, Optional[np.ndarray]]:
+    if len(payload) < 4:
+        raise BadIndex("index payload shorter than its length field")
+    (jlen,) = _U32.unpack_from(payload, 0)
+    if 4 + jlen > len(payload):
+        raise BadIndex("index JSON length runs past the payload")
+    try:
+        header = json.loads(payload[4: 4 + jlen].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise BadIndex(f"index JSON does not parse: {e}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("type"), str):
+        raise BadIndex("index header is not an object with a 'type'")
+    rest = payload[4 + jlen:]
+    if not rest:
+        return header, None
+    if len(rest) % ENTRY_DTYPE.itemsize:
+        raise BadIndex("index entry table has a partial row")
+    return header, np.frombuffer(rest, ENTRY_DTYPE)
+
+
+def safe_dtype(text: str) -> np.dtype:
+    """np.dtype from its stored string, refusing anything that could hold Python objects."""
+    if not isinstance(text, str) or len(text) > 16:
+        raise BadIndex(f"bad dtype field {text!r}")
+    try:
+        dt = np.dtype(text)
+    except TypeError:
+        raise BadIndex(f"unknown dtype {text!r}") from None
+    if dt.kind not in SAFE_KINDS or dt.hasobject:
+        raise BadIndex(f"dtype {text!r} is not allowed in a run (only bool/int/float/complex/str)")
+    return dt

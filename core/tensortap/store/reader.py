@@ -1,0 +1,240 @@
+"""Reading one worker's records: tail the index segments, fetch one tensor's bytes on demand.
+
+Opening a run reads only index files. A value lookup reads exactly one data record
+(header + payload + checksum) at the offset the index gives, verifies its checksum, and
+returns the array. Nothing in a run can run code: JSON and raw bytes of whitelisted dtypes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..errors import CorruptRunError, NotARunError
+from . import framing, index, layout
+from .fs import is_local, join
+
+log = logging.getLogger("tensortap")
+MAX_NDIM = 64
+
+
+@dataclass
+class StepIndex:
+    step: int
+    mode: str
+    mode_step: int
+    seg: int
+    entries: np.ndarray  # index.ENTRY_DTYPE rows, sorted by nid
+    time: float
+
+    def find(self, nid: int) -> Optional[np.void]:
+        nids = self.entries["nid"]
+        i = int(np.searchsorted(nids, nid))
+        if i < len(nids) and nids[i] == nid:
+            return self.entries[i]
+        return None
+
+
+class WorkerReader:
+    """The index of one worker, kept up to date by `refresh()`."""
+
+    def __init__(self, fs, root: str, worker: str) -> None:
+        self.fs = fs
+        self.local = is_local(fs)
+        self.root = root
+        self.worker = worker
+        self.dir = join(root, layout.WORKERS_DIR, worker)
+        self.meta: dict = {}
+        self.names: Dict[int, Tuple[str, str, Tuple[str, ...]]] = {}
+        self.nid_of: Dict[Tuple[str, str], int] = {}
+        self.dtypes: Dict[int, np.dtype] = {}
+        self.shapes: Dict[int, Tuple[int, ...]] = {}
+        self.steps: Dict[int, StepIndex] = {}
+        self.mode_steps: Dict[Tuple[str, int], int] = {}
+        self.records: List[dict] = []  # rule results, events
+        self.ended = False
+        self.problems: List[str] = []
+        self._offsets: Dict[int, int] = {}
+        self._sizes: Dict[int, int] = {}
+        self._handles: Dict[int, object] = {}
+        self._lock = threading.RLock()
+        self._load_meta()
+
+    def _load_meta(self) -> None:
+        path = join(self.dir, layout.META)
+        try:
+            raw = self.fs.cat_file(path)
+        except FileNotFoundError:
+            self.meta = {}
+            return
+        try:
+            meta = json.loads(raw)
+            if not isinstance(meta, dict):
+                raise ValueError("not an object")
+        except ValueError as e:
+            self.problems.append(f"{self.worker}/meta.json is unreadable ({e}); ignored")
+            meta = {}
+        fv = meta.get("format_version", layout.FORMAT_VERSION)
+        if isinstance(fv, int) and fv > layout.FORMAT_VERSION:
+            from .._version import __version__
+
+            raise NotARunError(
+                f"{self.dir} was written by tensortap {meta.get('tensortap_version', '?')} in store format "
+                f"{fv}; this tensortap ({__version__}) reads formats up to {layout.FORMAT_VERSION}. "
+                "Upgrade tensortap to read it."
+            )
+        self.meta = meta
+
+    # ---- index ---------------------------------------------------------------------------
+    def _segments(self) -> List[int]:
+        try:
+            if not self.local:
+                self.fs.invalidate_cache(self.dir)
+            files = self.fs.ls(self.dir, detail=False)
+        except FileNotFoundError:
+            return []
+        segs = []
+        for p in files:
+            m = layout.INDEX_RE.match(p.rstrip("/").rsplit("/", 1)[-1])
+            if m:
+                segs.append(int(m.group(1)))
+        return sorted(segs)
+
+    def _read_from(self, path: str, start: int) -> bytes:
+        if self.local:
+            with open(path, "rb") as f:
+                f.seek(start)
+                return f.read()
+        return self.fs.cat_file(path, start=start)
+
+    def refresh(self) -> int:
+        """Read index records appended since the last call; returns how many steps are new."""
+        with self._lock:
+            new = 0
+            for seg in self._segments():
+                start = self._offsets.get(seg, 0)
+                try:
+                    buf = self._read_from(join(self.dir, layout.index_file(seg)), start)
+                except FileNotFoundError:
+                    continue
+                end = 0
+                for item in framing.iter_records_verbose(buf):
+                    end = item.next_offset
+                    if isinstance(item, framing.BadPayload):
+                        self.problems.append(
+                            f"{self.worker} {layout.index_file(seg)}: record at byte {start + item.offset} "
+                            "failed its checksum and was skipped"
+                        )
+                        continue
+                    if item.kind != framing.KIND_INDEX:
+                        self.problems.append(f"{self.worker} {layout.index_file(seg)}: unexpected record kind")
+                        continue
+                    try:
+                        new += self._apply(seg, *index.decode(item.payload))
+                    except index.BadIndex as e:
+                        self.problems.append(f"{self.worker} {layout.index_file(seg)}: {e}; skipped")
+                self._offsets[seg] = start + end
+            return new
+
+    def _apply(self, seg: int, header: dict, entries: Optional[np.ndarray]) -> int:
+        kind = header["type"]
+        if kind == "defs":
+            for nid, name, nkind, colls in header.get("names", []):
+                if not (isinstance(nid, int) and isinstance(name, str) and isinstance(nkind, str)):
+                    raise index.BadIndex("malformed name definition")
+                colls = tuple(c for c in (colls or []) if isinstance(c, str))
+                self.names[nid] = (name, nkind, colls)
+                self.nid_of[(name, nkind)] = nid
+            for did, d in header.get("dtypes", []):
+                self.dtypes[int(did)] = index.safe_dtype(d)
+            for sid, shape in header.get("shapes", []):
+                if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(
+                    isinstance(x, int) and x >= 0 for x in shape
+                ):
+                    raise index.BadIndex(f"malformed shape {shape!r}")
+                self.shapes[int(sid)] = tuple(shape)
+            return 0
+        if kind == "step":
+            step, mode, ms = header.get("step"), header.get("mode"), header.get("mode_step")
+            if not (isinstance(step, int) and isinstance(mode, str) and isinstance(ms, int)):
+                raise index.BadIndex("malformed step header")
+            if entries is None:
+                entries = np.zeros(0, index.ENTRY_DTYPE)
+            old = self.steps.get(step)
+            if old is not None:  # a step written in two parts: merge, newest wins per name
+                merged = np.concatenate([entries, old.entries])
+                _, first = np.unique(merged["nid"], return_index=True)
+                entries = merged[first]
+            elif len(entries) > 1 and np.any(np.diff(entries["nid"].astype(np.int64)) <= 0):
+                entries = np.sort(entries, order="nid")
+            self.steps[step] = StepIndex(step, mode, ms, seg, entries, float(header.get("time", 0.0)))
+            self.mode_steps[(mode, ms)] = step
+            return 0 if old is not None else 1
+        if kind == "end":
+            self.ended = True
+            return 0
+        self.records.append(header)
+        return 0
+
+    # ---- values --------------------------------------------------------------------------
+    def _data_path(self, seg: int) -> str:
+        return join(self.dir, layout.data_file(seg))
+
+    def _size(self, seg: int, need: int) -> int:
+        size = self._sizes.get(seg, -1)
+        if size < need:
+            size = self.fs.size(self._data_path(seg))
+            self._sizes[seg] = size
+        return size
+
+    def read(self, si: StepIndex, nid: int, what: str) -> np.ndarray:
+        """The array stored for name id `nid` at step `si`; `what` names it in errors."""
+        e = si.find(nid)
+        if e is None:
+            raise KeyError(nid)
+        dtype = self.dtypes.get(int(e["dtype"]))
+        shape = self.shapes.get(int(e["shape"]))
+        if dtype is None or shape is None:
+            raise CorruptRunError(f"{what}: the index refers to an unknown dtype/shape id; the run is damaged")
+        nbytes, off = int(e["nbytes"]), int(e["offset"])
+        if nbytes != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+            raise CorruptRunError(f"{what}: index says {nbytes} bytes for shape {shape} {dtype}; the run is damaged")
+        total = nbytes + framing.OVERHEAD
+        path = self._data_path(si.seg)
+        with self._lock:
+            if off + total > self._size(si.seg, off + total):
+                raise CorruptRunError(f"{what}: its bytes lie past the end of {layout.data_file(si.seg)}; the run is damaged")
+            if self.local:
+                f = self._handles.get(si.seg)
+                if f is None:
+                    if len(self._handles) > 32:
+                        for h in self._handles.values():
+                            h.close()
+                        self._handles.clear()
+                    f = self._handles[si.seg] = open(path, "rb")
+                buf = bytearray(total)
+                f.seek(off)
+                got = f.readinto(buf)
+            else:
+                buf = bytearray(self.fs.cat_file(path, start=off, end=off + total))
+                got = len(buf)
+        if got != total:
+            raise CorruptRunError(f"{what}: short read from {layout.data_file(si.seg)}; the run is damaged")
+        try:
+            framing.check_record(buf, framing.KIND_DATA)
+        except (framing.TornRecord, framing.BadPayload):
+            raise CorruptRunError(
+                f"{what}: checksum mismatch in {self.worker}/{layout.data_file(si.seg)} at byte {off}; "
+                "the stored bytes are damaged (refusing to return them)"
+            ) from None
+        return np.frombuffer(buf, dtype=dtype, count=nbytes // dtype.itemsize if dtype.itemsize else 0,
+                             offset=framing.HEADER_SIZE).reshape(shape)
+
+    def close(self) -> None:
+        for h in self._handles.values():
+            h.close()
+        self._handles.clear()

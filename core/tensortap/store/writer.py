@@ -1,0 +1,364 @@
+"""The store writer: owns a worker's files, writes from a background thread.
+
+The training thread only copies arrays and queues them; a daemon thread frames and writes.
+Memory is bounded by `queue_bytes`; when the disk cannot keep up the policy decides:
+"block" (default) makes the training thread wait, so nothing is lost; "drop" drops the
+newest step and counts it (reported in the run as an event and by `Hook.stats`).
+A write error (disk full, lost connection) drops that step, is reported once per kind,
+rolls to fresh files so the damage stays at a file's tail, and writing resumes when it can.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Deque, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import ConfigError
+from . import framing, index, layout
+from .fs import is_local, join, resolve
+
+log = logging.getLogger("tensortap")
+
+DEFAULT_QUEUE_BYTES = 512 * 1024 * 1024
+DEFAULT_SEGMENT_BYTES = 1024 * 1024 * 1024
+_CLOSE = object()
+_ROLL = object()
+
+
+@dataclass
+class TensorItem:
+    """One array to store. `kind` is "value" or "reduction:<name>"."""
+
+    name: str
+    kind: str
+    collections: Tuple[str, ...]
+    array: np.ndarray
+
+
+@dataclass
+class StepBatch:
+    step: int
+    mode: str
+    mode_step: int
+    items: List[TensorItem] = field(default_factory=list)
+    time: float = 0.0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(i.array.nbytes for i in self.items)
+
+
+@dataclass
+class WriterStats:
+    steps_written: int = 0
+    tensors_written: int = 0
+    bytes_written: int = 0
+    steps_dropped: int = 0
+    write_errors: int = 0
+    blocked_seconds: float = 0.0
+
+
+class StoreWriter:
+    """Writes one worker's records under `<out_dir>/workers/worker-<rank>/`."""
+
+    def __init__(
+        self,
+        out_dir,
+        rank: int = 0,
+        meta: Optional[dict] = None,
+        *,
+        queue_bytes: int = DEFAULT_QUEUE_BYTES,
+        on_full: str = "block",
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        flush_seconds: Optional[float] = None,
+        on_error: Optional[Callable[[str, BaseException], None]] = None,
+    ) -> None:
+        if on_full not in ("block", "drop"):
+            raise ConfigError(f'on_full must be "block" or "drop", got {on_full!r}')
+        self.fs, self.root = resolve(out_dir)
+        self.local = is_local(self.fs)
+        self.worker = layout.worker_name(rank)
+        self.dir = join(self.root, layout.WORKERS_DIR, self.worker)
+        self.meta = dict(meta or {})
+        self.queue_bytes = int(queue_bytes)
+        self.on_full = on_full
+        self.segment_bytes = int(segment_bytes)
+        # Remote objects become visible only when closed: roll segments on a timer there.
+        self.flush_seconds = flush_seconds if flush_seconds is not None else (None if self.local else 5.0)
+        self.on_error = on_error or (lambda what, exc: log.warning("tensortap: %s: %s", what, exc))
+        self.stats = WriterStats()
+        self._q: Deque = deque()
+        self._pending = 0
+        self._cv = threading.Condition()
+        self._busy = False
+        self._closed = False
+        self._seg = -1
+        self._data = None
+        self._index = None
+        self._data_pos = 0
+        self._seg_opened = 0.0
+        self._names: Dict[Tuple[str, str], int] = {}
+        self._name_defs: List[list] = []
+        self._dtypes: Dict[str, int] = {}
+        self._shapes: Dict[Tuple[int, ...], int] = {}
+        self._dropped_unreported = 0
+        self._open_dir()
+        self._thread = threading.Thread(target=self._run, name=f"tensortap-writer-{self.worker}", daemon=True)
+        self._thread.start()
+
+    # ---- set-up -------------------------------------------------------------------------
+    def _open_dir(self) -> None:
+        fs = self.fs
+        try:
+            fs.makedirs(self.dir, exist_ok=True)
+            existing = [p for p in fs.ls(self.dir, detail=False) if layout.INDEX_RE.match(p.rsplit("/", 1)[-1])]
+        except PermissionError as e:
+            raise ConfigError(
+                f"out_dir {self.root!r} is not writable ({e.strerror or e}); "
+                "pass an out_dir you can write to"
+            ) from None
+        except OSError as e:
+            raise ConfigError(f"cannot create the run directory {self.root!r}: {e}") from None
+        if existing:
+            raise ConfigError(
+                f"out_dir {self.root!r} already holds a run for {self.worker}; "
+                "use a new out_dir for each run (or delete the old one)"
+            )
+        marker = join(self.root, layout.RUN_MARKER)
+        run_info = {"format": "tensortap-run", "format_version": layout.FORMAT_VERSION}
+        meta = {
+            "format_version": layout.FORMAT_VERSION,
+            "tensortap_version": __version__,
+            "worker": self.worker,
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "created": time.time(),
+            **self.meta,
+        }
+        try:
+            if not fs.exists(marker):
+                self._put(marker, json.dumps(run_info).encode())
+            self._put(join(self.dir, layout.META), json.dumps(meta, default=str, indent=1).encode())
+        except PermissionError as e:
+            raise ConfigError(f"out_dir {self.root!r} is not writable ({e}); pass an out_dir you can write to") from None
+
+    def _put(self, path: str, data: bytes) -> None:
+        """Write a small whole file atomically (rename locally; one PUT on object stores)."""
+        if self.local:
+            tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        else:
+            self.fs.pipe_file(path, data)
+
+    def update_meta(self, **fields) -> None:
+        """Merge fields into the worker's meta.json (e.g. the framework, once known)."""
+        self.meta.update(fields)
+        path = join(self.dir, layout.META)
+        try:
+            cur = json.loads(self.fs.cat_file(path))
+        except Exception:  # noqa: BLE001 - rewrite from what we know
+            cur = {}
+        cur.update(fields)
+        self._put(path, json.dumps(cur, default=str, indent=1).encode())
+
+    # ---- the training thread's side -----------------------------------------------------
+    def submit(self, batch: StepBatch) -> bool:
+        """Queue a step; returns False if the "drop" policy dropped it."""
+        size = batch.nbytes
+        with self._cv:
+            if self._closed:
+                return False
+            if self._pending and self._pending + size > self.queue_bytes:
+                if self.on_full == "drop":
+                    self.stats.steps_dropped += 1
+                    self._dropped_unreported += 1
+                    return False
+                t0 = time.perf_counter()
+                while self._pending and self._pending + size > self.queue_bytes:
+                    self._cv.wait(0.5)
+                self.stats.blocked_seconds += time.perf_counter() - t0
+            self._q.append(batch)
+            self._pending += size
+            self._cv.notify_all()
+        return True
+
+    def submit_record(self, header: dict) -> None:
+        """Queue a small index record (rule result, event, end)."""
+        with self._cv:
+            if self._closed:
+                return
+            self._q.append(header)
+            self._cv.notify_all()
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until everything queued so far is written. False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cv:
+            while self._q or self._busy:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cv.wait(0.5 if left is None else min(left, 0.5))
+        return True
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Write what is queued, mark the run complete for this worker, close the files."""
+        with self._cv:
+            if self._closed:
+                return
+        self.submit_record({"type": "end", "time": time.time()})
+        self.flush(timeout)
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        self._thread.join(timeout)
+
+    # ---- the writer thread ---------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._q and not self._closed:
+                    timeout = None
+                    if self.flush_seconds and self._data is not None:
+                        timeout = self.flush_seconds - (time.monotonic() - self._seg_opened)
+                        if timeout <= 0:
+                            break
+                    self._cv.wait(timeout)
+                if self._q:
+                    item = self._q.popleft()
+                elif self._closed:
+                    item = _CLOSE
+                else:
+                    item = _ROLL  # the segment timer ran out with nothing queued
+                self._busy = True
+            if item is _CLOSE or item is _ROLL:
+                self._close_segment()
+            else:
+                self._write_item(item)
+            with self._cv:
+                if isinstance(item, StepBatch):
+                    self._pending -= item.nbytes
+                self._busy = False
+                self._cv.notify_all()
+            if item is _CLOSE:
+                return
+
+    def _segment_expired(self) -> bool:
+        return bool(self.flush_seconds) and time.monotonic() - self._seg_opened >= self.flush_seconds
+
+    def _write_item(self, item) -> None:
+        try:
+            if self._data is None or self._data_pos >= self.segment_bytes or self._segment_expired():
+                self._roll()
+            if self._dropped_unreported:
+                n, self._dropped_unreported = self._dropped_unreported, 0
+                self._write_index({"type": "event", "event": "steps_dropped", "count": n,
+                                   "why": "queue full (on_full='drop')", "time": time.time()})
+            if isinstance(item, StepBatch):
+                self._write_step(item)
+            else:
+                self._write_index(item)
+            self._index.flush()
+        except Exception as e:  # noqa: BLE001 - never let the writer die; report and go on
+            self.stats.write_errors += 1
+            if isinstance(item, StepBatch):
+                self.stats.steps_dropped += 1
+                what = f"could not save step {item.step} ({item.mode} step {item.mode_step})"
+            else:
+                what = f"could not write a {item.get('type')} record"
+            self.on_error(what, e)
+            self._abandon_segment()
+
+    def _roll(self) -> None:
+        self._close_segment()
+        self._seg += 1
+        self._data = self.fs.open(join(self.dir, layout.data_file(self._seg)), "wb")
+        self._index = self.fs.open(join(self.dir, layout.index_file(self._seg)), "wb")
+        self._data_pos = 0
+        self._seg_opened = time.monotonic()
+        # Each segment repeats the whole definition table: segments stand alone.
+        if self._name_defs:
+            self._write_index({
+                "type": "defs",
+                "names": self._name_defs,
+                "dtypes": [[i, d] for d, i in self._dtypes.items()],
+                "shapes": [[i, list(s)] for s, i in self._shapes.items()],
+            })
+
+    def _close_segment(self) -> None:
+        # Data before index: an index entry must never point at bytes not yet visible.
+        for attr in ("_data", "_index"):
+            f = getattr(self, attr)
+            if f is not None:
+                try:
+                    f.close()
+                except Exception as e:  # noqa: BLE001
+                    self.on_error("could not close a run file", e)
+                setattr(self, attr, None)
+
+    def _abandon_segment(self) -> None:
+        try:
+            self._close_segment()
+        except Exception:  # noqa: BLE001
+            pass
+        self._data = self._index = None
+
+    def _write_index(self, header: dict, entries: Optional[np.ndarray] = None) -> None:
+        self._index.write(framing.encode(framing.KIND_INDEX, index.encode(header, entries)))
+
+    def _write_step(self, batch: StepBatch) -> None:
+        new_names, new_dtypes, new_shapes = [], [], []
+        rows = []
+        data = self._data
+        pos = self._data_pos
+        for it in batch.items:
+            key = (it.name, it.kind)
+            nid = self._names.get(key)
+            if nid is None:
+                nid = len(self._names)
+                self._names[key] = nid
+                d = [nid, it.name, it.kind, list(it.collections)]
+                self._name_defs.append(d)
+                new_names.append(d)
+            arr = it.array
+            dstr = arr.dtype.str
+            did = self._dtypes.get(dstr)
+            if did is None:
+                did = self._dtypes[dstr] = len(self._dtypes)
+                new_dtypes.append([did, dstr])
+            shp = tuple(int(x) for x in arr.shape)
+            sid = self._shapes.get(shp)
+            if sid is None:
+                sid = self._shapes[shp] = len(self._shapes)
+                new_shapes.append([sid, list(shp)])
+            buf = memoryview(np.ascontiguousarray(arr)).cast("B") if arr.nbytes else b""
+            n = len(buf)
+            data.write(framing.header(framing.KIND_DATA, n))
+            data.write(buf)
+            data.write(framing.trailer(framing.crc(buf)))
+            rows.append((nid, did, sid, pos, n))
+            pos += n + framing.OVERHEAD
+        data.flush()
+        self._data_pos = pos
+        if new_names or new_dtypes or new_shapes:
+            self._write_index({"type": "defs", "names": new_names, "dtypes": new_dtypes, "shapes": new_shapes})
+        entries = np.array(sorted(rows), dtype=index.ENTRY_DTYPE) if rows else None
+        self._write_index(
+            {"type": "step", "step": batch.step, "mode": batch.mode, "mode_step": batch.mode_step,
+             "time": batch.time or time.time()},
+            entries,
+        )
+        self.stats.steps_written += 1
+        self.stats.tensors_written += len(batch.items)
+        self.stats.bytes_written += sum(r[4] for r in rows)

@@ -1,0 +1,373 @@
+"""Reading a run, finished or still being written: `tt.create_trial(path)`.
+
+Steps are global by default (`mode=None`); pass a mode to use that mode's own step counter.
+With several workers, `worker=None` reads the lowest-ranked worker that has the value.
+"""
+from __future__ import annotations
+
+import re
+import time
+from typing import Dict, Iterable, List, Optional, Tuple, Union
+
+import numpy as np
+
+from .errors import ConfigError, NotARunError, StepNotFound, TensorNotFound, did_you_mean
+from .modes import ModeKeys, to_mode
+from .reductions import split_histogram
+from .store import WorkerReader, layout
+from .store.fs import join, resolve
+
+VALUE = "value"
+REDUCTION = "reduction:"
+
+
+def create_trial(path, name: Optional[str] = None, wait_seconds: float = 0.0) -> "Trial":
+    """Open the run at `path` (local path or fsspec URL). `wait_seconds` waits for a run that
+    has not started writing yet (a live reader started before training)."""
+    deadline = time.monotonic() + float(wait_seconds)
+    while True:
+        try:
+            return Trial(path, name=name)
+        except NotARunError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _compile(regex) -> Optional["re.Pattern"]:
+    if regex is None:
+        return None
+    pats = [regex] if isinstance(regex, str) else list(regex)
+    try:
+        return re.compile("|".join(f"(?:{p})" for p in pats))
+    except re.error as e:
+        raise ConfigError(f"invalid regex {regex!r}: {e}") from None
+
+
+def _rank(worker: str) -> int:
+    m = layout.WORKER_RE.match(worker)
+    return int(m.group(1)) if m else 1 << 30
+
+
+class Trial:
+    """A run: its workers, steps, tensors, rule results. Cheap to create: reads only the index."""
+
+    def __init__(self, path, name: Optional[str] = None) -> None:
+        self.path = str(path)
+        self.name = name or self.path.rstrip("/").rsplit("/", 1)[-1]
+        self.fs, self.root = resolve(path)
+        if not self.fs.exists(self.root):
+            raise NotARunError(f"no run at {self.path!r}: the path does not exist (pass the out_dir given to tt.Hook)")
+        if not self.fs.isdir(self.root):
+            raise NotARunError(f"{self.path!r} is a file, not a run directory (pass the out_dir given to tt.Hook)")
+        if not self.fs.exists(join(self.root, layout.RUN_MARKER)) and not self.fs.exists(
+            join(self.root, layout.WORKERS_DIR)
+        ):
+            raise NotARunError(
+                f"{self.path!r} is not a tensortap run (no {layout.RUN_MARKER} or workers/ inside); "
+                "pass the out_dir given to tt.Hook"
+            )
+        self._workers: Dict[str, WorkerReader] = {}
+        self._cache: Dict[tuple, object] = {}
+        self.refresh()
+
+    # ---- freshness -------------------------------------------------------------------------
+    def refresh(self) -> int:
+        """Pick up workers and steps written since the last call; returns the count of new steps."""
+        try:
+            if hasattr(self.fs, "invalidate_cache"):
+                self.fs.invalidate_cache(join(self.root, layout.WORKERS_DIR))
+            entries = self.fs.ls(join(self.root, layout.WORKERS_DIR), detail=False)
+        except FileNotFoundError:
+            entries = []
+        for p in entries:
+            w = p.rstrip("/").rsplit("/", 1)[-1]
+            if layout.WORKER_RE.match(w) and w not in self._workers:
+                self._workers[w] = WorkerReader(self.fs, self.root, w)
+        new = sum(r.refresh() for r in self._workers.values())
+        self._cache.clear()
+        return new
+
+    def is_complete(self) -> bool:
+        """True once every worker closed its run cleanly (Hook.close / interpreter exit)."""
+        return bool(self._workers) and all(r.ended for r in self._workers.values())
+
+    def wait_for_steps(self, steps: Iterable[int], mode=None, timeout: Optional[float] = None,
+                       poll: float = 0.2) -> bool:
+        """Block until every step in `steps` is readable; False on timeout or if the run ended without them."""
+        want = set(int(s) for s in steps)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            have = set(self.steps(mode=mode))
+            if want <= have:
+                return True
+            if self.is_complete() or (deadline is not None and time.monotonic() >= deadline):
+                return False
+            time.sleep(poll)
+            self.refresh()
+
+    # ---- structure --------------------------------------------------------------------------
+    def workers(self) -> List[str]:
+        return sorted(self._workers, key=_rank)
+
+    def _readers(self, worker: Optional[str] = None) -> List[WorkerReader]:
+        if worker is None:
+            return [self._workers[w] for w in self.workers()]
+        if isinstance(worker, int):
+            worker = layout.worker_name(worker)
+        r = self._workers.get(worker)
+        if r is None:
+            raise ConfigError(f"no worker {worker!r} in {self.path}." + did_you_mean(worker, self._workers)
+                              + f" Workers: {self.workers()}")
+        return [r]
+
+    @property
+    def metadata(self) -> dict:
+        """meta.json of the lowest-ranked worker (framework, versions, configuration)."""
+        rs = self._readers()
+        return dict(rs[0].meta) if rs else {}
+
+    @property
+    def framework(self) -> Optional[str]:
+        return self.metadata.get("framework")
+
+    @property
+    def problems(self) -> List[str]:
+        """Damage the reader detected and skipped (torn or corrupt records)."""
+        return [p for r in self._readers() for p in r.problems]
+
+    def steps(self, mode=None, worker: Optional[str] = None) -> List[int]:
+        """Saved steps, sorted: global steps, or `mode`'s own steps."""
+        m = to_mode(mode)
+        key = ("steps", m, worker)
+        if key not in self._cache:
+            out = set()
+            for r in self._readers(worker):
+                if m is None or m == ModeKeys.GLOBAL:
+                    out.update(r.steps)
+                else:
+                    out.update(ms for (md, ms) in r.mode_steps if md == m.value)
+            self._cache[key] = sorted(out)
+        return list(self._cache[key])
+
+    def last_step(self, mode=None) -> Optional[int]:
+        s = self.steps(mode)
+        return s[-1] if s else None
+
+    def _global(self, r: WorkerReader, step: int, mode) -> Optional[int]:
+        m = to_mode(mode)
+        if m is None or m == ModeKeys.GLOBAL:
+            return step if step in r.steps else None
+        return r.mode_steps.get((m.value, int(step)))
+
+    def mode(self, step: int) -> Optional[ModeKeys]:
+        """The mode a global step was saved in."""
+        for r in self._readers():
+            si = r.steps.get(step)
+            if si is not None:
+                return to_mode(si.mode)
+        return None
+
+    def mode_step(self, step: int) -> Optional[int]:
+        for r in self._readers():
+            si = r.steps.get(step)
+            if si is not None:
+                return si.mode_step
+        return None
+
+    def global_step(self, mode, mode_step: int) -> Optional[int]:
+        for r in self._readers():
+            g = self._global(r, mode_step, mode)
+            if g is not None:
+                return g
+        return None
+
+    def _names(self, worker=None) -> Dict[str, set]:
+        """name -> collections, over the chosen workers."""
+        key = ("names", worker)
+        if key not in self._cache:
+            out: Dict[str, set] = {}
+            for r in self._readers(worker):
+                for name, kind, colls in r.names.values():
+                    out.setdefault(name, set()).update(colls)
+            self._cache[key] = out
+        return self._cache[key]
+
+    def tensor_names(self, collection: Union[str, Iterable[str], None] = None, regex=None, step=None,
+                     mode=None, worker: Optional[str] = None) -> List[str]:
+        """Names of saved tensors, filtered by collection(s), regex (any match), and presence at a step."""
+        names = self._names(worker)
+        pat = _compile(regex)
+        colls = None
+        if collection is not None:
+            colls = {collection} if isinstance(collection, str) else set(collection)
+        out = []
+        for n, cs in names.items():
+            if colls is not None and not (cs & colls):
+                continue
+            if pat is not None and not pat.search(n):
+                continue
+            out.append(n)
+        if step is not None:
+            out = [n for n in out if self._has_at(n, step, mode, worker)]
+        elif mode is not None:
+            msteps = set(self.steps(mode=mode, worker=worker))
+            out = [n for n in out if msteps & set(self.tensor(n).steps(mode=mode, worker=worker))]
+        return sorted(out)
+
+    def _has_at(self, name: str, step: int, mode, worker) -> bool:
+        for r in self._readers(worker):
+            g = self._global(r, step, mode)
+            if g is None:
+                continue
+            si = r.steps[g]
+            for (n, kind), nid in r.nid_of.items():
+                if n == name and si.find(nid) is not None:
+                    return True
+        return False
+
+    def collections(self) -> Dict[str, List[str]]:
+        """collection name -> sorted tensor names."""
+        out: Dict[str, set] = {}
+        for n, cs in self._names().items():
+            for c in cs:
+                out.setdefault(c, set()).add(n)
+        return {c: sorted(v) for c, v in sorted(out.items())}
+
+    def has_tensor(self, name: str) -> bool:
+        return name in self._names()
+
+    def tensor(self, name: str) -> "Tensor":
+        if name not in self._names():
+            raise TensorNotFound(
+                f"no tensor named {name!r} in {self.path}." + did_you_mean(name, self._names())
+                + " (trial.tensor_names() lists them)"
+            )
+        return Tensor(self, name)
+
+    # ---- records beside the tensors -----------------------------------------------------------
+    def rule_results(self) -> List[dict]:
+        """Every rule evaluation recorded in the run (live rules), in write order per worker."""
+        return [dict(rec, worker=r.worker) for r in self._readers() for rec in r.records if rec.get("type") == "rule"]
+
+    def events(self) -> List[dict]:
+        """Notices the writer recorded: dropped steps, write errors, stop requests."""
+        return [dict(rec, worker=r.worker) for r in self._readers() for rec in r.records if rec.get("type") == "event"]
+
+    def total_bytes(self) -> int:
+        """Payload bytes of every stored array (what `tensortap ls` reports)."""
+        return int(sum(int(si.entries["nbytes"].sum()) for r in self._readers() for si in r.steps.values()))
+
+    def close(self) -> None:
+        for r in self._workers.values():
+            r.close()
+
+    def __repr__(self) -> str:
+        return f"<Trial {self.path!r}: {len(self.steps())} steps, {len(self._names())} tensors, workers={self.workers()}>"
+
+
+class Tensor:
+    """One named tensor of a trial, across steps, modes and workers."""
+
+    def __init__(self, trial: Trial, name: str) -> None:
+        self.trial = trial
+        self.name = name
+
+    @property
+    def collections(self) -> List[str]:
+        return sorted(self.trial._names().get(self.name, ()))
+
+    def _locate(self, step: int, mode, worker, kind: str):
+        t = self.trial
+        tried_any = False
+        for r in t._readers(worker):
+            nid = r.nid_of.get((self.name, kind))
+            g = t._global(r, int(step), mode)
+            if g is None:
+                continue
+            tried_any = True
+            if nid is not None and r.steps[g].find(nid) is not None:
+                return r, r.steps[g], nid
+        where = f"{to_mode(mode).value} step {step}" if to_mode(mode) not in (None, ModeKeys.GLOBAL) else f"step {step}"
+        if not tried_any:
+            raise StepNotFound(f"{where} was not saved in {t.path} (saved steps: {_short(t.steps(mode))})")
+        if kind == VALUE:
+            reds = self.reduction_names(step, mode, worker)
+            if reds:
+                raise StepNotFound(
+                    f"only reductions of {self.name!r} were saved at {where}: "
+                    f"use reduction_value(step, name) with one of {reds}"
+                )
+            raise StepNotFound(f"{self.name!r} was not saved at {where} (its steps: {_short(self.steps(mode))})")
+        raise StepNotFound(
+            f"reduction {kind[len(REDUCTION):]!r} of {self.name!r} was not saved at {where}"
+            f" (saved there: {self.reduction_names(step, mode, worker) or 'none'})"
+        )
+
+    def value(self, step: int, mode=None, worker: Optional[str] = None) -> np.ndarray:
+        """The array exactly as captured at `step` (bit-exact, read-only view of fresh memory)."""
+        r, si, nid = self._locate(step, mode, worker, VALUE)
+        return r.read(si, nid, f"{self.name!r} at step {si.step}")
+
+    def reduction_value(self, step: int, name: str, mode=None, worker: Optional[str] = None):
+        """A saved reduction ("l2", "mean", ...): a float, or (counts, edges) for "histogram"."""
+        r, si, nid = self._locate(step, mode, worker, REDUCTION + name)
+        v = r.read(si, nid, f"{name} of {self.name!r} at step {si.step}")
+        if name == "histogram":
+            return split_histogram(v)
+        return float(v) if v.ndim == 0 else v
+
+    def reduction_names(self, step: int, mode=None, worker=None) -> List[str]:
+        out = set()
+        t = self.trial
+        for r in t._readers(worker):
+            g = t._global(r, int(step), mode)
+            if g is None:
+                continue
+            for (n, kind), nid in r.nid_of.items():
+                if n == self.name and kind.startswith(REDUCTION) and r.steps[g].find(nid) is not None:
+                    out.add(kind[len(REDUCTION):])
+        return sorted(out)
+
+    def steps(self, mode=None, worker: Optional[str] = None, kind: Optional[str] = None) -> List[int]:
+        """Steps at which this tensor (its value, or with kind=None any reduction too) was saved."""
+        t = self.trial
+        key = ("tsteps", self.name, to_mode(mode), worker, kind)
+        if key in t._cache:
+            return list(t._cache[key])
+        m = to_mode(mode)
+        out = set()
+        for r in t._readers(worker):
+            nids = [nid for (n, k), nid in r.nid_of.items() if n == self.name and (kind is None or k == kind)]
+            if not nids:
+                continue
+            for g, si in r.steps.items():
+                if any(si.find(nid) is not None for nid in nids):
+                    if m is None or m == ModeKeys.GLOBAL:
+                        out.add(g)
+                    elif si.mode == m.value:
+                        out.add(si.mode_step)
+        t._cache[key] = sorted(out)
+        return sorted(out)
+
+    def values(self, mode=None, worker: Optional[str] = None) -> Dict[int, np.ndarray]:
+        return {s: self.value(s, mode=mode, worker=worker) for s in self.steps(mode, worker, kind=VALUE)}
+
+    def workers(self, step: Optional[int] = None, mode=None) -> List[str]:
+        out = []
+        for w in self.trial.workers():
+            if step is None:
+                if self.steps(worker=w):
+                    out.append(w)
+            elif int(step) in self.steps(mode=mode, worker=w):
+                out.append(w)
+        return out
+
+    def __repr__(self) -> str:
+        return f"<Tensor {self.name!r} in {self.trial.name!r}>"
+
+
+def _short(steps: List[int]) -> str:
+    if len(steps) <= 8:
+        return str(steps)
+    return f"[{steps[0]}, {steps[1]}, ..., {steps[-1]}] ({len(steps)} steps)"
