@@ -97,3 +97,24 @@ def gradcam(model: Any, inputs: Any, target_layer: Any, targets: Optional[Sequen
 def attention(model: Any, *inputs: Any, framework: Optional[str] = None) -> List[np.ndarray]:
     """Attention probabilities of every attention layer, (batch, heads, query, key), in call order."""
     return _adapter(model, framework).attention(model, *inputs)
+
+
+def record_gradcam(hook, layer: str, activations: np.ndarray, gradients: np.ndarray, images: np.ndarray,
+                   targets: Sequence[int], scores: Optional[np.ndarray] = None) -> None:
+    """Save one Grad-CAM observation at the hook's current step (collection "feature_maps").
+
+    Stored names (the contract the `gradcam` visualizer reads):
+      gradcam/<layer>/activations (B, C, h, w)   gradcam/<layer>/gradients (B, C, h, w)
+      gradcam/<layer>/cam (B, h, w) raw map      gradcam/<layer>/targets (B,)
+      gradcam/<layer>/scores (B,) probability of the target class (optional)
+      gradcam/images (B, H, W, C) float in [0, 1] or uint8, the inputs to overlay
+    """
+    cam = cam_from_tensors(activations, gradients).astype(np.float32)
+    coll = ["feature_maps"]
+    hook.save_tensor(f"gradcam/{layer}/activations", np.asarray(activations), collections=coll)
+    hook.save_tensor(f"gradcam/{layer}/gradients", np.asarray(gradients), collections=coll)
+    hook.save_tensor(f"gradcam/{layer}/cam", cam, collections=coll)
+    hook.save_tensor(f"gradcam/{layer}/targets", np.asarray(targets, dtype=np.int64), collections=coll)
+    if scores is not None:
+        hook.save_tensor(f"gradcam/{layer}/scores", np.asarray(scores, dtype=np.float32), collections=coll)
+    hook.save_tensor("gradcam/images", np.asarray(images), collections=coll)
