@@ -11,11 +11,11 @@ from .reductions import ReductionConfig
 from .rules import invoke_rule
 from .save_config import SaveConfig, SaveConfigMode
 from .trial import Tensor, Trial, create_trial
-from . import rules, vis, explain  # noqa: E402,F401  (tt.rules.get, tt.vis.get, tt.explain.gradcam)
+from . import rules, vis, explain, parallel  # noqa: E402,F401  (tt.rules.get, tt.vis.get, tt.explain.gradcam)
 
 __all__ = [
     "__version__", "Hook", "SaveConfig", "SaveConfigMode", "ReductionConfig", "Collection", "modes",
-    "create_trial", "Trial", "Tensor", "invoke_rule", "rules", "vis", "explain", "hookimpl",
+    "create_trial", "Trial", "Tensor", "invoke_rule", "rules", "vis", "explain", "parallel", "hookimpl",
     "Adapter", "AdapterSpec", "Handle", "TensorTapError", "ConfigError", "NotARunError", "CorruptRunError",
     "TensorNotFound", "StepNotFound", "PluginError", "StopTraining",
 ]
