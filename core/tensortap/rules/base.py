@@ -4,7 +4,7 @@ from __future__ import annotations
 import inspect
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from ..errors import StepNotFound, TensorNotFound
 
@@ -45,6 +45,15 @@ def _jsonable(v):
     return str(v)
 
 
+def as_list(value) -> Optional[List[str]]:
+    """None, a list, or a comma-separated string (what the CLI passes) -> a list of strings or None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()] or None
+    return [str(v) for v in value] or None
+
+
 class Rule:
     """Base class of every rule, built-in or plugin.
 
@@ -57,12 +66,40 @@ class Rule:
     name: str = "rule"
     #: collections whose tensors the rule reads (documentation and the report)
     collections: tuple = ()
+    #: seconds between `invoke_idle` calls while no new step arrives (None: the rule has no idle check)
+    idle_interval: Optional[float] = None
 
     def __init__(self) -> None:
         self.last_result: Optional[RuleResult] = None
 
     def invoke_at_step(self, trial, step: int):
         raise NotImplementedError
+
+    def invoke_idle(self, trial, now: float) -> Optional[RuleResult]:
+        """Called every `idle_interval` seconds while a live run writes no new step (e.g. to
+        detect a stalled run); return a RuleResult to record it, or None."""
+        return None
+
+    def implied_actions(self) -> List[str]:
+        """Names of actions the rule's own parameters ask for (e.g. stop_training_on_fire)."""
+        return []
+
+    def select(self, trial, step: int, collection_names=None, tensor_regex=None,
+               default_collections: Optional[Sequence[str]] = None) -> List[str]:
+        """Names of tensors saved at `step` in any of `collection_names` or matching any of
+        `tensor_regex` (the union, as smdebug did); with neither, `default_collections`
+        (None: every tensor)."""
+        colls, regex = as_list(collection_names), as_list(tensor_regex)
+        if not colls and not regex:
+            if default_collections is None:
+                return trial.tensor_names(step=step)
+            colls = list(default_collections)
+        out = set()
+        if colls:
+            out.update(trial.tensor_names(collection=colls, step=step))
+        if regex:
+            out.update(trial.tensor_names(regex=regex, step=step))
+        return sorted(out)
 
     def steps(self, trial) -> List[int]:
         """The steps this rule is evaluated at (default: every saved global step)."""
@@ -112,6 +149,7 @@ def invoke_rule(rule: Rule, trial, start_step: int = 0, end_step: Optional[int] 
     done = set()
     results: List[RuleResult] = []
     deadline = None if timeout is None else time.monotonic() + timeout
+    last_idle = time.time()
     while True:
         for s in rule.steps(trial):
             if s in done or s < start_step or (end_step is not None and s >= end_step):
@@ -129,4 +167,10 @@ def invoke_rule(rule: Rule, trial, start_step: int = 0, end_step: Optional[int] 
         if deadline is not None and time.monotonic() >= deadline:
             return results
         time.sleep(poll)
-        trial.refresh()
+        if not trial.refresh() and rule.idle_interval is not None:
+            now = time.time()
+            if now - last_idle >= rule.idle_interval:
+                last_idle = now
+                res = rule.invoke_idle(trial, now)
+                if res is not None:
+                    results.append(res)

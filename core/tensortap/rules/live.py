@@ -50,7 +50,10 @@ class LiveRules:
     def add(self, rule: Rule, action) -> None:
         if not isinstance(rule, Rule):
             raise ConfigError(f"add_rule needs a Rule instance, got {rule!r} (e.g. tt.rules.get('vanishing_gradient')())")
-        self.rules.append((rule, make_actions(action)))
+        actions = make_actions(action)
+        have = {a.name for a in actions}
+        actions += [a for n in rule.implied_actions() if n not in have for a in make_actions(n)]
+        self.rules.append((rule, actions))
 
     def step_saved(self, step: int) -> None:
         self._q.put(step)
@@ -59,21 +62,34 @@ class LiveRules:
         self._q.put(None)
         self._thread.join(timeout)
 
-    def _run(self) -> None:
-        from ..trial import Trial
+    def _idle_timeout(self) -> Optional[float]:
+        iv = [r.idle_interval for r, _ in list(self.rules) if r.idle_interval is not None]
+        return min(iv) if iv else None
 
+    def _open(self) -> bool:
+        try:
+            self.hook.writer.flush()
+            if self._trial is None:
+                from ..trial import Trial
+
+                self._trial = Trial(self.hook.out_dir)
+            else:
+                self._trial.refresh()
+            return True
+        except Exception as e:  # noqa: BLE001
+            self.hook._report("live rules could not read the run", e)
+            return False
+
+    def _run(self) -> None:
         while True:
-            step = self._q.get()
+            try:
+                step = self._q.get(timeout=self._idle_timeout())
+            except queue.Empty:
+                self._idle()
+                continue
             if step is None:
                 return
-            try:
-                self.hook.writer.flush()
-                if self._trial is None:
-                    self._trial = Trial(self.hook.out_dir)
-                else:
-                    self._trial.refresh()
-            except Exception as e:  # noqa: BLE001
-                self.hook._report("live rules could not read the run", e)
+            if not self._open():
                 continue
             for rule, actions in list(self.rules):
                 try:
@@ -81,10 +97,31 @@ class LiveRules:
                 except Exception as e:  # noqa: BLE001
                     self.hook._report(f"rule {rule.name} failed at step {step}", e)
                     continue
-                self.hook.writer.submit_record(res.to_record())
-                if res.fired:
-                    for a in actions:
-                        try:
-                            a.run(ActionContext(rule, res, self.hook, self._trial))
-                        except Exception as e:  # noqa: BLE001
-                            self.hook._report(f"action {a.name} for rule {rule.name} failed", e)
+                self._record(rule, actions, res)
+
+    def _idle(self) -> None:
+        """No step arrived for a while: give rules with an idle check (stalled_training) a look."""
+        import time
+
+        if self.hook.writer is None or self.hook._closed or not self._open():
+            return
+        now = time.time()
+        for rule, actions in list(self.rules):
+            if rule.idle_interval is None:
+                continue
+            try:
+                res = rule.invoke_idle(self._trial, now)
+            except Exception as e:  # noqa: BLE001
+                self.hook._report(f"rule {rule.name} failed while idle", e)
+                continue
+            if res is not None:
+                self._record(rule, actions, res)
+
+    def _record(self, rule: Rule, actions: List[Action], res) -> None:
+        self.hook.writer.submit_record(res.to_record())
+        if res.fired:
+            for a in actions:
+                try:
+                    a.run(ActionContext(rule, res, self.hook, self._trial))
+                except Exception as e:  # noqa: BLE001
+                    self.hook._report(f"action {a.name} for rule {rule.name} failed", e)

@@ -1,0 +1,121 @@
+"""`tensortap rules list [--json]` and `tensortap rules run RUN --rule NAME [--param k=v ...] [--follow]`.
+
+Exit status of `rules run`: 0 nothing fired, 1 the rule fired, 2 error."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Dict, List
+
+
+def register(sub) -> None:
+    p = sub.add_parser("rules", help="list rules, or run one over a run (finished or live)")
+    rsub = p.add_subparsers(dest="rules_command", metavar="ACTION")
+    pl = rsub.add_parser("list", help="every registered rule with its parameters and defaults")
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+    pl.set_defaults(func=run_list)
+    pr = rsub.add_parser("run", help="evaluate a rule over a run; exit 0 = nothing fired, 1 = fired, 2 = error")
+    pr.add_argument("run", help="run directory or fsspec URL")
+    pr.add_argument("--rule", required=True, help="rule name (see `tensortap rules list`)")
+    pr.add_argument("--param", action="append", default=[], metavar="K=V",
+                    help="rule parameter; V is read as JSON when it parses (1e-7, true, [1,2]), else as text")
+    pr.add_argument("--start-step", type=int, default=0)
+    pr.add_argument("--end-step", type=int, default=None, help="stop before this step")
+    pr.add_argument("--follow", action="store_true", help="keep evaluating new steps until the run closes")
+    pr.add_argument("--timeout", type=float, default=None, help="with --follow: give up after this many seconds")
+    pr.add_argument("--all", action="store_true", help="print every evaluation, not only firings")
+    pr.add_argument("--json", action="store_true", help="one JSON object: every result and a summary")
+    pr.set_defaults(func=run_rule)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def parse_value(text: str) -> Any:
+    """JSON when it parses, Python-style True/False/None, else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    return {"True": True, "False": False, "None": None}.get(text, text)
+
+
+def parse_params(items: List[str]) -> Dict[str, Any]:
+    from ..errors import ConfigError
+
+    out = {}
+    for it in items:
+        k, sep, v = it.partition("=")
+        if not sep or not k.strip():
+            raise ConfigError(f"--param {it!r}: use NAME=VALUE, e.g. --param threshold=1e-6")
+        out[k.strip()] = parse_value(v)
+    return out
+
+
+def make_rule(name: str, params: Dict[str, Any]):
+    """Instantiate rule `name` with `params`, with a clear error for an unknown parameter."""
+    from .. import rules
+    from ..errors import ConfigError, did_you_mean
+
+    cls = rules.get(name)
+    known = cls.params()
+    for k in params:
+        if k not in known:
+            raise ConfigError(f"rule {name!r} has no parameter {k!r}." + did_you_mean(k, known)
+                              + f" Its parameters: {', '.join(known) or 'none'}")
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"rule {name!r}: bad parameter value ({e})") from None
+
+
+def rule_table() -> List[dict]:
+    from .. import rules
+    from ..plugins import get_registry
+
+    reg = get_registry()
+    out = []
+    for n in rules.list():
+        cls = rules.get(n)
+        owner = reg.owner.get(("rules", n))
+        out.append({"name": n, "description": " ".join(cls.describe().split()), "params": cls.params(),
+                    "distribution": owner.distribution if owner else "?", "plugin": owner.name if owner else "?"})
+    return out
+
+
+def run_list(args) -> int:
+    table = rule_table()
+    if args.json:
+        print(json.dumps(table, indent=1, default=repr))
+        return 0
+    for r in table:
+        src = "" if r["distribution"] == "tensortap" else f"  [{r['distribution']}]"
+        print(f"{r['name']}{src}\n    {r['description']}")
+        if r["params"]:
+            print("    " + ", ".join(f"{k}={v!r}" for k, v in r["params"].items()))
+    return 0
+
+
+def run_rule(args) -> int:
+    from ..rules import invoke_rule
+    from ..trial import create_trial
+
+    rule = make_rule(args.rule, parse_params(args.param))
+    trial = create_trial(args.run, wait_seconds=30.0 if args.follow else 0.0)
+    results = invoke_rule(rule, trial, start_step=args.start_step, end_step=args.end_step,
+                          follow=args.follow, timeout=args.timeout)
+    fired = [r for r in results if r.fired]
+    if args.json:
+        print(json.dumps({"rule": rule.name, "run": trial.path, "evaluations": len(results),
+                          "skipped": sum(r.skipped for r in results), "fired": len(fired),
+                          "first_fired_step": fired[0].step if fired else None,
+                          "results": [r.to_record() for r in results]}, indent=1, default=str))
+    else:
+        for r in results:
+            if r.fired or args.all:
+                tag = "FIRED" if r.fired else ("skip " if r.skipped else "ok   ")
+                print(f"{tag} step {r.step}: {r.message}")
+        first = f", first at step {fired[0].step}" if fired else ""
+        print(f"{rule.name}: {len(results)} evaluations, {len(fired)} fired{first}", file=sys.stderr)
+    return 1 if fired else 0

@@ -1,0 +1,86 @@
+"""Rules over layer activations: dead_relu, saturated_activation."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..base import Rule
+from ._common import as_float_pair, as_list, listing, result, value
+from .gradients import skipped
+
+
+def inactive_units(active: np.ndarray, threshold_inactivity: float) -> float:
+    """% of units (every element but the batch axis) active in < threshold_inactivity % of samples."""
+    if active.ndim == 0:
+        active = active.reshape(1, 1)
+    per_unit = active.reshape(active.shape[0], -1).mean(axis=0) * 100.0
+    return float((per_unit < threshold_inactivity).mean() * 100.0) if per_unit.size else 0.0
+
+
+class DeadRelu(Rule):
+    """Fires when, in a ReLU layer's output, more than `threshold_layer` % of units are active
+    (> 0) in fewer than `threshold_inactivity` % of the batch's samples.
+
+    A unit is one element of a sample (a neuron, or a channel at one position in a feature map);
+    axis 0 is the batch."""
+
+    name = "dead_relu"
+    collections = ("outputs",)
+
+    def __init__(self, tensor_regex: str = r".*relu.*/output_\d+", threshold_inactivity: float = 1.0,
+                 threshold_layer: float = 50.0) -> None:
+        super().__init__()
+        self.tensor_regex = as_list(tensor_regex)
+        self.threshold_inactivity = float(threshold_inactivity)
+        self.threshold_layer = float(threshold_layer)
+
+    def invoke_at_step(self, trial, step: int):
+        names = trial.tensor_names(regex=self.tensor_regex, step=step)
+        if not names:
+            return skipped(self, step, f"no tensor matching {self.tensor_regex} at this step")
+        dead = {n: inactive_units(value(trial, n, step) > 0, self.threshold_inactivity) for n in names}
+        bad = {n: d for n, d in dead.items() if d > self.threshold_layer}
+        if bad:
+            return result(self, step, True, f"{len(bad)} ReLU layers have more than {self.threshold_layer:g}% dead "
+                          f"units (active in < {self.threshold_inactivity:g}% of samples): "
+                          f"{listing(bad, fmt='{:.1f}%')}", {"dead_percent": dead})
+        return result(self, step, False, "dead units per layer: " + listing(dead, fmt="{:.1f}%"), {"dead_percent": dead})
+
+
+class SaturatedActivation(Rule):
+    """Fires when, in a tanh or sigmoid layer's input, more than `threshold_layer` % of units lie
+    outside the non-saturated range in more than (100 - `threshold_inactivity`) % of samples.
+
+    The range is (threshold_tanh_min, threshold_tanh_max) for tensors whose name contains "tanh",
+    (threshold_sigmoid_min, threshold_sigmoid_max) for "sigmoid": where float32 tanh/sigmoid are
+    flat to within their precision."""
+
+    name = "saturated_activation"
+    collections = ("inputs",)
+
+    def __init__(self, tensor_regex: str = r".*tanh.*/input_\d+|.*sigmoid.*/input_\d+",
+                 threshold_tanh_min: float = -9.4999, threshold_tanh_max: float = 9.4999,
+                 threshold_sigmoid_min: float = -23.0, threshold_sigmoid_max: float = 16.99999,
+                 threshold_inactivity: float = 1.0, threshold_layer: float = 50.0) -> None:
+        super().__init__()
+        self.tensor_regex = as_list(tensor_regex)
+        self.tanh = as_float_pair([threshold_tanh_min, threshold_tanh_max], "threshold_tanh_min/max")
+        self.sigmoid = as_float_pair([threshold_sigmoid_min, threshold_sigmoid_max], "threshold_sigmoid_min/max")
+        self.threshold_inactivity = float(threshold_inactivity)
+        self.threshold_layer = float(threshold_layer)
+
+    def invoke_at_step(self, trial, step: int):
+        names = trial.tensor_names(regex=self.tensor_regex, step=step)
+        if not names:
+            return skipped(self, step, f"no tensor matching {self.tensor_regex} at this step")
+        sat = {}
+        for n in names:
+            low = n.lower()
+            lo, hi = self.sigmoid if "sigmoid" in low and "tanh" not in low else self.tanh
+            x = value(trial, n, step)
+            sat[n] = inactive_units((x > lo) & (x < hi), self.threshold_inactivity)
+        bad = {n: s for n, s in sat.items() if s > self.threshold_layer}
+        if bad:
+            return result(self, step, True, f"{len(bad)} layers have more than {self.threshold_layer:g}% saturated "
+                          f"units: {listing(bad, fmt='{:.1f}%')}", {"saturated_percent": sat})
+        return result(self, step, False, "saturated units per layer: " + listing(sat, fmt="{:.1f}%"),
+                      {"saturated_percent": sat})

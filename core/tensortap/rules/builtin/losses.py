@@ -1,0 +1,167 @@
+"""Rules over losses: loss_not_decreasing, overfit, overtraining."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..base import Rule
+from ._common import ConfigError, as_bool, as_list, check_mode, listing, mode_of, result, value
+from .gradients import skipped
+
+
+def scalar(trial, name: str, step: int) -> float:
+    return float(np.mean(value(trial, name, step)))
+
+
+class LossNotDecreasing(Rule):
+    """Every `num_steps` steps, fires when a loss is not at least `diff_percent` % below its
+    value at the latest saved step at least `num_steps` steps earlier.
+
+    Losses: collection "losses" (use_losses_collection) plus collection_names / tensor_regex.
+    mode=None compares each mode with itself (train with train, eval with eval, in that mode's
+    own step count); "train"/"eval"/"predict" check that mode only; "global" mixes all steps."""
+
+    name = "loss_not_decreasing"
+    collections = ("losses",)
+
+    def __init__(self, collection_names=None, tensor_regex=None, use_losses_collection: bool = True,
+                 num_steps: int = 10, diff_percent: float = 0.0, mode: Optional[str] = None) -> None:
+        super().__init__()
+        self.collection_names = as_list(collection_names)
+        self.tensor_regex = as_list(tensor_regex)
+        self.use_losses_collection = as_bool(use_losses_collection)
+        self.num_steps = int(num_steps)
+        self.diff_percent = float(diff_percent)
+        self.mode = check_mode(mode)
+        if self.num_steps < 1:
+            raise ConfigError("loss_not_decreasing: num_steps must be >= 1")
+        if not (0.0 <= self.diff_percent < 100.0):
+            raise ConfigError("loss_not_decreasing: diff_percent must be in [0, 100)")
+        if not (self.use_losses_collection or self.collection_names or self.tensor_regex):
+            raise ConfigError("loss_not_decreasing: with use_losses_collection=False give collection_names or tensor_regex")
+        self._hist: Dict[Tuple[str, str], List[Tuple[int, float]]] = {}
+        self._last: Dict[Tuple[str, str], int] = {}
+
+    def _names(self, trial, step: int) -> List[str]:
+        colls = list(self.collection_names or []) + (["losses"] if self.use_losses_collection else [])
+        return self.select(trial, step, colls or None, self.tensor_regex, default_collections=["losses"])
+
+    def invoke_at_step(self, trial, step: int):
+        m = mode_of(trial, step)
+        if self.mode not in (None, "global") and m != self.mode:
+            return skipped(self, step, f"not a {self.mode} step")
+        key_mode, k = ("global", step) if self.mode == "global" else (m, trial.mode_step(step))
+        names = self._names(trial, step)
+        if not names:
+            return skipped(self, step, "no loss saved at this step")
+        bad, checked = {}, {}
+        for n in names:
+            key = (n, key_mode)
+            v = scalar(trial, n, step)
+            hist = self._hist.setdefault(key, [])
+            hist.append((k, v))
+            last = self._last.setdefault(key, k)
+            if k - last < self.num_steps:
+                continue
+            before = [(kk, vv) for kk, vv in hist if kk <= k - self.num_steps]
+            if not before:
+                continue
+            k0, v0 = before[-1]
+            self._last[key] = k
+            del hist[:len(before) - 1]
+            need = v0 - abs(v0) * self.diff_percent / 100.0
+            checked[n] = (k0, v0, v)
+            if not (v < need if self.diff_percent == 0 else v <= need):
+                bad[n] = f"{v0:.4g} at {key_mode} step {k0} -> {v:.4g} at {key_mode} step {k}"
+        if bad:
+            want = "decrease" if self.diff_percent == 0 else f"decrease by {self.diff_percent:g}%"
+            return result(self, step, True, f"loss did not {want} over {self.num_steps} steps: {listing(bad)}",
+                          {n: {"from_step": c[0], "from": c[1], "to": c[2]} for n, c in checked.items() if n in bad})
+        if checked:
+            return result(self, step, False, "loss decreased: " + listing({n: f"{c[1]:.4g}->{c[2]:.4g}" for n, c in checked.items()}))
+        return skipped(self, step, "not a checking step")
+
+
+class Overfit(Rule):
+    """At each EVAL step from `start_step`, compares the mean validation loss of the current
+    evaluation phase with the mean training loss of the latest training phase; fires when
+    (val - train) / train exceeds `ratio_threshold` at `patience` consecutive EVAL steps."""
+
+    name = "overfit"
+    collections = ("losses",)
+
+    def __init__(self, tensor_regex=None, start_step: int = 0, patience: int = 1, ratio_threshold: float = 0.1) -> None:
+        super().__init__()
+        self.tensor_regex = as_list(tensor_regex)
+        self.start_step = int(start_step)
+        self.patience = int(patience)
+        self.ratio_threshold = float(ratio_threshold)
+        self._phase: Optional[str] = None
+        self._train: List[float] = []      # current (or latest) training phase
+        self._val: List[float] = []        # current evaluation phase
+        self._over = 0
+
+    def _loss(self, trial, step: int) -> Optional[float]:
+        names = trial.tensor_names(collection="losses", regex=self.tensor_regex, step=step) if self.tensor_regex \
+            else trial.tensor_names(collection="losses", step=step)
+        return float(np.mean([scalar(trial, n, step) for n in names])) if names else None
+
+    def invoke_at_step(self, trial, step: int):
+        m = mode_of(trial, step)
+        loss = self._loss(trial, step)
+        if loss is None or m not in ("train", "eval"):
+            return skipped(self, step, "no train/eval loss at this step")
+        if m != self._phase:
+            if m == "train":
+                self._train = []
+            else:
+                self._val = []
+            self._phase = m
+        if m == "train":
+            self._train.append(loss)
+            return skipped(self, step, "training step (overfit is checked at EVAL steps)")
+        self._val.append(loss)
+        if step < self.start_step or not self._train:
+            return skipped(self, step, "before start_step or no training loss yet")
+        tr, va = float(np.mean(self._train)), float(np.mean(self._val))
+        ratio = (va - tr) / abs(tr) if tr != 0 else float("inf")
+        self._over = self._over + 1 if ratio > self.ratio_threshold else 0
+        vals = {"train_loss": tr, "val_loss": va, "ratio": ratio, "consecutive": self._over}
+        if self._over >= self.patience:
+            return result(self, step, True, f"validation loss {va:.4g} exceeds training loss {tr:.4g} by "
+                          f"{ratio:.1%} (> {self.ratio_threshold:.1%}) for {self._over} eval steps", vals)
+        return result(self, step, False, f"val/train loss gap {ratio:.1%}", vals)
+
+
+class Overtraining(Rule):
+    """Fires when the training loss made no improvement larger than `delta` (absolute) for
+    `patience_train` TRAIN steps, or the validation loss for `patience_validation` EVAL steps."""
+
+    name = "overtraining"
+    collections = ("losses",)
+
+    def __init__(self, patience_train: int = 5, patience_validation: int = 10, delta: float = 0.1) -> None:
+        super().__init__()
+        self.patience = {"train": int(patience_train), "eval": int(patience_validation)}
+        self.delta = float(delta)
+        self._best: Dict[str, Tuple[float, int]] = {}
+
+    def invoke_at_step(self, trial, step: int):
+        m = mode_of(trial, step)
+        names = trial.tensor_names(collection="losses", step=step)
+        if m not in self.patience or not names:
+            return skipped(self, step, "no train/eval loss at this step")
+        loss = float(np.mean([scalar(trial, n, step) for n in names]))
+        best, since = self._best.get(m, (float("inf"), 0))
+        if loss < best - self.delta or best == float("inf"):
+            best, since = loss, 0
+        else:
+            since += 1
+        self._best[m] = (best, since)
+        what = "training" if m == "train" else "validation"
+        vals = {"mode": m, "loss": loss, "best": best, "steps_without_improvement": since}
+        if since >= self.patience[m]:
+            return result(self, step, True, f"{what} loss has not improved by more than {self.delta:g} for {since} "
+                          f"{m} steps (best {best:.4g}, now {loss:.4g})", vals)
+        return result(self, step, False, f"{what} loss {loss:.4g}, best {best:.4g}", vals)
