@@ -175,6 +175,11 @@ class Trial:
                 return si.mode_step
         return None
 
+    def step_time(self, step: int) -> Optional[float]:
+        """Wall-clock time (time.time()) at which a global step was handed to the writer, or None."""
+        times = [r.steps[step].time for r in self._readers() if step in r.steps]
+        return max(times) if times else None
+
     def global_step(self, mode, mode_step: int) -> Optional[int]:
         for r in self._readers():
             g = self._global(r, mode_step, mode)
@@ -215,15 +220,25 @@ class Trial:
             out = [n for n in out if msteps & set(self.tensor(n).steps(mode=mode, worker=worker))]
         return sorted(out)
 
+    def _nids(self, r: WorkerReader) -> Dict[str, List[int]]:
+        """name -> its name ids (value and reductions) in one worker, cached until refresh."""
+        key = ("nids", r.worker)
+        got = self._cache.get(key)
+        if got is None:
+            got = {}
+            for (n, kind), nid in r.nid_of.items():
+                got.setdefault(n, []).append(nid)
+            self._cache[key] = got
+        return got
+
     def _has_at(self, name: str, step: int, mode, worker) -> bool:
         for r in self._readers(worker):
             g = self._global(r, step, mode)
             if g is None:
                 continue
             si = r.steps[g]
-            for (n, kind), nid in r.nid_of.items():
-                if n == name and si.find(nid) is not None:
-                    return True
+            if any(si.find(nid) is not None for nid in self._nids(r).get(name, ())):
+                return True
         return False
 
     def collections(self) -> Dict[str, List[str]]:
