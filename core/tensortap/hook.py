@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import re
 import threading
 import time
 import weakref
@@ -29,7 +30,7 @@ from .reductions import ReductionConfig, reduce_numpy
 from .save_config import SaveConfig
 from .store import StepBatch, StoreWriter, TensorItem
 from .store.fs import resolve
-from .store.index import SAFE_KINDS
+from .store.index import is_storable
 
 log = logging.getLogger("tensortap")
 
@@ -105,6 +106,7 @@ class Hook:
         self._match_cache: Dict[Tuple[str, str], Tuple[Collection, ...]] = {}
         self._save_cache: Dict[Tuple[ModeKeys, int], Tuple[Collection, ...]] = {}
         self._stop_reason: Optional[str] = None
+        self._mode_changed = False  # set_mode switched modes: a save before the next begin_step starts one
         self._closed = False
         self._reported: Dict[Tuple[str, str], int] = {}
         self.errors: List[str] = []
@@ -129,7 +131,10 @@ class Hook:
         except OSError as e:
             if isinstance(e, ConfigError):
                 raise
-            raise ConfigError(f"cannot use out_dir {self.out_dir!r}: {e}") from None
+            raise ConfigError(
+                f"cannot create out_dir {self.out_dir!r} ({getattr(e, 'strerror', None) or e}); "
+                "pass a directory you can write to"
+            ) from None
 
     def _known_collections(self) -> Dict[str, Collection]:
         known = {c.name: c for c in self.registry.collections.values()}
@@ -227,8 +232,10 @@ class Hook:
     def set_mode(self, mode) -> None:
         """Fix the mode (tt.modes.TRAIN / EVAL / PREDICT); None returns to the framework's own mode."""
         self._user_mode = to_mode(mode)
-        if self._user_mode is not None and self._user_mode != self.mode and self.step >= 0:
-            self.begin_step()
+        # The switch takes effect at the next step. An adapter starts it with its next forward pass;
+        # a save made before that (a manual loop without an adapter) starts it itself. Starting
+        # the step here would leave an empty phantom step when an adapter follows.
+        self._mode_changed = self._user_mode is not None and self._user_mode != self.mode and self.step >= 0
 
     def begin_step(self, mode=None) -> None:
         """Start the next step (adapters call this once per training iteration)."""
@@ -236,6 +243,7 @@ class Hook:
             return
         with self._lock:
             self._hand_over()
+            self._mode_changed = False
             m = self._user_mode or to_mode(mode) or _modes.TRAIN
             self.step += 1
             self.mode = m
@@ -305,7 +313,7 @@ class Hook:
     def _capture(self, name, tensor, category, extra_collections=(), force=False) -> bool:
         if self._closed:
             return False
-        if self.step < 0:
+        if self.step < 0 or self._mode_changed:
             self.begin_step()
         colls = self._collections_of(name, category)
         active = [c for c in colls if any(c is a for a in self._active)]
@@ -352,10 +360,10 @@ class Hook:
         arr = adapter.to_numpy(value) if adapter is not None else np.array(value, copy=True)
         if not isinstance(arr, np.ndarray):
             arr = np.array(arr, copy=True)
-        if arr.dtype.kind not in SAFE_KINDS:
+        if not is_storable(arr.dtype):
             raise ConfigError(
-                f"cannot save {name!r}: dtype {arr.dtype} (only bool, int, float, complex and fixed-width "
-                "strings are stored; convert objects first, e.g. np.asarray(x, dtype=str))"
+                f"cannot save {name!r}: dtype {arr.dtype} (only bool, int, float incl. bfloat16/float8, complex "
+                "and fixed-width strings are stored; convert objects first, e.g. np.asarray(x, dtype=str))"
             )
         if not arr.flags.c_contiguous:
             arr = np.ascontiguousarray(arr)
@@ -397,7 +405,7 @@ class Hook:
             raise ConfigError(f"tensor names must be non-empty strings, got {name!r}")
         if self._closed:
             return
-        if self.step < 0:
+        if self.step < 0 or self._mode_changed:
             self.begin_step()
         force = not self._collections_of(name, category) and self.saving
         try:
@@ -424,11 +432,13 @@ class Hook:
 
     # ---- errors ------------------------------------------------------------------------------
     def _report(self, what: str, exc: BaseException) -> None:
-        key = (what.split("'")[0], type(exc).__name__)
+        # one key per kind of failure: names (quoted) and step numbers do not make a new kind
+        key = (re.sub(r"\d+", "#", what.split("'")[0]), type(exc).__name__)
         n = self._reported.get(key, 0)
         self._reported[key] = n + 1
         msg = f"{what}: {type(exc).__name__}: {exc}"
-        self.errors.append(msg)
+        if len(self.errors) < 1000:  # bounded: a disk full for a week must not grow memory
+            self.errors.append(msg)
         if n == 0:
             log.warning("tensortap: %s (training continues; further errors like this are counted, not logged)", msg)
         w = self.writer

@@ -53,6 +53,8 @@ def _as_float(a: np.ndarray) -> np.ndarray:
         return np.abs(a).astype(np.float64)
     if a.dtype.kind in "biu":
         return a.astype(np.float64)
+    if a.dtype.kind == "V":  # ml_dtypes bfloat16/float8: exact in float32
+        return a.astype(np.float32)
     return a
 
 

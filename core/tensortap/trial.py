@@ -5,6 +5,7 @@ With several workers, `worker=None` reads the lowest-ranked worker that has the 
 """
 from __future__ import annotations
 
+import json
 import re
 import time
 from typing import Dict, Iterable, List, Optional, Tuple, Union
@@ -67,9 +68,30 @@ class Trial:
                 f"{self.path!r} is not a tensortap run (no {layout.RUN_MARKER} or workers/ inside); "
                 "pass the out_dir given to tt.Hook"
             )
+        self._check_format()
         self._workers: Dict[str, WorkerReader] = {}
         self._cache: Dict[tuple, object] = {}
         self.refresh()
+
+    def _check_format(self) -> None:
+        """Refuse, with the fix, a run written in a store format newer than this reader knows."""
+        try:
+            raw = self.fs.cat_file(join(self.root, layout.RUN_MARKER))
+        except (FileNotFoundError, IsADirectoryError):
+            return
+        try:
+            info = json.loads(raw[:65536])
+        except ValueError:
+            return  # damaged marker: the workers' own meta.json is checked too
+        fv = info.get("format_version") if isinstance(info, dict) else None
+        if isinstance(fv, int) and fv > layout.FORMAT_VERSION:
+            from ._version import __version__
+
+            raise NotARunError(
+                f"{self.path!r} was written in tensortap store format {fv}; this tensortap ({__version__}) "
+                f"reads formats up to {layout.FORMAT_VERSION}. Upgrade tensortap to read it "
+                "(pip install -U tensortap)."
+            )
 
     # ---- freshness -------------------------------------------------------------------------
     def refresh(self) -> int:

@@ -25,6 +25,21 @@ ENTRY_DTYPE = np.dtype(
 _U32 = struct.Struct("<I")
 # dtype kinds a run may hold: bool, ints, floats, complex, fixed-width strings. Never objects.
 SAFE_KINDS = set("biufcSU")
+# Machine-learning float types numpy lacks (the `ml_dtypes` package: what JAX/TF/torch bf16 map to),
+# stored by name with their width; a reader without ml_dtypes returns their raw bits as uints.
+ML_DTYPES = {"bfloat16": 2, "float8_e4m3fn": 1, "float8_e4m3b11fnuz": 1, "float8_e4m3fnuz": 1,
+             "float8_e5m2": 1, "float8_e5m2fnuz": 1}
+
+
+def is_storable(dt: np.dtype) -> bool:
+    """Can arrays of this dtype be written to a run?"""
+    return (dt.kind in SAFE_KINDS and not dt.hasobject) or (dt.kind == "V" and dt.name in ML_DTYPES
+                                                             and dt.names is None)
+
+
+def dtype_code(dt: np.dtype) -> str:
+    """What the index stores for a dtype: numpy's '<f4' form, or the ml_dtypes name ('bfloat16')."""
+    return dt.name if dt.kind == "V" and dt.name in ML_DTYPES else dt.str
 
 
 def encode(header: dict, entries: Optional[np.ndarray] = None) -> bytes:
@@ -59,11 +74,18 @@ def decode(payload: bytes) -> Tuple[dict, Optional[np.ndarray]]:
 
 def safe_dtype(text: str) -> np.dtype:
     """np.dtype from its stored string, refusing anything that could hold Python objects."""
-    if not isinstance(text, str) or len(text) > 16:
+    if not isinstance(text, str) or len(text) > 24:
         raise BadIndex(f"bad dtype field {text!r}")
+    if text in ML_DTYPES:
+        try:
+            import ml_dtypes
+
+            return np.dtype(getattr(ml_dtypes, text))
+        except (ImportError, AttributeError):
+            return np.dtype(f"<u{ML_DTYPES[text]}")  # the raw bits; `pip install ml_dtypes` to get floats
     try:
         dt = np.dtype(text)
-    except TypeError:
+    except Exception:  # noqa: BLE001 - TypeError/ValueError/SyntaxError for junk strings
         raise BadIndex(f"unknown dtype {text!r}") from None
     if dt.kind not in SAFE_KINDS or dt.hasobject:
         raise BadIndex(f"dtype {text!r} is not allowed in a run (only bool/int/float/complex/str)")

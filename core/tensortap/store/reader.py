@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -20,6 +21,18 @@ from .fs import is_local, join
 
 log = logging.getLogger("tensortap")
 MAX_NDIM = 64
+
+
+def _is_id(x) -> bool:
+    """A non-negative JSON integer (not a bool)."""
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _list(header: dict, key: str) -> list:
+    v = header.get(key, [])
+    if not isinstance(v, list):
+        raise index.BadIndex(f"{key!r} is not a list")
+    return v
 
 
 @dataclass
@@ -61,6 +74,7 @@ class WorkerReader:
         self._offsets: Dict[int, int] = {}
         self._sizes: Dict[int, int] = {}
         self._handles: Dict[int, object] = {}
+        self._tails_noted: set = set()
         self._lock = threading.RLock()
         self._load_meta()
 
@@ -115,7 +129,8 @@ class WorkerReader:
         """Read index records appended since the last call; returns how many steps are new."""
         with self._lock:
             new = 0
-            for seg in self._segments():
+            segs = self._segments()
+            for seg in segs:
                 start = self._offsets.get(seg, 0)
                 try:
                     buf = self._read_from(join(self.dir, layout.index_file(seg)), start)
@@ -135,33 +150,67 @@ class WorkerReader:
                         continue
                     try:
                         new += self._apply(seg, *index.decode(item.payload))
-                    except index.BadIndex as e:
-                        self.problems.append(f"{self.worker} {layout.index_file(seg)}: {e}; skipped")
+                    except (index.BadIndex, TypeError, ValueError, KeyError, OverflowError) as e:
+                        # checksum-valid but malformed (a forged or foreign file): data, never code
+                        self.problems.append(f"{self.worker} {layout.index_file(seg)}: bad index record at byte "
+                                             f"{start + item.offset} ({type(e).__name__}: {e}); skipped")
                 self._offsets[seg] = start + end
+                self._note_unreadable_tail(seg, start + end, start + len(buf), segs)
             return new
+
+    def _note_unreadable_tail(self, seg: int, good_end: int, size: int, segs: List[int]) -> None:
+        """Bytes after the last readable record are normal at the tail of the segment being
+        written; anywhere else (an older segment, a closed run) they are damage: say so once."""
+        if good_end >= size or (seg == segs[-1] and not self.ended):
+            return
+        key = (seg, good_end)
+        if key in self._tails_noted:
+            return
+        self._tails_noted.add(key)
+        self.problems.append(
+            f"{self.worker} {layout.index_file(seg)}: {size - good_end} byte(s) from byte {good_end} are not a "
+            "valid record (a torn write or a damaged/foreign file); ignored"
+        )
 
     def _apply(self, seg: int, header: dict, entries: Optional[np.ndarray]) -> int:
         kind = header["type"]
         if kind == "defs":
-            for nid, name, nkind, colls in header.get("names", []):
-                if not (isinstance(nid, int) and isinstance(name, str) and isinstance(nkind, str)):
+            # validate the whole record before applying any of it
+            names, dtypes, shapes = [], [], []
+            for d in _list(header, "names"):
+                if not (isinstance(d, list) and len(d) == 4):
                     raise index.BadIndex("malformed name definition")
-                colls = tuple(c for c in (colls or []) if isinstance(c, str))
-                self.names[nid] = (name, nkind, colls)
-                self.nid_of[(name, nkind)] = nid
-            for did, d in header.get("dtypes", []):
-                self.dtypes[int(did)] = index.safe_dtype(d)
-            for sid, shape in header.get("shapes", []):
+                nid, name, nkind, colls = d
+                if not (_is_id(nid) and isinstance(name, str) and isinstance(nkind, str)
+                        and isinstance(colls, (list, type(None)))):
+                    raise index.BadIndex("malformed name definition")
+                names.append((nid, name, nkind, tuple(c for c in (colls or []) if isinstance(c, str))))
+            for d in _list(header, "dtypes"):
+                if not (isinstance(d, list) and len(d) == 2 and _is_id(d[0])):
+                    raise index.BadIndex("malformed dtype definition")
+                dtypes.append((d[0], index.safe_dtype(d[1])))
+            for d in _list(header, "shapes"):
+                if not (isinstance(d, list) and len(d) == 2 and _is_id(d[0])):
+                    raise index.BadIndex("malformed shape definition")
+                shape = d[1]
                 if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(
-                    isinstance(x, int) and x >= 0 for x in shape
+                    _is_id(x) for x in shape
                 ):
                     raise index.BadIndex(f"malformed shape {shape!r}")
-                self.shapes[int(sid)] = tuple(shape)
+                shapes.append((d[0], tuple(shape)))
+            for nid, name, nkind, colls in names:
+                self.names[nid] = (name, nkind, colls)
+                self.nid_of[(name, nkind)] = nid
+            self.dtypes.update(dtypes)
+            self.shapes.update(shapes)
             return 0
         if kind == "step":
             step, mode, ms = header.get("step"), header.get("mode"), header.get("mode_step")
-            if not (isinstance(step, int) and isinstance(mode, str) and isinstance(ms, int)):
+            if not (_is_id(step) and isinstance(mode, str) and _is_id(ms)):
                 raise index.BadIndex("malformed step header")
+            t = header.get("time", 0.0)
+            if not isinstance(t, (int, float)) or isinstance(t, bool):
+                raise index.BadIndex("malformed step time")
             if entries is None:
                 entries = np.zeros(0, index.ENTRY_DTYPE)
             old = self.steps.get(step)
@@ -171,7 +220,7 @@ class WorkerReader:
                 entries = merged[first]
             elif len(entries) > 1 and np.any(np.diff(entries["nid"].astype(np.int64)) <= 0):
                 entries = np.sort(entries, order="nid")
-            self.steps[step] = StepIndex(step, mode, ms, seg, entries, float(header.get("time", 0.0)))
+            self.steps[step] = StepIndex(step, mode, ms, seg, entries, float(t))
             self.mode_steps[(mode, ms)] = step
             return 0 if old is not None else 1
         if kind == "end":
@@ -201,7 +250,7 @@ class WorkerReader:
         if dtype is None or shape is None:
             raise CorruptRunError(f"{what}: the index refers to an unknown dtype/shape id; the run is damaged")
         nbytes, off = int(e["nbytes"]), int(e["offset"])
-        if nbytes != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+        if nbytes != math.prod(shape) * dtype.itemsize:  # Python ints: a forged shape cannot overflow
             raise CorruptRunError(f"{what}: index says {nbytes} bytes for shape {shape} {dtype}; the run is damaged")
         total = nbytes + framing.OVERHEAD
         path = self._data_path(si.seg)
@@ -231,7 +280,11 @@ class WorkerReader:
                 f"{what}: checksum mismatch in {self.worker}/{layout.data_file(si.seg)} at byte {off}; "
                 "the stored bytes are damaged (refusing to return them)"
             ) from None
-        return np.frombuffer(buf, dtype=dtype, count=nbytes // dtype.itemsize if dtype.itemsize else 0,
+        if not dtype.itemsize:  # zero-width: only an empty array is plausible (no forged huge shape)
+            if math.prod(shape):
+                raise CorruptRunError(f"{what}: zero-width dtype {dtype} with shape {shape}; the run is damaged")
+            return np.zeros(shape, dtype)
+        return np.frombuffer(buf, dtype=dtype, count=nbytes // dtype.itemsize,
                              offset=framing.HEADER_SIZE).reshape(shape)
 
     def close(self) -> None:

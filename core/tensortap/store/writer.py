@@ -111,6 +111,8 @@ class StoreWriter:
         self._dtypes: Dict[str, int] = {}
         self._shapes: Dict[Tuple[int, ...], int] = {}
         self._dropped_unreported = 0
+        self._seg_steps = 0  # items written to the open segment
+        self._failed_in_a_row = 0  # steps lost to write errors since the last good write
         self._open_dir()
         self._thread = threading.Thread(target=self._run, name=f"tensortap-writer-{self.worker}", daemon=True)
         self._thread.start()
@@ -269,11 +271,20 @@ class StoreWriter:
                 self._write_step(item)
             else:
                 self._write_index(item)
+            if self._failed_in_a_row and isinstance(item, StepBatch):
+                n, self._failed_in_a_row = self._failed_in_a_row, 0
+                self._write_index({"type": "event", "event": "write_resumed", "lost_steps": n,
+                                   "detail": f"writing resumed at step {item.step} after {n} step(s) were lost "
+                                             "to write errors", "time": time.time()})
+                log.warning("tensortap: writing resumed at step %s after %s step(s) were lost to write errors",
+                            item.step, n)
             self._index.flush()
+            self._seg_steps += 1  # the segment now holds something worth keeping
         except Exception as e:  # noqa: BLE001 - never let the writer die; report and go on
             self.stats.write_errors += 1
             if isinstance(item, StepBatch):
                 self.stats.steps_dropped += 1
+                self._failed_in_a_row += 1
                 what = f"could not save step {item.step} ({item.mode} step {item.mode_step})"
             else:
                 what = f"could not write a {item.get('type')} record"
@@ -287,6 +298,7 @@ class StoreWriter:
         self._index = self.fs.open(join(self.dir, layout.index_file(self._seg)), "wb")
         self._data_pos = 0
         self._seg_opened = time.monotonic()
+        self._seg_steps = 0
         # Each segment repeats the whole definition table: segments stand alone.
         if self._name_defs:
             self._write_index({
@@ -313,6 +325,14 @@ class StoreWriter:
         except Exception:  # noqa: BLE001
             pass
         self._data = self._index = None
+        if self._seg >= 0 and not getattr(self, "_seg_steps", 0):
+            # Nothing useful in it: remove it, so a long outage (disk full for hours) does not
+            # leave two empty files per failed step behind. Best effort.
+            for name in (layout.index_file(self._seg), layout.data_file(self._seg)):
+                try:
+                    self.fs.rm_file(join(self.dir, name))
+                except Exception:  # noqa: BLE001
+                    pass
 
     def _write_index(self, header: dict, entries: Optional[np.ndarray] = None) -> None:
         self._index.write(framing.encode(framing.KIND_INDEX, index.encode(header, entries)))
@@ -332,7 +352,7 @@ class StoreWriter:
                 self._name_defs.append(d)
                 new_names.append(d)
             arr = it.array
-            dstr = arr.dtype.str
+            dstr = index.dtype_code(arr.dtype)
             did = self._dtypes.get(dstr)
             if did is None:
                 did = self._dtypes[dstr] = len(self._dtypes)
@@ -342,7 +362,8 @@ class StoreWriter:
             if sid is None:
                 sid = self._shapes[shp] = len(self._shapes)
                 new_shapes.append([sid, list(shp)])
-            buf = memoryview(np.ascontiguousarray(arr)).cast("B") if arr.nbytes else b""
+            # raw bytes, whatever the dtype (complex, bfloat16 and unicode have no 1-char buffer format)
+            buf = np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data if arr.nbytes else b""
             n = len(buf)
             data.write(framing.header(framing.KIND_DATA, n))
             data.write(buf)
