@@ -1,0 +1,228 @@
+"""TorchAdapter: drives a tensortap Hook from a torch.nn.Module.
+
+- step boundary: a forward pre-hook on the (unwrapped) top-level module calls
+  `hook.begin_step(TRAIN if model.training else EVAL)`, then captures weights/biases;
+- parameter gradients: `register_post_accumulate_grad_hook` on each parameter (fires once
+  `.grad` holds this backward's result, before any optimizer step);
+- layer inputs/outputs: forward hooks, only on models whose collections can select layers;
+  gradients of selected outputs: a tensor hook registered on saved steps only;
+- losses: a forward hook on the loss module (`hook.register_loss`);
+- attention: see attention.py; Grad-CAM: see gradcam.py.
+Every callback first asks `hook.wants(...)`: an unsaved step does no tensor work at all.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from tensortap.adapter import Adapter, Handle
+from tensortap.explain import record_gradcam
+from tensortap.modes import EVAL, TRAIN
+
+from . import gradcam as _gradcam
+from .attention import AttentionTap
+from .convert import reduce_torch, to_numpy
+from .util import dist_info, eval_mode, is_quiet, quiet, tensors, unwrap
+
+LAYER_CATEGORIES = ("inputs", "outputs")
+
+
+class TorchAdapter(Adapter):
+    """The torch plugin's adapter (found by `tt.Hook(...).register(model)`)."""
+
+    name = "torch"
+    #: images of a batch that training-time Grad-CAM (collection "feature_maps") explains
+    gradcam_max_images: int = 8
+
+    def __init__(self, hook) -> None:
+        super().__init__(hook)
+        self.root: Optional[nn.Module] = None
+        self._calls: Dict[str, int] = {}
+        self._feature_layer: Optional[Tuple[str, nn.Module]] = None
+        self._step_args: Optional[tuple] = None
+
+    # ---- Adapter contract ------------------------------------------------------------------
+    def attach(self, model: Any) -> None:
+        """Install the hooks described in the module docstring on `model` (DDP/compile unwrapped)."""
+        root = unwrap(model)
+        self.root = root
+        hook = self.hook
+        self.handles.append(root.register_forward_pre_hook(self._on_step))
+        for name, p in root.named_parameters():
+            if p.requires_grad:
+                self.handles.append(self._grad_hook(p, name))
+        if self._could_select_layers():
+            for name, m in root.named_modules():
+                if name:
+                    self.handles.append(m.register_forward_hook(partial(self._on_layer, name)))
+        if self._collection("attention") is not None or self._has_regex_collection():
+            tap = AttentionTap(self._on_attention, lambda: not is_quiet() and hook.wants("attention"), hook._report)
+            self.handles.extend(tap.attach(root))
+        fm = self._collection("feature_maps")
+        if fm is not None:
+            self._feature_layer = _gradcam.choose_layer(root, fm.include_regex)
+            fm.categories = ("feature_maps",)  # its regex names a layer, not tensors of other categories
+            hook._match_cache.clear()
+            self.handles.append(root.register_forward_hook(self._on_model_output))
+
+    def named_parameters(self, model: Any) -> Iterator[Tuple[str, Any]]:
+        return iter(unwrap(model).named_parameters())
+
+    def named_layers(self, model: Any) -> Iterator[Tuple[str, Any]]:
+        return ((n, m) for n, m in unwrap(model).named_modules() if n)
+
+    def to_numpy(self, tensor: Any) -> np.ndarray:
+        return to_numpy(tensor)
+
+    def reduce(self, tensor: Any, names, bins: int) -> Dict[str, np.ndarray]:
+        if isinstance(tensor, torch.Tensor):
+            return reduce_torch(tensor, names, bins)
+        return super().reduce(tensor, names, bins)
+
+    def is_tensor(self, obj: Any) -> bool:
+        return isinstance(obj, torch.Tensor)
+
+    def rank(self) -> int:
+        return dist_info()[0]
+
+    def world_size(self) -> int:
+        return dist_info()[1]
+
+    def register_loss(self, loss_obj: Any, name: str) -> None:
+        """Record the output of the loss module `loss_obj` on every saved step."""
+        if not isinstance(loss_obj, nn.Module):
+            from tensortap.errors import ConfigError
+
+            raise ConfigError(f"register_loss needs a torch.nn.Module (e.g. nn.CrossEntropyLoss()), got "
+                              f"{type(loss_obj).__name__}; for a loss tensor call hook.record_loss(loss)")
+
+        def on_loss(_m, _args, out):
+            if not is_quiet() and self.hook.saving and isinstance(out, torch.Tensor):
+                self.hook.record_loss(out, name)
+
+        self.handles.append(loss_obj.register_forward_hook(on_loss))
+
+    def gradcam_tensors(self, model: Any, inputs: Any, target_layer: Any, targets):
+        acts, grads, size, tgt, _ = _gradcam.run(model, inputs, target_layer, targets)
+        return acts, grads, size, tgt
+
+    def attention(self, model: Any, *inputs: Any) -> List[np.ndarray]:
+        """Attention probabilities of every attention module, in call order; the model runs once
+        under no_grad in eval mode (flags restored), so BatchNorm statistics and .grad stay put."""
+        root = unwrap(model)
+        found: List[np.ndarray] = []
+
+        def fail(what, exc):
+            raise exc
+
+        handles = AttentionTap(lambda n, p: found.append(to_numpy(p)), lambda: True, fail).attach(root)
+        try:
+            with quiet(), eval_mode(root), torch.no_grad():
+                root(*inputs)
+        finally:
+            for h in reversed(handles):
+                h.remove()
+        return found
+
+    # ---- selection helpers -----------------------------------------------------------------
+    def _collection(self, name: str):
+        return next((c for c in self.hook.collections if c.name == name), None)
+
+    def _has_regex_collection(self) -> bool:
+        return any((c._pattern is not None or c.tensor_names) and c.name != "feature_maps" for c in self.hook.collections)
+
+    def _could_select_layers(self) -> bool:
+        for c in self.hook.collections:
+            if c.name in LAYER_CATEGORIES:
+                return True
+            if c.name != "feature_maps" and (c._pattern is not None or c.tensor_names) and (
+                    c.categories is None or set(c.categories) & {"inputs", "outputs", "gradients"}):
+                return True
+        return False
+
+    def _selects(self, name: str, category: str) -> bool:
+        """Would an active collection keep `name` now? (decides whether to register a tensor hook)"""
+        hook = self.hook
+        return any(any(c is a for a in hook._active) for c in hook._collections_of(name, category))
+
+    # ---- callbacks ---------------------------------------------------------------------------
+    def _grad_hook(self, p: torch.Tensor, name: str) -> Handle:
+        gname = f"gradients/{name}"
+        hook = self.hook
+        if hasattr(p, "register_post_accumulate_grad_hook"):
+            def on_grad(param):
+                if hook.wants("gradients") and not is_quiet():
+                    hook.capture(gname, param.grad, "gradients")
+            return p.register_post_accumulate_grad_hook(on_grad)
+
+        def on_grad_old(g):  # torch < 2.1: this backward's gradient (no accumulation)
+            if hook.wants("gradients") and not is_quiet():
+                hook.capture(gname, g, "gradients")
+        return p.register_hook(on_grad_old)
+
+    def _on_step(self, module: nn.Module, args: tuple) -> None:
+        if is_quiet():
+            return
+        hook = self.hook
+        hook.begin_step(TRAIN if module.training else EVAL)  # may raise tt.StopTraining (a rule's stop)
+        self._calls.clear()
+        ww, wb = hook.wants("weights"), hook.wants("biases")
+        if ww or wb:
+            for name, p in module.named_parameters():
+                is_bias = name.endswith("bias")
+                if (wb if is_bias else ww):
+                    hook.capture(name, p, "biases" if is_bias else "weights")
+
+    def _call_name(self, name: str) -> str:
+        k = self._calls.get(name, 0)
+        self._calls[name] = k + 1
+        return name if k == 0 else f"{name}#{k}"
+
+    def _on_layer(self, name: str, _module: nn.Module, args: tuple, output: Any) -> None:
+        hook = self.hook
+        wi, wo = hook.wants("inputs"), hook.wants("outputs")
+        if not (wi or wo) or is_quiet():
+            return
+        base = self._call_name(name)
+        if wi:
+            for i, t in enumerate(tensors(args)):
+                hook.capture(f"{base}/input_{i}", t, "inputs")
+        wg = hook.wants("gradients") and torch.is_grad_enabled()
+        for i, t in enumerate(tensors(output)):
+            oname = f"{base}/output_{i}"
+            kept = hook.capture(oname, t, "outputs") if wo else False
+            gname = f"gradients/{oname}"
+            if wg and t.requires_grad and (kept or self._selected_by_regex(gname)) and self._selects(gname, "gradients"):
+                try:
+                    t.register_hook(partial(self._on_output_grad, gname, hook.step))
+                except RuntimeError as e:  # e.g. a view modified in place by autograd-unfriendly code
+                    hook._report(f"could not watch the gradient of {oname!r}", e)
+
+    def _selected_by_regex(self, name: str) -> bool:
+        hook = self.hook
+        return any(c.name != "gradients" and any(c is a for a in hook._active)
+                   for c in hook._collections_of(name, "gradients"))
+
+    def _on_output_grad(self, gname: str, step: int, grad: torch.Tensor) -> None:
+        if self.hook.step == step:  # a backward that runs after the next forward began belongs to no step
+            self.hook.capture(gname, grad, "gradients")
+
+    def _on_attention(self, name: str, probs: torch.Tensor) -> None:
+        self.hook.capture(f"attention/{self._call_name('attention/' + name)[len('attention/'):]}", probs, "attention")
+
+    def _on_model_output(self, module: nn.Module, args: tuple, _output: Any) -> None:
+        """Grad-CAM during training (collection "feature_maps"), on saved steps only."""
+        hook = self.hook
+        if is_quiet() or not hook.wants("feature_maps") or not args:
+            return
+        try:
+            lname, layer = self._feature_layer
+            few = _gradcam.batch_slice(args, self.gradcam_max_images)
+            acts, grads, _, tgt, scores = _gradcam.run(module, few, layer, None)
+            record_gradcam(hook, lname, acts, grads, _gradcam.images_nhwc(tensors(few)[0]), tgt, scores)
+        except Exception as e:  # noqa: BLE001
+            hook._report("could not compute Grad-CAM during training", e)
