@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import inspect
+import os
+import tempfile
 from typing import Any, Dict
+
+from ..errors import ConfigError, did_you_mean
 
 
 class Visualizer:
@@ -10,11 +14,14 @@ class Visualizer:
 
     Subclasses set a unique `name` and `suffix` (".png", ".gif", ".html"), implement
     `render(trial, out, **options)` writing `out` and returning its path, and `applies_to(trial)`
-    so the report knows when to include them.
+    so the report knows when to include them. Options are keyword arguments of `render` with
+    defaults; `tensortap vis NAME RUN --opt k=v` converts strings to the default's type.
     """
 
     name: str = "visualizer"
     suffix: str = ".png"
+    #: other output extensions `render` accepts (e.g. (".gif",)); the extension of `out` picks one
+    suffixes: tuple = ()
 
     def applies_to(self, trial) -> bool:
         return False
@@ -31,3 +38,30 @@ class Visualizer:
     @classmethod
     def describe(cls) -> str:
         return (inspect.getdoc(cls) or "").split("\n\n")[0]
+
+    @classmethod
+    def check_options(cls, options: Dict[str, Any]) -> None:
+        """ConfigError naming an unknown option and the known ones."""
+        known = cls.options()
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(cls.render).parameters.values())
+        for k in options:
+            if k not in known and not takes_any:
+                raise ConfigError(f"visualizer {cls.name!r} has no option {k!r}." + did_you_mean(k, known)
+                                  + f" Its options: {', '.join(sorted(known)) or 'none'}")
+
+    def show(self, trial, suffix: str = "", **options: Any):
+        """Render into a temporary file and return something Jupyter displays
+        (IPython.display.Image/HTML when IPython is installed, else the Rendered path)."""
+        from ._common import Rendered
+
+        fd, out = tempfile.mkstemp(suffix=suffix or self.suffix, prefix=f"tensortap-{self.name}-")
+        os.close(fd)
+        path = Rendered(self.render(trial, out, **options))
+        try:
+            from IPython import display
+        except ImportError:
+            return path
+        if path.suffix in (".png", ".gif"):
+            with open(path, "rb") as f:
+                return display.Image(data=f.read(), format=path.suffix[1:])
+        return display.HTML(path._repr_html_())

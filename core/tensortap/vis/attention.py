@@ -1,0 +1,185 @@
+"""`attention`: an attention head view as ONE self-contained offline HTML file (no CDN, no
+network), or a static layers x heads heat-map grid as PNG.
+
+Reads attention/<layer> (batch, heads, query, key) from collection "attention", layers in natural
+order, and attention/tokens (batch, seq) strings when saved (else token indices are shown).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..progress import progress
+from ._common import Rendered, as_trial, fig_to_png, natural_key, out_kind, plt, select_steps, write_bytes
+from .base import Visualizer
+
+_ASSETS = os.path.join(os.path.dirname(__file__), "assets")
+
+
+def attention_layers(trial) -> List[str]:
+    """Names attention/<layer> (not the tokens), natural order (layer10 after layer2)."""
+    names = [n for n in trial.tensor_names(regex=r"^attention/") if n != "attention/tokens"]
+    return sorted(names, key=natural_key)
+
+
+def _asset(name: str) -> str:
+    with open(os.path.join(_ASSETS, name), encoding="utf-8") as f:
+        return f.read()
+
+
+def safe_json(obj) -> str:
+    """JSON that can sit inside a <script> element: no '<', '>' or '&' survive literally."""
+    return (json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+            .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+
+
+def _tokens_at(trial, step: int, batch: int, n: int) -> List[List[str]]:
+    if trial.has_tensor("attention/tokens"):
+        try:
+            tok = np.asarray(trial.tensor("attention/tokens").value(step))
+            if tok.ndim == 1:
+                tok = np.broadcast_to(tok, (batch,) + tok.shape)
+            return [[str(t) for t in row[:n]] for row in tok[:batch]]
+        except Exception:  # noqa: BLE001 - tokens missing at this step: indices instead
+            pass
+    return [[str(i) for i in range(n)] for _ in range(batch)]
+
+
+class AttentionVisualizer(Visualizer):
+    """Attention head view: tokens left (query) and right (key) joined by lines weighted by
+    attention, with layer, head and example selectors and a slider (and play button) over the
+    saved steps. Writes ONE self-contained HTML file; with a .png `out`, a static heat-map grid
+    (layers x heads) of one step and example instead.
+
+    Options: steps, max_steps, max_tokens (first tokens shown), examples ("0,1"), max_examples,
+    min_weight (lines below are not drawn), step (PNG: which step, default last), example (PNG).
+    """
+
+    name = "attention"
+    suffix = ".html"
+    suffixes = (".png",)
+
+    def applies_to(self, trial) -> bool:
+        return bool(attention_layers(trial))
+
+    def render(self, trial, out: str, *, steps=None, max_steps: int = 30, max_tokens: int = 24,
+               examples=None, max_examples: int = 4, min_weight: float = 0.02, interval_ms: int = 800,
+               step: Optional[int] = None, example: int = 0, layers: Optional[str] = None,
+               title: str = "") -> str:
+        trial = as_trial(trial)
+        kind = out_kind(out, (".html", ".png"), ".html")
+        names = attention_layers(trial)
+        if layers:
+            import re
+
+            pat = re.compile(layers)
+            names = [n for n in names if pat.search(n)]
+        if not names:
+            raise ConfigError(f"no attention maps in {trial.path}" + (f" match layers={layers!r}" if layers else "")
+                              + ": capture collection \"attention\" (tensors attention/<layer>, "
+                              "(batch, heads, query, key))")
+        avail = sorted(set().union(*[set(trial.tensor(n).steps(kind="value")) for n in names]))
+        if kind == ".png":
+            s = int(step) if step is not None else avail[-1]
+            if s not in avail:
+                raise ConfigError(f"attention was not saved at step {s}; saved steps: {avail[:10]}"
+                                  f"{'...' if len(avail) > 10 else ''}")
+            return Rendered(self._heatmaps(trial, names, s, int(example), int(max_tokens), out))
+        chosen = select_steps(avail, steps, max_steps)
+        data = self._collect(trial, names, chosen, examples, int(max_examples), int(max_tokens))
+        data.update(interval_ms=int(interval_ms), min_weight=float(min_weight))
+        return Rendered(write_bytes(out, self.page(data, title or f"Attention · {trial.name}").encode("utf-8")))
+
+    # ---- data -------------------------------------------------------------------------------
+    def _collect(self, trial, names, steps, examples, max_examples, max_tokens) -> Dict:
+        heads = None
+        step_data, step_tokens, kept_steps = [], [], []
+        ex_idx: Optional[List[int]] = None
+        for s in progress(steps, "attention"):
+            per_layer = []
+            batch = None
+            for n in names:
+                try:
+                    a = np.asarray(trial.tensor(n).value(s), dtype=np.float64)
+                except Exception:  # noqa: BLE001 - layer not saved at this step
+                    per_layer = None
+                    break
+                if a.ndim == 3:
+                    a = a[None]
+                if a.ndim != 4:
+                    raise ConfigError(f"{n} at step {s} has shape {a.shape}; attention must be (batch, heads, query, key)")
+                if ex_idx is None:
+                    want = ([int(x) for x in examples.split(",")] if isinstance(examples, str)
+                            else list(examples) if examples is not None else list(range(a.shape[0])))
+                    ex_idx = [i for i in want if 0 <= i < a.shape[0]][:max(1, max_examples)]
+                    if not ex_idx:
+                        raise ConfigError(f"examples {examples!r} out of range: the batch has {a.shape[0]} examples")
+                a = a[[i for i in ex_idx if i < a.shape[0]], :, :max_tokens, :max_tokens]
+                heads = a.shape[1] if heads is None else heads
+                batch = a.shape[0]
+                q8 = np.clip(np.round(np.nan_to_num(a) * 255.0), 0, 255).astype(np.uint8)
+                per_layer.append({"shape": list(q8.shape), "b64": base64.b64encode(q8.tobytes()).decode("ascii")})
+            if not per_layer:
+                continue
+            kept_steps.append(int(s))
+            step_data.append(per_layer)
+            n_tok = max(rec["shape"][2] for rec in per_layer)
+            toks = _tokens_at(trial, s, max(ex_idx) + 1, n_tok)
+            step_tokens.append([toks[i] if i < len(toks) else [] for i in ex_idx])
+            del batch
+        if not kept_steps:
+            raise ConfigError("no step has every attention layer readable")
+        return {"layers": [n[len("attention/"):] for n in names], "heads": int(heads), "steps": kept_steps,
+                "examples": ex_idx, "tokens": step_tokens, "data": step_data}
+
+    @staticmethod
+    def page(data: Dict, title: str) -> str:
+        """The self-contained page: inline CSS, inline data, inline script; nothing fetched."""
+        t = html.escape(title)
+        return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+                "script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:\">"
+                f"<title>{t}</title><style>{_asset('headview.css')}</style></head><body>"
+                f"<h2>{t}</h2><p class=\"tt-note\">Left: query tokens, right: key tokens. Line opacity = attention "
+                "weight. Hover a token to see only its lines; double-click a head to show it alone.</p>"
+                "<div id=\"tt-headview\"></div><noscript>This view needs JavaScript.</noscript>"
+                f"<script id=\"tt-data\" type=\"application/json\">{safe_json(data)}</script>"
+                f"<script>{_asset('headview.js')}</script></body></html>\n")
+
+    # ---- static PNG -------------------------------------------------------------------------
+    def _heatmaps(self, trial, names: List[str], step: int, example: int, max_tokens: int, out: str) -> str:
+        mats = []
+        for n in names:
+            a = np.asarray(trial.tensor(n).value(step), dtype=np.float64)
+            if a.ndim == 3:
+                a = a[None]
+            if not 0 <= example < a.shape[0]:
+                raise ConfigError(f"example {example} out of range: {n} has batch {a.shape[0]}")
+            mats.append(a[example, :, :max_tokens, :max_tokens])
+        heads = max(m.shape[0] for m in mats)
+        pyplot = plt()
+        size = 1.6
+        fig, axes = pyplot.subplots(len(names), heads, figsize=(size * heads + 0.6, size * len(names) + 0.6),
+                                    squeeze=False)
+        for i, (n, m) in enumerate(zip(names, mats)):
+            for h in range(heads):
+                ax = axes[i][h]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if h < m.shape[0]:
+                    ax.imshow(m[h], cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+                if i == 0:
+                    ax.set_title(f"head {h}", fontsize=8)
+                if h == 0:
+                    ax.set_ylabel(n[len("attention/"):], fontsize=8)
+        fig.suptitle(f"attention at step {step}, example {example} (query rows, key columns)", fontsize=9)
+        fig.tight_layout()
+        return write_bytes(out, fig_to_png(fig))
+

@@ -1,0 +1,166 @@
+"""`gradcam`: class activation maps overlaid on the input images, images x steps, PNG grid or GIF.
+
+Reads the names `tensortap.explain.record_gradcam` stores: gradcam/<layer>/cam (B, h, w) raw maps,
+gradcam/<layer>/targets, gradcam/<layer>/scores (optional), gradcam/images (B, H, W, C).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from ..errors import ConfigError, did_you_mean
+from ..explain import upsample
+from ._common import (Rendered, as_trial, colormap, natural_key, out_kind, select_steps, text_band,
+                      to_uint8_image, write_gif, write_png)
+from .base import Visualizer
+
+NORMALISE = ("global", "step", "image")
+
+
+def gradcam_layers(trial) -> List[str]:
+    """Layers with saved Grad-CAM maps, in natural order."""
+    out = []
+    for n in trial.tensor_names(regex=r"^gradcam/.+/cam$"):
+        out.append(n[len("gradcam/"):-len("/cam")])
+    return sorted(out, key=natural_key)
+
+
+def overlay(image: np.ndarray, cam01: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+    """(H, W, 3) uint8 image blended with a [0, 1] map already at the image's size."""
+    heat = colormap(cam01, cmap).astype(np.float64)
+    return np.clip((1 - alpha) * image.astype(np.float64) + alpha * heat + 0.5, 0, 255).astype(np.uint8)
+
+
+def _resize(img: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    scale = size / max(h, w)
+    if abs(scale - 1) < 1e-9:
+        return img
+    nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+    resample = Image.NEAREST if scale >= 2 else Image.BILINEAR
+    return np.asarray(Image.fromarray(img).resize((nw, nh), resample))
+
+
+class GradCAMVisualizer(Visualizer):
+    """Grad-CAM maps over the input images: a grid of images x steps (PNG) or an animation over
+    training (GIF, one frame per step). Raw maps share one scale across all steps and images so
+    intensities compare (normalise="global"); "step" scales per step, "image" per image.
+    Each cell is captioned with the step, the explained class and its probability when saved.
+
+    Options: layer, steps, max_steps (default 8 in a grid, 60 in a GIF), images (indices "0,3"), max_images, normalise, alpha, cell (px),
+    cmap, duration_ms (GIF frame time).
+    """
+
+    name = "gradcam"
+    suffix = ".png"
+    suffixes = (".gif",)
+
+    def applies_to(self, trial) -> bool:
+        return bool(gradcam_layers(trial)) and trial.has_tensor("gradcam/images")
+
+    def render(self, trial, out: str, *, layer: Optional[str] = None, steps=None, max_steps: Optional[int] = None,
+               images=None, max_images: int = 4, normalise: str = "global", alpha: float = 0.5,
+               cell: int = 112, cmap: str = "jet", duration_ms: int = 700, class_names=None) -> str:
+        trial = as_trial(trial)
+        kind = out_kind(out, (".png", ".gif"), ".png")
+        layers = gradcam_layers(trial)
+        if not layers:
+            raise ConfigError(f"no Grad-CAM maps in {trial.path}: record them during training with "
+                              "tensortap.explain.record_gradcam(hook, layer, activations, gradients, images, targets)")
+        if layer is None:
+            layer = layers[0]
+        elif layer not in layers:
+            raise ConfigError(f"no Grad-CAM maps for layer {layer!r}." + did_you_mean(layer, layers)
+                              + f" Layers with maps: {', '.join(layers)}")
+        if normalise not in NORMALISE:
+            raise ConfigError(f"normalise must be one of {NORMALISE}, got {normalise!r}")
+        if not trial.has_tensor("gradcam/images"):
+            raise ConfigError(f"{trial.path} has Grad-CAM maps but no gradcam/images to overlay them on")
+        cam_t = trial.tensor(f"gradcam/{layer}/cam")
+        if max_steps is None:
+            max_steps = 8 if kind == ".png" else 60  # a grid stays readable; an animation may show more
+        chosen = select_steps(cam_t.steps(kind="value"), steps, int(max_steps))
+        names = class_names.split(",") if isinstance(class_names, str) else class_names
+        frames = self._load(trial, layer, chosen, images, max_images)
+        if not frames:
+            raise ConfigError(f"no step has both gradcam/{layer}/cam and gradcam/images readable")
+        gmax = max(float(f["cam"].max()) for f in frames) or 1.0
+        rows: List[List[np.ndarray]] = []  # per step: list of captioned cells
+        for f in frames:
+            cams = f["cam"]
+            cells = []
+            smax = float(cams.max()) or 1.0
+            for j, i in enumerate(f["index"]):
+                img = to_uint8_image(f["images"][i])
+                up = upsample(cams[j][None], img.shape[:2])[0]
+                if normalise == "global":
+                    m = up / gmax
+                elif normalise == "step":
+                    m = up / smax
+                else:
+                    lo, hi = up.min(), up.max()
+                    m = (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
+                cellimg = _resize(overlay(img, m, float(alpha), cmap), int(cell))
+                caption = [f"step {f['step']}"]
+                tgt = f["targets"][j] if f["targets"] is not None else None
+                if tgt is not None:
+                    label = names[int(tgt)] if names and 0 <= int(tgt) < len(names) else f"class {int(tgt)}"
+                    if f["scores"] is not None:
+                        label += f" {100 * float(f['scores'][j]):.0f}%"
+                    caption.append(label)
+                band = text_band(cellimg.shape[1], caption, height=28)
+                cells.append(np.concatenate([band, cellimg], axis=0))
+            rows.append(cells)
+        if kind == ".gif":
+            frames_rgb = [_grid([cells], pad=4) for cells in rows]
+            return Rendered(write_gif(out, frames_rgb, duration_ms=int(duration_ms)))
+        # PNG: rows = images, columns = steps
+        by_image = [[rows[s][j] for s in range(len(rows))] for j in range(len(rows[0]))]
+        return Rendered(write_png(out, _grid(by_image, pad=4)))
+
+    def _load(self, trial, layer: str, steps: List[int], images, max_images: int) -> List[Dict]:
+        cam_t = trial.tensor(f"gradcam/{layer}/cam")
+        img_t = trial.tensor("gradcam/images")
+        tgt_t = trial.tensor(f"gradcam/{layer}/targets") if trial.has_tensor(f"gradcam/{layer}/targets") else None
+        sc_t = trial.tensor(f"gradcam/{layer}/scores") if trial.has_tensor(f"gradcam/{layer}/scores") else None
+        want = None
+        if images is not None:
+            want = [int(x) for x in (images.split(",") if isinstance(images, str) else images)]
+        out = []
+        for s in steps:
+            try:
+                cam = np.asarray(cam_t.value(s), dtype=np.float64)
+                imgs = np.asarray(img_t.value(s))
+            except Exception:  # noqa: BLE001 - a step without both: skip it
+                continue
+            if cam.ndim == 2:
+                cam = cam[None]
+            n = min(len(cam), len(imgs))
+            idx = [i for i in (want if want is not None else range(n)) if 0 <= i < n][: max(1, int(max_images))]
+            if not idx:
+                raise ConfigError(f"images {images!r} out of range: step {s} has {n} images")
+            rec = {"step": s, "cam": cam[idx], "images": imgs, "index": idx, "targets": None, "scores": None}
+            for key, t in (("targets", tgt_t), ("scores", sc_t)):
+                if t is not None:
+                    try:
+                        rec[key] = np.asarray(t.value(s))[idx]
+                    except Exception:  # noqa: BLE001
+                        pass
+            out.append(rec)
+        return out
+
+
+def _grid(rows: List[List[np.ndarray]], pad: int = 4) -> np.ndarray:
+    """Cells (H, W, 3) laid out row by row on white, `pad` px apart."""
+    h = max(c.shape[0] for r in rows for c in r)
+    w = max(c.shape[1] for r in rows for c in r)
+    ncol = max(len(r) for r in rows)
+    canvas = np.full((pad + len(rows) * (h + pad), pad + ncol * (w + pad), 3), 255, np.uint8)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(r):
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            canvas[y:y + c.shape[0], x:x + c.shape[1]] = c
+    return canvas

@@ -1,0 +1,88 @@
+"""`pruning`: accuracy against parameter count and model size across pruning iterations.
+
+Reads the scalars pruning/params, pruning/size_mb and pruning/accuracy, saved once per pruning
+iteration with hook.save_scalar (see contrib/tensortap-pruning).
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import numpy as np
+
+from ..errors import ConfigError
+from ._common import Rendered, as_trial, fig_to_png, fired_steps, plt, write_bytes
+from .base import Visualizer
+
+KEYS = ("params", "size_mb", "accuracy")
+
+
+def pruning_table(trial, prefix: str = "pruning/") -> Dict[str, np.ndarray]:
+    """{"step", "params", "size_mb", "accuracy"} arrays over the steps where accuracy was saved."""
+    if not trial.has_tensor(prefix + "accuracy"):
+        raise ConfigError(f"no {prefix}accuracy in {trial.path}: save hook.save_scalar('{prefix}accuracy', acc) "
+                          f"with '{prefix}params' and '{prefix}size_mb' once per pruning iteration")
+    acc_t = trial.tensor(prefix + "accuracy")
+    steps = acc_t.steps(kind="value")
+    table = {"step": np.array(steps, dtype=np.int64)}
+    for k in KEYS:
+        vals = []
+        t = trial.tensor(prefix + k) if trial.has_tensor(prefix + k) else None
+        for s in steps:
+            try:
+                vals.append(float(np.asarray(t.value(s)).mean()) if t is not None else np.nan)
+            except Exception:  # noqa: BLE001 - not saved at that step
+                vals.append(np.nan)
+        table[k] = np.array(vals)
+    return table
+
+
+class PruningVisualizer(Visualizer):
+    """Accuracy against parameter count and against model size over pruning iterations
+    (each point labelled with its iteration), plus accuracy per iteration.
+
+    Options: prefix (default "pruning/"), log_x (parameter axis in log scale).
+    """
+
+    name = "pruning"
+    suffix = ".png"
+
+    def applies_to(self, trial) -> bool:
+        return trial.has_tensor("pruning/accuracy") and (trial.has_tensor("pruning/params")
+                                                         or trial.has_tensor("pruning/size_mb"))
+
+    def render(self, trial, out: str, *, prefix: str = "pruning/", log_x: bool = False) -> str:
+        trial = as_trial(trial)
+        tab = pruning_table(trial, prefix)
+        pyplot = plt()
+        fig, axes = pyplot.subplots(1, 3, figsize=(14, 4))
+        acc = tab["accuracy"]
+        for ax, key, label in ((axes[0], "params", "parameters"), (axes[1], "size_mb", "model size (MB)")):
+            x = tab[key]
+            ok = np.isfinite(x) & np.isfinite(acc)
+            if not ok.any():
+                ax.text(0.5, 0.5, f"no {prefix}{key} saved", ha="center", va="center", transform=ax.transAxes)
+                ax.set_axis_off()
+                continue
+            ax.plot(x[ok], acc[ok], "-o", color="tab:blue", markersize=4)
+            for i in np.nonzero(ok)[0]:
+                ax.annotate(str(i), (x[i], acc[i]), textcoords="offset points", xytext=(3, 3), fontsize=7)
+            ax.invert_xaxis()  # pruning goes right to left: fewer parameters over time
+            if log_x:
+                ax.set_xscale("log")
+            ax.set_xlabel(label + " (iteration numbers on points)")
+            ax.set_ylabel("accuracy")
+            ax.grid(alpha=0.3)
+        axes[2].plot(np.arange(len(acc)), acc, "-o", color="tab:green", markersize=4)
+        fired = fired_steps(trial)
+        for rule, steps in fired.items():
+            for s in steps:
+                hit = np.nonzero(tab["step"] == s)[0]
+                if hit.size:
+                    axes[2].axvline(hit[0], color="tab:red", alpha=0.6)
+                    axes[2].text(hit[0], np.nanmax(acc), rule, color="tab:red", fontsize=7, rotation=90, va="top")
+        axes[2].set_xlabel("pruning iteration")
+        axes[2].set_ylabel("accuracy")
+        axes[2].grid(alpha=0.3)
+        fig.suptitle(f"pruning · {trial.name}", fontsize=10)
+        fig.tight_layout()
+        return Rendered(write_bytes(out, fig_to_png(fig)))

@@ -1,0 +1,126 @@
+"""`scalars`: losses, metrics and saved scalars over steps, one line per mode, runs overlaid."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import ConfigError
+from ._common import Rendered, as_trial, fig_to_png, fired_steps, natural_key, plt, write_bytes
+from .base import Visualizer
+
+COLLECTIONS = ("losses", "metrics", "scalars")
+MODES = ("train", "eval", "predict", "global")
+
+
+def scalar_names(trial, regex=None) -> List[str]:
+    """Tensors of the losses/metrics/scalars collections (optionally filtered by regex)."""
+    return sorted(trial.tensor_names(collection=list(COLLECTIONS), regex=regex), key=natural_key)
+
+
+def _point(t, s: int) -> Optional[float]:
+    """The value at step s averaged to one number; the saved "mean" reduction when only reductions were kept."""
+    try:
+        v = np.asarray(t.value(s), dtype=np.float64)
+        return float(v.mean()) if v.size else float("nan")
+    except Exception:  # noqa: BLE001 - only reductions at this step, or a damaged record
+        pass
+    try:
+        return float(np.asarray(t.reduction_value(s, "mean"), dtype=np.float64).mean())
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def series(trial, name: str) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """mode -> (global steps, values) of one scalar tensor; values of size > 1 are averaged."""
+    t = trial.tensor(name)
+    by_mode: Dict[str, List[Tuple[int, float]]] = {}
+    for s in t.steps():
+        v = _point(t, s)
+        if v is None:
+            continue
+        m = trial.mode(s)
+        key = m.value.lower() if m is not None else "global"
+        by_mode.setdefault(key, []).append((s, v))
+    return {m: (np.array([p[0] for p in pts]), np.array([p[1] for p in pts])) for m, pts in by_mode.items()}
+
+
+class ScalarsVisualizer(Visualizer):
+    """Losses, metrics and saved scalars over (global) steps; one line per mode; several runs overlaid.
+
+    Options: names (regex selecting tensors), logy ("auto", true, false), smooth (EMA weight 0..1),
+    mark_rules (draw steps where a rule fired).
+    """
+
+    name = "scalars"
+    suffix = ".png"
+
+    def applies_to(self, trial) -> bool:
+        return bool(scalar_names(trial))
+
+    def render(self, trial, out: str, *, names: Optional[str] = None, logy: str = "auto", smooth: float = 0.0,
+               mark_rules: bool = True, columns: int = 2, runs: Optional[Sequence] = None) -> str:
+        trials = [as_trial(t) for t in (trial if isinstance(trial, (list, tuple)) else [trial])]
+        trials += [as_trial(t) for t in (runs or [])]
+        all_names: List[str] = []
+        for t in trials:
+            all_names += [n for n in scalar_names(t, names) if n not in all_names]
+        all_names.sort(key=natural_key)
+        if not all_names:
+            raise ConfigError("no losses, metrics or scalars in " + ", ".join(t.path for t in trials)
+                              + (f" matching {names!r}" if names else "")
+                              + " (record them with hook.record_loss / hook.save_scalar)")
+        if not 0.0 <= float(smooth) < 1.0:
+            raise ConfigError(f"smooth must be in [0, 1), got {smooth}")
+        pyplot = plt()
+        ncol = max(1, min(int(columns), len(all_names)))
+        nrow = (len(all_names) + ncol - 1) // ncol
+        fig, axes = pyplot.subplots(nrow, ncol, figsize=(5.2 * ncol, 3.2 * nrow), squeeze=False)
+        styles = ["-", "--", ":", "-."]
+        colours = {"train": "tab:blue", "eval": "tab:orange", "predict": "tab:green", "global": "tab:gray"}
+        fired = {t.path: fired_steps(t) for t in trials} if mark_rules else {}
+        for i, name in enumerate(all_names):
+            ax = axes[i // ncol][i % ncol]
+            positive = True
+            spans = []
+            for r, t in enumerate(trials):
+                if not t.has_tensor(name):
+                    continue
+                for mode, (x, y) in sorted(series(t, name).items(), key=lambda kv: MODES.index(kv[0])):
+                    if smooth:
+                        y = _ema(y, float(smooth))
+                    label = mode if len(trials) == 1 else f"{t.name} · {mode}"
+                    ax.plot(x, y, styles[r % len(styles)], color=colours.get(mode), label=label,
+                            marker="o" if len(x) < 3 else None, markersize=3)
+                    fin = y[np.isfinite(y)]
+                    positive = positive and bool(fin.size) and bool((fin > 0).all())
+                    if fin.size:
+                        spans.append((fin.min(), fin.max()))
+                for rule, steps in fired.get(t.path, {}).items():
+                    for s in steps:
+                        ax.axvline(s, color="tab:red", alpha=0.35, linewidth=1)
+            use_log = (logy is True or str(logy).lower() in ("true", "1", "yes")) or (
+                str(logy).lower() == "auto" and positive and spans
+                and max(s[1] for s in spans) / max(min(s[0] for s in spans), 1e-300) > 100)
+            if use_log and positive:
+                ax.set_yscale("log")
+            ax.set_title(name, fontsize=10)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
+        for j in range(len(all_names), nrow * ncol):
+            axes[j // ncol][j % ncol].axis("off")
+        if any(fired.values()):
+            fig.text(0.01, 0.005, "red lines: steps where a rule fired", fontsize=8, color="tab:red")
+        fig.tight_layout()
+        return Rendered(write_bytes(out, fig_to_png(fig)))
+
+
+def _ema(y: np.ndarray, w: float) -> np.ndarray:
+    out = np.empty_like(y)
+    acc = None
+    for i, v in enumerate(y):
+        acc = v if acc is None or not np.isfinite(acc) else w * acc + (1 - w) * v
+        out[i] = acc
+    return out
