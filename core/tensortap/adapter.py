@@ -118,6 +118,10 @@ class Adapter:
         while self.handles:
             self.handles.pop().remove()
 
+    def finish_step(self) -> None:
+        """Called by Hook.close() before the last step is handed over: capture what is still pending
+        (e.g. gradients a backward produced that no optimizer call picked up). Default: nothing."""
+
     def rank(self) -> int:
         return 0
 

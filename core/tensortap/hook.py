@@ -484,6 +484,11 @@ class Hook:
         if self._closed:
             return
         with self._lock:
+            if self.adapter is not None:
+                try:
+                    self.adapter.finish_step()
+                except Exception as e:  # noqa: BLE001
+                    self._report("could not finish the last step", e)
             self._hand_over()
             self._closed = True
         if self._rules is not None:

@@ -1,0 +1,356 @@
+"""MXNetAdapter: drives a tensortap Hook from a Gluon Block / HybridBlock.
+
+- Step boundary: the registered block's forward pre-hook (one call of the model = one step);
+  mode TRAIN when `autograd.is_training()` (inside `autograd.record()`), else EVAL, unless the
+  user set one.
+- Weights/biases: every entry of `collect_params()`, under its full Gluon name, copied before
+  the forward uses them (parameters still waiting for deferred initialisation: right after it).
+- Gradients `gradients/<name>`: copied just before a Gluon Trainer updates the model's
+  parameters (see trainer.py); without a Trainer, at the next forward or at `hook.close()` if a
+  backward produced fresh gradients.
+- Layer tensors `<block>/input_<i>`, `<block>/output_<i>`, `attention/<cell>` and output gradients
+  `gradients/<block>/output_<i>` are taken by hooks installed only for the forward of a saved
+  step that wants them; hybridized trees run imperatively for that one forward (blocks.py).
+On unsaved steps the adapter does a counter increment and nothing else.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from tensortap.adapter import Adapter, Handle
+from tensortap.errors import ConfigError
+from tensortap.modes import EVAL, TRAIN
+
+from . import trainer as _trainer
+from .blocks import Deactivated, flat_arrays, is_symbol, layer_names
+from .quiet import suspended
+
+_IO_PROBES = ("output_0", "output_1", "input_0", "input_1")
+
+
+def _is_bias(name: str) -> bool:
+    return name.endswith("bias") or name.endswith("beta")
+
+
+def _check_block(obj: Any, what: str) -> None:
+    from mxnet.gluon import Block
+
+    if not isinstance(obj, Block):
+        raise ConfigError(f"{what} must be a mxnet.gluon.Block (or HybridBlock), got {type(obj).__module__}."
+                          f"{type(obj).__name__}")
+
+
+class MXNetAdapter(Adapter):
+    """Gluon capture for tensortap (weights, gradients, layer tensors, losses, BERT attention)."""
+
+    name = "mxnet"
+
+    def __init__(self, hook) -> None:
+        super().__init__(hook)
+        self._params: List[Tuple[str, Any]] = []
+        self._param_ids: frozenset = frozenset()
+        self._layers: Dict[int, Tuple[str, Any]] = {}
+        self._grads_step = -1
+        self._pending: List[Tuple[str, Any]] = []
+        self._deferred: List[Tuple[str, Any, str]] = []
+        self._undo: List[Callable[[], None]] = []
+        self._deact: Optional[Deactivated] = None
+        self._calls: Dict[int, int] = {}
+        self._tap_calls: Dict[int, int] = {}
+        self._loss_calls: Dict[str, int] = {}
+        self._att_calls: Dict[int, int] = {}
+        self._tokens: Optional[np.ndarray] = None
+
+    # ---- registration ------------------------------------------------------------------------
+    def attach(self, model: Any) -> None:
+        _check_block(model, "the model")
+        self.model = model
+        self._refresh()
+        pre = model.register_forward_pre_hook(self._pre)
+        post = model.register_forward_hook(self._post)
+        self.handles += [Handle(pre.detach), Handle(post.detach)]
+        _trainer.add_listener(self)
+        self.handles.append(Handle(lambda: _trainer.remove_listener(self)))
+        self.handles.append(Handle(self._end_forward))
+
+    def register_loss(self, loss_obj: Any, name: str) -> None:
+        """Record the batch mean of `loss_obj`'s output (a Gluon loss block) each time it runs on a saved step."""
+        _check_block(loss_obj, "register_loss needs a Gluon loss block; it")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"loss names must be non-empty strings, got {name!r}")
+
+        def on_loss(block, args, out):
+            hook = self.hook
+            if suspended() or hook is None or hook.step < 0 or not hook.saving:
+                return
+            arrays = flat_arrays(out)
+            if not arrays or is_symbol(arrays[0]):
+                return
+            k = self._loss_calls.get(name, 0)
+            self._loss_calls[name] = k + 1
+            from mxnet import autograd
+
+            with autograd.pause():
+                value = arrays[0].mean() if arrays[0].size > 1 else arrays[0].reshape(())
+            hook.record_loss(value, name if k == 0 else f"{name}#{k}")
+
+        h = loss_obj.register_forward_hook(on_loss)
+        self.handles.append(Handle(h.detach))
+
+    def set_tokens(self, tokens: Sequence) -> None:
+        """Token strings of the next batch, stored as attention/tokens beside captured attention."""
+        from .attention import token_array
+
+        self._tokens = None if tokens is None else token_array(tokens)
+
+    def _refresh(self) -> None:
+        self._params = list(self.model.collect_params().items())
+        self._param_ids = frozenset(id(p) for _, p in self._params)
+        self._layers = layer_names(self.model)
+
+    # ---- framework facts ---------------------------------------------------------------------
+    def named_parameters(self, model: Any) -> Iterator[Tuple[str, Any]]:
+        return iter(model.collect_params().items())
+
+    def named_layers(self, model: Any) -> Iterator[Tuple[str, Any]]:
+        return iter(layer_names(model).values())
+
+    def is_tensor(self, obj: Any) -> bool:
+        return (type(obj).__module__ or "").startswith("mxnet")
+
+    def to_numpy(self, tensor: Any) -> np.ndarray:
+        if hasattr(tensor, "list_data"):  # a gluon Parameter
+            tensor = tensor.list_data()[0]
+        if getattr(tensor, "stype", "default") != "default":
+            tensor = tensor.tostype("default")
+        return tensor.asnumpy()  # a new array: mxnet copies into it
+
+    # ---- step boundary -----------------------------------------------------------------------
+    def _pre(self, block: Any, args: Tuple) -> None:
+        if suspended():
+            return
+        hook = self.hook
+        try:
+            self._end_forward()
+            self.finish_step()
+        except Exception as e:  # noqa: BLE001
+            hook._report("mxnet: could not finish the previous step", e)
+        from mxnet import autograd
+
+        hook.begin_step(TRAIN if autograd.is_training() else EVAL)
+        if not hook.saving:
+            return
+        try:
+            self._calls.clear()
+            self._tap_calls.clear()
+            self._loss_calls.clear()
+            self._att_calls.clear()
+            self._refresh()
+            self._capture_params()
+            self._start_layer_capture()
+        except Exception as e:  # noqa: BLE001
+            hook._report("mxnet: capture at the start of the step failed", e)
+            self._end_forward()
+
+    def _post(self, block: Any, args: Tuple, out: Any) -> None:
+        if suspended():
+            return
+        hook = self.hook
+        try:
+            if hook.saving:
+                deferred, self._deferred = self._deferred, []
+                for name, p, cat in deferred:
+                    hook.capture(name, p.list_data()[0], cat)
+                name = self._layers.get(id(block), (block.name, block))[0]
+                if self._io_selected(name):
+                    self._capture_io(name, block, args, out, self._calls)
+        except Exception as e:  # noqa: BLE001
+            hook._report("mxnet: capture at the end of the forward failed", e)
+        finally:
+            self._end_forward()
+
+    def finish_step(self) -> None:
+        """Before the current step is handed over: gradients a backward produced without a Trainer."""
+        hook = self.hook
+        if hook is None or hook.step < 0 or not hook.saving:
+            self._pending.clear()
+            return
+        if (self._grads_step != hook.step and hook.mode == TRAIN and hook.wants("gradients")
+                and self._fresh_gradients()):
+            self._capture_grads()
+        else:
+            self._flush_pending()
+
+    def _end_forward(self) -> None:
+        undo, self._undo = self._undo, []
+        for fn in reversed(undo):
+            fn()
+        if self._deact is not None:
+            deact, self._deact = self._deact, None
+            deact.restore()
+
+    # ---- parameters and gradients ----------------------------------------------------------------
+    def _capture_params(self) -> None:
+        hook = self.hook
+        wants = {c: hook.wants(c) for c in ("weights", "biases")}
+        if not any(wants.values()):
+            return
+        for name, p in self._params:
+            cat = "biases" if _is_bias(name) else "weights"
+            if not wants[cat]:
+                continue
+            if p._data is None:  # deferred initialisation: the forward will create it
+                self._deferred.append((name, p, cat))
+                continue
+            hook.capture(name, p.list_data()[0], cat)
+
+    def _fresh_gradients(self) -> bool:
+        for _, p in self._params:
+            if p.grad_req != "null" and p._data is not None and p.list_data()[0]._fresh_grad:
+                return True
+        return False
+
+    def _before_trainer_update(self, trainer: Any) -> None:
+        """Called by the wrapped Trainer.step/allreduce_grads/update before it touches gradients."""
+        hook = self.hook
+        try:
+            if (hook is None or hook._closed or suspended() or hook.step < 0 or not hook.saving
+                    or self._grads_step == hook.step):
+                return
+            if not (hook.wants("gradients") or self._pending):
+                return
+            if _trainer.owns_any(trainer, self._param_ids):
+                self._capture_grads()
+        except Exception as e:  # noqa: BLE001
+            hook._report("mxnet: could not capture gradients before trainer update", e)
+
+    def _capture_grads(self) -> None:
+        hook = self.hook
+        self._grads_step = hook.step
+        if hook.wants("gradients"):
+            for name, p in self._params:
+                if p.grad_req == "null" or p._grad is None:
+                    continue
+                hook.capture(f"gradients/{name}", p.list_grad()[0], "gradients")
+        self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        for name, arr in pending:
+            self.hook.capture(name, arr, "gradients")
+
+    # ---- layer tensors -----------------------------------------------------------------------------
+    def _active_includes(self, name: str, category: str, by_name_only: bool = False) -> bool:
+        hook = self.hook
+        active = hook._active
+        for c in hook._collections_of(name, category):
+            if by_name_only and c.name == category:
+                continue
+            if any(c is a for a in active):
+                return True
+        return False
+
+    def _io_selected(self, layer: str) -> bool:
+        hook = self.hook
+        if not (hook.wants("inputs") or hook.wants("outputs")):
+            return False
+        return any(self._active_includes(f"{layer}/{p}", "inputs" if p.startswith("input") else "outputs")
+                   for p in _IO_PROBES)
+
+    def _tap_selected(self, layer: str) -> bool:
+        """Output gradients are taken only for blocks a collection selects by name (regex or tensor
+        name), never by the bare "gradients" category: that one means parameter gradients."""
+        return any(self._active_includes(f"gradients/{layer}/{p}", "gradients", by_name_only=True)
+                   for p in ("output_0", "output_1"))
+
+    def _start_layer_capture(self) -> None:
+        hook, model = self.hook, self.model
+        io = [(n, b) for bid, (n, b) in self._layers.items() if b is not model and self._io_selected(n)]
+        taps = ([(n, b) for n, b in self._layers.values() if self._tap_selected(n)]
+                if hook.wants("gradients") else [])
+        cells = []
+        if hook.wants("attention"):
+            from .attention import attention_cells
+
+            cells = attention_cells(model)
+            if cells and self._tokens is not None:
+                hook.capture("attention/tokens", self._tokens, "attention")
+        if not (io or taps or cells):
+            return  # the registered block's own tensors come from its forward hook: no imperative run needed
+        self._deact = Deactivated(model)
+        self._deact.off()
+        for name, blk in io:
+            h = blk.register_forward_hook(self._io_hook(name))
+            self._undo.append(h.detach)
+        for name, blk in taps:
+            from .gradtap import wrap_forward
+
+            self._undo.append(wrap_forward(blk, name, self._pending, self._counter(blk)))
+        for name, cell in cells:
+            h = cell.dropout_layer.register_forward_hook(self._attention_hook(name, cell))
+            self._undo.append(h.detach)
+
+    def _counter(self, blk: Any) -> Callable[[], int]:
+        def next_index() -> int:
+            k = self._tap_calls.get(id(blk), 0)
+            self._tap_calls[id(blk)] = k + 1
+            return k
+
+        return next_index
+
+    def _io_hook(self, name: str):
+        def on_forward(block, args, out):
+            try:
+                self._capture_io(name, block, args, out, self._calls)
+            except Exception as e:  # noqa: BLE001
+                self.hook._report(f"mxnet: could not capture {name!r}", e)
+
+        return on_forward
+
+    def _capture_io(self, name: str, block: Any, args: Tuple, out: Any, calls: Dict[int, int]) -> None:
+        hook = self.hook
+        ins, outs = flat_arrays(args), flat_arrays(out)
+        if any(is_symbol(a) for a in ins + outs):
+            return
+        k = calls.get(id(block), 0)
+        calls[id(block)] = k + 1
+        prefix = name if k == 0 else f"{name}#{k}"
+        if hook.wants("inputs"):
+            for i, a in enumerate(ins):
+                hook.capture(f"{prefix}/input_{i}", a, "inputs")
+        if hook.wants("outputs"):
+            for i, a in enumerate(outs):
+                hook.capture(f"{prefix}/output_{i}", a, "outputs")
+
+    def _attention_hook(self, name: str, cell: Any):
+        from .attention import probabilities
+
+        def on_dropout(block, args, out):
+            try:
+                if not args or is_symbol(args[0]):
+                    return
+                k = self._att_calls.get(id(cell), 0)
+                self._att_calls[id(cell)] = k + 1
+                from mxnet import autograd
+
+                with autograd.pause():
+                    probs = probabilities(cell, args[0])
+                self.hook.capture(f"attention/{name}" + (f"#{k}" if k else ""), probs, "attention")
+            except Exception as e:  # noqa: BLE001
+                self.hook._report(f"mxnet: could not capture attention of {name!r}", e)
+
+        return on_dropout
+
+    # ---- explanations ------------------------------------------------------------------------------
+    def gradcam_tensors(self, model: Any, inputs: Any, target_layer: Any, targets=None):
+        from .gradcam import gradcam_tensors
+
+        return gradcam_tensors(model, inputs, target_layer, targets)
+
+    def attention(self, model: Any, *inputs: Any) -> List[np.ndarray]:
+        """Attention probabilities per layer of a gluonnlp BERT model, (batch, heads, query, key)."""
+        from .attention import compute
+
+        return compute(model, inputs)
