@@ -67,7 +67,6 @@ class TorchAdapter(Adapter):
             self._feature_layer = _gradcam.choose_layer(root, fm.include_regex)
             fm.categories = ("feature_maps",)  # its regex names a layer, not tensors of other categories
             hook._match_cache.clear()
-            self.handles.append(root.register_forward_hook(self._on_model_output))
 
     def named_parameters(self, model: Any) -> Iterator[Tuple[str, Any]]:
         return iter(unwrap(model).named_parameters())
@@ -176,6 +175,8 @@ class TorchAdapter(Adapter):
                 is_bias = name.endswith("bias")
                 if (wb if is_bias else ww):
                     hook.capture(name, p, "biases" if is_bias else "weights")
+        if self._feature_layer is not None and hook.wants("feature_maps"):
+            self._record_gradcam(module, args)
 
     def _call_name(self, name: str) -> str:
         k = self._calls.get(name, 0)
@@ -214,11 +215,10 @@ class TorchAdapter(Adapter):
     def _on_attention(self, name: str, probs: torch.Tensor) -> None:
         self.hook.capture(f"attention/{self._call_name('attention/' + name)[len('attention/'):]}", probs, "attention")
 
-    def _on_model_output(self, module: nn.Module, args: tuple, _output: Any) -> None:
-        """Grad-CAM during training (collection "feature_maps"), on saved steps only."""
+    def _record_gradcam(self, module: nn.Module, args: tuple) -> None:
+        """Grad-CAM during training (collection "feature_maps"), on saved steps only: the model as
+        the step's forward pass finds it (before that pass updates BatchNorm statistics)."""
         hook = self.hook
-        if is_quiet() or not hook.wants("feature_maps") or not args:
-            return
         try:
             lname, layer = self._feature_layer
             few = _gradcam.batch_slice(args, self.gradcam_max_images)
