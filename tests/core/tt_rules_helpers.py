@@ -106,10 +106,10 @@ def torch_run(run_dir: str, model, data, steps: int = 10, lr: float = 0.1, batch
             for n, p in model.named_parameters():
                 if p.grad is not None:
                     hook.save_tensor(f"gradients/{n}", p.grad.detach().numpy().copy(), collections=["gradients"])
-            hook.record_loss(float(loss))
+            hook.record_loss(loss.item())
             if extra is not None:
                 extra(hook, xb, yb, out)
-            losses.append(float(loss))
+            losses.append(loss.item())
             opt.step()
     finally:
         for h in handles:
