@@ -155,13 +155,15 @@ class WorkerReader:
                         self.problems.append(f"{self.worker} {layout.index_file(seg)}: bad index record at byte "
                                              f"{start + item.offset} ({type(e).__name__}: {e}); skipped")
                 self._offsets[seg] = start + end
-                self._note_unreadable_tail(seg, start + end, start + len(buf), segs)
+                foreign = start + end == 0 and len(buf) >= 4 and bytes(buf[:4]) != framing.MAGIC
+                self._note_unreadable_tail(seg, start + end, start + len(buf), segs, foreign)
             return new
 
-    def _note_unreadable_tail(self, seg: int, good_end: int, size: int, segs: List[int]) -> None:
+    def _note_unreadable_tail(self, seg: int, good_end: int, size: int, segs: List[int], foreign: bool) -> None:
         """Bytes after the last readable record are normal at the tail of the segment being
-        written; anywhere else (an older segment, a closed run) they are damage: say so once."""
-        if good_end >= size or (seg == segs[-1] and not self.ended):
+        written; anywhere else (an older segment, a closed run, a file that does not even start
+        like a record) they are damage: say so once."""
+        if good_end >= size or (seg == segs[-1] and not self.ended and not foreign):
             return
         key = (seg, good_end)
         if key in self._tails_noted:

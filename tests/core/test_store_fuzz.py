@@ -1,0 +1,204 @@
+"""Property tests over damaged runs: random truncation points and flipped bytes in data and index
+files. A value the reader returns equals what was written, or the read raises CorruptRunError
+(or StepNotFound/TensorNotFound for what it could not see); nothing else escapes, nothing hangs,
+and forged lengths never make it allocate more than the files hold."""
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import tempfile
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tensortap as tt
+from tensortap.store import StepBatch, StoreWriter, TensorItem, framing, index, layout
+
+ALLOWED = (tt.CorruptRunError, tt.StepNotFound, tt.TensorNotFound)
+
+
+def _arrays(step: int):
+    rng = np.random.default_rng(step)
+    return {
+        "w": rng.standard_normal((6, 5)).astype(np.float32),
+        "gradients/w": rng.standard_normal((6, 5)),
+        "b": rng.integers(-9, 9, size=7).astype(np.int16),
+        "flag": np.array(step % 2 == 0),
+        "z": rng.standard_normal(3).astype(np.complex64),
+    }
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    """A run of 12 steps over several small segments, and every value it holds."""
+    root = str(tmp_path_factory.mktemp("fuzz") / "run")
+    w = StoreWriter(root, 0, segment_bytes=900)
+    truth = {}
+    for s in range(12):
+        arrays = _arrays(s)
+        w.submit(StepBatch(s, "train", s, [TensorItem(n, "value", ("c",), a) for n, a in arrays.items()]))
+        for n, a in arrays.items():
+            truth[(n, s)] = (a.dtype, a.shape, a.tobytes())
+        if s == 5:
+            w.submit_record({"type": "event", "event": "note", "time": 0.0})
+    w.close()
+    wdir = os.path.join(root, layout.WORKERS_DIR, "worker-0")
+    files = sorted(f for f in os.listdir(wdir) if f.endswith((".ttd", ".tti")))
+    assert sum(f.endswith(".tti") for f in files) >= 3, files  # several segments
+    return root, files, truth
+
+
+def check_never_misread(root: str, truth: dict) -> int:
+    """Open the run and read everything it offers; returns how many values read back intact."""
+    trial = tt.create_trial(root)
+    ok = 0
+    for name in trial.tensor_names():
+        for s in trial.tensor(name).steps():
+            try:
+                v = trial.tensor(name).value(s)
+            except ALLOWED:
+                continue
+            dtype, shape, raw = truth[(name, s)]
+            assert v.dtype == dtype and v.shape == shape and v.tobytes() == raw, f"misread {name}@{s}"
+            ok += 1
+    assert isinstance(trial.problems, list)
+    trial.close()
+    return ok
+
+
+def test_pristine_reads_everything(pristine):
+    root, _, truth = pristine
+    assert check_never_misread(root, truth) == len(truth)
+
+
+def _mutate(src: str, dst: str, files, ops) -> None:
+    shutil.copytree(src, dst)
+    wdir = os.path.join(dst, layout.WORKERS_DIR, "worker-0")
+    for fi, kind, frac, mask in ops:
+        path = os.path.join(wdir, files[fi % len(files)])
+        data = bytearray(open(path, "rb").read())
+        if not data:
+            continue
+        pos = min(int(frac * len(data)), len(data) - 1)
+        if kind == "trunc":
+            data = data[:pos]
+        else:
+            data[pos] ^= mask
+        with open(path, "wb") as f:
+            f.write(data)
+
+
+OPS = st.lists(st.tuples(st.integers(0, 100), st.sampled_from(["flip", "trunc", "flip"]),
+                         st.floats(0, 1, allow_nan=False), st.integers(1, 255)), min_size=1, max_size=4)
+
+
+@settings(max_examples=100, deadline=3000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=OPS)
+def test_damage_is_detected_never_misread(pristine, ops):
+    root, files, truth = pristine
+    with tempfile.TemporaryDirectory() as d:
+        _mutate(root, os.path.join(d, "run"), files, ops)
+        check_never_misread(os.path.join(d, "run"), truth)
+
+
+@settings(max_examples=60, deadline=3000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blob=st.binary(min_size=0, max_size=400), where=st.sampled_from(["index", "data", "meta", "marker"]))
+def test_arbitrary_bytes_in_place_of_a_file(pristine, blob, where):
+    root, files, truth = pristine
+    with tempfile.TemporaryDirectory() as d:
+        run = os.path.join(d, "run")
+        shutil.copytree(root, run)
+        wdir = os.path.join(run, layout.WORKERS_DIR, "worker-0")
+        target = {"index": os.path.join(wdir, layout.index_file(1)), "data": os.path.join(wdir, layout.data_file(1)),
+                  "meta": os.path.join(wdir, layout.META), "marker": os.path.join(run, layout.RUN_MARKER)}[where]
+        with open(target, "wb") as f:
+            f.write(blob)
+        check_never_misread(run, truth)
+
+
+# ---- forged, checksum-valid records: the reader must still refuse them ------------------------------
+def _index_record(header: dict, entries=None) -> bytes:
+    return framing.encode(framing.KIND_INDEX, index.encode(header, entries))
+
+
+def _forged_run(tmp_path, records: bytes, data: bytes = b"") -> str:
+    run = tmp_path / "run"
+    wdir = run / layout.WORKERS_DIR / "worker-0"
+    wdir.mkdir(parents=True)
+    (run / layout.RUN_MARKER).write_text('{"format": "tensortap-run", "format_version": 1}')
+    (wdir / layout.index_file(0)).write_bytes(records)
+    (wdir / layout.data_file(0)).write_bytes(data)
+    return str(run)
+
+
+def test_forged_length_field_does_not_allocate(tmp_path):
+    # a header whose own checksum is valid but which claims an exabyte of payload
+    huge = struct.pack("<4sBQI", framing.MAGIC, framing.KIND_INDEX, 2 ** 60,
+                       framing.crc(struct.pack("<BQ", framing.KIND_INDEX, 2 ** 60)))
+    run = _forged_run(tmp_path, huge + b"\0" * 64)
+    # a later segment exists, so segment 0 is not a live tail: its unreadable bytes are damage
+    open(os.path.join(run, layout.WORKERS_DIR, "worker-0", layout.index_file(1)), "wb").close()
+    tracemalloc.start()
+    trial = tt.create_trial(run)
+    assert trial.steps() == []
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 8 * 2 ** 20
+    assert any("not a valid record" in p for p in trial.problems)
+
+
+def test_forged_index_entries_are_refused(tmp_path):
+    payload = np.arange(4, dtype=np.float32).tobytes()
+    data = framing.encode(framing.KIND_DATA, payload)
+    defs = {"type": "defs", "names": [[0, "ok", "value", ["c"]], [1, "huge", "value", ["c"]],
+                                      [2, "overflow", "value", ["c"]], [3, "pastend", "value", ["c"]]],
+            "dtypes": [[0, "<f4"]], "shapes": [[0, [4]], [1, [2 ** 40, 2 ** 40]], [2, [2 ** 31, 2 ** 31, 2 ** 31, 8]]]}
+    e = np.zeros(4, index.ENTRY_DTYPE)
+    e[0] = (0, 0, 0, 0, 16)
+    e[1] = (1, 0, 1, 0, 2 ** 63)  # claims 8 EB
+    e[2] = (2, 0, 2, 0, 16)  # shape product overflows int64 to a small number
+    e[3] = (3, 0, 0, 10 ** 12, 16)  # offset far past the file
+    recs = _index_record(defs) + _index_record({"type": "step", "step": 0, "mode": "train", "mode_step": 0,
+                                                 "time": 0.0}, e)
+    run = _forged_run(tmp_path, recs, data)
+    trial = tt.create_trial(run)
+    assert list(trial.tensor("ok").value(0)) == [0, 1, 2, 3]
+    tracemalloc.start()
+    for name in ("huge", "overflow", "pastend"):
+        with pytest.raises(tt.CorruptRunError, match="damaged"):
+            trial.tensor(name).value(0)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 8 * 2 ** 20
+
+
+@pytest.mark.parametrize("header", [
+    {"type": "defs", "names": 5},
+    {"type": "defs", "names": [[0, "x"]]},
+    {"type": "defs", "names": [["0", "x", "value", []]]},
+    {"type": "defs", "dtypes": [[0, "O"]]},
+    {"type": "defs", "dtypes": [[0, "f4,O"]]},
+    {"type": "defs", "dtypes": [[0, "(2,)V8"]]},
+    {"type": "defs", "dtypes": [[0, {"a": 1}]]},
+    {"type": "defs", "shapes": [[0, [-1]]]},
+    {"type": "defs", "shapes": [[0, [1] * 100]]},
+    {"type": "defs", "shapes": "no"},
+    {"type": "step", "step": "0", "mode": "train", "mode_step": 0},
+    {"type": "step", "step": 0, "mode": "train", "mode_step": 0, "time": "soon"},
+    {"type": "step", "step": -1, "mode": "train", "mode_step": 0},
+    {"type": "step", "step": True, "mode": "train", "mode_step": 0},
+])
+def test_malformed_checksum_valid_index_records_are_skipped(tmp_path, header):
+    good = _index_record({"type": "defs", "names": [[0, "a", "value", ["c"]]], "dtypes": [[0, "<f4"]],
+                          "shapes": [[0, [4]]]})
+    step = _index_record({"type": "step", "step": 0, "mode": "train", "mode_step": 0, "time": 0.0},
+                         np.array([(0, 0, 0, 0, 16)], index.ENTRY_DTYPE))
+    data = framing.encode(framing.KIND_DATA, np.ones(4, np.float32).tobytes())
+    run = _forged_run(tmp_path, good + _index_record(header) + step, data)
+    trial = tt.create_trial(run)
+    assert list(trial.tensor("a").value(0)) == [1, 1, 1, 1]
+    assert any("bad index record" in p for p in trial.problems), trial.problems
