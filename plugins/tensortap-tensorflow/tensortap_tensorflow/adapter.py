@@ -1,0 +1,530 @@
+"""TensorFlowAdapter: Keras 3 / TF2 capture for tensortap.
+
+What is patched on `attach(model)` (every patch is an instance attribute, removed by detach):
+- each sub-layer's `call` (layer outputs, gradients of outputs where asked) — only when a
+  collection of the hook can want outputs / output gradients;
+- each MultiHeadAttention's `_compute_attention` (attention scores) — when "attention" may be wanted;
+- the model's `call` (step boundary of eager custom loops, per-forward call counting);
+- `model.compute_loss` (the step's loss) and the optimizer's `apply` (the gradients it receives);
+- `fit` / `evaluate` / `predict` / `*_on_batch` so `hook.register(model)` alone adds the callback.
+How values leave compiled steps is in taps.py; the step boundaries are in callback.py / tape.py.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from tensortap.adapter import Adapter, Handle
+from tensortap.errors import ConfigError, StopTraining
+from tensortap.modes import EVAL, PREDICT, TRAIN
+
+from . import attention as _att
+from .naming import float_variables, is_bias, layer_name, sub_layers, variable_name
+from .patching import is_quiet, patch
+from .taps import Slots, Switches, in_xla_context, replica_info, send
+
+log = logging.getLogger("tensortap")
+
+FIT_METHODS = ("fit", "evaluate", "predict")
+ON_BATCH = {"train_on_batch": TRAIN, "test_on_batch": EVAL, "predict_on_batch": PREDICT}
+
+
+class TensorFlowAdapter(Adapter):
+    """Drives a tensortap Hook from Keras fit/evaluate/predict, custom GradientTape loops and tf.function."""
+
+    name = "tensorflow"
+
+    def __init__(self, hook) -> None:
+        super().__init__(hook)
+        self._switches: Optional[Switches] = None
+        self.slots = Slots()
+        self.armed = False          # True between a step's begin and end: eager taps may capture
+        self.in_fit = 0             # depth of fit/evaluate/predict driven by our callback
+        self.tape_depth = 0
+        self._callback = None
+        self._counts: Dict[str, int] = {}
+        self._graph_preds: Dict[Any, Dict[str, Any]] = {}
+        self._patched_models: set = set()
+        self._optimizer = None
+        self._opt_handles: List[Handle] = []
+        self._active = False
+        self._xla_reported = False
+
+    # ---- framework basics ----------------------------------------------------------------
+    @property
+    def switches(self) -> Switches:
+        if self._switches is None:
+            self._switches = Switches()
+        return self._switches
+
+    def to_numpy(self, tensor: Any) -> np.ndarray:
+        """A numpy copy (tf's .numpy() may share the tensor's buffer on CPU)."""
+        if hasattr(tensor, "numpy"):
+            return np.array(tensor.numpy(), copy=True)
+        import tensorflow as tf
+
+        return np.array(tf.convert_to_tensor(tensor).numpy(), copy=True)
+
+    def is_tensor(self, obj: Any) -> bool:
+        import tensorflow as tf
+
+        if tf.is_tensor(obj) or isinstance(obj, tf.Variable):
+            return True
+        try:
+            import keras
+
+            return isinstance(obj, keras.Variable)
+        except (ImportError, AttributeError):  # pragma: no cover
+            return False
+
+    def named_parameters(self, model: Any) -> Iterator[Tuple[str, Any]]:
+        return ((variable_name(v), v) for v in getattr(model, "trainable_variables", []))
+
+    def named_layers(self, model: Any) -> Iterator[Tuple[str, Any]]:
+        return ((layer_name(layer), layer) for layer in sub_layers(model))
+
+    def rank(self) -> int:
+        return 0
+
+    # ---- what the hook may ever want (decides which patches are worth installing) ----------
+    def _may_want(self, category: str) -> bool:
+        return self.hook is not None and any(c.wants_category(category) for c in self.hook.collections)
+
+    def _output_grad_layers_wanted(self, name: str) -> bool:
+        """Gradients of a layer's outputs are taken only where a regex/name collection asks for them."""
+        if self.hook is None:
+            return False
+        probe = f"gradients/{name}/output_0"
+        return any((c._pattern is not None or c.tensor_names) and c.includes(probe, "gradients")
+                   for c in self.hook.collections)
+
+    def _want_now(self, category: str) -> bool:
+        return self.armed and not is_quiet() and self.hook.wants(category)
+
+    # ---- attach / detach -------------------------------------------------------------------
+    def attach(self, model: Any) -> None:
+        """Patch the model (see module docstring); safe to call again for the same model."""
+        if id(model) in self._patched_models:
+            return
+        self.model = model
+        self._active = True
+        self.switches  # create the switches eagerly, outside any tf.function or strategy replica
+        want_out = self._may_want("outputs") or any(
+            c._pattern is not None or c.tensor_names for c in self.hook.collections)
+        want_att = self._may_want("attention")
+        for layer in sub_layers(model):
+            if want_out:
+                self.handles.append(patch(layer, "call", lambda orig, layer=layer: self._layer_call(layer, orig)))
+            if want_att and _att.is_mha(layer):
+                self.handles.append(_att.patch_compute_attention(layer, self._on_attention))
+        if hasattr(model, "call"):
+            self.handles.append(patch(model, "call", lambda orig: self._model_call(model, orig)))
+        if hasattr(model, "compute_loss"):
+            self.handles.append(patch(model, "compute_loss", lambda orig: self._compute_loss(orig)))
+        for m in FIT_METHODS:
+            if hasattr(model, m):
+                self.handles.append(patch(model, m, lambda orig: self._with_callback(orig)))
+        for m, mode in ON_BATCH.items():
+            if hasattr(model, m):
+                self.handles.append(patch(model, m, lambda orig, mode=mode: self._on_batch(orig, mode)))
+        self._patched_models.add(id(model))
+        self.handles.append(Handle(lambda: self._patched_models.discard(id(model))))
+        self.handles.append(Handle(self._unwrap_optimizer))
+        self.handles.append(Handle(lambda: self._retrace(model)))
+        self.ensure_optimizer(model)
+        self._retrace(model)
+
+    def detach(self) -> None:
+        self._active = False
+        if self._switches is not None:
+            self._switches.all_off()
+        super().detach()
+
+    @staticmethod
+    def _retrace(model: Any) -> None:
+        """Compiled step functions traced before (or with) our patches are rebuilt on next use."""
+        for kind in ("train", "test", "predict"):
+            if getattr(model, f"{kind}_function", None) is not None:
+                try:
+                    getattr(model, f"make_{kind}_function")(force=True)
+                except Exception:  # noqa: BLE001 - a model without these methods keeps its function
+                    pass
+
+    def ensure_optimizer(self, model: Any) -> bool:
+        """Wrap the model's optimizer `apply` (once per optimizer); True when newly wrapped."""
+        opt = getattr(model, "optimizer", None)
+        if opt is None or opt is self._optimizer or not hasattr(opt, "apply"):
+            return False
+        self._unwrap_optimizer()
+        target = getattr(opt, "inner_optimizer", None) or opt  # LossScaleOptimizer: unscaled gradients
+        if self._may_want("gradients"):
+            self._opt_handles.append(patch(target, "apply", lambda orig: self._optimizer_apply(orig)))
+        self._optimizer = opt
+        return True
+
+    def _unwrap_optimizer(self) -> None:
+        while self._opt_handles:
+            self._opt_handles.pop().remove()
+        self._optimizer = None
+
+    # ---- the patched methods -------------------------------------------------------------
+    def _model_call(self, model, original):
+        def call(*args, **kwargs):
+            if self._active and not is_quiet():
+                self._counts = {}
+                try:
+                    self._maybe_auto_step(model, kwargs)
+                except StopTraining:
+                    raise
+                except Exception as e:  # noqa: BLE001
+                    self.hook._report("step boundary", e)
+            return original(*args, **kwargs)
+
+        return call
+
+    def _maybe_auto_step(self, model, kwargs) -> None:
+        """An eager forward outside fit and outside a wrapped tape starts a step (like torch's forward)."""
+        import tensorflow as tf
+
+        if self.in_fit or self.tape_depth or self.armed or not tf.executing_eagerly():
+            return
+        self.hook.begin_step(TRAIN if kwargs.get("training") else EVAL)
+        self.capture_weights(model)
+        self.armed = "auto"
+
+    def _layer_call(self, layer, original):
+        def call(*args, **kwargs):
+            out = original(*args, **kwargs)
+            if not self._active or is_quiet():
+                return out
+            try:
+                return self._tap_layer(layer, out)
+            except Exception as e:  # noqa: BLE001
+                self.hook._report(f"could not tap layer {layer_name(layer)!r}", e)
+                return out
+
+        return call
+
+    def _call_base(self, name: str) -> str:
+        k = self._counts.get(name, 0)
+        self._counts[name] = k + 1
+        return name if k == 0 else f"{name}#{k}"
+
+    def _tap_layer(self, layer, out):
+        import tensorflow as tf
+
+        flat = tf.nest.flatten(out)
+        idx = [i for i, t in enumerate(flat) if tf.is_tensor(t)]
+        if not idx:
+            return out
+        base = self._call_base(layer_name(layer))
+        want_grads = self._output_grad_layers_wanted(base)
+        if tf.executing_eagerly():
+            if self._want_now("outputs"):
+                for i in idx:
+                    self.hook.capture(f"{base}/output_{i}", flat[i], "outputs")
+        elif self._graph_ok():
+            if self._may_want("outputs") or any(c.tensor_names or c._pattern is not None for c in self.hook.collections):
+                names = [f"{base}/output_{i}" for i in idx]
+                send(self._pred("outputs"), self._sender(names, "outputs"), [flat[i] for i in idx])
+        if want_grads:
+            for i in idx:
+                flat[i] = self._grad_probe(flat[i], f"gradients/{base}/output_{i}")
+            out = tf.nest.pack_sequence_as(out, flat)
+        return out
+
+    def _grad_probe(self, t, name: str):
+        """Identity whose backward hands the incoming gradient (d loss / d output) to the hook."""
+        import tensorflow as tf
+
+        adapter = self
+
+        @tf.custom_gradient
+        def probe(x):
+            def grad(dy):
+                if tf.executing_eagerly():
+                    if adapter._want_now("gradients"):
+                        adapter.hook.capture(name, dy, "gradients")
+                    return dy
+                if adapter._graph_ok():
+                    send(adapter._pred("output_gradients"), adapter._sender([name], "gradients"), [dy])
+                return tf.identity(dy)
+
+            return tf.identity(x), grad
+
+        return probe(t)
+
+    def _on_attention(self, layer, make) -> None:
+        import tensorflow as tf
+
+        if not self._active or is_quiet():
+            return
+        if isinstance(make, BaseException):
+            self.hook._report(f"could not compute attention scores of {layer_name(layer)!r}", make)
+            return
+        base = "attention/" + self._call_base("attention/" + layer_name(layer))[len("attention/"):]
+        if tf.executing_eagerly():
+            if self._want_now("attention"):
+                self.hook.capture(base, make(), "attention")
+        elif self._graph_ok():
+            pred = self._pred("attention")
+            sender = self._sender([base], "attention")
+            rid, _ = replica_info()
+
+            def on():
+                out = tf.py_function(lambda r, s: (sender(int(r.numpy()), s.numpy()), True)[1],
+                                     [tf.cast(rid, tf.int32), make()], tf.bool)
+                return tf.identity(out)
+
+            tf.cond(pred, on, lambda: tf.constant(False))
+
+    def _compute_loss(self, original):
+        def compute_loss(*args, **kwargs):
+            loss = original(*args, **kwargs)
+            if self._active and not is_quiet():
+                try:
+                    self._tap_loss(loss)
+                except Exception as e:  # noqa: BLE001
+                    self.hook._report("could not tap the loss", e)
+            return loss
+
+        return compute_loss
+
+    def _tap_loss(self, loss) -> None:
+        import tensorflow as tf
+
+        if loss is None or not self._may_want("losses"):
+            return
+        if tf.executing_eagerly():
+            if self._want_now("losses"):
+                self.hook.capture("loss", loss, "losses")
+            return
+        if self._graph_pred_for_current() is not None:
+            return  # a wrapped tape inside tf.function records the loss itself
+        slot = self.slots.ensure("loss", [], loss.dtype)
+        if slot is not None:
+            Slots.store(self.switches.vars["losses"], [(slot, loss)])
+
+    def _optimizer_apply(self, original):
+        def apply(grads, trainable_variables=None):
+            if self._active and not is_quiet():
+                try:
+                    tv = trainable_variables
+                    if tv is None:
+                        tv = getattr(self._optimizer, "_trainable_variables", None) or []
+                    self._tap_gradients(list(grads), list(tv))
+                except Exception as e:  # noqa: BLE001
+                    self.hook._report("could not tap gradients", e)
+            return original(grads, trainable_variables)
+
+        return apply
+
+    def _tap_gradients(self, grads, variables) -> None:
+        import tensorflow as tf
+
+        if tf.executing_eagerly():
+            if self._want_now("gradients"):
+                for g, v in zip(grads, variables):
+                    if g is not None:
+                        self.hook.capture(f"gradients/{variable_name(v)}", tf.convert_to_tensor(g), "gradients")
+            return
+        if self._graph_pred_for_current() is not None:
+            return  # inside a tf.function custom loop the wrapped tape records gradients
+        pairs = []
+        for g, v in zip(grads, variables):
+            if g is None:
+                continue
+            slot = self.slots.ensure(f"gradients/{variable_name(v)}", v.shape, g.dtype)
+            if slot is not None:
+                pairs.append((slot, tf.convert_to_tensor(g)))
+        Slots.store(self.switches.vars["gradients"], pairs)
+
+    # ---- graph helpers -------------------------------------------------------------------
+    def _graph_ok(self) -> bool:
+        if in_xla_context():
+            if not self._xla_reported:
+                self._xla_reported = True
+                self.hook._report("layer outputs/attention are not captured inside XLA-compiled steps "
+                                  "(jit_compile=True); compile with jit_compile=False to capture them",
+                                  RuntimeError("XLA"))
+            return False
+        return True
+
+    def _graph_pred_for_current(self) -> Optional[Dict[str, Any]]:
+        from tensorflow.python.framework import ops as _ops
+
+        g = _ops.get_default_graph()
+        while g is not None:
+            got = self._graph_preds.get(g)
+            if got is not None:
+                return got
+            g = getattr(g, "outer_graph", None)
+        return None
+
+    def _pred(self, kind: str):
+        """The runtime 'save this?' boolean: a wrapped tape's, else the switch variable."""
+        got = self._graph_pred_for_current()
+        if got is not None:
+            return got["outputs" if kind in ("outputs", "attention") else "any"]
+        return self.switches.vars[kind]
+
+    def _sender(self, names: List[str], category: str):
+        """fn(replica_id, *arrays) capturing each array under its name (replica_<i>/ prefix if several)."""
+        _, n = replica_info()
+        hook = self.hook
+
+        def fn(rid: int, *arrays) -> None:
+            prefix = f"replica_{rid}/" if n > 1 else ""
+            for name, a in zip(names, arrays):
+                hook.capture(prefix + name, np.asarray(a), category)
+
+        return fn
+
+    # ---- step-level work (callback and tape call these) -------------------------------------
+    def capture_weights(self, model: Any) -> None:
+        if model is None:
+            return
+        hook = self.hook
+        ww, wb = hook.wants("weights"), hook.wants("biases")
+        if not (ww or wb):
+            return
+        for name, v in float_variables(model):
+            cat = "biases" if is_bias(name) else "weights"
+            if (ww if cat == "weights" else wb):
+                hook.capture(name, np.array(v.numpy(), copy=True), cat)
+
+    def set_switches(self, graph_kinds: bool = True) -> None:
+        sw, hook = self.switches, self.hook
+        on = hook.saving and graph_kinds
+        sw.set("gradients", on and hook.wants("gradients"))
+        sw.set("losses", on and hook.wants("losses"))
+        sw.set("outputs", on and (hook.wants("outputs") or any(
+            c.tensor_names or c._pattern is not None for c in hook._active)))
+        sw.set("attention", on and hook.wants("attention"))
+        sw.set("output_gradients", on and hook.wants("gradients"))
+
+    def read_slots(self, model: Any) -> None:
+        """After a compiled step: hand the gradients and loss the step stored to the hook."""
+        sw = self.switches
+        if sw.state["gradients"]:
+            for v in getattr(model, "trainable_variables", []):
+                key = f"gradients/{variable_name(v)}"
+                self._capture_replicated(key, self.slots.read(key), "gradients")
+        if sw.state["losses"]:
+            self._capture_replicated("loss", self.slots.read("loss"), "losses")
+
+    def _capture_replicated(self, name: str, values: List[np.ndarray], category: str) -> None:
+        if not values:
+            return
+        if len(values) == 1:
+            self.hook.capture(name, values[0], category)
+            return
+        total = values[0].copy()
+        for v in values[1:]:
+            total = total + v
+        self.hook.capture(name, total, category)
+        for i, v in enumerate(values):
+            self.hook.capture(f"replica_{i}/{name}", v, category)
+
+    def prepare_distributed(self, model: Any) -> None:
+        """Under a multi-replica strategy, create per-replica slots before the step is traced."""
+        strategy = getattr(model, "distribute_strategy", None)
+        if strategy is None or strategy.num_replicas_in_sync <= 1:
+            return
+        if self._may_want("gradients"):
+            for v in getattr(model, "trainable_variables", []):
+                self.slots.prepare(f"gradients/{variable_name(v)}", v.shape, v.dtype, strategy)
+        if self._may_want("losses"):
+            self.slots.prepare("loss", [], "float32", strategy)
+
+    # ---- Keras integration -------------------------------------------------------------------
+    def keras_callback(self):
+        """The Keras callback bound to this adapter (one per hook)."""
+        if self._callback is None:
+            from .callback import TensorTapCallback
+
+            self._callback = TensorTapCallback(self)
+        return self._callback
+
+    def _with_callback(self, original):
+        def run(*args, **kwargs):
+            cbs = kwargs.get("callbacks")
+            cb = self.keras_callback()
+            if self._active:
+                if cbs is None:
+                    kwargs["callbacks"] = [cb]
+                elif isinstance(cbs, (list, tuple)) and not any(c is cb for c in cbs):
+                    kwargs["callbacks"] = list(cbs) + [cb]
+            return original(*args, **kwargs)
+
+        return run
+
+    def _on_batch(self, original, mode):
+        def run(*args, **kwargs):
+            if not self._active or self.in_fit:
+                return original(*args, **kwargs)
+            cb = self.keras_callback()
+            cb.set_model(self.model)
+            self.begin_batch(self.model, mode)
+            out = original(*args, **kwargs)
+            logs = out if isinstance(out, dict) else ({"loss": out} if np.ndim(out) == 0 and mode != PREDICT else None)
+            self.end_batch(self.model, logs)
+            return out
+
+        return run
+
+    def begin_batch(self, model: Any, mode) -> None:
+        """Step boundary at a Keras batch begin: start the step, set the switches, save weights."""
+        if mode == TRAIN:
+            if self.ensure_optimizer(model):
+                self._retrace(model)
+        self.armed = False
+        self.hook.begin_step(mode)
+        self.armed = True
+        self.set_switches()
+        self.capture_weights(model)
+
+    def end_batch(self, model: Any, logs: Optional[dict]) -> None:
+        """Step end: read what the compiled step stored, save the logs' metrics, hand the step over."""
+        hook = self.hook
+        try:
+            if hook.saving:
+                self.read_slots(model)
+                if logs and hook.wants("metrics"):
+                    for k, v in logs.items():
+                        if np.ndim(v) == 0:
+                            hook.capture("loss_running_mean" if k == "loss" else k,
+                                         np.float64(np.asarray(v)), "metrics")
+        finally:
+            self.armed = False
+            hook.end_step()
+        if getattr(hook, "_stop_reason", None) is not None and hasattr(model, "stop_training"):
+            model.stop_training = True  # Keras checks this right after on_train_batch_end
+
+    def stop_training(self, reason: str) -> None:
+        """Inside fit(): set model.stop_training (Keras stops after the current batch). Elsewhere:
+        raise tt.StopTraining at the step boundary."""
+        m = self.model
+        if self.in_fit and m is not None and hasattr(m, "stop_training"):
+            log.warning("tensortap: stopping training: %s", reason)
+            m.stop_training = True
+            return
+        raise StopTraining(reason)
+
+    # ---- custom loops ------------------------------------------------------------------------
+    def wrap_tape(self, tape):
+        """`with hook.wrap_tape(tf.GradientTape()) as tape:` records gradients, the loss and weights."""
+        from .tape import WrappedTape
+
+        return WrappedTape(self, tape)
+
+    # ---- explanations ------------------------------------------------------------------------
+    def gradcam_tensors(self, model, inputs, target_layer, targets):
+        from .gradcam import gradcam_tensors
+
+        return gradcam_tensors(model, inputs, target_layer, targets)
+
+    def attention(self, model, *inputs) -> List[np.ndarray]:
+        return _att.collect_attention(model, *inputs)
