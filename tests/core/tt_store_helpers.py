@@ -61,7 +61,7 @@ class _Proxy:
         fs = self._fs
         n = memoryview(data).nbytes
         if fs.full.is_set():
-            fs.enospc_raised += 1
+            FaultyFS.enospc_raised += 1
             raise OSError(errno.ENOSPC, "No space left on device (injected)")
         if fs.bytes_per_second:
             time.sleep(n / fs.bytes_per_second)

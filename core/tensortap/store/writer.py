@@ -286,9 +286,11 @@ class StoreWriter:
                 self.stats.steps_dropped += 1
                 self._failed_in_a_row += 1
                 what = f"could not save step {item.step} ({item.mode} step {item.mode_step})"
-            else:
-                what = f"could not write a {item.get('type')} record"
-            self.on_error(what, e)
+                self.on_error(what, e)
+            elif item.get("type") != "event":
+                # an event is usually itself the report of an error: failing to write it during
+                # the same outage is not news (it is counted in stats.write_errors)
+                self.on_error(f"could not write a {item.get('type')} record", e)
             self._abandon_segment()
 
     def _roll(self) -> None:
@@ -308,7 +310,7 @@ class StoreWriter:
                 "shapes": [[i, list(s)] for s, i in self._shapes.items()],
             })
 
-    def _close_segment(self) -> None:
+    def _close_segment(self, quiet: bool = False) -> None:
         # Data before index: an index entry must never point at bytes not yet visible.
         for attr in ("_data", "_index"):
             f = getattr(self, attr)
@@ -316,12 +318,15 @@ class StoreWriter:
                 try:
                     f.close()
                 except Exception as e:  # noqa: BLE001
-                    self.on_error("could not close a run file", e)
+                    if not quiet:
+                        self.on_error("could not close a run file", e)
                 setattr(self, attr, None)
 
     def _abandon_segment(self) -> None:
+        """After a write error: close what is open without further reports (the error that got
+        us here was reported); the next item starts a fresh segment."""
         try:
-            self._close_segment()
+            self._close_segment(quiet=True)
         except Exception:  # noqa: BLE001
             pass
         self._data = self._index = None
