@@ -69,14 +69,26 @@ class Callback(Action):
 
             raise ConfigError(f"callback action needs a callable, got {fn!r}")
         self.fn = fn
+        self.with_hook = _takes_two(fn)
 
     def run(self, ctx: ActionContext) -> None:
-        try:
+        if self.with_hook:
             self.fn(ctx.result, ctx.hook)
-        except TypeError as e:
-            if "positional argument" not in str(e):
-                raise
+        else:
             self.fn(ctx.result)
+
+
+def _takes_two(fn: Callable) -> bool:
+    """Does `fn` accept two positional arguments (result, hook)?"""
+    import inspect
+
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return True
+    return len([p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) >= 2
 
 
 class Webhook(Action):

@@ -34,8 +34,8 @@ class StalledTraining(Rule):
             return result(self, step, False, "first step seen")
         gap = t - prev
         if gap > self.threshold:
-            return result(self, step, True, f"no step saved for {gap:.1f} s before step {step} "
-                          f"(threshold {self.threshold:g} s)", {"gap_seconds": gap})
+            return result(self, step, True, f"no step saved for {gap:.1f} s: step {step} was written {gap:.1f} s "
+                          f"after the previous saved step (threshold {self.threshold:g} s)", {"gap_seconds": gap})
         return result(self, step, False, f"{gap:.2f} s since the previous saved step", {"gap_seconds": gap})
 
     def invoke_idle(self, trial, now: float) -> Optional[RuleResult]:
