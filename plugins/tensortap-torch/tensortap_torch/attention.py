@@ -10,7 +10,8 @@ with module hooks: `nn.TransformerEncoderLayer` skips its fused fast path whenev
 attached to it or its children, which would change its numerics. A `TransformerEncoderLayer`
 is tapped as a whole (its `self_attn` is not called at all on the fast path): the attention is
 recomputed from the layer's input (after `norm1` when `norm_first`). Nested-tensor inputs
-(`TransformerEncoder`'s padding fast path) are padded back; padded query rows are then 0.
+(`TransformerEncoder`'s padding fast path) are padded back; there the rows of padding
+queries are 0 (those positions are not computed at all on that path).
 """
 from __future__ import annotations
 
@@ -67,13 +68,17 @@ def _unnest(src: torch.Tensor, width: Optional[int] = None):
 def _encoder_layer_probs(layer: nn.TransformerEncoderLayer, src, src_mask=None, src_key_padding_mask=None,
                          is_causal: bool = False) -> torch.Tensor:
     """The probabilities `layer.self_attn` computes (or would compute, on the fused fast path)."""
-    if src.is_nested:
+    nested = src.is_nested
+    if nested:
         src, src_key_padding_mask = _unnest(src)
     x = src
     if layer.norm_first:
         with quiet(), torch.no_grad():
             x = layer.norm1(x)
-    return mha_probs(layer.self_attn, x, x, x, src_key_padding_mask, src_mask, is_causal)
+    p = mha_probs(layer.self_attn, x, x, x, src_key_padding_mask, src_mask, is_causal)
+    if nested:  # padding queries do not exist on this path: their rows are 0, not made-up values
+        p = p.masked_fill(src_key_padding_mask[:, None, :, None], 0.0)
+    return p
 
 
 class AttentionTap:
