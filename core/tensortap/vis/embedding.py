@@ -7,6 +7,7 @@ warm-started from the previous frame's layout, and every frame is rotated onto t
 from __future__ import annotations
 
 import importlib.util
+import logging
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -63,21 +64,31 @@ class _TSNE:
 
     def __call__(self, x: np.ndarray, init: Optional[np.ndarray]) -> np.ndarray:
         perp = float(min(self.perplexity, max(2.0, (len(x) - 1) / 3.0)))
-        if init is not None:  # warm start: scaled like openTSNE's own initialisations (std 1e-4)
-            init = (init - init.mean(0)) / (init[:, 0].std() or 1.0) * 1e-4
         if self.backend == "openTSNE":
             from openTSNE import TSNE
 
-            early = max(25, int(self.n_iter) // 2) if init is None else max(10, int(self.n_iter) // 5)
-            tsne = TSNE(n_components=2, perplexity=perp, n_iter=int(self.n_iter), random_state=self.seed,
-                        early_exaggeration_iter=early, initialization=init if init is not None else "pca",
-                        n_jobs=1, verbose=False)
-            return np.asarray(tsne.fit(x), dtype=np.float64)
+            if init is None:  # first frame: the usual PCA start and early exaggeration
+                tsne = TSNE(n_components=2, perplexity=perp, n_iter=int(self.n_iter), random_state=self.seed,
+                            early_exaggeration_iter=max(25, int(self.n_iter) // 2), initialization="pca",
+                            n_jobs=1, verbose=False)
+            else:  # warm start: continue from the previous layout, no exaggeration phase, so points move little
+                tsne = TSNE(n_components=2, perplexity=perp, n_iter=max(50, int(self.n_iter) // 2),
+                            random_state=self.seed, early_exaggeration_iter=0,
+                            initialization=np.ascontiguousarray(init, dtype=np.float64), n_jobs=1, verbose=False)
+            quiet = logging.getLogger("openTSNE.tsne")
+            level = quiet.level
+            quiet.setLevel(logging.ERROR)  # the warm layout's spread is intended, not a bad init
+            try:
+                return np.asarray(tsne.fit(x), dtype=np.float64)
+            finally:
+                quiet.setLevel(level)
         import sklearn
         from sklearn.manifold import TSNE
 
         key = "max_iter" if tuple(int(p) for p in sklearn.__version__.split(".")[:2]) >= (1, 5) else "n_iter"
         kw = {key: max(250, int(self.n_iter))}
+        if init is not None:  # scikit-learn takes the previous layout as init; scale it as its PCA init is
+            init = (init - init.mean(0)) / (init[:, 0].std() or 1.0) * 1e-4
         tsne = TSNE(n_components=2, perplexity=perp, init=init if init is not None else "pca",
                     random_state=self.seed, **kw)
         return np.asarray(tsne.fit_transform(x), dtype=np.float64)

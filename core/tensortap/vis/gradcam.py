@@ -5,7 +5,7 @@ gradcam/<layer>/targets, gradcam/<layer>/scores (optional), gradcam/images (B, H
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -63,8 +63,10 @@ class GradCAMVisualizer(Visualizer):
 
     def render(self, trial, out: str, *, layer: Optional[str] = None, steps=None, max_steps: Optional[int] = None,
                images=None, max_images: int = 4, normalise: str = "global", alpha: float = 0.5,
-               cell: int = 112, cmap: str = "jet", duration_ms: int = 700, class_names=None) -> str:
+               cell: int = 112, cmap: str = "jet", duration_ms: int = 700, class_names=None,
+               normalize: Optional[str] = None) -> str:
         trial = as_trial(trial)
+        normalise = normalize or normalise  # either spelling
         kind = out_kind(out, (".png", ".gif"), ".png")
         layers = gradcam_layers(trial)
         if not layers:
@@ -75,20 +77,33 @@ class GradCAMVisualizer(Visualizer):
         elif layer not in layers:
             raise ConfigError(f"no Grad-CAM maps for layer {layer!r}." + did_you_mean(layer, layers)
                               + f" Layers with maps: {', '.join(layers)}")
-        if normalise not in NORMALISE:
-            raise ConfigError(f"normalise must be one of {NORMALISE}, got {normalise!r}")
         if not trial.has_tensor("gradcam/images"):
             raise ConfigError(f"{trial.path} has Grad-CAM maps but no gradcam/images to overlay them on")
         cam_t = trial.tensor(f"gradcam/{layer}/cam")
         if max_steps is None:
             max_steps = 8 if kind == ".png" else 60  # a grid stays readable; an animation may show more
         chosen = select_steps(cam_t.steps(kind="value"), steps, int(max_steps))
+        rows = self.cells(trial, layer, chosen, images=images, max_images=max_images, normalise=normalise,
+                          alpha=alpha, cell=cell, cmap=cmap, class_names=class_names)
+        if kind == ".gif":
+            frames_rgb = [_grid([cells], pad=4) for _, cells in rows]
+            return Rendered(write_gif(out, frames_rgb, duration_ms=int(duration_ms)))
+        # PNG: rows = images, columns = steps
+        by_image = [[rows[s][1][j] for s in range(len(rows))] for j in range(len(rows[0][1]))]
+        return Rendered(write_png(out, _grid(by_image, pad=4)))
+
+    def cells(self, trial, layer: str, steps: List[int], *, images=None, max_images: int = 4,
+              normalise: str = "global", alpha: float = 0.5, cell: int = 112, cmap: str = "jet",
+              class_names=None) -> List[Tuple[int, List[np.ndarray]]]:
+        """Per step, the captioned overlay of each chosen image (also used by the TensorBoard export)."""
+        if normalise not in NORMALISE:
+            raise ConfigError(f"normalise must be one of {NORMALISE}, got {normalise!r}")
         names = class_names.split(",") if isinstance(class_names, str) else class_names
-        frames = self._load(trial, layer, chosen, images, max_images)
+        frames = self._load(trial, layer, steps, images, max_images)
         if not frames:
             raise ConfigError(f"no step has both gradcam/{layer}/cam and gradcam/images readable")
         gmax = max(float(f["cam"].max()) for f in frames) or 1.0
-        rows: List[List[np.ndarray]] = []  # per step: list of captioned cells
+        rows: List[Tuple[int, List[np.ndarray]]] = []  # per step: captioned cells
         for f in frames:
             cams = f["cam"]
             cells = []
@@ -113,13 +128,8 @@ class GradCAMVisualizer(Visualizer):
                     caption.append(label)
                 band = text_band(cellimg.shape[1], caption, height=28)
                 cells.append(np.concatenate([band, cellimg], axis=0))
-            rows.append(cells)
-        if kind == ".gif":
-            frames_rgb = [_grid([cells], pad=4) for cells in rows]
-            return Rendered(write_gif(out, frames_rgb, duration_ms=int(duration_ms)))
-        # PNG: rows = images, columns = steps
-        by_image = [[rows[s][j] for s in range(len(rows))] for j in range(len(rows[0]))]
-        return Rendered(write_png(out, _grid(by_image, pad=4)))
+            rows.append((f["step"], cells))
+        return rows
 
     def _load(self, trial, layer: str, steps: List[int], images, max_images: int) -> List[Dict]:
         cam_t = trial.tensor(f"gradcam/{layer}/cam")

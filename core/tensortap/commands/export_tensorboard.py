@@ -1,0 +1,26 @@
+"""`tensortap export-tensorboard RUN --out DIR`: scalars, histograms and Grad-CAM images as tfevents."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export-tensorboard", help="write a run as TensorBoard event files (view: tensorboard --logdir DIR)")
+    p.add_argument("run", help="run directory or fsspec URL")
+    p.add_argument("--out", "-o", required=True, help="TensorBoard log directory to write (one sub-directory per mode)")
+    p.add_argument("--no-histograms", action="store_true", help="skip histograms of weights/biases/gradients")
+    p.add_argument("--no-images", action="store_true", help="skip Grad-CAM images")
+    p.add_argument("--no-reductions", action="store_true", help="skip scalar reductions (<tensor>/<reduction>)")
+    p.add_argument("--histograms-regex", default=None, help="histogram these tensors instead (regex)")
+    p.add_argument("--bins", type=int, default=30, help="histogram bins for full tensors (default 30)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..export import export_tensorboard
+
+    counts = export_tensorboard(args.run, args.out, histograms=not args.no_histograms, images=not args.no_images,
+                                reductions=not args.no_reductions, hist_regex=args.histograms_regex, bins=args.bins)
+    for mode, c in counts.items():
+        print(f"{mode:8s} {c['events']} steps: {c['scalars']} scalars, {c['histograms']} histograms, "
+              f"{c['images']} images -> {c['file']}")
+    print(f"view with: tensorboard --logdir {args.out}")
+    return 0

@@ -1,0 +1,157 @@
+"""`tensortap export-tensorboard RUN --out DIR`: a run as TensorBoard event files.
+
+Scalars (losses, metrics, saved scalars, and scalar reductions of any tensor as `<name>/<reduction>`),
+histograms (weights, biases, gradients: from full values or saved "histogram" reductions) and
+Grad-CAM overlays as images. One sub-directory per mode (train/, eval/, predict/) so TensorBoard
+overlays them as runs; the x axis is the global step.
+"""
+from __future__ import annotations
+
+import io
+import os
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..progress import progress
+from ..trial import VALUE
+from .tfevents import EventWriter, histogram_value, image_value, scalar_value
+
+SCALAR_COLLECTIONS = ("losses", "metrics", "scalars")
+HIST_COLLECTIONS = ("weights", "biases", "gradients")
+SCALAR_REDUCTIONS = ("min", "max", "mean", "std", "variance", "sum", "l1", "l2", "abs_min", "abs_max",
+                     "abs_mean", "nan_count", "inf_count", "zero_count")
+
+
+def _wall_time(trial, step: int) -> Optional[float]:
+    for r in trial._readers():  # the time the step was written, when the index has it
+        si = r.steps.get(step)
+        if si is not None and getattr(si, "time", 0):
+            return float(si.time)
+    return None
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _gradcam_images(trial, max_images: int) -> Dict[int, List[tuple]]:
+    """step -> [(tag, png, h, w)]: Grad-CAM overlays of each layer, one scale across all steps."""
+    from ..vis.gradcam import GradCAMVisualizer, _grid, gradcam_layers
+
+    out: Dict[int, List[tuple]] = {}
+    if not trial.has_tensor("gradcam/images"):
+        return out
+    vis = GradCAMVisualizer()
+    for layer in gradcam_layers(trial):
+        steps = trial.tensor(f"gradcam/{layer}/cam").steps(kind=VALUE)
+        if not steps:
+            continue
+        for step, cells in vis.cells(trial, layer, steps, max_images=max_images, cell=96):
+            rgb = _grid([cells], pad=2)
+            out.setdefault(step, []).append((f"gradcam/{layer}", _png(rgb), rgb.shape[0], rgb.shape[1]))
+    return out
+
+
+def export_tensorboard(run, out: str, *, histograms: bool = True, images: bool = True, reductions: bool = True,
+                       hist_regex: Optional[str] = None, bins: int = 30, max_images: int = 4) -> Dict[str, dict]:
+    """Write `run` (Trial or path) as event files under `out`/<mode>/; returns per mode the counts written."""
+    from ..vis._common import as_trial
+
+    trial = as_trial(run)
+    if not trial.steps():
+        raise ConfigError(f"{trial.path} has no saved steps: nothing to export")
+    scalar_names = trial.tensor_names(collection=list(SCALAR_COLLECTIONS))
+    hist_names: List[str] = []
+    if histograms:
+        hist_names = (trial.tensor_names(regex=hist_regex) if hist_regex
+                      else trial.tensor_names(collection=list(HIST_COLLECTIONS)))
+        hist_names = [n for n in hist_names if n not in scalar_names and not n.startswith(("gradcam/", "attention/"))]
+    others = [n for n in trial.tensor_names() if n not in scalar_names] if reductions else []
+    steps_of = {n: set(trial.tensor(n).steps()) for n in set(scalar_names) | set(hist_names) | set(others)}
+    cams = _gradcam_images(trial, max_images) if images else {}
+    writers: Dict[str, EventWriter] = {}
+    counts: Dict[str, dict] = {}
+    try:
+        for s in progress(trial.steps(), "export-tensorboard"):
+            m = trial.mode(s)
+            mode = m.value if m is not None else "global"
+            values: List[bytes] = []
+            c = counts.setdefault(mode, {"scalars": 0, "histograms": 0, "images": 0, "events": 0})
+            for n in scalar_names:
+                if s in steps_of[n]:
+                    v = _scalar(trial, n, s)
+                    if v is not None:
+                        values.append(scalar_value(n, v))
+                        c["scalars"] += 1
+            for n in hist_names:
+                if s in steps_of[n]:
+                    h = _histogram(trial, n, s, int(bins))
+                    if h is not None:
+                        values.append(histogram_value(n, *h))
+                        c["histograms"] += 1
+            for n in others:
+                if s in steps_of[n]:
+                    for red in trial.tensor(n).reduction_names(s):
+                        if red in SCALAR_REDUCTIONS:
+                            v = np.asarray(trial.tensor(n).reduction_value(s, red), dtype=np.float64)
+                            if v.size == 1:
+                                values.append(scalar_value(f"{n}/{red}", float(v.reshape(-1)[0])))
+                                c["scalars"] += 1
+            for tag, png, h, w in cams.get(s, ()):
+                values.append(image_value(tag, png, h, w))
+                c["images"] += 1
+            if not values:
+                continue
+            if mode not in writers:
+                writers[mode] = EventWriter(os.path.join(out, mode))
+            writers[mode].add(s, values, _wall_time(trial, s))
+            c["events"] += 1
+    finally:
+        for w in writers.values():
+            w.close()
+    for mode, w in writers.items():
+        counts[mode]["file"] = w.path
+    return {m: c for m, c in counts.items() if c["events"]}
+
+
+def _scalar(trial, name: str, step: int) -> Optional[float]:
+    t = trial.tensor(name)
+    try:
+        v = np.asarray(t.value(step), dtype=np.float64)
+        return float(v.mean()) if v.size else None
+    except Exception:  # noqa: BLE001 - only reductions saved: use the mean
+        pass
+    try:
+        return float(np.asarray(t.reduction_value(step, "mean"), dtype=np.float64).mean())
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _histogram(trial, name: str, step: int, bins: int):
+    """(counts, edges, stats) from the full value, else the saved histogram reduction, else None."""
+    t = trial.tensor(name)
+    try:
+        v = np.asarray(t.value(step))
+    except Exception:  # noqa: BLE001
+        v = None
+    if v is not None:
+        if v.dtype.kind not in "biuf" or v.size == 0:
+            return None
+        f = v.astype(np.float64).ravel()
+        f = f[np.isfinite(f)]
+        if f.size == 0:
+            return None
+        lo, hi = float(f.min()), float(f.max())
+        counts, edges = np.histogram(f, bins=bins, range=(lo, hi) if hi > lo else (lo - 0.5, hi + 0.5))
+        return counts, edges, (lo, hi, float(f.size), float(f.sum()), float((f * f).sum()))
+    try:
+        counts, edges = t.reduction_value(step, "histogram")
+        return np.asarray(counts), np.asarray(edges), None
+    except Exception:  # noqa: BLE001
+        return None

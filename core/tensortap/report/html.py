@@ -1,0 +1,194 @@
+"""One self-contained HTML page about a run: what was captured, what the rules found, and every
+visualizer that applies, with plots embedded (base64) and nothing fetched from the network."""
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import os
+import tempfile
+import time
+from typing import Any, Dict, Iterable, List, Optional
+
+from .._version import __version__
+from ..progress import progress
+
+#: options the report passes to visualizers by default (keeps a report of a large run quick)
+REPORT_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "embedding": {"max_points": 600, "max_steps": 8},
+    "attention": {"max_steps": 20},
+}
+#: visualizers first in the page, in this order; others follow by name
+ORDER = ("scalars", "distributions", "pruning", "gradcam", "attention", "embedding")
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}
+h1{font-size:22px;margin-bottom:4px} h2{font-size:18px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}
+h3{font-size:15px;margin:18px 0 6px} .muted{color:#666;font-size:13px}
+table{border-collapse:collapse;font-size:13px;margin:6px 0} td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#f5f5f5} .fired{color:#b00;font-weight:600} .ok{color:#070} .err{background:#fff0f0;border:1px solid #e99;padding:8px;font-size:13px}
+img.plot{max-width:100%;border:1px solid #eee} iframe.view{width:100%;height:720px;border:1px solid #eee}
+code{background:#f5f5f5;padding:0 3px} details{margin:6px 0}
+"""
+CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+       "frame-src 'self' data: about:")
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _size(n: int) -> str:
+    from ..commands.ls import _size as size
+
+    return size(int(n))
+
+
+def _table(rows: Iterable[Iterable[Any]], header: Optional[List[str]] = None, raw_cols: Iterable[int] = ()) -> str:
+    raw = set(raw_cols)
+    out = ["<table>"]
+    if header:
+        out.append("<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>")
+    for r in rows:
+        out.append("<tr>" + "".join(f"<td>{c if i in raw else _e(c)}</td>" for i, c in enumerate(r)) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def _summary_section(trial, s: dict) -> str:
+    per_mode = ", ".join(f"{m}: {n}" for m, n in s["steps_per_mode"].items()) or "-"
+    span = f"{s['first_step']} … {s['last_step']}" if s["steps"] else "-"
+    rows = [
+        ("run", s["run"]), ("framework", s["framework"] or "unknown"),
+        ("state", "complete" if s["complete"] else "in progress or interrupted"),
+        ("workers", f"{len(s['workers'])}: {', '.join(s['workers'])}"),
+        ("steps", f"{s['steps']} saved ({span}); per mode: {per_mode}"),
+        ("tensors", f"{s['tensors']}, {_size(s['bytes'])}"),
+    ]
+    meta = trial.metadata
+    for k in ("framework_version", "versions", "hostname", "python"):
+        if meta.get(k):
+            rows.append((k, meta[k]))
+    out = ["<h2>Run</h2>", _table(rows)]
+    out.append("<h3>Collections</h3>")
+    colls = trial.collections()
+    out.append(_table([(c, len(n), ", ".join(n[:8]) + (" …" if len(n) > 8 else "")) for c, n in colls.items()],
+                      ["collection", "tensors", "names"]))
+    names = trial.tensor_names()
+    out.append(f"<details><summary>All {len(names)} tensor names</summary>"
+               + _table([(n, ", ".join(trial.tensor(n).collections)) for n in names[:2000]], ["tensor", "collections"])
+               + ("<p class=muted>(first 2000 shown)</p>" if len(names) > 2000 else "") + "</details>")
+    if s["events"]:
+        out.append("<h3>Events</h3>" + _table([(e.get("event"), e.get("what") or e.get("detail") or e.get("why", ""),
+                                                 e.get("error", "")) for e in s["events"][:200]],
+                                               ["event", "what", "error"]))
+    if s["problems"]:
+        out.append("<h3>Problems the reader skipped</h3>" + _table([(p,) for p in s["problems"][:200]]))
+    return "".join(out)
+
+
+def _rules_section(trial, extra_results=None) -> str:
+    recs = list(trial.rule_results())
+    for r in extra_results or ():
+        recs.append(r if isinstance(r, dict) else {"rule": r.rule, "step": r.step, "fired": r.fired,
+                                                   "message": r.message, "skipped": getattr(r, "skipped", False)})
+    out = ["<h2>Rules</h2>"]
+    if not recs:
+        out.append("<p class=muted>No rule results recorded in this run (add rules with hook.add_rule, or run "
+                   "<code>tensortap rules run RUN --rule NAME</code>).</p>")
+        return "".join(out)
+    by_rule: Dict[str, List[dict]] = {}
+    for r in recs:
+        by_rule.setdefault(str(r.get("rule")), []).append(r)
+    rows = []
+    for name, rs in sorted(by_rule.items()):
+        fired = [r for r in rs if r.get("fired")]
+        state = (f"<span class=fired>fired {len(fired)}×</span>" if fired else "<span class=ok>never fired</span>")
+        first = f"step {fired[0]['step']}: {_e(fired[0].get('message', ''))}" if fired else ""
+        rows.append((_e(name), len(rs), state, first))
+    out.append(_table(rows, ["rule", "evaluations", "result", "first firing (step: why)"], raw_cols=(0, 2, 3)))
+    fired_all = [r for r in recs if r.get("fired")]
+    if fired_all:
+        out.append(f"<details open><summary>{len(fired_all)} firings</summary>")
+        out.append(_table([(r.get("step"), r.get("rule"), r.get("message", "")) for r in fired_all[:500]],
+                          ["step", "rule", "why"]))
+        if len(fired_all) > 500:
+            out.append("<p class=muted>(first 500 shown)</p>")
+        out.append("</details>")
+    return "".join(out)
+
+
+def _embed(path: str, name: str) -> str:
+    from ..vis._common import data_uri
+
+    ext = os.path.splitext(path)[1].lower()
+    if ext in (".png", ".gif", ".svg"):
+        return f'<img class="plot" alt="{_e(name)}" src="{data_uri(path)}">'
+    if ext == ".html":
+        with open(path, encoding="utf-8") as f:
+            doc = f.read()
+        return f'<iframe class="view" title="{_e(name)}" sandbox="allow-scripts" srcdoc="{_e(doc)}"></iframe>'
+    return f"<p class=muted>{_e(name)} wrote a {_e(ext)} file, which the report cannot embed.</p>"
+
+
+def _vis_section(trial, skip: Iterable[str], options: Dict[str, Dict[str, Any]]) -> str:
+    from .. import vis
+
+    names = vis.list()
+    names = [n for n in ORDER if n in names] + [n for n in names if n not in ORDER]
+    skip = set(skip)
+    out = ["<h2>Visualizations</h2>"]
+    applicable = []
+    for n in names:
+        if n in skip:
+            continue
+        try:
+            v = vis.get(n)()
+            if v.applies_to(trial):
+                applicable.append((n, v))
+        except Exception as e:  # noqa: BLE001 - a broken plugin visualizer must not break the report
+            out.append(f"<div class=err>{_e(n)}: applies_to failed: {_e(type(e).__name__)}: {_e(e)}</div>")
+    if not applicable:
+        out.append("<p class=muted>No visualizer applies to the data in this run.</p>")
+    with tempfile.TemporaryDirectory(prefix="tensortap-report-") as tmp:
+        for n, v in progress(applicable, "report"):
+            opts = dict(REPORT_DEFAULTS.get(n, {}))
+            opts.update(options.get(n, {}))
+            known = type(v).options()
+            opts = {k: val for k, val in opts.items() if k in known or k in options.get(n, {})}
+            out.append(f"<h3 id=\"vis-{_e(n)}\">{_e(n)}</h3><p class=muted>{_e(type(v).describe())}</p>")
+            t0 = time.perf_counter()
+            try:
+                path = v.render(trial, os.path.join(tmp, n + v.suffix), **opts)
+                out.append(_embed(str(path), n))
+                out.append(f"<p class=muted>rendered in {time.perf_counter() - t0:.1f} s · "
+                           f"<code>tensortap vis {_e(n)} {_e(trial.path)} --out {_e(n + v.suffix)}</code></p>")
+            except Exception as e:  # noqa: BLE001
+                out.append(f"<div class=err>{_e(n)} failed: {_e(type(e).__name__)}: {_e(e)}</div>")
+    return "".join(out)
+
+
+def build_report(run, out: str, *, title: Optional[str] = None, skip: Iterable[str] = (),
+                 options: Optional[Dict[str, Dict[str, Any]]] = None, rule_results=None) -> str:
+    """Write the report of `run` (Trial or path) to `out` and return its path.
+
+    `skip` names visualizers to leave out; `options` maps a visualizer name to its render options;
+    `rule_results` adds offline results (from tt.invoke_rule) to the recorded ones."""
+    from ..commands.ls import summary
+    from ..vis._common import Rendered, as_trial
+
+    trial = as_trial(run)
+    s = summary(trial)
+    title = title or f"tensortap report · {trial.name}"
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body = [f"<h1>{_e(title)}</h1><p class=muted>{_e(trial.path)} · generated {now} by tensortap {__version__}</p>",
+            _summary_section(trial, s), _rules_section(trial, rule_results),
+            _vis_section(trial, skip, options or {})]
+    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>" + "".join(body) + "</body></html>\n")
+    d = os.path.dirname(os.path.abspath(out))
+    os.makedirs(d, exist_ok=True)
+    with open(out, "w", encoding="utf-8") as f:
+        f.write(page)
+    return Rendered(out)
