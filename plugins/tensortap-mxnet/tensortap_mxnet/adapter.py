@@ -93,7 +93,7 @@ class MXNetAdapter(Adapter):
             from mxnet import autograd
 
             with autograd.pause():
-                value = arrays[0].mean() if arrays[0].size > 1 else arrays[0].reshape(())
+                value = arrays[0].mean().asnumpy().reshape(())  # a scalar, like the other frameworks' losses
             hook.record_loss(value, name if k == 0 else f"{name}#{k}")
 
         h = loss_obj.register_forward_hook(on_loss)

@@ -3,10 +3,16 @@
 `attach_grad()` on an intermediate output turns it into a new leaf of the autograd graph, so
 nothing flows upstream of it and the parameters before it get zero gradients. Instead, on the
 steps that save output gradients, the selected block's output passes through an identity
-`autograd.Function`: forward returns a reshape *view* of the output (same memory, same layout,
-so downstream operators run exactly as without the tap), backward keeps a copy of the incoming
-gradient and passes that same gradient upstream unchanged. Training stays bit-identical
-(tests/plugins/mxnet/test_gradients.py compares parameters after several steps).
+`autograd.Function`: forward returns an exact copy of the output, backward keeps a copy of the
+incoming gradient and passes that same gradient upstream unchanged. Values and gradients are
+unchanged, so training stays bit-identical (tests/plugins/mxnet/test_mxnet_gradients.py).
+
+One exception, on oneDNN (MKLDNN) builds such as the pip wheel: a Convolution with a multiple of
+8 channels leaves its output in a blocked oneDNN layout; the copy is in the plain layout, and a
+BatchNorm reading it takes oneDNN's other backward kernel, which rounds differently (last-bit
+differences, ~1e-7 after a few steps). A view or alias instead of a copy would keep the layout,
+but mxnet 1.9.1 then corrupts memory in backward (NaNs, measured), so tensortap copies.
+With MXNET_MKLDNN_ENABLED=0 training is bit-identical in every case.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ def make_tap(sink: List[Tuple[str, Any]], name: str):
 
     class _Tap(autograd.Function):
         def forward(self, x):  # noqa: D401 - mxnet API
-            return x.reshape(x.shape)
+            return x.copy()
 
         def backward(self, dy):
             sink.append((name, dy.copy()))
