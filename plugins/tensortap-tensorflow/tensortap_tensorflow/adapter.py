@@ -4,7 +4,7 @@ What is patched on `attach(model)` (every patch is an instance attribute, remove
 - each sub-layer's `call` (layer outputs, gradients of outputs where asked) — only when a
   collection of the hook can want outputs / output gradients;
 - each MultiHeadAttention's `_compute_attention` (attention scores) — when "attention" may be wanted;
-- the model's `call` (step boundary of eager custom loops, per-forward call counting);
+- the model's `call` (per-forward numbering of layers called more than once);
 - `model.compute_loss` (the step's loss) and the optimizer's `apply` (the gradients it receives);
 - `fit` / `evaluate` / `predict` / `*_on_batch` so `hook.register(model)` alone adds the callback.
 How values leave compiled steps is in taps.py; the step boundaries are in callback.py / tape.py.
@@ -173,26 +173,10 @@ class TensorFlowAdapter(Adapter):
     def _model_call(self, model, original):
         def call(*args, **kwargs):
             if self._active and not is_quiet():
-                self._counts = {}
-                try:
-                    self._maybe_auto_step(model, kwargs)
-                except StopTraining:
-                    raise
-                except Exception as e:  # noqa: BLE001
-                    self.hook._report("step boundary", e)
+                self._counts = {}  # a new forward pass: repeated layer calls are numbered from here
             return original(*args, **kwargs)
 
         return call
-
-    def _maybe_auto_step(self, model, kwargs) -> None:
-        """An eager forward outside fit and outside a wrapped tape starts a step (like torch's forward)."""
-        import tensorflow as tf
-
-        if self.in_fit or self.tape_depth or self.armed or not tf.executing_eagerly():
-            return
-        self.hook.begin_step(TRAIN if kwargs.get("training") else EVAL)
-        self.capture_weights(model)
-        self.armed = "auto"
 
     def _layer_call(self, layer, original):
         def call(*args, **kwargs):
@@ -303,9 +287,9 @@ class TensorFlowAdapter(Adapter):
             return
         if self._graph_pred_for_current() is not None:
             return  # a wrapped tape inside tf.function records the loss itself
-        slot = self.slots.ensure("loss", [], loss.dtype)
-        if slot is not None:
-            Slots.store(self.switches.vars["losses"], [(slot, loss)])
+        slot, mark = self.slots.ensure("loss", [], loss.dtype), self.slots.marker("loss")
+        if slot is not None and mark is not None:
+            Slots.store(self.switches.vars["losses"], [(slot, loss), (mark, tf.constant(True))])
 
     def _optimizer_apply(self, original):
         def apply(grads, trainable_variables=None):
@@ -339,7 +323,9 @@ class TensorFlowAdapter(Adapter):
             slot = self.slots.ensure(f"gradients/{variable_name(v)}", v.shape, g.dtype)
             if slot is not None:
                 pairs.append((slot, tf.convert_to_tensor(g)))
-        Slots.store(self.switches.vars["gradients"], pairs)
+        mark = self.slots.marker("gradients")
+        if pairs and mark is not None:
+            Slots.store(self.switches.vars["gradients"], pairs + [(mark, tf.constant(True))])
 
     # ---- graph helpers -------------------------------------------------------------------
     def _graph_ok(self) -> bool:
@@ -408,11 +394,11 @@ class TensorFlowAdapter(Adapter):
     def read_slots(self, model: Any) -> None:
         """After a compiled step: hand the gradients and loss the step stored to the hook."""
         sw = self.switches
-        if sw.state["gradients"]:
+        if sw.state["gradients"] and self.slots.take_marker("gradients"):
             for v in getattr(model, "trainable_variables", []):
                 key = f"gradients/{variable_name(v)}"
                 self._capture_replicated(key, self.slots.read(key), "gradients")
-        if sw.state["losses"]:
+        if sw.state["losses"] and self.slots.take_marker("loss"):
             self._capture_replicated("loss", self.slots.read("loss"), "losses")
 
     def _capture_replicated(self, name: str, values: List[np.ndarray], category: str) -> None:
@@ -436,8 +422,10 @@ class TensorFlowAdapter(Adapter):
         if self._may_want("gradients"):
             for v in getattr(model, "trainable_variables", []):
                 self.slots.prepare(f"gradients/{variable_name(v)}", v.shape, v.dtype, strategy)
+            self.slots.marker("gradients", strategy)
         if self._may_want("losses"):
             self.slots.prepare("loss", [], "float32", strategy)
+            self.slots.marker("loss", strategy)
 
     # ---- Keras integration -------------------------------------------------------------------
     def keras_callback(self):

@@ -92,6 +92,8 @@ class WrappedTape:
                      if g is not None and (isinstance(s, tf.Variable) or _is_keras_var(s))]
             if tf.executing_eagerly():
                 self._record(target, [(n, s.numpy(), tf.convert_to_tensor(g).numpy()) for n, s, g in named])
+                if not getattr(self._tape, "_persistent", False):
+                    a.armed = False  # later forwards (validation, ...) are not part of this step
             elif self._graph is not None:
                 self._record_graph(target, named)
         except Exception as e:  # noqa: BLE001

@@ -97,14 +97,37 @@ class Slots:
 
         tf.cond(pred, on, lambda: tf.constant(False))
 
+    @staticmethod
+    def _locals(v) -> Sequence[Any]:
+        strategy = getattr(v, "_distribute_strategy", None)
+        return strategy.experimental_local_results(v) if strategy is not None else (v,)
+
     def read(self, key: str) -> List[np.ndarray]:
         """The slot's value per replica (one entry without a strategy), as numpy copies."""
         v = self.vars.get(key)
         if v is None:
             return []
-        strategy = getattr(v, "_distribute_strategy", None)
-        locals_ = strategy.experimental_local_results(v) if strategy is not None else (v,)
-        return [np.array(x.numpy(), copy=True) for x in locals_]
+        return [np.array(x.numpy(), copy=True) for x in self._locals(v)]
+
+    def marker(self, group: str, strategy=None) -> Optional[Any]:
+        """The boolean slot a step sets when it stored `group` (so stale slots are never read)."""
+        key = f"written:{group}"
+        if strategy is not None:
+            self.prepare(key, [], tf.bool, strategy)
+            return self.vars[key]
+        return self.ensure(key, [], tf.bool)
+
+    def take_marker(self, group: str) -> bool:
+        """True (and reset) if the last step stored `group`."""
+        v = self.vars.get(f"written:{group}")
+        if v is None:
+            return False
+        hit = False
+        for x in self._locals(v):
+            if bool(x.numpy()):
+                hit = True
+                x.assign(False)
+        return hit
 
 
 def send(pred, fn: Callable[..., None], tensors: Sequence[Any]) -> None:
