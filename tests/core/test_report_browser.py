@@ -45,6 +45,8 @@ class Browser:
         self._replies: Dict[int, dict] = {}
         self.events: List[dict] = []
         self._cv = threading.Condition()
+        self._wlock = threading.Lock()
+        self.children: Dict[str, str] = {}  # child session (an iframe in its own process) -> parent session
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -65,18 +67,38 @@ class Browser:
                         self._replies[m["id"]] = m
                     else:
                         self.events.append(m)
+                        if m.get("method") == "Target.attachedToTarget" and m.get("sessionId"):
+                            self._watch_child(m["params"]["sessionId"], m.get("sessionId"))
                     self._cv.notify_all()
+
+    def _post(self, method: str, params: Optional[dict] = None, session: Optional[str] = None) -> int:
+        with self._wlock:
+            self._id += 1
+            i = self._id
+            msg = {"id": i, "method": method, "params": params or {}}
+            if session:
+                msg["sessionId"] = session
+            self.proc.stdin.write(json.dumps(msg).encode() + b"\0")
+            self.proc.stdin.flush()
+        return i
+
+    def _watch_child(self, child: str, parent: Optional[str]) -> None:
+        """A frame in another process (a sandboxed srcdoc iframe): watch it like its page, then let it run."""
+        self.children[child] = parent
+        for dom in ("Network", "Runtime", "Log"):
+            self._post(f"{dom}.enable", session=child)
+        self._post("Target.setAutoAttach", {"autoAttach": True, "waitForDebuggerOnStart": True, "flatten": True},
+                   session=child)
+        self._post("Runtime.runIfWaitingForDebugger", session=child)
+
+    def _root(self, session: Optional[str]) -> Optional[str]:
+        while session in self.children:
+            session = self.children[session]
+        return session
 
     def send(self, method: str, params: Optional[dict] = None, session: Optional[str] = None,
              timeout: float = 30.0) -> dict:
-        with self._cv:
-            self._id += 1
-            i = self._id
-        msg = {"id": i, "method": method, "params": params or {}}
-        if session:
-            msg["sessionId"] = session
-        self.proc.stdin.write(json.dumps(msg).encode() + b"\0")
-        self.proc.stdin.flush()
+        i = self._post(method, params, session)
         deadline = time.monotonic() + timeout
         with self._cv:
             while i not in self._replies:
@@ -96,6 +118,8 @@ class Browser:
         sid = self.send("Target.attachToTarget", {"targetId": tid, "flatten": True})["sessionId"]
         for dom in ("Page", "Network", "Runtime", "Log"):
             self.send(f"{dom}.enable", session=sid)
+        self.send("Target.setAutoAttach", {"autoAttach": True, "waitForDebuggerOnStart": True, "flatten": True},
+                  session=sid)
         start = len(self.events)
         self.send("Page.navigate", {"url": url}, session=sid)
         deadline = time.monotonic() + 30
@@ -106,10 +130,12 @@ class Browser:
                     raise TimeoutError(f"{url} did not finish loading")
                 self._cv.wait(0.2)
         time.sleep(settle)  # let scripts run and late requests show
-        ev = [e for e in self.events[start:] if e.get("sessionId") == sid]
+        with self._cv:
+            ev = [e for e in self.events[start:] if self._root(e.get("sessionId")) == sid]
         p = lambda e: e.get("params", {})  # noqa: E731
         out = {
             "session": sid,
+            "frames": [c for c in self.children if self._root(c) == sid],  # sessions of out-of-process iframes
             "requests": [p(e)["request"]["url"] for e in ev if e["method"] == "Network.requestWillBeSent"
                          and not p(e)["request"]["url"].startswith(("file:", "data:", "about:"))],
             "console": [(p(e)["type"], " ".join(str(a.get("value", a.get("description", ""))) for a in p(e)["args"]))
@@ -117,8 +143,13 @@ class Browser:
             "exceptions": [_exception_text(p(e)["exceptionDetails"]) for e in ev if e["method"] == "Runtime.exceptionThrown"],
             "log": [f"{p(e)['entry']['level']}: {p(e)['entry']['text']}" for e in ev if e["method"] == "Log.entryAdded"],
         }
-        if screenshot:
-            shot = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session=sid)
+        if screenshot:  # the whole page: grow the viewport to it (out-of-process iframes paint only inside it)
+            size = self.send("Page.getLayoutMetrics", session=sid)["cssContentSize"]
+            w, h = 1280, int(min(max(size["height"], 900), 12000))
+            self.send("Emulation.setDeviceMetricsOverride", {"width": w, "height": h, "deviceScaleFactor": 1,
+                                                             "mobile": False}, session=sid)
+            time.sleep(0.3)
+            shot = self.send("Page.captureScreenshot", {"format": "png"}, session=sid)
             os.makedirs(os.path.dirname(os.path.abspath(screenshot)), exist_ok=True)
             with open(screenshot, "wb") as f:
                 f.write(base64.b64decode(shot["data"]))
@@ -179,6 +210,13 @@ def test_the_browser_check_catches_requests_console_errors_and_exceptions(browse
     assert any("tensortap-test.invalid" in u for u in r["requests"]), r
     assert ("error", "boom") in r["console"], r
     assert any("notDefined" in x for x in r["exceptions"]), r
+    framed = tmp_path / "framed.html"  # errors inside a sandboxed srcdoc iframe (how the report embeds pages)
+    framed.write_text('<!DOCTYPE html><html><body><iframe sandbox="allow-scripts" srcdoc="&lt;script&gt;'
+                      'console.error(&quot;inner&quot;); fetch(&quot;http://tensortap-inner.invalid/&quot;)'
+                      '&lt;/script&gt;"></iframe></body></html>')
+    r = browser.open(framed.as_uri(), settle=0.5)
+    assert ("error", "inner") in r["console"], r
+    assert any("tensortap-inner.invalid" in u for u in r["requests"]), r
     good = tmp_path / "good.html"
     good.write_text("<!DOCTYPE html><html><body><p>fine</p></body></html>")
     assert problems(browser.open(good.as_uri(), settle=0.2)) == []
