@@ -2,6 +2,7 @@
 nlp_sequence_ratio."""
 from __future__ import annotations
 
+import re
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -102,8 +103,7 @@ class Confusion(Rule):
         self.min_diag, self.max_off_diag = float(min_diag), float(max_off_diag)
 
     def _find(self, trial, step: int, name: str, coll: str) -> Optional[str]:
-        names = trial.tensor_names(step=step)
-        if name in names:
+        if trial.has_tensor(name) and trial.tensor_names(regex=f"^{re.escape(name)}$", step=step):
             return name
         in_coll = trial.tensor_names(collection=coll, step=step)
         return in_coll[0] if in_coll else None

@@ -153,8 +153,8 @@ class SimilarAcrossRuns(Rule):
             other.refresh()
             if step not in other.steps():
                 return skipped(self, step, f"step {step} not saved in {other.path}")
-        names = [n for n in self.select(trial, step, self.collection_names, self.tensor_regex)
-                 if n in set(other.tensor_names(step=step))]
+        theirs = set(other.tensor_names(step=step))
+        names = [n for n in self.select(trial, step, self.collection_names, self.tensor_regex) if n in theirs]
         diff = {}
         for n in names:
             a, b = value(trial, n, step), value(other, n, step)
