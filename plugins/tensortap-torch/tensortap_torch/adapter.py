@@ -26,7 +26,7 @@ from tensortap.modes import EVAL, TRAIN
 from . import gradcam as _gradcam
 from .attention import AttentionTap
 from .convert import reduce_torch, to_numpy
-from .util import dist_info, eval_mode, is_quiet, quiet, tensors, unwrap
+from .util import dist_info, eager, eval_mode, is_quiet, quiet, tensors, unwrap
 
 LAYER_CATEGORIES = ("inputs", "outputs")
 
@@ -51,14 +51,14 @@ class TorchAdapter(Adapter):
         root = unwrap(model)
         self.root = root
         hook = self.hook
-        self.handles.append(root.register_forward_pre_hook(self._on_step))
+        self.handles.append(root.register_forward_pre_hook(eager(self._on_step)))
         for name, p in root.named_parameters():
             if p.requires_grad:
                 self.handles.append(self._grad_hook(p, name))
         if self._could_select_layers():
             for name, m in root.named_modules():
                 if name:
-                    self.handles.append(m.register_forward_hook(partial(self._on_layer, name)))
+                    self.handles.append(m.register_forward_hook(eager(partial(self._on_layer, name))))
         if self._collection("attention") is not None or self._has_regex_collection():
             tap = AttentionTap(self._on_attention, lambda: not is_quiet() and hook.wants("attention"), hook._report)
             self.handles.extend(tap.attach(root))
@@ -103,7 +103,7 @@ class TorchAdapter(Adapter):
             if not is_quiet() and self.hook.saving and isinstance(out, torch.Tensor):
                 self.hook.record_loss(out, name)
 
-        self.handles.append(loss_obj.register_forward_hook(on_loss))
+        self.handles.append(loss_obj.register_forward_hook(eager(on_loss)))
 
     def gradcam_tensors(self, model: Any, inputs: Any, target_layer: Any, targets):
         acts, grads, size, tgt, _ = _gradcam.run(model, inputs, target_layer, targets)

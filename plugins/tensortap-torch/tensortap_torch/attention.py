@@ -24,7 +24,7 @@ from torch import nn
 
 from tensortap.adapter import Handle
 
-from .util import quiet
+from .util import eager, quiet
 
 Sink = Callable[[str, torch.Tensor], None]
 
@@ -107,8 +107,8 @@ class AttentionTap:
         inner = module.forward
         sig = inspect.signature(inner)
 
-        def forward(*args, **kwargs):
-            out = inner(*args, **kwargs)
+        @eager
+        def record(args, kwargs):
             if self.active():
                 try:
                     bound = sig.bind(*args, **kwargs)
@@ -122,6 +122,10 @@ class AttentionTap:
                     self.sink(name, probs_fn(module, *vals))
                 except Exception as e:  # noqa: BLE001 - capture must never break the forward pass
                     self.report(f"could not compute attention of {name!r}", e)
+
+        def forward(*args, **kwargs):
+            out = inner(*args, **kwargs)
+            record(args, kwargs)
             return out
 
         module.forward = forward

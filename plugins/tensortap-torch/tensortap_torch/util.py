@@ -41,6 +41,13 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             m.training = flag
 
 
+def eager(fn):
+    """`fn` run eagerly under torch.compile: Dynamo calls it (a graph break) instead of tracing
+    into tensortap's bookkeeping, which would recompile the graph at every step."""
+    disable = getattr(getattr(torch, "compiler", None), "disable", None)
+    return disable(fn) if disable is not None else fn
+
+
 def unwrap(model: Any) -> nn.Module:
     """The user's module inside DistributedDataParallel / DataParallel / torch.compile wrappers,
     so parameter and layer names are the same with and without the wrapper."""
