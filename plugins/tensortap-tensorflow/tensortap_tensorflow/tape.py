@@ -35,12 +35,14 @@ class WrappedTape:
         self._adapter = adapter
         self._tape = tape
         self._graph = None
+        self._preds = None
         self._passthrough = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._tape, name)
 
     # ---- step start ---------------------------------------------------------------------
+    @tf.autograph.experimental.do_not_convert
     def __enter__(self) -> "WrappedTape":
         self._tape.__enter__()
         a = self._adapter
@@ -49,29 +51,32 @@ class WrappedTape:
             return self
         a.tape_depth += 1
         if tf.executing_eagerly():
-            self._begin_runtime()
+            self._begin_runtime(arm=True)
         else:
             from tensorflow.python.framework import ops as _ops
 
             if a._graph_ok():
-                flags = tf.py_function(lambda: self._begin_runtime(), [], [tf.bool, tf.bool])
+                flags = tf.py_function(lambda: self._begin_runtime(arm=False), [], [tf.bool, tf.bool])
                 self._graph = _ops.get_default_graph()
-                a._graph_preds[self._graph] = {"any": flags[0], "outputs": flags[1]}
+                self._preds = {"any": flags[0], "outputs": flags[1]}
+                a._graph_preds[self._graph] = self._preds
         return self
 
-    def _begin_runtime(self):
-        """Runs eagerly (directly, or inside the py_function at each compiled step)."""
+    def _begin_runtime(self, arm: bool):
+        """Runs eagerly (directly, or inside the py_function at each compiled step). Only an eager
+        step arms the eager taps: a compiled step's own taps are guarded by the returned flags."""
         a, hook = self._adapter, self._adapter.hook
         a.armed = False
         hook.begin_step(TRAIN)
         a._counts = {}
-        a.armed = True
+        a.armed = arm
         a.capture_weights(a.model)
         any_ = hook.wants("gradients") or hook.wants("losses") or hook.wants("weights") or hook.wants("biases")
         outs = hook.wants("outputs") or hook.wants("attention") or any(
             c.tensor_names or c._pattern is not None for c in hook._active)
         return tf.constant(bool(any_ or outs)), tf.constant(bool(outs))
 
+    @tf.autograph.experimental.do_not_convert
     def __exit__(self, *exc) -> Any:
         a = self._adapter
         if not self._passthrough:
@@ -81,6 +86,7 @@ class WrappedTape:
         return self._tape.__exit__(*exc)
 
     # ---- gradients ----------------------------------------------------------------------
+    @tf.autograph.experimental.do_not_convert
     def gradient(self, target, sources, output_gradients=None, **kwargs):
         grads = self._tape.gradient(target, sources, output_gradients=output_gradients, **kwargs)
         if self._passthrough:
@@ -94,15 +100,15 @@ class WrappedTape:
                 self._record(target, [(n, s.numpy(), tf.convert_to_tensor(g).numpy()) for n, s, g in named])
                 if not getattr(self._tape, "_persistent", False):
                     a.armed = False  # later forwards (validation, ...) are not part of this step
-            elif self._graph is not None:
+            elif self._preds is not None:
                 self._record_graph(target, named)
         except Exception as e:  # noqa: BLE001
             a.hook._report("could not record tape gradients", e)
         return grads
 
-    def _record(self, target, items) -> None:
+    def _record(self, target, items, compiled: bool = False) -> None:
         a, hook = self._adapter, self._adapter.hook
-        if not a.armed:
+        if not (a.armed or compiled):
             return
         if target is not None and hook.wants("losses") and np.ndim(_np(target)) == 0:
             hook.capture("loss", _np(target), "losses")
@@ -114,7 +120,7 @@ class WrappedTape:
                 hook.capture(name, value, cat)
 
     def _record_graph(self, target, named) -> None:
-        pred = self._adapter._graph_preds[self._graph]["any"]
+        pred = self._preds["any"]
         names = [n for n, _, _ in named]
         scalar = target is not None and tf.is_tensor(target) and target.shape.rank == 0
 
@@ -122,7 +128,7 @@ class WrappedTape:
             k = len(names)
             tgt = vals[0].numpy() if scalar else None
             values, grads = vals[1:1 + k], vals[1 + k:]
-            self._record(tgt, [(n, v.numpy(), g.numpy()) for n, v, g in zip(names, values, grads)])
+            self._record(tgt, [(n, v.numpy(), g.numpy()) for n, v, g in zip(names, values, grads)], compiled=True)
             return tf.constant(True)
 
         def on():
