@@ -75,5 +75,7 @@ def test_tape_without_register_and_bad_argument(tmp_path):
     trial = tt.create_trial(str(tmp_path / "run"))
     np.testing.assert_array_equal(trial.tensor("gradients/plain/fc1/kernel").value(0), grads[0].numpy())
     assert trial.tensor("plain/fc2/kernel").value(0).shape == (16, 4)
+    other = tt.Hook(str(tmp_path / "r2"))
     with pytest.raises(tt.ConfigError, match="GradientTape"):
-        tt.Hook(str(tmp_path / "r2")).wrap_tape(object())
+        other.wrap_tape(object())
+    other.close()
