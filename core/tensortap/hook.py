@@ -46,6 +46,17 @@ def _env_rank() -> Optional[int]:
     return None
 
 
+def _close_at_exit(ref) -> None:
+    """Close a hook the user did not close; at interpreter exit a failure is logged, not raised."""
+    hook = ref()
+    if hook is None:
+        return
+    try:
+        hook.close(timeout=60)
+    except Exception as e:  # noqa: BLE001
+        log.warning("tensortap: could not close the run in %s at exit: %s", hook.out_dir, e)
+
+
 class Hook:
     """Capture tensors of a training run into `out_dir` (a path or an fsspec URL).
 
@@ -111,8 +122,7 @@ class Hook:
         self._reported: Dict[Tuple[str, str], int] = {}
         self.errors: List[str] = []
         self._rules = None
-        ref = weakref.ref(self)
-        atexit.register(lambda: ref() is not None and ref().close(timeout=60))
+        atexit.register(_close_at_exit, weakref.ref(self))
 
     # ---- configuration -----------------------------------------------------------------------
     def _check_out_dir(self) -> None:

@@ -104,36 +104,46 @@ class WorkerReader:
         self.meta = meta
 
     # ---- index ---------------------------------------------------------------------------
-    def _segments(self) -> List[int]:
+    def _segments(self) -> Dict[int, Optional[int]]:
+        """Index segment -> its size in bytes (None locally, where files grow in place)."""
         try:
             if not self.local:
                 self.fs.invalidate_cache(self.dir)
-            files = self.fs.ls(self.dir, detail=False)
+            entries = self.fs.ls(self.dir, detail=not self.local)
         except FileNotFoundError:
-            return []
-        segs = []
-        for p in files:
-            m = layout.INDEX_RE.match(p.rstrip("/").rsplit("/", 1)[-1])
+            return {}
+        segs: Dict[int, Optional[int]] = {}
+        for e in entries:
+            p = e if self.local else e["name"]
+            base = p.rstrip("/").rsplit("/", 1)[-1]
+            m = layout.INDEX_RE.match(base)
             if m:
-                segs.append(int(m.group(1)))
-        return sorted(segs)
+                segs[int(m.group(1))] = None if self.local else int(e.get("size") or 0)
+            elif not self.local:
+                d = layout.DATA_RE.match(base)
+                if d:  # objects are immutable once visible: their size is final, no HEAD per lookup
+                    self._sizes[int(d.group(1))] = int(e.get("size") or 0)
+        return dict(sorted(segs.items()))
 
-    def _read_from(self, path: str, start: int) -> bytes:
+    def _read_from(self, path: str, start: int, size: Optional[int]) -> bytes:
         if self.local:
             with open(path, "rb") as f:
                 f.seek(start)
                 return f.read()
-        return self.fs.cat_file(path, start=start)
+        if size is not None and start >= size:
+            return b""  # nothing new (and a ranged GET past the end is an error on S3)
+        return self.fs.cat_file(path, start=start, end=size)
 
     def refresh(self) -> int:
         """Read index records appended since the last call; returns how many steps are new."""
         with self._lock:
             new = 0
-            segs = self._segments()
+            sizes = self._segments()
+            segs = list(sizes)
             for seg in segs:
                 start = self._offsets.get(seg, 0)
                 try:
-                    buf = self._read_from(join(self.dir, layout.index_file(seg)), start)
+                    buf = self._read_from(join(self.dir, layout.index_file(seg)), start, sizes[seg])
                 except FileNotFoundError:
                     continue
                 end = 0

@@ -122,7 +122,11 @@ class StoreWriter:
         fs = self.fs
         try:
             fs.makedirs(self.dir, exist_ok=True)
-            existing = [p for p in fs.ls(self.dir, detail=False) if layout.INDEX_RE.match(p.rsplit("/", 1)[-1])]
+            try:
+                listing = fs.ls(self.dir, detail=False)
+            except FileNotFoundError:  # object stores: a "directory" exists once something is in it
+                listing = []
+            existing = [p for p in listing if layout.INDEX_RE.match(p.rsplit("/", 1)[-1])]
         except PermissionError as e:
             raise ConfigError(
                 f"out_dir {self.root!r} is not writable ({e.strerror or e}); "
@@ -204,9 +208,14 @@ class StoreWriter:
             self._cv.notify_all()
 
     def flush(self, timeout: Optional[float] = None) -> bool:
-        """Wait until everything queued so far is written. False on timeout."""
+        """Wait until everything queued so far is written and readable. False on timeout.
+        On object stores an object becomes readable only once closed, so this also closes
+        the open segment there (the next write starts a new one)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cv:
+            if not self.local and not self._closed and (self._q or self._busy or self._data is not None):
+                self._q.append(_ROLL)
+                self._cv.notify_all()
             while self._q or self._busy:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
