@@ -2,6 +2,7 @@
 (begin_step / save_tensor / record_loss), so they need no framework plugin."""
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 
 import numpy as np
@@ -144,3 +145,31 @@ def test_nlp_sequence_ratio_mostly_padding(run_dir, tmp_path):
     # several tokens with their own thresholds
     rule = R("nlp_sequence_ratio")(token_values="0,7", token_thresholds_percent="90,1")
     assert first_fired(evaluate(rule, healthy)) == 0
+
+
+def test_with_the_torch_plugin_dead_relu_stops_training_live(run_dir):
+    """End to end with tensortap-torch capturing: names come from the plugin, the stop from its adapter."""
+    pytest.importorskip("tensortap_torch", reason="pip install -e plugins/tensortap-torch")
+    model = mlp(nn.ReLU, 2)
+    with torch.no_grad():
+        model.fc1.bias.fill_(-50.0)  # the second ReLU layer dies
+    hook = tt.Hook(run_dir, include_collections=["weights", "gradients", "outputs", "losses"],
+                   save_config=tt.SaveConfig(save_interval=1))
+    hook.add_rule(R("dead_relu")(), action="stop_training")
+    hook.register(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = blobs()
+    steps = 0
+    with pytest.raises(tt.StopTraining, match="dead_relu fired at step"):
+        for _ in range(200):
+            loss = nn.functional.cross_entropy(model(x[:32]), y[:32])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            steps += 1
+            time.sleep(0.005)
+    hook.close()
+    assert 1 <= steps < 50
+    fired = [r for r in tt.create_trial(run_dir).rule_results() if r["fired"]]
+    assert fired[0]["step"] == 0 and "relu1/output_0" in fired[0]["message"]
+    assert "relu0/output_0" not in fired[0]["message"]

@@ -9,7 +9,7 @@ from ...errors import ConfigError
 from ...modes import to_mode
 from ..base import RuleResult, as_list
 
-__all__ = ["as_list", "as_bool", "as_float_pair", "value", "listing", "result", "mode_of", "is_numeric", "ConfigError"]
+__all__ = ["activations", "as_list", "as_bool", "as_float_pair", "value", "listing", "result", "mode_of", "is_numeric", "ConfigError"]
 
 
 def as_bool(v) -> bool:
@@ -66,3 +66,9 @@ def percent(x: float) -> str:
 
 def nonempty(names: Iterable[str]) -> List[str]:
     return [n for n in names if n]
+
+
+def activations(names: Iterable[str]) -> List[str]:
+    """Drop gradients of layer outputs (gradients/<layer>/output_i): a regex written for layer
+    activations (".*relu.*/output_\\d+") matches them too, but they are not activations."""
+    return [n for n in names if not n.startswith("gradients/")]

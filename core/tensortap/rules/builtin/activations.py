@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..base import Rule
-from ._common import as_float_pair, as_list, listing, result, value
+from ._common import activations, as_float_pair, as_list, listing, result, value
 from .gradients import skipped
 
 
@@ -34,7 +34,7 @@ class DeadRelu(Rule):
         self.threshold_layer = float(threshold_layer)
 
     def invoke_at_step(self, trial, step: int):
-        names = trial.tensor_names(regex=self.tensor_regex, step=step)
+        names = activations(trial.tensor_names(regex=self.tensor_regex, step=step))
         if not names:
             return skipped(self, step, f"no tensor matching {self.tensor_regex} at this step")
         dead = {n: inactive_units(value(trial, n, step) > 0, self.threshold_inactivity) for n in names}
@@ -69,7 +69,7 @@ class SaturatedActivation(Rule):
         self.threshold_layer = float(threshold_layer)
 
     def invoke_at_step(self, trial, step: int):
-        names = trial.tensor_names(regex=self.tensor_regex, step=step)
+        names = activations(trial.tensor_names(regex=self.tensor_regex, step=step))
         if not names:
             return skipped(self, step, f"no tensor matching {self.tensor_regex} at this step")
         sat = {}

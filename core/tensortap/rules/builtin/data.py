@@ -8,7 +8,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..base import Rule
-from ._common import ConfigError, as_bool, as_list, listing, result, value
+from ._common import activations, ConfigError, as_bool, as_list, listing, result, value
 from .gradients import skipped
 
 
@@ -157,7 +157,7 @@ class CheckInputImages(Rule):
 
     def invoke_at_step(self, trial, step: int):
         found = []
-        for n in trial.tensor_names(regex=self.regex, step=step):
+        for n in activations(trial.tensor_names(regex=self.regex, step=step)):
             x = value(trial, n, step)
             if x.ndim != 4 or x.dtype.kind not in "fiu" or x.shape[self.channel] not in (1, 3, 4):
                 continue
@@ -207,7 +207,7 @@ class NlpSequenceRatio(Rule):
         self.thresholds = th
 
     def invoke_at_step(self, trial, step: int):
-        names = [n for n in trial.tensor_names(regex=self.tensor_regex, step=step)]
+        names = activations(trial.tensor_names(regex=self.tensor_regex, step=step))
         shares: Dict[str, float] = {}
         bad: Dict[str, float] = {}
         for n in names:

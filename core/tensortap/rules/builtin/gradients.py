@@ -7,7 +7,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..base import Rule, RuleResult
-from ._common import ConfigError, as_bool, as_list, listing, mode_of, result, value
+from ._common import activations, ConfigError, as_bool, as_list, listing, mode_of, result, value
 
 
 def skipped(rule: Rule, step: int, why: str) -> RuleResult:
@@ -153,7 +153,7 @@ class PoorWeightInitialization(Rule):
         if ms >= self.steps_:
             return skipped(self, step, f"past the first {self.steps_} train steps")
         why, vals = [], {}
-        acts = trial.tensor_names(regex=self.activation_inputs_regex, step=step)
+        acts = activations(trial.tensor_names(regex=self.activation_inputs_regex, step=step))
         var = {n: float(np.var(value(trial, n, step))) for n in acts}
         if len(var) >= 2:
             hi, lo = max(var.values()), min(var.values())
