@@ -274,7 +274,7 @@ class MXNetAdapter(Adapter):
         if hook.wants("attention"):
             from .attention import attention_cells
 
-            cells = attention_cells(model)
+            cells = [(n, c) for n, c in attention_cells(model) if self._active_includes(f"attention/{n}", "attention")]
             if cells and self._tokens is not None:
                 hook.capture("attention/tokens", self._tokens, "attention")
         if not (io or taps or cells):
