@@ -51,72 +51,115 @@ def _bin_dtype(t: torch.Tensor) -> np.dtype:
     return np.dtype(np.float64)
 
 
-def _histogram(d: torch.Tensor, bins: int, edge_dtype: np.dtype) -> np.ndarray:
-    finite = d[torch.isfinite(d)]
+def _work_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The flat tensor reductions run on: float32/float64 kept, halves widened to float32, complex as
+    |z| and integers/bools as float64 (what reduce_numpy does)."""
+    if t.is_complex():
+        return t.abs().double().reshape(-1)
+    if not t.is_floating_point():
+        return t.double().reshape(-1)
+    if t.dtype not in (torch.float32, torch.float64):
+        return t.float().reshape(-1)
+    return t.reshape(-1)
+
+
+def _histogram(f: torch.Tensor, bins: int, edge_dtype: np.dtype) -> np.ndarray:
+    finite = f[torch.isfinite(f)] if f.is_floating_point() else f
     if finite.numel() == 0:
         return np.concatenate([np.zeros(bins), np.linspace(0.0, 1.0, bins + 1)])
-    lo, hi = float(finite.min()), float(finite.max())
+    lo_t, hi_t = torch.aminmax(finite)
+    lo, hi = float(lo_t), float(hi_t)
     if lo == hi:
         lo, hi = lo - 0.5, hi + 0.5
-    edges = np.linspace(lo, hi, bins + 1, dtype=edge_dtype).astype(np.float64)
-    e = torch.from_numpy(edges).to(d.device)
+    edges = np.linspace(lo, hi, bins + 1, dtype=edge_dtype)
+    # the same edges in the data's own dtype (exact): every comparison is the one numpy makes
+    e = torch.from_numpy(edges.astype(np.float64)).to(device=f.device, dtype=f.dtype)
     idx = (torch.bucketize(finite, e, right=True) - 1).clamp_(0, bins - 1)
     counts = torch.bincount(idx, minlength=bins)[:bins]
-    return np.concatenate([counts.double().cpu().numpy(), edges])
+    return np.concatenate([counts.double().cpu().numpy(), edges.astype(np.float64)])
 
 
 def reduce_torch(tensor: torch.Tensor, names: Iterable[str], bins: int = 64) -> Dict[str, np.ndarray]:
-    """Every requested reduction of `tensor`, computed where it lives; one host transfer."""
+    """Every requested reduction of `tensor`, computed where it lives, one pass per group, no copy
+    of float32/float64 data, and a single host transfer. Agrees with reduce_numpy to float32
+    rounding (sums accumulate in float64, as numpy's do)."""
+    names = list(names)
     t = plain(tensor)
-    d = t.abs().double() if t.is_complex() else t.double()
-    d = d.reshape(-1)
-    n = d.numel()
-    nan = torch.tensor(float("nan"), dtype=torch.float64, device=d.device)
+    f = _work_tensor(t)
+    n = f.numel()
+    dev = f.device
     out: Dict[str, np.ndarray] = {}
-    scalars = {}
+    scalars: Dict[str, torch.Tensor] = {}
     is_float = t.is_floating_point()
-    zero = torch.zeros((), dtype=torch.float64, device=d.device)
+    zero = torch.zeros((), dtype=torch.float64, device=dev)
+    nan = torch.full((), float("nan"), dtype=torch.float64, device=dev)
+    cache: Dict[str, torch.Tensor] = {}
+
+    def minmax():
+        if "min" not in cache:
+            cache["min"], cache["max"] = torch.aminmax(f)
+        return cache["min"], cache["max"]
+
+    def var_mean():
+        """Population variance and mean, accumulated in float64. On the CPU from sum and sum of
+        squares (two fast passes); where that would cancel (spread tiny against the mean), and
+        always on accelerators, from the centred values as numpy does."""
+        if "var" not in cache:
+            mean = f.sum(dtype=torch.float64) / n
+            var = None
+            if dev.type == "cpu":
+                var = norm(2).double() ** 2 / n - mean * mean
+                if not bool(var > 1e-6 * mean * mean):
+                    var = None
+            if var is None:
+                c = f.double() - mean
+                var = (c * c).mean()
+            cache["var"], cache["mean"] = var.clamp(min=0), mean
+        return cache["var"], cache["mean"]
+
+    def norm(order):
+        key = f"l{order}"
+        if key not in cache:
+            cache[key] = torch.linalg.vector_norm(f, order, dtype=torch.float64)
+        return cache[key]
+
     for name in names:
         if name == "histogram":
-            out[name] = _histogram(d, bins, _bin_dtype(t))
+            out[name] = _histogram(f, bins, _bin_dtype(t))
             continue
         if name == "nan_count":
-            v = torch.isnan(d).sum().double() if is_float else zero
+            v = torch.isnan(f).sum() if is_float else zero
         elif name == "inf_count":
-            v = torch.isinf(d).sum().double() if is_float else zero
+            v = torch.isinf(f).sum() if is_float else zero
         elif name == "zero_count":
-            v = (n - torch.count_nonzero(d)).double() if n else zero
+            v = n - torch.count_nonzero(f) if n else zero
         elif n == 0:
             v = nan
-        elif name == "min":
-            v = d.min()
-        elif name == "max":
-            v = d.max()
+        elif name in ("min", "max"):
+            v = minmax()[name == "max"]
         elif name == "mean":
-            v = d.mean()
+            v = var_mean()[1]
         elif name == "std":
-            v = d.std(correction=0)
+            v = var_mean()[0].sqrt()
         elif name == "variance":
-            v = d.var(correction=0)
+            v = var_mean()[0]
         elif name == "sum":
-            v = d.sum()
+            v = f.sum(dtype=torch.float64)
         elif name == "l1":
-            v = d.abs().sum()
+            v = norm(1)
         elif name == "l2":
-            v = torch.sqrt((d * d).sum())
-        elif name == "abs_min":
-            v = d.abs().min()
-        elif name == "abs_max":
-            v = d.abs().max()
+            v = norm(2)
+        elif name in ("abs_min", "abs_max"):
+            v = torch.aminmax(f.abs())[name == "abs_max"]
         elif name == "abs_mean":
-            v = d.abs().mean()
+            v = norm(1).double() / n
         else:
             from tensortap.errors import ConfigError
 
             raise ConfigError(f"unknown reduction {name!r}")
         scalars[name] = v
     if scalars:
-        values = torch.stack(list(scalars.values())).cpu().numpy()
+        values = torch.stack([torch.as_tensor(v, device=dev).double() for v in scalars.values()]).cpu().numpy()
         for name, v in zip(scalars, values):
             out[name] = np.asarray(v, dtype=np.float64)
     return out

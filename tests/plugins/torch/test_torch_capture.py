@@ -223,3 +223,17 @@ def test_gradient_accumulation_saves_the_running_sum(run_dir):
     t = tt.create_trial(run_dir).tensor("gradients/0.weight")
     assert np.array_equal(t.value(0), grads[0].numpy())
     assert np.array_equal(t.value(1), grads[1].numpy())  # what the optimizer would apply
+
+
+@pytest.mark.parametrize("values", [
+    torch.full((1000,), 0.1),  # constant: the variance is exactly 0
+    1000 + 1e-3 * torch.randn(5000, generator=torch.Generator().manual_seed(3)),  # tiny spread, big mean
+    torch.randn(3, 4, 5, generator=torch.Generator().manual_seed(4)).to(torch.float64) * 1e30,
+])
+def test_reductions_are_accurate_where_naive_formulas_cancel(values):
+    from tensortap_torch.convert import reduce_torch
+
+    names = ["mean", "std", "variance", "l1", "l2", "sum", "abs_mean", "histogram"]
+    got, want = reduce_torch(values, names, 8), reduce_numpy(values.numpy(), names, 8)
+    for r in names:
+        np.testing.assert_allclose(got[r], want[r], rtol=1e-6, atol=1e-12, err_msg=r)

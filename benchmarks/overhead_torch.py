@@ -1,0 +1,310 @@
+"""Step-time overhead of tensortap on PyTorch (CPU, 1 thread), side by side with smdebug and TensorBoard.
+
+Models: a ResNet-style CNN (~1M parameters, batch 64, 3x32x32) and an MLP 784-256-10 (batch 64).
+Configurations (each compared with the same model without any hook, in the same process):
+
+  wg10   weights + biases + gradients, every 10 steps
+  wg1    weights + biases + gradients, every step
+  red1   reductions only (min, max, mean, std, l2) of weights, biases and gradients, every step
+  og10   layer outputs + their gradients (and parameter gradients), every 10 steps
+
+for tensortap, for smdebug 1.0.34 (in its own venv, built by tools/smdebug-venv.sh; "skipped"
+when that venv does not exist) and for hand-written `torch.utils.tensorboard` code doing the same
+(`add_histogram` per tensor; `add_scalar` of the same five reductions for red1).
+
+Method: configurations are interleaved run by run (so load from other processes hits all of
+them alike); one run = `--steps` training steps (forward, loss, backward, SGD step) plus the
+flush of what the run wrote; we print the median over `--runs` runs (>= 5) of the time per step
+and its ratio to the hook-off median. The smdebug configurations run in a subprocess, with their
+own hook-off baseline measured in that process.
+
+    python benchmarks/overhead_torch.py            # both models, ~10 minutes on a quiet 2-core box
+    python benchmarks/overhead_torch.py --quick    # MLP only + ResNet's wg10/red1, ~3 minutes
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List, Optional
+
+import torch
+from torch import nn
+
+SMDEBUG_VENV = os.path.expanduser(os.environ.get("TENSORTAP_SMDEBUG_VENV", "~/.cache/tensortap/venvs/smdebug"))
+CONFIGS = ("wg10", "wg1", "red1", "og10")
+REDUCTIONS = ("min", "max", "mean", "std", "l2")
+
+
+# ---- models ------------------------------------------------------------------------------------
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """CIFAR-style ResNet: widths 32/64/128 with 2/2/3 BasicBlocks (~1.0M parameters)."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(32)
+        self.relu = nn.ReLU(inplace=True)
+        layers, cin = [], 32
+        for width, blocks, stride in ((32, 2, 1), (64, 2, 2), (128, 3, 2)):
+            for b in range(blocks):
+                layers.append(BasicBlock(cin, width, stride if b == 0 else 1))
+                cin = width
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(128, classes)
+
+    def forward(self, x):
+        x = self.layers(self.relu(self.bn1(self.conv1(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def make(model_name: str):
+    torch.manual_seed(0)
+    if model_name == "resnet":
+        model, x = ResNet(), torch.randn(64, 3, 32, 32)
+    else:
+        model, x = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10)), torch.randn(64, 784)
+    return model, x, torch.randint(0, 10, (64,))
+
+
+def _interval(config: str) -> int:
+    return 10 if config.endswith("10") else 1
+
+
+# ---- one configuration = a model, a train step and a flush -------------------------------------
+class Setup:
+    def __init__(self, model_name: str, config: str, kind: str) -> None:
+        self.model, self.x, self.y = make(model_name)
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+        self.dir = tempfile.mkdtemp(prefix=f"ttbench-{kind}-{config}-")
+        self.step = 0
+        self.before: Callable[[int], None] = lambda s: None
+        self.after: Callable[[int], None] = lambda s: None
+        self.flush: Callable[[], None] = lambda: None
+        self.close: Callable[[], None] = lambda: None
+        if config != "off":
+            getattr(self, f"_{kind}")(config)
+
+    def train(self, steps: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            self.before(self.step)
+            self.opt.zero_grad()
+            loss = self.loss_fn(self.model(self.x), self.y)
+            loss.backward()
+            self.after(self.step)
+            self.opt.step()
+            self.step += 1
+        self.flush()
+        return (time.perf_counter() - t0) / steps
+
+    def finish(self) -> None:
+        self.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # tensortap
+    def _tensortap(self, config: str) -> None:
+        import tensortap as tt
+
+        colls = ["outputs", "gradients"] if config == "og10" else ["weights", "biases", "gradients"]
+        rc = tt.ReductionConfig(reductions=list(REDUCTIONS)) if config == "red1" else None
+        hook = tt.Hook(self.dir, include_collections=colls + ["losses"], reduction_config=rc,
+                       save_config=tt.SaveConfig(save_interval=_interval(config)))
+        hook.register(self.model)
+        hook.register_loss(self.loss_fn)
+        self.flush = hook.flush
+        self.close = hook.close
+
+    # smdebug 1.0.34 (only in its own venv)
+    def _smdebug(self, config: str) -> None:
+        import smdebug.pytorch as smd
+
+        kw = dict(save_config=smd.SaveConfig(save_interval=_interval(config)))
+        if config == "og10":
+            kw["include_collections"] = ["outputs", "gradients", "losses"]
+            kw["include_regex"] = [".*_output_.*"]
+        else:
+            kw["include_collections"] = ["weights", "biases", "gradients", "losses"]
+        if config == "red1":
+            kw["reduction_config"] = smd.ReductionConfig(reductions=["min", "max", "mean", "std"], norms=["l2"])
+        hook = smd.Hook(out_dir=self.dir, **kw)
+        hook.register_module(self.model)
+        hook.register_loss(self.loss_fn)
+        self.close = hook.close
+
+    # hand-written TensorBoard logging doing the same
+    def _tensorboard(self, config: str) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        w = SummaryWriter(self.dir)
+        every = _interval(config)
+        params = list(self.model.named_parameters())
+        if config in ("wg10", "wg1"):
+            def after(step):
+                if step % every == 0:
+                    for n, p in params:
+                        w.add_histogram(n, p, step)
+                        w.add_histogram(f"gradients/{n}", p.grad, step)
+            self.after = after
+        elif config == "red1":
+            def after(step):
+                for n, p in params:
+                    for tag, t in ((n, p.detach()), (f"gradients/{n}", p.grad)):
+                        stats = torch.stack([t.min(), t.max(), t.mean(), t.std(correction=0), t.norm()]).tolist()
+                        for r, v in zip(REDUCTIONS, stats):
+                            w.add_scalar(f"{tag}/{r}", v, step)
+            self.after = after
+        else:  # og10: forward hooks record outputs, tensor hooks their gradients, on saved steps only
+            pending: List = []
+
+            def on_output(name, _m, _a, out):
+                if self.step % every or not isinstance(out, torch.Tensor):
+                    return
+                w.add_histogram(f"{name}/output_0", out.detach(), self.step)
+                if out.requires_grad:
+                    out.register_hook(lambda g, n=name: pending.append((n, g)))
+
+            for name, m in self.model.named_modules():
+                if name:
+                    m.register_forward_hook(lambda m, a, o, n=name: on_output(n, m, a, o))
+
+            def after(step):
+                if step % every == 0:
+                    while pending:
+                        n, g = pending.pop()
+                        w.add_histogram(f"gradients/{n}/output_0", g, step)
+                    for n, p in params:
+                        w.add_histogram(f"gradients/{n}", p.grad, step)
+            self.after = after
+        self.flush = w.flush
+        self.close = w.close
+
+
+# ---- measuring ---------------------------------------------------------------------------------
+def measure(model_name: str, kind: str, configs, runs: int, steps: int, warmup: int = 2) -> Dict[str, List[float]]:
+    """Per configuration, `runs` median-ready seconds per step; configurations interleaved run by run."""
+    setups = {c: Setup(model_name, c, kind if c != "off" else "off") for c in ("off",) + tuple(configs)}
+    try:
+        for s in setups.values():
+            s.train(warmup)
+        times: Dict[str, List[float]] = {c: [] for c in setups}
+        for _ in range(runs):
+            for c, s in setups.items():
+                times[c].append(s.train(steps))
+        return times
+    finally:
+        for s in setups.values():
+            s.finish()
+
+
+def smdebug_python() -> Optional[str]:
+    py = os.path.join(SMDEBUG_VENV, "bin", "python")
+    return py if os.path.exists(py) else None
+
+
+def measure_smdebug(model_name: str, configs, runs: int, steps: int) -> Optional[Dict[str, List[float]]]:
+    py = smdebug_python()
+    if py is None:
+        return None
+    cmd = [py, os.path.abspath(__file__), "--worker", "smdebug", "--models", model_name, "--configs", ",".join(configs),
+           "--runs", str(runs), "--steps", str(steps)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if p.returncode != 0:
+        print(f"  smdebug run failed (rc={p.returncode}): {p.stderr.strip().splitlines()[-1:] }", file=sys.stderr)
+        return None
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def report(model_name: str, results: Dict[str, Optional[Dict[str, List[float]]]], configs) -> List[dict]:
+    rows = []
+    print(f"\n{model_name}: median ms/step over runs (ratio to the same process's hook-off median)")
+    print(f"  {'config':<8}" + "".join(f"{k:>24}" for k in results))
+    base = {k: (statistics.median(v["off"]) if v else None) for k, v in results.items()}
+    print(f"  {'off':<8}" + "".join(f"{(f'{base[k] * 1e3:.2f}' if base[k] else 'skipped'):>24}" for k in results))
+    for c in configs:
+        cells = []
+        for k, v in results.items():
+            if not v or c not in v:
+                cells.append("skipped")
+                continue
+            med = statistics.median(v[c])
+            ratio = med / base[k]
+            rows.append({"model": model_name, "tool": k, "config": c, "ms": med * 1e3, "ratio": ratio,
+                         "off_ms": base[k] * 1e3, "runs": len(v[c])})
+            cells.append(f"{med * 1e3:.2f} ({ratio:.3f}x)")
+        print(f"  {c:<8}" + "".join(f"{cell:>24}" for cell in cells))
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="MLP in full, ResNet only wg10 and red1 (~3 min)")
+    ap.add_argument("--models", default="mlp,resnet")
+    ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=0, help="steps per run (default: 10 ResNet, 50 MLP)")
+    ap.add_argument("--no-smdebug", action="store_true")
+    ap.add_argument("--no-tensorboard", action="store_true")
+    ap.add_argument("--json", help="also write the rows to this file")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    configs = tuple(c for c in args.configs.split(",") if c)
+    if args.worker:  # inside the smdebug venv: print one JSON line
+        print(json.dumps(measure(args.models, args.worker, configs, args.runs, args.steps)))
+        return 0
+    if args.runs < 5:
+        ap.error("--runs must be >= 5 (medians of at least 5 runs)")
+    print(f"torch {torch.__version__}, 1 thread, {os.cpu_count()} CPUs; smdebug venv: "
+          f"{'found' if smdebug_python() else 'missing (tools/smdebug-venv.sh builds it)'}")
+    rows = []
+    t_start = time.time()
+    for model_name in args.models.split(","):
+        cfgs = configs
+        if args.quick and model_name == "resnet":
+            cfgs = tuple(c for c in configs if c in ("wg10", "red1"))
+        steps = args.steps or (10 if model_name == "resnet" else 50)
+        n_params = sum(p.numel() for p in make(model_name)[0].parameters())
+        print(f"\n== {model_name}: {n_params:,} parameters, batch 64, {args.runs} runs x {steps} steps", flush=True)
+        results: Dict[str, Optional[Dict[str, List[float]]]] = {"tensortap": measure(model_name, "tensortap", cfgs, args.runs, steps)}
+        if not args.no_tensorboard:
+            results["tensorboard"] = measure(model_name, "tensorboard", cfgs, args.runs, steps)
+        if not args.no_smdebug:
+            results["smdebug 1.0.34"] = measure_smdebug(model_name, cfgs, args.runs, steps)
+        rows += report(model_name, results, cfgs)
+    print(f"\ntotal {time.time() - t_start:.0f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
