@@ -1,0 +1,1 @@
+"""Helpers shared by the demos: data sets made on the spot (nothing is downloaded)."""
