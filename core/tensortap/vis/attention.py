@@ -46,10 +46,19 @@ def _tokens_at(trial, step: int, batch: int, n: int) -> List[List[str]]:
             tok = np.asarray(trial.tensor("attention/tokens").value(step))
             if tok.ndim == 1:
                 tok = np.broadcast_to(tok, (batch,) + tok.shape)
-            return [[str(t) for t in row[:n]] for row in tok[:batch]]
+            return [[_text(t) for t in row[:n]] for row in tok[:batch]]
         except Exception:  # noqa: BLE001 - tokens missing at this step: indices instead
             pass
     return [[str(i) for i in range(n)] for _ in range(batch)]
+
+
+def _text(t) -> str:
+    return t.decode("utf-8", "replace") if isinstance(t, (bytes, np.bytes_)) else str(t)
+
+
+def _plain(t: str) -> str:
+    """A token as matplotlib text: '$' would start mathtext."""
+    return t.replace("$", r"\$")
 
 
 class AttentionVisualizer(Visualizer):
@@ -69,7 +78,7 @@ class AttentionVisualizer(Visualizer):
     def applies_to(self, trial) -> bool:
         return bool(attention_layers(trial))
 
-    def render(self, trial, out: str, *, steps=None, max_steps: int = 30, max_tokens: int = 24,
+    def render(self, trial, out: str, *, steps=None, max_steps: int = 20, max_tokens: int = 24,
                examples=None, max_examples: int = 4, min_weight: float = 0.02, interval_ms: int = 800,
                step: Optional[int] = None, example: int = 0, layers: Optional[str] = None,
                title: str = "") -> str:
@@ -163,6 +172,8 @@ class AttentionVisualizer(Visualizer):
             if not 0 <= example < a.shape[0]:
                 raise ConfigError(f"example {example} out of range: {n} has batch {a.shape[0]}")
             mats.append(a[example, :, :max_tokens, :max_tokens])
+        n_tok = max(m.shape[-1] for m in mats)
+        toks = _tokens_at(trial, step, example + 1, n_tok)[example] if n_tok <= 16 else None
         heads = max(m.shape[0] for m in mats)
         pyplot = plt()
         size = 1.6
@@ -175,6 +186,12 @@ class AttentionVisualizer(Visualizer):
                 ax.set_yticks([])
                 if h < m.shape[0]:
                     ax.imshow(m[h], cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+                if toks and i == len(names) - 1:
+                    ax.set_xticks(range(len(toks)))
+                    ax.set_xticklabels([_plain(t) for t in toks], rotation=90, fontsize=5)
+                if toks and h == 0:
+                    ax.set_yticks(range(len(toks)))
+                    ax.set_yticklabels([_plain(t) for t in toks], fontsize=5)
                 if i == 0:
                     ax.set_title(f"head {h}", fontsize=8)
                 if h == 0:
