@@ -124,9 +124,12 @@ class Setup:
         self.flush()
         return (time.perf_counter() - t0) / steps
 
-    def finish(self) -> None:
+    def finish(self) -> int:
+        """Close, and return the bytes written (a capture that silently saved nothing shows as 0)."""
         self.close()
+        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(self.dir) for f in fs)
         shutil.rmtree(self.dir, ignore_errors=True)
+        return size
 
     # tensortap
     def _tensortap(self, config: str) -> None:
@@ -208,19 +211,20 @@ class Setup:
 
 # ---- measuring ---------------------------------------------------------------------------------
 def measure(model_name: str, kind: str, configs, runs: int, steps: int, warmup: int = 2) -> Dict[str, List[float]]:
-    """Per configuration, `runs` median-ready seconds per step; configurations interleaved run by run."""
+    """Per configuration, `runs` seconds per step (configurations interleaved run by run), and
+    under "bytes/<config>" the bytes that configuration wrote."""
     setups = {c: Setup(model_name, c, kind if c != "off" else "off") for c in ("off",) + tuple(configs)}
+    times: Dict[str, List[float]] = {c: [] for c in setups}
     try:
         for s in setups.values():
             s.train(warmup)
-        times: Dict[str, List[float]] = {c: [] for c in setups}
         for _ in range(runs):
             for c, s in setups.items():
                 times[c].append(s.train(steps))
-        return times
     finally:
-        for s in setups.values():
-            s.finish()
+        for c, s in setups.items():
+            times[f"bytes/{c}"] = [float(s.finish())]
+    return times
 
 
 def smdebug_python() -> Optional[str]:
@@ -244,10 +248,10 @@ def measure_smdebug(model_name: str, configs, runs: int, steps: int) -> Optional
 
 def report(model_name: str, results: Dict[str, Optional[Dict[str, List[float]]]], configs) -> List[dict]:
     rows = []
-    print(f"\n{model_name}: median ms/step over runs (ratio to the same process's hook-off median)")
-    print(f"  {'config':<8}" + "".join(f"{k:>24}" for k in results))
+    print(f"\n{model_name}: median ms/step over runs (ratio to the same process's hook-off median) [MB written]")
+    print(f"  {'config':<8}" + "".join(f"{k:>28}" for k in results))
     base = {k: (statistics.median(v["off"]) if v else None) for k, v in results.items()}
-    print(f"  {'off':<8}" + "".join(f"{(f'{base[k] * 1e3:.2f}' if base[k] else 'skipped'):>24}" for k in results))
+    print(f"  {'off':<8}" + "".join(f"{(f'{base[k] * 1e3:.1f}' if base[k] else 'skipped'):>28}" for k in results))
     for c in configs:
         cells = []
         for k, v in results.items():
@@ -256,10 +260,11 @@ def report(model_name: str, results: Dict[str, Optional[Dict[str, List[float]]]]
                 continue
             med = statistics.median(v[c])
             ratio = med / base[k]
+            mb = v.get(f"bytes/{c}", [0.0])[0] / 1e6
             rows.append({"model": model_name, "tool": k, "config": c, "ms": med * 1e3, "ratio": ratio,
-                         "off_ms": base[k] * 1e3, "runs": len(v[c])})
-            cells.append(f"{med * 1e3:.2f} ({ratio:.3f}x)")
-        print(f"  {c:<8}" + "".join(f"{cell:>24}" for cell in cells))
+                         "off_ms": base[k] * 1e3, "runs": len(v[c]), "mb_written": mb})
+            cells.append(f"{med * 1e3:.1f} ({ratio:.2f}x) [{mb:.0f}]")
+        print(f"  {c:<8}" + "".join(f"{cell:>28}" for cell in cells))
     return rows
 
 

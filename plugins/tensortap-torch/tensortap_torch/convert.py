@@ -89,10 +89,9 @@ def reduce_torch(tensor: torch.Tensor, names: Iterable[str], bins: int = 64) -> 
     n = f.numel()
     dev = f.device
     out: Dict[str, np.ndarray] = {}
-    scalars: Dict[str, torch.Tensor] = {}
+    scalars: Dict[str, Any] = {}
     is_float = t.is_floating_point()
-    zero = torch.zeros((), dtype=torch.float64, device=dev)
-    nan = torch.full((), float("nan"), dtype=torch.float64, device=dev)
+    zero, nan = 0.0, float("nan")  # constants: no device tensors made for them
     cache: Dict[str, torch.Tensor] = {}
 
     def minmax():
@@ -158,8 +157,10 @@ def reduce_torch(tensor: torch.Tensor, names: Iterable[str], bins: int = 64) -> 
 
             raise ConfigError(f"unknown reduction {name!r}")
         scalars[name] = v
-    if scalars:
-        values = torch.stack([torch.as_tensor(v, device=dev).double() for v in scalars.values()]).cpu().numpy()
-        for name, v in zip(scalars, values):
-            out[name] = np.asarray(v, dtype=np.float64)
+    computed = [k for k, v in scalars.items() if isinstance(v, torch.Tensor)]
+    if computed:
+        values = torch.stack([scalars[k].double() for k in computed]).cpu().numpy()
+        scalars.update(zip(computed, values))
+    for name, v in scalars.items():
+        out[name] = np.asarray(v, dtype=np.float64)
     return out
