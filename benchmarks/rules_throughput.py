@@ -1,6 +1,6 @@
 """Rule throughput and the cost of live rules on training step time.
 
-    python benchmarks/rules_throughput.py [--steps 1000] [--repeats 5] [--train-steps 150]
+    python benchmarks/rules_throughput.py [--steps 1000] [--repeats 5] [--train-steps 150] [--only live]
 
 1. Generates a run of --steps steps x 100 tensors (weights, biases, gradients, ReLU/tanh layer
    inputs and outputs, an image batch, token ids, labels, predictions, a loss; 10 % EVAL steps)
@@ -178,6 +178,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--train-steps", type=int, default=150)
+    ap.add_argument("--only", choices=["throughput", "live"], default=None, help="run one half only")
     args = ap.parse_args()
     try:
         import torch
@@ -187,12 +188,14 @@ def main() -> None:
         pass
     tmp = tempfile.mkdtemp()
     try:
-        run = f"{tmp}/run"
-        t0 = time.perf_counter()
-        per_step = make_run(run, args.steps)
-        print(f"generated {args.steps} steps x {per_step} tensors in {time.perf_counter() - t0:.1f} s")
-        throughput(run, per_step, args.steps, args.repeats)
-        live_cost(tmp, args.train_steps, args.repeats)
+        if args.only != "live":
+            run = f"{tmp}/run"
+            t0 = time.perf_counter()
+            per_step = make_run(run, args.steps)
+            print(f"generated {args.steps} steps x {per_step} tensors in {time.perf_counter() - t0:.1f} s")
+            throughput(run, per_step, args.steps, args.repeats)
+        if args.only != "throughput":
+            live_cost(tmp, args.train_steps, args.repeats)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -71,8 +71,9 @@ class LiveRules:
             self.hook.writer.flush()
             if self._trial is None:
                 from ..trial import Trial
+                from .cache import CachedTrial
 
-                self._trial = Trial(self.hook.out_dir)
+                self._trial = CachedTrial(Trial(self.hook.out_dir))
             else:
                 self._trial.refresh()
             return True
@@ -98,6 +99,7 @@ class LiveRules:
                     self.hook._report(f"rule {rule.name} failed at step {step}", e)
                     continue
                 self._record(rule, actions, res)
+            self._trial.evict(before=step - 4)  # rules look a few steps back (unchanged_tensor: 2)
 
     def _idle(self) -> None:
         """No step arrived for a while: give rules with an idle check (stalled_training) a look."""
