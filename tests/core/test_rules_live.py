@@ -160,3 +160,18 @@ def test_stalled_training_live_stops_and_offline_reports_the_gap(run_dir):
     res = tt.invoke_rule(R("stalled_training")(threshold=0.6), trial)
     assert first_fired(res) == 5 and res[5].values["gap_seconds"] > 1.0  # step 5 took the 1.5 s
     assert first_fired(tt.invoke_rule(R("stalled_training")(threshold=5), trial)) is None
+
+
+def test_live_value_cache_is_read_only_and_evicts(run_dir):
+    from tensortap.rules.cache import CachedTrial
+
+    mlp_run(run_dir, steps=6, include=("weights",))
+    ct = CachedTrial(tt.create_trial(run_dir), max_bytes=10_000)
+    a = ct.tensor("fc1.weight").value(3)
+    assert ct.tensor("fc1.weight").value(3) is a  # the second rule gets the same array
+    assert np.array_equal(a, tt.create_trial(run_dir).tensor("fc1.weight").value(3))
+    with pytest.raises(ValueError):
+        a[0, 0] = 1.0  # one rule cannot corrupt what the next one reads
+    ct.evict(before=4)
+    assert ct.tensor("fc1.weight").value(3) is not a
+    assert ct.steps() == list(range(6)) and ct.tensor("fc1.weight").steps() == list(range(6))
