@@ -60,7 +60,7 @@ class TorchAdapter(Adapter):
                 if name:
                     self.handles.append(m.register_forward_hook(eager(partial(self._on_layer, name))))
         if self._collection("attention") is not None or self._has_regex_collection():
-            tap = AttentionTap(self._on_attention, lambda: not is_quiet() and hook.wants("attention"), hook._report)
+            tap = AttentionTap(self._on_attention, self._wants_attention, hook._report)
             self.handles.extend(tap.attach(root))
         fm = self._collection("feature_maps")
         if fm is not None:
@@ -120,7 +120,7 @@ class TorchAdapter(Adapter):
         def fail(what, exc):
             raise exc
 
-        handles = AttentionTap(lambda n, p: found.append(to_numpy(p)), lambda: True, fail).attach(root)
+        handles = AttentionTap(lambda n, p: found.append(to_numpy(p)), lambda n: True, fail).attach(root)
         try:
             with quiet(), eval_mode(root), torch.no_grad():
                 root(*inputs)
@@ -213,6 +213,10 @@ class TorchAdapter(Adapter):
     def _on_output_grad(self, gname: str, step: int, grad: torch.Tensor) -> None:
         if self.hook.step == step:  # a backward that runs after the next forward began belongs to no step
             self.hook.capture(gname, grad, "gradients")
+
+    def _wants_attention(self, name: str) -> bool:
+        hook = self.hook
+        return hook.wants("attention") and not is_quiet() and self._selects(f"attention/{name}", "attention")
 
     def _on_attention(self, name: str, probs: torch.Tensor) -> None:
         self.hook.capture(f"attention/{self._call_name('attention/' + name)[len('attention/'):]}", probs, "attention")

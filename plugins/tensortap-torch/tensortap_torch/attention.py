@@ -84,10 +84,10 @@ def _encoder_layer_probs(layer: nn.TransformerEncoderLayer, src, src_mask=None, 
 class AttentionTap:
     """Wraps the forward of every attention module of a model; `sink(name, probs)` gets each result.
 
-    `active()` is asked before any work: on steps nothing is saved a wrapped call costs one
+    `active(name)` is asked before any work: on steps nothing is saved a wrapped call costs one
     Python call and that check."""
 
-    def __init__(self, sink: Sink, active: Callable[[], bool], report: Callable[[str, BaseException], None]) -> None:
+    def __init__(self, sink: Sink, active: Callable[[str], bool], report: Callable[[str, BaseException], None]) -> None:
         self.sink, self.active, self.report = sink, active, report
 
     def attach(self, model: nn.Module) -> List[Handle]:
@@ -109,7 +109,7 @@ class AttentionTap:
 
         @eager
         def record(args, kwargs):
-            if self.active():
+            if self.active(name):
                 try:
                     bound = sig.bind(*args, **kwargs)
                     bound.apply_defaults()
