@@ -119,8 +119,9 @@ class Adapter:
             self.handles.pop().remove()
 
     def finish_step(self) -> None:
-        """Called by Hook.close() before the last step is handed over: capture what is still pending
-        (e.g. gradients a backward produced that no optimizer call picked up). Default: nothing."""
+        """Called just before the Hook hands the current step to the writer (next begin_step, end_step,
+        flush, close): capture what the adapter still holds for it (e.g. on-device copies not yet
+        turned into numpy, gradients no optimizer call picked up). Default: nothing."""
 
     def rank(self) -> int:
         return 0

@@ -283,6 +283,15 @@ class Hook:
             self._hand_over()
 
     def _hand_over(self) -> None:
+        if self.adapter is not None and self.step >= 0 and not self._closed:
+            # what the adapter still holds belongs to this step, even after a set_mode switch
+            changed, self._mode_changed = self._mode_changed, False
+            try:
+                self.adapter.finish_step()
+            except Exception as e:  # noqa: BLE001
+                self._report("could not finish the step", e)
+            finally:
+                self._mode_changed = changed
         batch, self._batch = self._batch, None
         if not batch:
             return
@@ -494,11 +503,6 @@ class Hook:
         if self._closed:
             return
         with self._lock:
-            if self.adapter is not None:
-                try:
-                    self.adapter.finish_step()
-                except Exception as e:  # noqa: BLE001
-                    self._report("could not finish the last step", e)
             self._hand_over()
             self._closed = True
         if self._rules is not None:

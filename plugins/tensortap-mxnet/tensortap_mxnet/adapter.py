@@ -11,7 +11,10 @@
 - Layer tensors `<block>/input_<i>`, `<block>/output_<i>`, `attention/<cell>` and output gradients
   `gradients/<block>/output_<i>` are taken by hooks installed only for the forward of a saved
   step that wants them; hybridized trees run imperatively for that one forward (blocks.py).
-On unsaved steps the adapter does a counter increment and nothing else.
+Everything is copied on the device first (an engine op, ordered before any later write) and turned
+into numpy at the end of the step (next forward, or `hook.close()`), so a saved step never makes
+the training thread wait for the engine mid-step. On unsaved steps the adapter does a counter
+increment and nothing else.
 """
 from __future__ import annotations
 
@@ -53,7 +56,9 @@ class MXNetAdapter(Adapter):
         self._param_ids: frozenset = frozenset()
         self._layers: Dict[int, Tuple[str, Any]] = {}
         self._grads_step = -1
-        self._pending: List[Tuple[str, Any]] = []
+        self._pending: List[Tuple[str, Any]] = []      # output gradients from taps (copies)
+        self._staged: List[Tuple[str, Any, str]] = []  # on-device copies, numpy at the step's end
+        self._losses: List[Tuple[str, Any]] = []
         self._deferred: List[Tuple[str, Any, str]] = []
         self._undo: List[Callable[[], None]] = []
         self._deact: Optional[Deactivated] = None
@@ -93,8 +98,7 @@ class MXNetAdapter(Adapter):
             from mxnet import autograd
 
             with autograd.pause():
-                value = arrays[0].mean().asnumpy().reshape(())  # a scalar, like the other frameworks' losses
-            hook.record_loss(value, name if k == 0 else f"{name}#{k}")
+                self._losses.append((name if k == 0 else f"{name}#{k}", arrays[0].mean()))
 
         h = loss_obj.register_forward_hook(on_loss)
         self.handles.append(Handle(h.detach))
@@ -134,9 +138,8 @@ class MXNetAdapter(Adapter):
         hook = self.hook
         try:
             self._end_forward()
-            self.finish_step()
         except Exception as e:  # noqa: BLE001
-            hook._report("mxnet: could not finish the previous step", e)
+            hook._report("mxnet: could not clean up after the previous forward", e)
         from mxnet import autograd
 
         hook.begin_step(TRAIN if autograd.is_training() else EVAL)
@@ -162,7 +165,7 @@ class MXNetAdapter(Adapter):
             if hook.saving:
                 deferred, self._deferred = self._deferred, []
                 for name, p, cat in deferred:
-                    hook.capture(name, p.list_data()[0], cat)
+                    self._stage(name, p.list_data()[0], cat)
                 name = self._layers.get(id(block), (block.name, block))[0]
                 if self._io_selected(name):
                     self._capture_io(name, block, args, out, self._calls)
@@ -172,16 +175,16 @@ class MXNetAdapter(Adapter):
             self._end_forward()
 
     def finish_step(self) -> None:
-        """Before the current step is handed over: gradients a backward produced without a Trainer."""
+        """The Hook hands the step over next: staged copies become numpy; gradients a backward
+        produced without a Trainer are taken now."""
         hook = self.hook
         if hook is None or hook.step < 0 or not hook.saving:
-            self._pending.clear()
+            self._pending, self._staged, self._losses = [], [], []
             return
         if (self._grads_step != hook.step and hook.mode == TRAIN and hook.wants("gradients")
                 and self._fresh_gradients()):
             self._capture_grads()
-        else:
-            self._flush_pending()
+        self._flush()
 
     def _end_forward(self) -> None:
         undo, self._undo = self._undo, []
@@ -204,7 +207,7 @@ class MXNetAdapter(Adapter):
             if p._data is None:  # deferred initialisation: the forward will create it
                 self._deferred.append((name, p, cat))
                 continue
-            hook.capture(name, p.list_data()[0], cat)
+            self._stage(name, p.list_data()[0], cat)
 
     def _fresh_gradients(self) -> bool:
         for _, p in self._params:
@@ -219,7 +222,7 @@ class MXNetAdapter(Adapter):
             if (hook is None or hook._closed or suspended() or hook.step < 0 or not hook.saving
                     or self._grads_step == hook.step):
                 return
-            if not (hook.wants("gradients") or self._pending):
+            if not hook.wants("gradients"):
                 return
             if _trainer.owns_any(trainer, self._param_ids):
                 self._capture_grads()
@@ -233,13 +236,32 @@ class MXNetAdapter(Adapter):
             for name, p in self._params:
                 if p.grad_req == "null" or p._grad is None:
                     continue
-                hook.capture(f"gradients/{name}", p.list_grad()[0], "gradients")
-        self._flush_pending()
+                self._stage(f"gradients/{name}", p.list_grad()[0], "gradients")
 
-    def _flush_pending(self) -> None:
+    def _stage(self, name: str, array: Any, category: str) -> None:
+        """Queue an on-device copy of `array` if a collection active now keeps `name`. The copy is an
+        engine op ordered before any later write (e.g. the optimizer's update), so it holds today's
+        value; it becomes numpy at the end of the step, when the engine has long computed it: the
+        training thread never waits for the engine in the middle of a step."""
+        if not self._active_includes(name, category):
+            return
+        from mxnet import autograd
+
+        with autograd.pause():
+            self._staged.append((name, array.copy(), category))
+
+    def _flush(self) -> None:
+        """Hand this step's staged copies, output gradients and losses to the hook (as numpy)."""
+        hook = self.hook
+        staged, self._staged = self._staged, []
         pending, self._pending = self._pending, []
+        losses, self._losses = self._losses, []
+        for name, arr, cat in staged:
+            hook.capture(name, arr, cat)
         for name, arr in pending:
-            self.hook.capture(name, arr, "gradients")
+            hook.capture(name, arr, "gradients")
+        for name, value in losses:
+            hook.record_loss(value.asnumpy().reshape(()), name)  # a scalar, like the other frameworks' losses
 
     # ---- layer tensors -----------------------------------------------------------------------------
     def _active_includes(self, name: str, category: str, by_name_only: bool = False) -> bool:
@@ -319,10 +341,10 @@ class MXNetAdapter(Adapter):
         prefix = name if k == 0 else f"{name}#{k}"
         if hook.wants("inputs"):
             for i, a in enumerate(ins):
-                hook.capture(f"{prefix}/input_{i}", a, "inputs")
+                self._stage(f"{prefix}/input_{i}", a, "inputs")
         if hook.wants("outputs"):
             for i, a in enumerate(outs):
-                hook.capture(f"{prefix}/output_{i}", a, "outputs")
+                self._stage(f"{prefix}/output_{i}", a, "outputs")
 
     def _attention_hook(self, name: str, cell: Any):
         from .attention import probabilities
@@ -337,7 +359,7 @@ class MXNetAdapter(Adapter):
 
                 with autograd.pause():
                     probs = probabilities(cell, args[0])
-                self.hook.capture(f"attention/{name}" + (f"#{k}" if k else ""), probs, "attention")
+                self._stage(f"attention/{name}" + (f"#{k}" if k else ""), probs, "attention")
             except Exception as e:  # noqa: BLE001
                 self.hook._report(f"mxnet: could not capture attention of {name!r}", e)
 

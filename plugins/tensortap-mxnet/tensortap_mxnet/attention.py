@@ -10,7 +10,7 @@ zeroed entries and survivors scaled by 1/(1-p)).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 import numpy as np
 

@@ -7,7 +7,7 @@ import pytest
 mx = pytest.importorskip("mxnet", reason="mxnet is not installed in this venv (only in the all-frameworks venv)")
 
 import tensortap as tt  # noqa: E402
-from mxnet import autograd, gluon  # noqa: E402
+from mxnet import gluon  # noqa: E402
 from mxnet.gluon import nn  # noqa: E402
 
 from mx_models import cnn, images, param_values, train  # noqa: E402
