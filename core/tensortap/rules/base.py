@@ -146,16 +146,20 @@ def invoke_rule(rule: Rule, trial, start_step: int = 0, end_step: Optional[int] 
     """Evaluate `rule` on every saved step in [start_step, end_step); with `follow=True` keep
     tailing a live run until it closes (or `timeout` seconds pass, or end_step is reached).
     Steps never saved are skipped; this never raises because the run ended."""
+    from .cache import CachedTrial
+
     done = set()
     results: List[RuleResult] = []
     deadline = None if timeout is None else time.monotonic() + timeout
     last_idle = time.time()
+    view = trial if isinstance(trial, CachedTrial) else CachedTrial(trial)  # look-back reads hit memory
     while True:
         for s in rule.steps(trial):
             if s in done or s < start_step or (end_step is not None and s >= end_step):
                 continue
             done.add(s)
-            results.append(rule.invoke(trial, s))
+            results.append(rule.invoke(view, s))
+            view.evict(before=s - 4)
         if not follow:
             return results
         if trial.is_complete() or (end_step is not None and any(s >= end_step - 1 for s in done)):
