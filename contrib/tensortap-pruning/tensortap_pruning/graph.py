@@ -119,7 +119,9 @@ def analyse(model: nn.Module, example_input: torch.Tensor) -> List[ChannelGroup]
             info[g].frozen = why
 
     def tensor_args(node) -> List[Any]:
-        return [a for a in list(node.args) + list(node.kwargs.values()) if isinstance(a, torch.fx.Node)]
+        found: List[Any] = []
+        torch.fx.node.map_arg((node.args, node.kwargs), lambda a: found.append(a) or a)  # nested lists too
+        return found
 
     def layer_name(target: str) -> str:
         k = calls.get(target, 0)
