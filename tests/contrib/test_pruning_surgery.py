@@ -13,13 +13,7 @@ import torch.nn.functional as F  # noqa: E402
 from tensortap_pruning import analyse, count_params, params_removed, plan_removal, remove_channels  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: several times faster than two on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Block(nn.Module):

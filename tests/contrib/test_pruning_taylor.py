@@ -16,13 +16,7 @@ import tensortap as tt  # noqa: E402
 from tensortap_pruning import TaylorPruner, count_params, l2_normalise, layer_scores_from_trial  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: several times faster than two on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Net(nn.Module):
