@@ -211,3 +211,23 @@ def test_results_display_in_jupyter(runs, tmp_path):
     assert Image.open(io.BytesIO(data)).size[0] > 100
     if not hasattr(shown, "data"):
         os.remove(shown)
+
+
+def test_fast_histogram_counts_equal_numpy_histogram():
+    from tensortap.vis._common import fast_histogram
+
+    rng = np.random.default_rng(1)
+    for i in range(60):
+        x = (rng.standard_normal(int(rng.integers(1, 3000))) * 10 ** rng.uniform(-6, 6))
+        x = x.astype(np.float32 if i % 2 else np.float64)
+        if i % 3 == 0:
+            x = np.round(x, 1)
+        bins = int(rng.integers(1, 80))
+        counts, edges, (mn, mx, n, total, sq) = fast_histogram(x, bins)
+        f = x.astype(np.float64)
+        rng_ = (f.min(), f.max()) if f.max() > f.min() else (f.min() - 0.5, f.max() + 0.5)
+        ref, ref_edges = np.histogram(f, bins=bins, range=rng_)
+        assert np.array_equal(counts, ref) and np.allclose(edges, ref_edges)
+        assert (mn, mx, n) == (f.min(), f.max(), f.size) and np.isclose(total, f.sum())
+    counts, _, stats = fast_histogram(np.array([1.0, np.nan, np.inf, 3.0]), 2)
+    assert list(counts) == [1, 1] and stats[2] == 2

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..progress import progress
-from ..trial import VALUE
+from ..trial import REDUCTION, VALUE
 from .tfevents import EventWriter, histogram_value, image_value, scalar_value
 
 SCALAR_COLLECTIONS = ("losses", "metrics", "scalars")
@@ -72,7 +72,8 @@ def export_tensorboard(run, out: str, *, histograms: bool = True, images: bool =
         hist_names = (trial.tensor_names(regex=hist_regex) if hist_regex
                       else trial.tensor_names(collection=list(HIST_COLLECTIONS)))
         hist_names = [n for n in hist_names if n not in scalar_names and not n.startswith(("gradcam/", "attention/"))]
-    others = [n for n in trial.tensor_names() if n not in scalar_names] if reductions else []
+    red_kinds = _scalar_reductions(trial) if reductions else {}
+    others = sorted(n for n in red_kinds if n not in scalar_names)
     steps_of = {n: set(trial.tensor(n).steps()) for n in set(scalar_names) | set(hist_names) | set(others)}
     cams = _gradcam_images(trial, max_images) if images else {}
     writers: Dict[str, EventWriter] = {}
@@ -97,12 +98,15 @@ def export_tensorboard(run, out: str, *, histograms: bool = True, images: bool =
                         c["histograms"] += 1
             for n in others:
                 if s in steps_of[n]:
-                    for red in trial.tensor(n).reduction_names(s):
-                        if red in SCALAR_REDUCTIONS:
-                            v = np.asarray(trial.tensor(n).reduction_value(s, red), dtype=np.float64)
-                            if v.size == 1:
-                                values.append(scalar_value(f"{n}/{red}", float(v.reshape(-1)[0])))
-                                c["scalars"] += 1
+                    t = trial.tensor(n)
+                    for red in red_kinds[n]:
+                        try:
+                            v = np.asarray(t.reduction_value(s, red), dtype=np.float64)
+                        except Exception:  # noqa: BLE001 - that reduction was not saved at this step
+                            continue
+                        if v.size == 1:
+                            values.append(scalar_value(f"{n}/{red}", float(v.reshape(-1)[0])))
+                            c["scalars"] += 1
             for tag, png, h, w in cams.get(s, ()):
                 values.append(image_value(tag, png, h, w))
                 c["images"] += 1
@@ -120,6 +124,16 @@ def export_tensorboard(run, out: str, *, histograms: bool = True, images: bool =
     return {m: c for m, c in counts.items() if c["events"]}
 
 
+def _scalar_reductions(trial) -> Dict[str, List[str]]:
+    """tensor name -> the scalar reductions saved for it at some step (from the index, no data read)."""
+    out: Dict[str, set] = {}
+    for r in trial._readers():
+        for (name, kind) in r.nid_of:
+            if kind.startswith(REDUCTION) and kind[len(REDUCTION):] in SCALAR_REDUCTIONS:
+                out.setdefault(name, set()).add(kind[len(REDUCTION):])
+    return {n: sorted(k) for n, k in out.items()}
+
+
 def _scalar(trial, name: str, step: int) -> Optional[float]:
     t = trial.tensor(name)
     try:
@@ -134,24 +148,29 @@ def _scalar(trial, name: str, step: int) -> Optional[float]:
 
 
 def _histogram(trial, name: str, step: int, bins: int):
-    """(counts, edges, stats) from the full value, else the saved histogram reduction, else None."""
+    """(counts, edges, stats): the histogram saved at capture time when there is one (no data to
+    read or bin), else binned from the full value; None when neither is readable."""
+    from ..vis._common import fast_histogram
+
     t = trial.tensor(name)
+    try:
+        counts, edges = t.reduction_value(step, "histogram")
+        stats = None
+        try:
+            mn, mx = t.reduction_value(step, "min"), t.reduction_value(step, "max")
+            c = np.asarray(counts, np.float64)
+            centres = (np.asarray(edges)[:-1] + np.asarray(edges)[1:]) / 2
+            stats = (float(mn), float(mx), float(c.sum()), float((c * centres).sum()), float((c * centres ** 2).sum()))
+        except Exception:  # noqa: BLE001 - no exact min/max saved: estimated from the buckets
+            pass
+        return np.asarray(counts), np.asarray(edges), stats
+    except Exception:  # noqa: BLE001 - no histogram reduction at this step
+        pass
     try:
         v = np.asarray(t.value(step))
     except Exception:  # noqa: BLE001
-        v = None
-    if v is not None:
-        if v.dtype.kind not in "biuf" or v.size == 0:
-            return None
-        f = v.astype(np.float64).ravel()
-        f = f[np.isfinite(f)]
-        if f.size == 0:
-            return None
-        lo, hi = float(f.min()), float(f.max())
-        counts, edges = np.histogram(f, bins=bins, range=(lo, hi) if hi > lo else (lo - 0.5, hi + 0.5))
-        return counts, edges, (lo, hi, float(f.size), float(f.sum()), float((f * f).sum()))
-    try:
-        counts, edges = t.reduction_value(step, "histogram")
-        return np.asarray(counts), np.asarray(edges), None
-    except Exception:  # noqa: BLE001
         return None
+    if v.dtype.kind not in "biuf" or v.size == 0:
+        return None
+    counts, edges, stats = fast_histogram(v, bins)
+    return (counts, edges, stats) if stats[2] else None

@@ -16,6 +16,7 @@ from ..progress import progress
 REPORT_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "embedding": {"max_points": 600, "max_steps": 8},
     "attention": {"max_steps": 20},
+    "distributions": {"max_steps": 100},
 }
 #: visualizers first in the page, in this order; others follow by name
 ORDER = ("scalars", "distributions", "pruning", "gradcam", "attention", "embedding")

@@ -263,3 +263,32 @@ def coerce_option(value: str, default: Any) -> Any:
         except ValueError:
             pass
     return v
+
+
+def fast_histogram(values: np.ndarray, bins: int, lo: Optional[float] = None, hi: Optional[float] = None):
+    """Counts of the finite values in `bins` equal bins over [lo, hi] (default: their min..max),
+    the edges, and (min, max, n, sum, sum of squares). Same counts as np.histogram with uniform
+    bins (values outside [lo, hi] are dropped), several times faster on large float32 tensors."""
+    f = np.asarray(values).ravel()
+    if f.dtype.kind not in "f":
+        f = f.astype(np.float64)
+    if f.size and not np.isfinite(f.sum(dtype=np.float64)):
+        f = f[np.isfinite(f)]
+    if f.size == 0:
+        return np.zeros(bins), np.linspace(0.0, 1.0, bins + 1), (0.0, 0.0, 0.0, 0.0, 0.0)
+    mn, mx = float(f.min()), float(f.max())
+    lo = mn if lo is None else float(lo)
+    hi = mx if hi is None else float(hi)
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+    g = f if (lo <= mn and mx <= hi) else f[(f >= lo) & (f <= hi)]
+    g64 = g.astype(np.float64, copy=False)
+    idx = ((g64 - lo) * (bins / (hi - lo))).astype(np.intp)
+    np.minimum(idx, bins - 1, out=idx)
+    # values on an edge: the rounding of the multiplication may put them one bin off (as np.histogram fixes)
+    idx[g64 < edges[idx]] -= 1
+    idx[(g64 >= edges[idx + 1]) & (idx != bins - 1)] += 1
+    counts = np.bincount(idx, minlength=bins)[:bins].astype(np.float64)
+    stats = (mn, mx, float(f.size), float(f.sum(dtype=np.float64)), float(np.square(f, dtype=np.float64).sum()))
+    return counts, edges, stats

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..progress import progress
-from ._common import Rendered, as_trial, fig_to_png, fired_steps, natural_key, plt, select_steps, write_bytes
+from ._common import Rendered, as_trial, fast_histogram, fig_to_png, fired_steps, natural_key, plt, select_steps, write_bytes
 from .base import Visualizer
 
 DEFAULT_COLLECTIONS = ("weights", "gradients", "biases", "outputs")
@@ -20,7 +20,7 @@ def _hist_sources(trial, name: str, steps) -> List[Tuple[int, object]]:
     out = []
     for s in steps:
         try:
-            out.append((s, np.asarray(t.value(s), dtype=np.float64)))
+            out.append((s, np.asarray(t.value(s))))
             continue
         except Exception:  # noqa: BLE001 - only reductions saved at this step
             pass
@@ -41,10 +41,12 @@ def histogram_matrix(sources, bins: int = 64, symlog: bool = False):
             nz = np.nonzero(c)[0]
             if nz.size:
                 lo, hi = min(lo, e[nz[0]]), max(hi, e[nz[-1] + 1])
-        else:
-            f = v[np.isfinite(v)]
+        elif v.size:
+            f = v if v.dtype.kind == "f" else v.astype(np.float64)
+            if not np.isfinite(f.sum(dtype=np.float64)):
+                f = f[np.isfinite(f)]
             if f.size:
-                lo, hi = min(lo, f.min()), max(hi, f.max())
+                lo, hi = min(lo, float(f.min())), max(hi, float(f.max()))
     if not np.isfinite(lo):
         lo, hi = 0.0, 1.0
     if lo == hi:
@@ -57,8 +59,7 @@ def histogram_matrix(sources, bins: int = 64, symlog: bool = False):
             centres = (e[:-1] + e[1:]) / 2
             mat[:, j] = np.histogram(centres, bins=edges, weights=c)[0]
         else:
-            f = v[np.isfinite(v)].ravel()
-            mat[:, j] = np.histogram(f, bins=edges)[0]
+            mat[:, j] = fast_histogram(v, bins, lo, hi)[0]
     return mat, edges, [s for s, _ in sources]
 
 
