@@ -72,6 +72,17 @@ def test_scalars_draws_train_and_eval_lines_and_marks_fired_rules(runs, tmp_path
     assert redish(a) > redish(plain) + 50, "fired-rule steps are not marked"
 
 
+def test_scalars_per_mode_step_counters(runs):
+    from tensortap.vis.scalars import series
+
+    trial = tt.create_trial(runs["mlp"])
+    by_global, by_mode = series(trial, "loss"), series(trial, "loss", x="mode")
+    assert list(by_mode["eval"][0]) == trial.steps(mode="eval") == [0, 1, 2, 3]
+    assert list(by_global["eval"][0]) == [trial.global_step("eval", s) for s in range(4)]
+    assert list(by_mode["train"][0]) == trial.steps(mode="train")
+    assert np.array_equal(by_mode["eval"][1], by_global["eval"][1])
+
+
 def test_scalars_overlays_several_runs(runs, tmp_path):
     one = rgb(tt.vis.get("scalars")().render(runs["mlp"], str(tmp_path / "one.png"), names="^loss$"))
     two = rgb(tt.vis.get("scalars")().render([runs["mlp"], runs["mlp_hist"]], str(tmp_path / "two.png"),

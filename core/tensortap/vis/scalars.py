@@ -31,8 +31,9 @@ def _point(t, s: int) -> Optional[float]:
         return None
 
 
-def series(trial, name: str) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
-    """mode -> (global steps, values) of one scalar tensor; values of size > 1 are averaged."""
+def series(trial, name: str, x: str = "global") -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """mode -> (steps, values) of one scalar tensor; values of size > 1 are averaged. Steps are
+    global (x="global") or each mode's own counter (x="mode")."""
     t = trial.tensor(name)
     by_mode: Dict[str, List[Tuple[int, float]]] = {}
     for s in t.steps():
@@ -41,7 +42,8 @@ def series(trial, name: str) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
             continue
         m = trial.mode(s)
         key = m.value.lower() if m is not None else "global"
-        by_mode.setdefault(key, []).append((s, v))
+        pos = s if x == "global" else trial.mode_step(s)
+        by_mode.setdefault(key, []).append((s if pos is None else pos, v))
     return {m: (np.array([p[0] for p in pts]), np.array([p[1] for p in pts])) for m, pts in by_mode.items()}
 
 
@@ -49,6 +51,7 @@ class ScalarsVisualizer(Visualizer):
     """Losses, metrics and saved scalars over (global) steps; one line per mode; several runs overlaid.
 
     Options: names (regex selecting tensors), logy ("auto", true, false), smooth (EMA weight 0..1),
+    x ("global" steps, or "mode": each mode's own step counter),
     mark_rules (draw steps where a rule fired).
     """
 
@@ -59,7 +62,8 @@ class ScalarsVisualizer(Visualizer):
         return bool(scalar_names(trial))
 
     def render(self, trial, out: str, *, names: Optional[str] = None, logy: str = "auto", smooth: float = 0.0,
-               mark_rules: bool = True, columns: int = 2, runs: Optional[Sequence] = None) -> str:
+               mark_rules: bool = True, columns: int = 2, runs: Optional[Sequence] = None,
+               x: str = "global") -> str:
         trials = [as_trial(t) for t in (trial if isinstance(trial, (list, tuple)) else [trial])]
         trials += [as_trial(t) for t in (runs or [])]
         all_names: List[str] = []
@@ -70,6 +74,10 @@ class ScalarsVisualizer(Visualizer):
             raise ConfigError("no losses, metrics or scalars in " + ", ".join(t.path for t in trials)
                               + (f" matching {names!r}" if names else "")
                               + " (record them with hook.record_loss / hook.save_scalar)")
+        if x not in ("global", "mode"):
+            raise ConfigError(f"x must be 'global' (one step counter) or 'mode' (each mode's own), got {x!r}")
+        if x == "mode":
+            mark_rules = False  # rule results are recorded at global steps
         if not 0.0 <= float(smooth) < 1.0:
             raise ConfigError(f"smooth must be in [0, 1), got {smooth}")
         pyplot = plt()
@@ -86,13 +94,13 @@ class ScalarsVisualizer(Visualizer):
             for r, t in enumerate(trials):
                 if not t.has_tensor(name):
                     continue
-                for mode, (x, y) in sorted(series(t, name).items(), key=lambda kv: MODES.index(kv[0])):
+                for mode, (xs, ys) in sorted(series(t, name, x).items(), key=lambda kv: MODES.index(kv[0])):
                     if smooth:
-                        y = _ema(y, float(smooth))
+                        ys = _ema(ys, float(smooth))
                     label = mode if len(trials) == 1 else f"{t.name} · {mode}"
-                    ax.plot(x, y, styles[r % len(styles)], color=colours.get(mode), label=label,
-                            marker="o" if len(x) < 3 else None, markersize=3)
-                    fin = y[np.isfinite(y)]
+                    ax.plot(xs, ys, styles[r % len(styles)], color=colours.get(mode), label=label,
+                            marker="o" if len(xs) < 3 else None, markersize=3)
+                    fin = ys[np.isfinite(ys)]
                     positive = positive and bool(fin.size) and bool((fin > 0).all())
                     if fin.size:
                         spans.append((fin.min(), fin.max()))
@@ -105,7 +113,7 @@ class ScalarsVisualizer(Visualizer):
             if use_log and positive:
                 ax.set_yscale("log")
             ax.set_title(name, fontsize=10)
-            ax.set_xlabel("step")
+            ax.set_xlabel("step" if x == "global" else "step of its mode")
             ax.grid(alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=8)
