@@ -256,6 +256,8 @@ class MXNetAdapter(Adapter):
         staged, self._staged = self._staged, []
         pending, self._pending = self._pending, []
         losses, self._losses = self._losses, []
+        if staged:
+            staged[-1][1].wait_to_read()  # the last copy queued: once it is done, most others are too
         for name, arr, cat in staged:
             hook.capture(name, arr, cat)
         for name, arr in pending:
