@@ -31,7 +31,7 @@ import tensortap as tt  # noqa: E402
 from tensortap_pruning import TaylorPruner, count_params, size_mb  # noqa: E402
 
 from common.digits import load_digits_images  # noqa: E402
-from models import MODELS  # noqa: E402
+from common.cnn import MODELS  # noqa: E402
 
 PRESETS = {
     # width, epochs before pruning, fine-tune epochs per iteration, filters removed per iteration,

@@ -1,4 +1,4 @@
-"""The two CNNs the pruning demo prunes: ResNet-style (residual blocks) and AlexNet-style (plain stack)."""
+"""Small CNNs the demos train: ResNet-style (residual blocks) and AlexNet-style (plain stack)."""
 from __future__ import annotations
 
 import torch
