@@ -4,8 +4,8 @@
   `hook.begin_step(TRAIN if model.training else EVAL)`, then captures weights/biases;
 - parameter gradients: `register_post_accumulate_grad_hook` on each parameter (fires once
   `.grad` holds this backward's result, before any optimizer step);
-- layer inputs/outputs: forward hooks, only on models whose collections can select layers;
-  gradients of selected outputs: a tensor hook registered on saved steps only;
+- layer inputs/outputs: forward hooks registered at the boundary of a saved step that wants
+  them and removed at the next boundary; gradients of selected outputs: tensor hooks;
 - losses: a forward hook on the loss module (`hook.register_loss`);
 - attention: see attention.py; Grad-CAM: see gradcam.py.
 Every callback first asks `hook.wants(...)`: an unsaved step does no tensor work at all.
@@ -43,6 +43,8 @@ class TorchAdapter(Adapter):
         self.root: Optional[nn.Module] = None
         self._calls: Dict[str, int] = {}
         self._feature_layer: Optional[Tuple[str, nn.Module]] = None
+        self._layers: List[Tuple[str, nn.Module]] = []  # modules whose inputs/outputs may be selected
+        self._step_hooks: List[Any] = []  # forward hooks living for one saved step
         self._step_args: Optional[tuple] = None
 
     # ---- Adapter contract ------------------------------------------------------------------
@@ -56,9 +58,8 @@ class TorchAdapter(Adapter):
             if p.requires_grad:
                 self.handles.append(self._grad_hook(p, name))
         if self._could_select_layers():
-            for name, m in root.named_modules():
-                if name:
-                    self.handles.append(m.register_forward_hook(eager(partial(self._on_layer, name))))
+            self._layers = [(name, m) for name, m in root.named_modules() if name]
+        self.handles.append(Handle(self._drop_step_hooks))
         if self._collection("attention") is not None or self._has_regex_collection():
             tap = AttentionTap(self._on_attention, self._wants_attention, hook._report)
             self.handles.extend(tap.attach(root))
@@ -169,8 +170,12 @@ class TorchAdapter(Adapter):
         if is_quiet():
             return
         hook = self.hook
+        self._drop_step_hooks()
         hook.begin_step(TRAIN if module.training else EVAL)  # may raise tt.StopTraining (a rule's stop)
         self._calls.clear()
+        if self._layers and (hook.wants("inputs") or hook.wants("outputs")):
+            # layer hooks exist only during saved steps: an unsaved step runs the bare model
+            self._step_hooks = [m.register_forward_hook(eager(partial(self._on_layer, name))) for name, m in self._layers]
         ww, wb = hook.wants("weights"), hook.wants("biases")
         if ww or wb:
             for name, p in module.named_parameters():
@@ -179,6 +184,10 @@ class TorchAdapter(Adapter):
                     hook.capture(name, p, "biases" if is_bias else "weights")
         if self._feature_layer is not None and hook.wants("feature_maps"):
             self._record_gradcam(module, args)
+
+    def _drop_step_hooks(self) -> None:
+        while self._step_hooks:
+            self._step_hooks.pop().remove()
 
     def _call_name(self, name: str) -> str:
         k = self._calls.get(name, 0)

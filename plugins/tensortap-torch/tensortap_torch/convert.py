@@ -79,88 +79,90 @@ def _histogram(f: torch.Tensor, bins: int, edge_dtype: np.dtype) -> np.ndarray:
     return np.concatenate([counts.double().cpu().numpy(), edges.astype(np.float64)])
 
 
+_HEAVY = {  # reduction -> the full passes over the data it needs (each computed once)
+    "min": ("minmax",), "max": ("minmax",), "mean": ("sum",), "sum": ("sum",), "std": ("sum", "sumsq"),
+    "variance": ("sum", "sumsq"), "l2": ("sumsq",), "l1": ("l1",), "abs_mean": ("l1",),
+    "abs_min": ("absminmax",), "abs_max": ("absminmax",), "nan_count": ("nan",), "inf_count": ("inf",),
+    "zero_count": ("nonzero",),
+}
+
+
+def _passes(f: torch.Tensor, needed) -> Dict[str, float]:
+    """The full passes over `f` as Python floats: a handful of torch calls, one host transfer."""
+    parts: Dict[str, torch.Tensor] = {}
+    for p in needed:
+        if p == "minmax":
+            parts["min"], parts["max"] = torch.aminmax(f)
+        elif p == "absminmax":
+            parts["abs_min"], parts["abs_max"] = torch.aminmax(f.abs())
+        elif p == "sum":
+            parts["sum"] = f.sum(dtype=torch.float64)
+        elif p == "sumsq":
+            parts["l2"] = torch.linalg.vector_norm(f, 2, dtype=torch.float64)
+        elif p == "l1":
+            parts["l1"] = torch.linalg.vector_norm(f, 1, dtype=torch.float64)
+        elif p == "nan":
+            parts["nan"] = torch.isnan(f).sum()
+        elif p == "inf":
+            parts["inf"] = torch.isinf(f).sum()
+        elif p == "nonzero":
+            parts["nonzero"] = torch.count_nonzero(f)
+    if not parts:
+        return {}
+    values = torch.stack([v.double() for v in parts.values()]).tolist()
+    return dict(zip(parts, values))
+
+
 def reduce_torch(tensor: torch.Tensor, names: Iterable[str], bins: int = 64) -> Dict[str, np.ndarray]:
-    """Every requested reduction of `tensor`, computed where it lives, one pass per group, no copy
-    of float32/float64 data, and a single host transfer. Agrees with reduce_numpy to float32
-    rounding (sums accumulate in float64, as numpy's do)."""
+    """Every requested reduction of `tensor`, computed where it lives: one pass per kind of sum,
+    no copy of float32/float64 data, one host transfer; the scalar arithmetic is then done in
+    Python float64. Agrees with reduce_numpy (sums accumulate in float64, as numpy's do)."""
     names = list(names)
     t = plain(tensor)
     f = _work_tensor(t)
     n = f.numel()
-    dev = f.device
-    out: Dict[str, np.ndarray] = {}
-    scalars: Dict[str, Any] = {}
     is_float = t.is_floating_point()
-    zero, nan = 0.0, float("nan")  # constants: no device tensors made for them
-    cache: Dict[str, torch.Tensor] = {}
-
-    def minmax():
-        if "min" not in cache:
-            cache["min"], cache["max"] = torch.aminmax(f)
-        return cache["min"], cache["max"]
-
-    def var_mean():
-        """Population variance and mean, accumulated in float64. On the CPU from sum and sum of
-        squares (two fast passes); where that would cancel (spread tiny against the mean), and
-        always on accelerators, from the centred values as numpy does."""
-        if "var" not in cache:
-            mean = f.sum(dtype=torch.float64) / n
-            var = None
-            if dev.type == "cpu":
-                var = norm(2).double() ** 2 / n - mean * mean
-                if not bool(var > 1e-6 * mean * mean):
-                    var = None
-            if var is None:
-                c = f.double() - mean
-                var = (c * c).mean()
-            cache["var"], cache["mean"] = var.clamp(min=0), mean
-        return cache["var"], cache["mean"]
-
-    def norm(order):
-        key = f"l{order}"
-        if key not in cache:
-            cache[key] = torch.linalg.vector_norm(f, order, dtype=torch.float64)
-        return cache[key]
-
+    needed = dict.fromkeys(p for r in names for p in _HEAVY.get(r, ())
+                           if n or p in ("nan", "inf", "nonzero"))
+    if not is_float:
+        needed.pop("nan", None)
+        needed.pop("inf", None)
+    v = _passes(f, needed)
+    out: Dict[str, np.ndarray] = {}
+    var = None
+    if n and ("std" in names or "variance" in names):
+        mean = v["sum"] / n
+        var = v["l2"] ** 2 / n - mean * mean
+        if not var > 1e-6 * mean * mean:  # cancellation (tiny spread against the mean): centre first
+            c = f.double() - mean
+            var = float(torch.dot(c, c)) / n
+        var = max(var, 0.0)
+    nan = float("nan")
     for name in names:
         if name == "histogram":
             out[name] = _histogram(f, bins, _bin_dtype(t))
             continue
         if name == "nan_count":
-            v = torch.isnan(f).sum() if is_float else zero
+            x = v.get("nan", 0.0)
         elif name == "inf_count":
-            v = torch.isinf(f).sum() if is_float else zero
+            x = v.get("inf", 0.0)
         elif name == "zero_count":
-            v = n - torch.count_nonzero(f) if n else zero
+            x = n - v["nonzero"] if n else 0.0
         elif n == 0:
-            v = nan
-        elif name in ("min", "max"):
-            v = minmax()[name == "max"]
+            x = nan
+        elif name in ("min", "max", "sum", "l1", "l2", "abs_min", "abs_max"):
+            x = v[name]
         elif name == "mean":
-            v = var_mean()[1]
-        elif name == "std":
-            v = var_mean()[0].sqrt()
-        elif name == "variance":
-            v = var_mean()[0]
-        elif name == "sum":
-            v = f.sum(dtype=torch.float64)
-        elif name == "l1":
-            v = norm(1)
-        elif name == "l2":
-            v = norm(2)
-        elif name in ("abs_min", "abs_max"):
-            v = torch.aminmax(f.abs())[name == "abs_max"]
+            x = v["sum"] / n
         elif name == "abs_mean":
-            v = norm(1).double() / n
+            x = v["l1"] / n
+        elif name == "std":
+            x = var ** 0.5
+        elif name == "variance":
+            x = var
         else:
             from tensortap.errors import ConfigError
 
             raise ConfigError(f"unknown reduction {name!r}")
-        scalars[name] = v
-    computed = [k for k, v in scalars.items() if isinstance(v, torch.Tensor)]
-    if computed:
-        values = torch.stack([scalars[k].double() for k in computed]).cpu().numpy()
-        scalars.update(zip(computed, values))
-    for name, v in scalars.items():
-        out[name] = np.asarray(v, dtype=np.float64)
+        out[name] = np.asarray(x, dtype=np.float64)
     return out
