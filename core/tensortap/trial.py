@@ -361,8 +361,9 @@ class Tensor:
             g = t._global(r, int(step), mode)
             if g is None:
                 continue
-            for (n, kind), nid in r.nid_of.items():
-                if n == self.name and kind.startswith(REDUCTION) and r.steps[g].find(nid) is not None:
+            for nid in t._nids(r).get(self.name, ()):
+                kind = r.names[nid][1]
+                if kind.startswith(REDUCTION) and r.steps[g].find(nid) is not None:
                     out.add(kind[len(REDUCTION):])
         return sorted(out)
 
@@ -375,7 +376,7 @@ class Tensor:
         m = to_mode(mode)
         out = set()
         for r in t._readers(worker):
-            nids = [nid for (n, k), nid in r.nid_of.items() if n == self.name and (kind is None or k == kind)]
+            nids = [nid for nid in t._nids(r).get(self.name, ()) if kind is None or r.names[nid][1] == kind]
             if not nids:
                 continue
             for g, si in r.steps.items():

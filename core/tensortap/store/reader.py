@@ -21,6 +21,7 @@ from .fs import is_local, join
 
 log = logging.getLogger("tensortap")
 MAX_NDIM = 64
+_ALIGN = 64
 
 
 def _is_id(x) -> bool:
@@ -266,6 +267,11 @@ class WorkerReader:
             raise CorruptRunError(f"{what}: index says {nbytes} bytes for shape {shape} {dtype}; the run is damaged")
         total = nbytes + framing.OVERHEAD
         path = self._data_path(si.seg)
+        # Read into fresh, uninitialised memory placed so the payload starts 64-byte aligned:
+        # no zero-fill pass, and the array returned is a view of it (aligned, no extra copy).
+        pad = -framing.HEADER_SIZE % _ALIGN
+        raw = np.empty(pad + total, np.uint8)
+        rec = memoryview(raw)[pad:]
         with self._lock:
             if off + total > self._size(si.seg, off + total):
                 raise CorruptRunError(f"{what}: its bytes lie past the end of {layout.data_file(si.seg)}; the run is damaged")
@@ -276,28 +282,37 @@ class WorkerReader:
                         for h in self._handles.values():
                             h.close()
                         self._handles.clear()
-                    f = self._handles[si.seg] = open(path, "rb")
-                buf = bytearray(total)
+                    f = self._handles[si.seg] = open(path, "rb", buffering=0)
                 f.seek(off)
-                got = f.readinto(buf)
+                got = 0
+                while got < total:  # raw reads may return less than asked
+                    n = f.readinto(rec[got:])
+                    if not n:
+                        break
+                    got += n
             else:
-                buf = bytearray(self.fs.cat_file(path, start=off, end=off + total))
-                got = len(buf)
+                fetched = self.fs.cat_file(path, start=off, end=off + total)
+                got = len(fetched)
+                if got == total:
+                    rec[:] = fetched
         if got != total:
             raise CorruptRunError(f"{what}: short read from {layout.data_file(si.seg)}; the run is damaged")
         try:
-            framing.check_record(buf, framing.KIND_DATA)
+            payload = framing.check_record(rec, framing.KIND_DATA)
         except (framing.TornRecord, framing.BadPayload):
             raise CorruptRunError(
                 f"{what}: checksum mismatch in {self.worker}/{layout.data_file(si.seg)} at byte {off}; "
                 "the stored bytes are damaged (refusing to return them)"
             ) from None
+        if len(payload) != nbytes:  # the index and the record disagree: never return neighbouring bytes
+            raise CorruptRunError(f"{what}: the record at byte {off} holds {len(payload)} bytes, the index says "
+                                  f"{nbytes}; the run is damaged")
         if not dtype.itemsize:  # zero-width: only an empty array is plausible (no forged huge shape)
             if math.prod(shape):
                 raise CorruptRunError(f"{what}: zero-width dtype {dtype} with shape {shape}; the run is damaged")
             return np.zeros(shape, dtype)
-        return np.frombuffer(buf, dtype=dtype, count=nbytes // dtype.itemsize,
-                             offset=framing.HEADER_SIZE).reshape(shape)
+        start = pad + framing.HEADER_SIZE
+        return raw[start:start + nbytes].view(dtype).reshape(shape)
 
     def close(self) -> None:
         for h in self._handles.values():

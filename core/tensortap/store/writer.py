@@ -30,6 +30,7 @@ log = logging.getLogger("tensortap")
 
 DEFAULT_QUEUE_BYTES = 512 * 1024 * 1024
 DEFAULT_SEGMENT_BYTES = 1024 * 1024 * 1024
+SMALL_RECORD = 64 * 1024  # arrays up to this size are framed in memory and written together
 _CLOSE = object()
 _ROLL = object()
 
@@ -109,6 +110,7 @@ class StoreWriter:
         self._names: Dict[Tuple[str, str], int] = {}
         self._name_defs: List[list] = []
         self._dtypes: Dict[str, int] = {}
+        self._dtype_ids: Dict[np.dtype, int] = {}
         self._shapes: Dict[Tuple[int, ...], int] = {}
         self._dropped_unreported = 0
         self._seg_steps = 0  # items written to the open segment
@@ -356,6 +358,8 @@ class StoreWriter:
         rows = []
         data = self._data
         pos = self._data_pos
+        small: list = []  # records of small arrays, joined into one write (per-call overhead dominates)
+        header, crc, kind_data, overhead = framing.header, framing.crc, framing.KIND_DATA, framing.OVERHEAD
         for it in batch.items:
             key = (it.name, it.kind)
             nid = self._names.get(key)
@@ -366,24 +370,37 @@ class StoreWriter:
                 self._name_defs.append(d)
                 new_names.append(d)
             arr = it.array
-            dstr = index.dtype_code(arr.dtype)
-            did = self._dtypes.get(dstr)
+            did = self._dtype_ids.get(arr.dtype)
             if did is None:
-                did = self._dtypes[dstr] = len(self._dtypes)
-                new_dtypes.append([did, dstr])
-            shp = tuple(int(x) for x in arr.shape)
+                dstr = index.dtype_code(arr.dtype)
+                did = self._dtypes.get(dstr)
+                if did is None:
+                    did = self._dtypes[dstr] = len(self._dtypes)
+                    new_dtypes.append([did, dstr])
+                self._dtype_ids[arr.dtype] = did
+            shp = arr.shape
             sid = self._shapes.get(shp)
             if sid is None:
                 sid = self._shapes[shp] = len(self._shapes)
-                new_shapes.append([sid, list(shp)])
-            # raw bytes, whatever the dtype (complex, bfloat16 and unicode have no 1-char buffer format)
-            buf = np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data if arr.nbytes else b""
-            n = len(buf)
-            data.write(framing.header(framing.KIND_DATA, n))
-            data.write(buf)
-            data.write(framing.trailer(framing.crc(buf)))
+                new_shapes.append([sid, [int(x) for x in shp]])
+            if not arr.flags.c_contiguous:
+                arr = np.ascontiguousarray(arr)
+            n = arr.nbytes
+            if n <= SMALL_RECORD:
+                payload = arr.tobytes()  # raw bytes whatever the dtype (complex, bfloat16, unicode)
+                small += (header(kind_data, n), payload, framing.trailer(crc(payload)))
+            else:  # big: no copy; crc and write straight from the array's memory
+                if small:
+                    data.write(b"".join(small))
+                    small = []
+                buf = arr.reshape(-1).view(np.uint8)
+                data.write(header(kind_data, n))
+                data.write(buf)
+                data.write(framing.trailer(crc(buf)))
             rows.append((nid, did, sid, pos, n))
-            pos += n + framing.OVERHEAD
+            pos += n + overhead
+        if small:
+            data.write(b"".join(small))
         data.flush()
         self._data_pos = pos
         if new_names or new_dtypes or new_shapes:
