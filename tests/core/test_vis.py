@@ -100,6 +100,8 @@ def test_distributions_heatmap_from_values_and_from_histogram_reductions(runs, t
     steps = trial.tensor("fc1.weight").steps()
     mat, edges, st = histogram_matrix(_hist_sources(trial, "fc1.weight", steps), bins=20)
     assert st == steps and np.all(mat.sum(axis=0) == trial.tensor("fc1.weight").value(steps[0]).size)
+    assert tt.vis.get("distributions")()._names(trial, None, 4) == [
+        "fc1.weight", "gradients/fc1.weight", "fc1.bias", "gradients/fc1.bias"]  # each parameter, then its gradient
     h = tt.create_trial(runs["mlp_hist"])  # only "mean" and "histogram" reductions were saved
     out2 = tt.vis.get("distributions")().render(h, str(tmp_path / "d2.png"))
     assert non_white_share(rgb(out2)) > 0.2

@@ -75,13 +75,21 @@ class DistributionsVisualizer(Visualizer):
     suffix = ".png"
 
     def _names(self, trial, tensors: Optional[str], max_tensors: int) -> List[str]:
+        """Tensors to draw: those matching `tensors`, else each parameter followed by its gradient,
+        then other gradients, then layer outputs (natural order)."""
         if tensors:
-            names = trial.tensor_names(regex=tensors)
+            names = sorted(trial.tensor_names(regex=tensors), key=natural_key)
         else:
+            params = sorted(set(trial.tensor_names(collection="weights")) | set(trial.tensor_names(collection="biases")),
+                            key=lambda n: (natural_key(n.rsplit(".", 1)[0]), "bias" in n.rsplit(".", 1)[-1], natural_key(n)))
+            grads = set(trial.tensor_names(collection="gradients"))
             names = []
-            for c in ("weights", "gradients", "biases", "outputs"):
-                names += [n for n in trial.tensor_names(collection=c) if n not in names]
-        names = sorted(names, key=lambda n: (n.startswith("gradients/"), natural_key(n)))
+            for n in params:
+                names.append(n)
+                if "gradients/" + n in grads:
+                    names.append("gradients/" + n)
+            names += sorted(grads - set(names), key=natural_key)
+            names += sorted(set(trial.tensor_names(collection="outputs")) - set(names), key=natural_key)
         return names[: max(1, int(max_tensors))]
 
     def applies_to(self, trial) -> bool:
