@@ -23,7 +23,7 @@ from tensortap.modes import EVAL, PREDICT, TRAIN
 from . import attention as _att
 from .naming import float_variables, is_bias, layer_name, sub_layers, variable_name
 from .patching import is_quiet, patch
-from .taps import Slots, Switches, in_xla_context, replica_info, send
+from .taps import BatchReader, Slots, Switches, in_xla_context, replica_info, send
 
 log = logging.getLogger("tensortap")
 
@@ -40,6 +40,7 @@ class TensorFlowAdapter(Adapter):
         super().__init__(hook)
         self._switches: Optional[Switches] = None
         self.slots = Slots()
+        self._reader = BatchReader()
         self.armed = False          # True between a step's begin and end: eager taps may capture
         self.in_fit = 0             # depth of fit/evaluate/predict driven by our callback
         self.tape_depth = 0
@@ -369,17 +370,28 @@ class TensorFlowAdapter(Adapter):
         return fn
 
     # ---- step-level work (callback and tape call these) -------------------------------------
-    def capture_weights(self, model: Any) -> None:
+    def capture_weights(self, model: Any, batched: bool = True) -> None:
+        """Save the model's variables now. batched=False inside a tf.py_function: running another
+        compiled function from there can deadlock TF's inter-op thread pool."""
         if model is None:
             return
         hook = self.hook
         ww, wb = hook.wants("weights"), hook.wants("biases")
         if not (ww or wb):
             return
-        for name, v in float_variables(model):
-            cat = "biases" if is_bias(name) else "weights"
-            if (ww if cat == "weights" else wb):
-                hook.capture(name, np.array(v.numpy(), copy=True), cat)
+        picked = [(name, v, "biases" if is_bias(name) else "weights") for name, v in float_variables(model)]
+        picked = [p for p in picked if (ww if p[2] == "weights" else wb)]
+        variables = [v for _, v, _ in picked]
+        values = self._read(variables) if batched else [np.array(v.numpy(), copy=True) for v in variables]
+        for (name, _, cat), value in zip(picked, values):
+            hook.capture(name, value, cat)
+
+    def _read(self, variables) -> List[np.ndarray]:
+        """Values of plain or mirrored variables, read in one call when possible."""
+        try:
+            return self._reader.read(variables)
+        except Exception:  # noqa: BLE001 - e.g. variables of another strategy: read one by one
+            return [np.array(v.numpy(), copy=True) for v in variables]
 
     def set_switches(self, graph_kinds: bool = True) -> None:
         sw, hook = self.switches, self.hook
@@ -395,9 +407,15 @@ class TensorFlowAdapter(Adapter):
         """After a compiled step: hand the gradients and loss the step stored to the hook."""
         sw = self.switches
         if sw.state["gradients"] and self.slots.take_marker("gradients"):
-            for v in getattr(model, "trainable_variables", []):
-                key = f"gradients/{variable_name(v)}"
-                self._capture_replicated(key, self.slots.read(key), "gradients")
+            keys = [f"gradients/{variable_name(v)}" for v in getattr(model, "trainable_variables", [])]
+            keys = [k for k in keys if k in self.slots.vars]
+            slots = [self.slots.vars[k] for k in keys]
+            if any(getattr(s, "_distribute_strategy", None) is not None for s in slots):
+                values = [self.slots.read(k) for k in keys]
+            else:
+                values = [[a] for a in self._read(slots)]
+            for key, per_replica in zip(keys, values):
+                self._capture_replicated(key, per_replica, "gradients")
         if sw.state["losses"] and self.slots.take_marker("loss"):
             self._capture_replicated("loss", self.slots.read("loss"), "losses")
 

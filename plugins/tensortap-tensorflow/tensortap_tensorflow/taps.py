@@ -130,6 +130,24 @@ class Slots:
         return hit
 
 
+class BatchReader:
+    """Reads many variables with one compiled call (one dispatch instead of one per variable:
+    eager reads cost ~0.1-0.2 ms each, which dominated saving every step)."""
+
+    def __init__(self) -> None:
+        self._fns: Dict[Tuple[int, ...], Any] = {}
+
+    def read(self, variables: Sequence[Any]) -> List[np.ndarray]:
+        if not variables:
+            return []
+        key = tuple(id(v) for v in variables)
+        fn = self._fns.get(key)
+        if fn is None:
+            vs = list(variables)
+            fn = self._fns[key] = tf.function(lambda: [tf.identity(v) for v in vs])
+        return [np.array(t.numpy(), copy=True) for t in fn()]
+
+
 def send(pred, fn: Callable[..., None], tensors: Sequence[Any]) -> None:
     """In graph mode: if pred, call fn(replica_id, *numpy_values) from a tf.py_function."""
     rid, _ = replica_info()
