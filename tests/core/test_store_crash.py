@@ -91,7 +91,8 @@ READER = textwrap.dedent("""
     import numpy as np
     import tensortap as tt
     run, n = sys.argv[1], int(sys.argv[2])
-    trial = tt.create_trial(run, wait_seconds=30)
+    print("ready", flush=True)  # the writer starts only now: a loaded machine may start us slowly
+    trial = tt.create_trial(run, wait_seconds=60)
     seen_live = []
     while True:
         trial.refresh()
@@ -112,6 +113,7 @@ def test_reader_in_second_process_follows_a_live_run(run_dir):
     n = 25
     reader = subprocess.Popen([sys.executable, "-c", READER, run_dir, str(n)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
+    assert reader.stdout.readline().strip() == "ready", reader.stderr.read()
     model = NumpyMLP(seed=3)
     hook = tt.Hook(run_dir, include_collections=["weights"], save_config=tt.SaveConfig(save_interval=1))
     hook.register(model)
@@ -123,9 +125,9 @@ def test_reader_in_second_process_follows_a_live_run(run_dir):
         model.backward()
         model.sgd_step(0.1)
         hook.flush()
-        time.sleep(0.08)
+        time.sleep(0.1)
     hook.close()
-    out, err = reader.communicate(timeout=90)
+    out, err = reader.communicate(timeout=120)
     assert reader.returncode == 0, err
     res = json.loads(out)
     assert res["ok"]

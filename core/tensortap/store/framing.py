@@ -95,8 +95,9 @@ def iter_records(buf, start: int = 0) -> Iterator[Record]:
             yield item
 
 
-def iter_records_verbose(buf, start: int = 0):
-    """Like iter_records but also yields BadPayload objects for skipped records."""
+def iter_records_verbose(buf, start: int = 0, copy: bool = True):
+    """Like iter_records but also yields BadPayload objects for skipped records. With
+    copy=False payloads are memoryviews of `buf` (no copy; `buf` must not change)."""
     view = memoryview(buf)
     off = start
     n = len(view)
@@ -111,7 +112,7 @@ def iter_records_verbose(buf, start: int = 0):
         if crc(body) != pcrc:
             yield BadPayload(off, nxt)
         else:
-            yield Record(off, kind, bytes(body), nxt)
+            yield Record(off, kind, bytes(body) if copy else body, nxt)
         off = nxt
 
 

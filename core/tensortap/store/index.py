@@ -59,7 +59,7 @@ def decode(payload: bytes) -> Tuple[dict, Optional[np.ndarray]]:
     if 4 + jlen > len(payload):
         raise BadIndex("index JSON length runs past the payload")
     try:
-        header = json.loads(payload[4: 4 + jlen].decode("utf-8"))
+        header = json.loads(bytes(payload[4: 4 + jlen]).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise BadIndex(f"index JSON does not parse: {e}") from None
     if not isinstance(header, dict) or not isinstance(header.get("type"), str):

@@ -148,7 +148,7 @@ class WorkerReader:
                 except FileNotFoundError:
                     continue
                 end = 0
-                for item in framing.iter_records_verbose(buf):
+                for item in framing.iter_records_verbose(buf, copy=False):  # buf is immutable bytes
                     end = item.next_offset
                     if isinstance(item, framing.BadPayload):
                         self.problems.append(
@@ -231,7 +231,7 @@ class WorkerReader:
                 merged = np.concatenate([entries, old.entries])
                 _, first = np.unique(merged["nid"], return_index=True)
                 entries = merged[first]
-            elif len(entries) > 1 and np.any(np.diff(entries["nid"].astype(np.int64)) <= 0):
+            elif len(entries) > 1 and not (entries["nid"][1:] > entries["nid"][:-1]).all():
                 entries = np.sort(entries, order="nid")
             self.steps[step] = StepIndex(step, mode, ms, seg, entries, float(t))
             self.mode_steps[(mode, ms)] = step
