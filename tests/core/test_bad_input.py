@@ -156,3 +156,17 @@ def test_reusing_an_out_dir_is_refused(run_dir):
     _small_run(run_dir)
     with pytest.raises(tt.ConfigError, match="already holds a run"):
         _small_run(run_dir)
+
+
+def test_unknown_rule_action_and_visualizer_names():
+    rules = tt.rules.list()
+    if rules:
+        wrong = rules[0][:-1] + ("x" if rules[0][-1] != "x" else "y")
+        with pytest.raises(tt.ConfigError, match=f'unknown rule {wrong!r}. Did you mean "{rules[0]}"'):
+            tt.rules.get(wrong)
+    with pytest.raises(tt.ConfigError, match="unknown rule 'no_such_rule_anywhere'.*Registered rules"):
+        tt.rules.get("no_such_rule_anywhere")
+    with pytest.raises(tt.ConfigError, match='unknown action \'stop_trainig\'. Did you mean "stop_training"'):
+        tt.rules.get_action("stop_trainig")
+    with pytest.raises(tt.ConfigError, match="unknown visualizer"):
+        tt.vis.get("no_such_visualizer_anywhere")

@@ -45,12 +45,27 @@ class StepIndex:
     entries: np.ndarray  # index.ENTRY_DTYPE rows, sorted by nid
     time: float
 
+    _nids: Optional[np.ndarray] = None
+
+    def _index_of(self, nid: int) -> int:
+        nids = self._nids
+        if nids is None:
+            nids = self._nids = self.entries["nid"]
+        n = len(nids)
+        if nid < n and nids[nid] == nid:  # the common case: every tensor saved, ids dense
+            return nid
+        i = int(nids.searchsorted(nid))
+        return i if i < n and nids[i] == nid else -1
+
     def find(self, nid: int) -> Optional[np.void]:
-        nids = self.entries["nid"]
-        i = int(np.searchsorted(nids, nid))
-        if i < len(nids) and nids[i] == nid:
-            return self.entries[i]
-        return None
+        """The index row of name id `nid` at this step, or None."""
+        i = self._index_of(nid)
+        return self.entries[i] if i >= 0 else None
+
+    def find_row(self, nid: int) -> Optional[tuple]:
+        """Like find, as a plain tuple (nid, dtype id, shape id, offset, nbytes): cheaper to use."""
+        i = self._index_of(nid)
+        return self.entries[i].item() if i >= 0 else None
 
 
 class WorkerReader:
@@ -255,14 +270,14 @@ class WorkerReader:
 
     def read(self, si: StepIndex, nid: int, what: str) -> np.ndarray:
         """The array stored for name id `nid` at step `si`; `what` names it in errors."""
-        e = si.find(nid)
+        e = si.find_row(nid)
         if e is None:
             raise KeyError(nid)
-        dtype = self.dtypes.get(int(e["dtype"]))
-        shape = self.shapes.get(int(e["shape"]))
+        _, did, sid, off, nbytes = e
+        dtype = self.dtypes.get(did)
+        shape = self.shapes.get(sid)
         if dtype is None or shape is None:
             raise CorruptRunError(f"{what}: the index refers to an unknown dtype/shape id; the run is damaged")
-        nbytes, off = int(e["nbytes"]), int(e["offset"])
         if nbytes != math.prod(shape) * dtype.itemsize:  # Python ints: a forged shape cannot overflow
             raise CorruptRunError(f"{what}: index says {nbytes} bytes for shape {shape} {dtype}; the run is damaged")
         total = nbytes + framing.OVERHEAD
