@@ -130,11 +130,18 @@ class Trial:
 
     # ---- structure --------------------------------------------------------------------------
     def workers(self) -> List[str]:
-        return sorted(self._workers, key=_rank)
+        """Worker names ("worker-0", ...) by rank."""
+        got = self._cache.get("workers")
+        if got is None:
+            got = self._cache["workers"] = sorted(self._workers, key=_rank)
+        return list(got)
 
     def _readers(self, worker: Optional[str] = None) -> List[WorkerReader]:
         if worker is None:
-            return [self._workers[w] for w in self.workers()]
+            got = self._cache.get("readers")
+            if got is None:
+                got = self._cache["readers"] = [self._workers[w] for w in self.workers()]
+            return got
         if isinstance(worker, int):
             worker = layout.worker_name(worker)
         r = self._workers.get(worker)
