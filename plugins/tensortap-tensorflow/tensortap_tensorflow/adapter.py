@@ -1,8 +1,8 @@
 """TensorFlowAdapter: Keras 3 / TF2 capture for tensortap.
 
 What is patched on `attach(model)` (every patch is an instance attribute, removed by detach):
-- each sub-layer's `call` (layer outputs, gradients of outputs where asked) — only when a
-  collection of the hook can want outputs / output gradients;
+- each sub-layer's `call` (layer inputs and outputs, gradients of outputs where asked) — only
+  when a collection of the hook can want them;
 - each MultiHeadAttention's `_compute_attention` (attention scores) — when "attention" may be wanted;
 - the model's `call` (per-forward numbering of layers called more than once);
 - `model.compute_loss` (the step's loss) and the optimizer's `apply` (the gradients it receives);
@@ -112,8 +112,7 @@ class TensorFlowAdapter(Adapter):
         self.model = model
         self._active = True
         self.switches  # create the switches eagerly, outside any tf.function or strategy replica
-        want_out = self._may_want("outputs") or any(
-            c._pattern is not None or c.tensor_names for c in self.hook.collections)
+        want_out = self._may_want("outputs") or self._may_want("inputs") or self._regex_collections()
         want_att = self._may_want("attention")
         for layer in sub_layers(model):
             if want_out:
@@ -185,7 +184,7 @@ class TensorFlowAdapter(Adapter):
             if not self._active or is_quiet():
                 return out
             try:
-                return self._tap_layer(layer, out)
+                return self._tap_layer(layer, args[:1], out)
             except Exception as e:  # noqa: BLE001
                 self.hook._report(f"could not tap layer {layer_name(layer)!r}", e)
                 return out
@@ -197,7 +196,12 @@ class TensorFlowAdapter(Adapter):
         self._counts[name] = k + 1
         return name if k == 0 else f"{name}#{k}"
 
-    def _tap_layer(self, layer, out):
+    def _regex_collections(self) -> bool:
+        return self.hook is not None and any(c.tensor_names or c._pattern is not None for c in self.hook.collections)
+
+    def _tap_layer(self, layer, inputs, out):
+        """Layer inputs (the call's first argument, flattened) and outputs: captured eagerly, or
+        sent out of a compiled step under the "outputs" switch; output gradients via a probe."""
         import tensorflow as tf
 
         flat = tf.nest.flatten(out)
@@ -205,16 +209,22 @@ class TensorFlowAdapter(Adapter):
         if not idx:
             return out
         base = self._call_base(layer_name(layer))
-        want_grads = self._output_grad_layers_wanted(base)
-        if tf.executing_eagerly():
-            if self._want_now("outputs"):
-                for i in idx:
-                    self.hook.capture(f"{base}/output_{i}", flat[i], "outputs")
-        elif self._graph_ok():
-            if self._may_want("outputs") or any(c.tensor_names or c._pattern is not None for c in self.hook.collections):
-                names = [f"{base}/output_{i}" for i in idx]
-                send(self._pred("outputs"), self._sender(names, "outputs"), [flat[i] for i in idx])
-        if want_grads:
+        regex = self._regex_collections()
+        items = []
+        if self._may_want("inputs") or regex:
+            ins = [t for t in tf.nest.flatten(inputs) if tf.is_tensor(t)]
+            items += [(f"{base}/input_{i}", "inputs", t) for i, t in enumerate(ins)]
+        if self._may_want("outputs") or regex:
+            items += [(f"{base}/output_{i}", "outputs", flat[i]) for i in idx]
+        if items:
+            if tf.executing_eagerly():
+                for name, cat, t in items:
+                    if self._want_now(cat):
+                        self.hook.capture(name, t, cat)
+            elif self._graph_ok():
+                send(self._pred("outputs"), self._sender([n for n, _, _ in items], [c for _, c, _ in items]),
+                     [t for _, _, t in items])
+        if self._output_grad_layers_wanted(base):
             for i in idx:
                 flat[i] = self._grad_probe(flat[i], f"gradients/{base}/output_{i}")
             out = tf.nest.pack_sequence_as(out, flat)
@@ -357,15 +367,17 @@ class TensorFlowAdapter(Adapter):
             return got["outputs" if kind in ("outputs", "attention") else "any"]
         return self.switches.vars[kind]
 
-    def _sender(self, names: List[str], category: str):
-        """fn(replica_id, *arrays) capturing each array under its name (replica_<i>/ prefix if several)."""
+    def _sender(self, names: List[str], category):
+        """fn(replica_id, *arrays) capturing each array under its name (replica_<i>/ prefix if several);
+        `category` is one category or one per name."""
         _, n = replica_info()
         hook = self.hook
+        cats = [category] * len(names) if isinstance(category, str) else list(category)
 
         def fn(rid: int, *arrays) -> None:
             prefix = f"replica_{rid}/" if n > 1 else ""
-            for name, a in zip(names, arrays):
-                hook.capture(prefix + name, np.asarray(a), category)
+            for name, cat, a in zip(names, cats, arrays):
+                hook.capture(prefix + name, np.asarray(a), cat)
 
         return fn
 
@@ -398,7 +410,7 @@ class TensorFlowAdapter(Adapter):
         on = hook.saving and graph_kinds
         sw.set("gradients", on and hook.wants("gradients"))
         sw.set("losses", on and hook.wants("losses"))
-        sw.set("outputs", on and (hook.wants("outputs") or any(
+        sw.set("outputs", on and (hook.wants("outputs") or hook.wants("inputs") or any(
             c.tensor_names or c._pattern is not None for c in hook._active)))
         sw.set("attention", on and hook.wants("attention"))
         sw.set("output_gradients", on and hook.wants("gradients"))

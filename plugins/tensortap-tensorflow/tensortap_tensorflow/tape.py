@@ -72,7 +72,7 @@ class WrappedTape:
         a.armed = arm
         a.capture_weights(a.model, batched=arm)
         any_ = hook.wants("gradients") or hook.wants("losses") or hook.wants("weights") or hook.wants("biases")
-        outs = hook.wants("outputs") or hook.wants("attention") or any(
+        outs = hook.wants("outputs") or hook.wants("inputs") or hook.wants("attention") or any(
             c.tensor_names or c._pattern is not None for c in hook._active)
         return tf.constant(bool(any_ or outs)), tf.constant(bool(outs))
 

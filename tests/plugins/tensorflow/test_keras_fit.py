@@ -104,7 +104,7 @@ def test_detach_restores_the_model(seq_run):
 def test_register_alone_captures_fit(style, tmp_path):
     """hook.register(model) adds the callback to fit itself; subclassed models call fc1 twice."""
     model = H.compile_sgd(H.functional() if style == "functional" else H.subclassed())
-    hook = tt.Hook(str(tmp_path / "run"), include_collections=["weights", "biases", "gradients", "outputs"],
+    hook = tt.Hook(str(tmp_path / "run"), include_collections=["weights", "biases", "gradients", "outputs", "inputs"],
                    save_config=tt.SaveConfig(save_steps=[1]))
     hook.register(model)
     snaps = H.Snapshots(X, Y, BS)
@@ -123,8 +123,11 @@ def test_register_alone_captures_fit(style, tmp_path):
         first = trial.tensor("sub/fc1/output_0").value(1)
         second = trial.tensor("sub/fc1#1/output_0").value(1)
         assert first.shape == second.shape == (BS, 8) and not np.array_equal(first, second)
+        assert np.array_equal(trial.tensor("sub/fc1#1/input_0").value(1), first)  # 2nd call eats the 1st's output
+        assert np.array_equal(trial.tensor("sub/fc1/input_0").value(1), snaps.snaps[1]["x"])
     else:
         assert {"fc1/output_0", "fc2/output_0"} <= outs
+        assert np.array_equal(trial.tensor("fc2/input_0").value(1), trial.tensor("fc1/output_0").value(1))
 
 
 def test_output_gradients_when_asked_and_run_eagerly(tmp_path):
