@@ -191,9 +191,12 @@ class Hook:
         """Attach to a model; its framework is detected through the installed plugins."""
         spec = self._spec_for(model)
         with self._lock:
-            if self.adapter is not None:
-                self.adapter.detach()
-            self.adapter = spec.load()(self)
+            cls = spec.load()
+            old = self.adapter
+            if not (type(old) is cls and old.model is None):  # else: made by register_loss first, keep its hooks
+                if old is not None:
+                    old.detach()
+                self.adapter = cls(self)
             self.adapter.model = model
             self._ensure_writer()
             self.adapter.attach(model)

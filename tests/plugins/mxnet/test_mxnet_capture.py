@@ -143,6 +143,19 @@ def test_gradients_without_a_trainer_and_at_close(tmp_path):
     assert trial.tensor("loss").value(2).size == 1  # record_loss keeps the (1,) shape mxnet gives .mean()
 
 
+def test_register_loss_before_register(tmp_path):
+    net = cnn()
+    hook = tt.Hook(str(tmp_path / "run"), include_collections=["losses"], save_config=tt.SaveConfig(save_interval=1))
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    hook.register_loss(loss_fn)
+    hook.register(net)
+    x, y = images(1)[0]
+    with autograd.record():
+        loss = loss_fn(net(x), y).mean()
+    hook.close()
+    assert np.isclose(float(tt.create_trial(str(tmp_path / "run")).tensor("loss").value(0)), float(loss.asscalar()))
+
+
 def test_trainer_patch_is_removed_and_errors_are_clear(tmp_path):
     orig = gluon.Trainer.step
     net = cnn()
