@@ -202,3 +202,26 @@ def test_malformed_checksum_valid_index_records_are_skipped(tmp_path, header):
     trial = tt.create_trial(run)
     assert list(trial.tensor("a").value(0)) == [1, 1, 1, 1]
     assert any("bad index record" in p for p in trial.problems), trial.problems
+
+
+def test_big_record_checksummed_across_read_chunks(tmp_path):
+    """Arrays bigger than the reader's read chunk: exact when intact, refused when any byte flips."""
+    from tensortap.store import reader as reader_mod
+
+    root = str(tmp_path / "run")
+    big = np.random.default_rng(5).standard_normal(3 * reader_mod._CHUNK // 8 + 3)  # ~3 chunks, odd tail
+    w = StoreWriter(root, 0)
+    w.submit(StepBatch(0, "train", 0, [TensorItem("big", "value", ("c",), big)]))
+    w.close()
+    assert tt.create_trial(root).tensor("big").value(0).tobytes() == big.tobytes()
+    path = os.path.join(root, layout.WORKERS_DIR, "worker-0", layout.data_file(0))
+    pristine = open(path, "rb").read()
+    size = len(pristine)
+    for pos in (5, framing.HEADER_SIZE, reader_mod._CHUNK - 1, reader_mod._CHUNK, 2 * reader_mod._CHUNK + 7,
+                size - framing.TRAILER_SIZE - 1, size - 2):
+        damaged = bytearray(pristine)
+        damaged[pos] ^= 0x40
+        with open(path, "wb") as f:
+            f.write(damaged)
+        with pytest.raises(tt.CorruptRunError):
+            tt.create_trial(root).tensor("big").value(0)

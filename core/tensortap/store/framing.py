@@ -32,9 +32,10 @@ OVERHEAD = HEADER_SIZE + TRAILER_SIZE
 _U32 = struct.Struct("<I")
 
 
-def crc(data) -> int:
-    """CRC32C (Castagnoli) of bytes-like `data`, from the maintained `crc32c` package."""
-    return _crc32c.crc32c(data)
+def crc(data, value: int = 0) -> int:
+    """CRC32C (Castagnoli) of bytes-like `data`, from the maintained `crc32c` package;
+    `value` continues a checksum computed over the bytes before `data`."""
+    return _crc32c.crc32c(data, value) if value else _crc32c.crc32c(data)
 
 
 def header(kind: int, length: int) -> bytes:
@@ -116,14 +117,18 @@ def iter_records_verbose(buf, start: int = 0, copy: bool = True):
         off = nxt
 
 
-def check_record(buf, kind: int) -> memoryview:
-    """Validate one complete record held in `buf` and return its payload (a view)."""
+def check_record(buf, kind: int, payload_crc: Optional[int] = None) -> memoryview:
+    """Validate one complete record held in `buf` and return its payload (a view).
+    `payload_crc`: the payload's CRC32C if the caller already computed it while reading
+    (it must cover exactly the bytes this header says the payload has)."""
     view = memoryview(buf)
     k, length = parse_header(view, 0, len(view))
     if k != kind:
         raise TornRecord(f"expected record kind {kind}, found {k}")
+    if payload_crc is not None and HEADER_SIZE + length + TRAILER_SIZE != len(view):
+        raise TornRecord("record length differs from the length read")  # the precomputed crc would not apply
     body = view[HEADER_SIZE: HEADER_SIZE + length]
     (pcrc,) = _U32.unpack_from(view, HEADER_SIZE + length)
-    if crc(body) != pcrc:
+    if (crc(body) if payload_crc is None else payload_crc) != pcrc:
         raise BadPayload(0, HEADER_SIZE + length + TRAILER_SIZE)
     return body

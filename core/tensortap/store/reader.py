@@ -22,6 +22,7 @@ from .fs import is_local, join
 log = logging.getLogger("tensortap")
 MAX_NDIM = 64
 _ALIGN = 64
+_CHUNK = 1 << 20
 
 
 def _is_id(x) -> bool:
@@ -299,21 +300,27 @@ class WorkerReader:
                         self._handles.clear()
                     f = self._handles[si.seg] = open(path, "rb", buffering=0)
                 f.seek(off)
-                got = 0
-                while got < total:  # raw reads may return less than asked
-                    n = f.readinto(rec[got:])
+                got, pcrc = 0, 0
+                head, pay_end = framing.HEADER_SIZE, framing.HEADER_SIZE + nbytes
+                while got < total:
+                    # chunked, so each chunk is checksummed while it is still in the CPU cache
+                    n = f.readinto(rec[got:min(total, got + _CHUNK)])
                     if not n:
                         break
+                    lo, hi = max(got, head), min(got + n, pay_end)
+                    if hi > lo:
+                        pcrc = framing.crc(rec[lo:hi], pcrc)
                     got += n
             else:
                 fetched = self.fs.cat_file(path, start=off, end=off + total)
                 got = len(fetched)
                 if got == total:
                     rec[:] = fetched
+                pcrc = None
         if got != total:
             raise CorruptRunError(f"{what}: short read from {layout.data_file(si.seg)}; the run is damaged")
         try:
-            payload = framing.check_record(rec, framing.KIND_DATA)
+            payload = framing.check_record(rec, framing.KIND_DATA, payload_crc=pcrc)
         except (framing.TornRecord, framing.BadPayload):
             raise CorruptRunError(
                 f"{what}: checksum mismatch in {self.worker}/{layout.data_file(si.seg)} at byte {off}; "
