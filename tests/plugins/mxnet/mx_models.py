@@ -16,7 +16,9 @@ def cnn(prefix: str = "cnn_", hybridize: bool = False, seed: int = 0, n_classes:
                 nn.Flatten(), nn.Dense(n_classes, in_units=channels * 3 * 3))
     mx.random.seed(seed)
     net.initialize(mx.init.Xavier(), ctx=mx.cpu())
-    if hybridize:
+    if hybridize == "static":
+        net.hybridize(static_alloc=True, static_shape=True)
+    elif hybridize:
         net.hybridize()
     return net
 

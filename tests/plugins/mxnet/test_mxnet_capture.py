@@ -15,7 +15,7 @@ from mx_models import cnn, images, train  # noqa: E402
 ALL = ["weights", "biases", "gradients", "losses", "outputs", "inputs"]
 
 
-@pytest.mark.parametrize("hybridize", [False, True], ids=["imperative", "hybridized"])
+@pytest.mark.parametrize("hybridize", [False, True, "static"], ids=["imperative", "hybridized", "static_alloc"])
 def test_weights_gradients_outputs_bit_exact(tmp_path, hybridize):
     net = cnn(hybridize=hybridize)
     data = images(6)

@@ -34,7 +34,7 @@ def _residual(hybridize):
     mx.random.seed(1)
     net.initialize(mx.init.Xavier())
     if hybridize:
-        net.hybridize()
+        net.hybridize(static_alloc=hybridize == "static", static_shape=hybridize == "static")
     return net
 
 
@@ -42,7 +42,7 @@ TAPS = tt.Collection("taps", include_regex=[r"^gradients/.*/output_0$"])
 
 
 @pytest.mark.parametrize("make", [lambda h: cnn(hybridize=h), _residual], ids=["cnn", "residual"])
-@pytest.mark.parametrize("hybridize", [False, True], ids=["imperative", "hybridized"])
+@pytest.mark.parametrize("hybridize", [False, True, "static"], ids=["imperative", "hybridized", "static_alloc"])
 def test_training_is_bit_identical_with_output_gradient_taps(tmp_path, make, hybridize):
     data = images(6)
     ref = make(hybridize)
