@@ -25,3 +25,21 @@ def test_autoencoder_demo(tmp_path):
     assert len(trial.tensor("labels").steps()) == s["frames_captured"]
     assert_gif(s["gif"])
     assert_png(s["reconstruction"])
+
+
+def test_bert_attention_demo(tmp_path):
+    require("gluonnlp")
+    out = str(tmp_path / "bert")
+    run_demo("bert_attention/train_bert.py", out)
+    s = json.load(open(os.path.join(out, "summary.json")))
+    assert s["last_loss"] < 0.5 * s["first_loss"]
+    assert s["heldout_accuracy"][-1] > 0.8                       # chance is 1/3
+    assert len(s["layers"]) == 2 and s["captures"] == 11         # one probe pass before training + 10
+    focus = s["cls_attention_on_colour_last_layer"]
+    assert focus["last"] > 3 * focus["uniform"] and focus["last"] > focus["first"]   # [CLS] learned where to look
+    trial = tt.create_trial(s["run"])
+    tokens = trial.tensor("attention/tokens").value(trial.tensor(s["layers"][0]).steps()[-1])
+    assert tokens[0, 0] == "[CLS]" and any(t in ("red", "green", "blue") for t in tokens[0])
+    html = open(s["html"], encoding="utf-8").read()
+    assert "<script" in html and "http://" not in html and "https://" not in html   # offline, self-contained
+    assert_png(s["png"])
