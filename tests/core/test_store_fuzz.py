@@ -225,3 +225,20 @@ def test_big_record_checksummed_across_read_chunks(tmp_path):
             f.write(damaged)
         with pytest.raises(tt.CorruptRunError):
             tt.create_trial(root).tensor("big").value(0)
+
+
+def test_step_written_in_parts_across_segments(tmp_path):
+    """A step handed over in two parts (flush mid-step) that land in different segments: each
+    value is read from its own segment (same-sized neighbours at the same offset were misread)."""
+    root = str(tmp_path / "run")
+    w = StoreWriter(root, 0, segment_bytes=1)  # every write starts a new segment
+    w.submit(StepBatch(0, "train", 0, [TensorItem("a", "value", ("c",), np.zeros(4, np.float32))]))
+    w.submit(StepBatch(0, "train", 0, [TensorItem("b", "value", ("c",), np.ones(4, np.float32))]))
+    w.submit(StepBatch(0, "train", 0, [TensorItem("a", "value", ("c",), np.full(4, 7, np.float32)),
+                                       TensorItem("c", "value", ("c",), np.full(4, 9, np.float32))]))
+    w.close()
+    trial = tt.create_trial(root)
+    assert trial.steps() == [0]
+    assert list(trial.tensor("a").value(0)) == [7, 7, 7, 7]  # the newest part wins
+    assert list(trial.tensor("b").value(0)) == [1, 1, 1, 1]
+    assert list(trial.tensor("c").value(0)) == [9, 9, 9, 9]

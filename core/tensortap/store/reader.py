@@ -45,6 +45,8 @@ class StepIndex:
     seg: int
     entries: np.ndarray  # index.ENTRY_DTYPE rows, sorted by nid
     time: float
+    #: per-row segment, only for a step written in parts that landed in different segments
+    segs: Optional[np.ndarray] = None
 
     _nids: Optional[np.ndarray] = None
 
@@ -243,13 +245,18 @@ class WorkerReader:
             if entries is None:
                 entries = np.zeros(0, index.ENTRY_DTYPE)
             old = self.steps.get(step)
-            if old is not None:  # a step written in two parts: merge, newest wins per name
+            segs = None
+            if old is not None:  # a step written in parts (maybe in different segments): merge, newest wins
                 merged = np.concatenate([entries, old.entries])
+                msegs = np.concatenate([np.full(len(entries), seg, np.int64),
+                                        old.segs if old.segs is not None else np.full(len(old.entries), old.seg, np.int64)])
                 _, first = np.unique(merged["nid"], return_index=True)
-                entries = merged[first]
+                entries, segs = merged[first], msegs[first]
+                if (segs == seg).all():
+                    segs = None
             elif len(entries) > 1 and not (entries["nid"][1:] > entries["nid"][:-1]).all():
                 entries = np.sort(entries, order="nid")
-            self.steps[step] = StepIndex(step, mode, ms, seg, entries, float(t))
+            self.steps[step] = StepIndex(step, mode, ms, seg, entries, float(t), segs=segs)
             self.mode_steps[(mode, ms)] = step
             return 0 if old is not None else 1
         if kind == "end":
@@ -271,10 +278,11 @@ class WorkerReader:
 
     def read(self, si: StepIndex, nid: int, what: str) -> np.ndarray:
         """The array stored for name id `nid` at step `si`; `what` names it in errors."""
-        e = si.find_row(nid)
-        if e is None:
+        i = si._index_of(nid)
+        if i < 0:
             raise KeyError(nid)
-        _, did, sid, off, nbytes = e
+        _, did, sid, off, nbytes = si.entries[i].item()
+        seg = si.seg if si.segs is None else int(si.segs[i])  # rows of a merged step know their segment
         dtype = self.dtypes.get(did)
         shape = self.shapes.get(sid)
         if dtype is None or shape is None:
@@ -282,23 +290,23 @@ class WorkerReader:
         if nbytes != math.prod(shape) * dtype.itemsize:  # Python ints: a forged shape cannot overflow
             raise CorruptRunError(f"{what}: index says {nbytes} bytes for shape {shape} {dtype}; the run is damaged")
         total = nbytes + framing.OVERHEAD
-        path = self._data_path(si.seg)
+        path = self._data_path(seg)
         # Read into fresh, uninitialised memory placed so the payload starts 64-byte aligned:
         # no zero-fill pass, and the array returned is a view of it (aligned, no extra copy).
         pad = -framing.HEADER_SIZE % _ALIGN
         raw = np.empty(pad + total, np.uint8)
         rec = memoryview(raw)[pad:]
         with self._lock:
-            if off + total > self._size(si.seg, off + total):
-                raise CorruptRunError(f"{what}: its bytes lie past the end of {layout.data_file(si.seg)}; the run is damaged")
+            if off + total > self._size(seg, off + total):
+                raise CorruptRunError(f"{what}: its bytes lie past the end of {layout.data_file(seg)}; the run is damaged")
             if self.local:
-                f = self._handles.get(si.seg)
+                f = self._handles.get(seg)
                 if f is None:
                     if len(self._handles) > 32:
                         for h in self._handles.values():
                             h.close()
                         self._handles.clear()
-                    f = self._handles[si.seg] = open(path, "rb", buffering=0)
+                    f = self._handles[seg] = open(path, "rb", buffering=0)
                 f.seek(off)
                 got, pcrc = 0, 0
                 head, pay_end = framing.HEADER_SIZE, framing.HEADER_SIZE + nbytes
@@ -318,12 +326,12 @@ class WorkerReader:
                     rec[:] = fetched
                 pcrc = None
         if got != total:
-            raise CorruptRunError(f"{what}: short read from {layout.data_file(si.seg)}; the run is damaged")
+            raise CorruptRunError(f"{what}: short read from {layout.data_file(seg)}; the run is damaged")
         try:
             payload = framing.check_record(rec, framing.KIND_DATA, payload_crc=pcrc)
         except (framing.TornRecord, framing.BadPayload):
             raise CorruptRunError(
-                f"{what}: checksum mismatch in {self.worker}/{layout.data_file(si.seg)} at byte {off}; "
+                f"{what}: checksum mismatch in {self.worker}/{layout.data_file(seg)} at byte {off}; "
                 "the stored bytes are damaged (refusing to return them)"
             ) from None
         if len(payload) != nbytes:  # the index and the record disagree: never return neighbouring bytes
