@@ -24,6 +24,7 @@ own hook-off baseline measured in that process.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import shutil
@@ -37,6 +38,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch import nn
 
+_DIRS: List[str] = []  # removed again at exit: smdebug writes training_job_end.ts from its own atexit
 SMDEBUG_VENV = os.path.expanduser(os.environ.get("TENSORTAP_SMDEBUG_VENV", "~/.cache/tensortap/venvs/smdebug"))
 CONFIGS = ("wg10", "wg1", "red1", "og10")
 REDUCTIONS = ("min", "max", "mean", "std", "l2")
@@ -103,6 +105,7 @@ class Setup:
         self.loss_fn = nn.CrossEntropyLoss()
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
         self.dir = tempfile.mkdtemp(prefix=f"ttbench-{kind}-{config}-")
+        _DIRS.append(self.dir)
         self.step = 0
         self.before: Callable[[int], None] = lambda s: None
         self.after: Callable[[int], None] = lambda s: None
@@ -280,6 +283,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="also write the rows to this file")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in _DIRS])  # runs after smdebug's
     torch.set_num_threads(1)
     configs = tuple(c for c in args.configs.split(",") if c)
     if args.worker:  # inside the smdebug venv: print one JSON line
