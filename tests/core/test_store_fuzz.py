@@ -40,7 +40,11 @@ def pristine(tmp_path_factory):
     truth = {}
     for s in range(12):
         arrays = _arrays(s)
-        w.submit(StepBatch(s, "train", s, [TensorItem(n, "value", ("c",), a) for n, a in arrays.items()]))
+        items = [TensorItem(n, "value", ("c",), a) for n, a in arrays.items()]
+        if s == 7:  # a step handed over in two parts (flush mid-step), across a segment boundary
+            w.submit(StepBatch(s, "train", s, items[:2]))
+            items = items[2:]
+        w.submit(StepBatch(s, "train", s, items))
         for n, a in arrays.items():
             truth[(n, s)] = (a.dtype, a.shape, a.tobytes())
         if s == 5:
