@@ -10,6 +10,12 @@ from ..base import Rule, RuleResult
 from ._common import activations, ConfigError, as_bool, as_list, listing, mode_of, result, value
 
 
+def l2(x: np.ndarray) -> float:
+    """L2 norm; float32 stays float32 (BLAS nrm2 is overflow-safe), integers go through float64."""
+    x = np.asarray(x)
+    return float(np.linalg.norm(x.ravel() if x.dtype.kind in "fc" else x.ravel().astype(np.float64)))
+
+
 def skipped(rule: Rule, step: int, why: str) -> RuleResult:
     return RuleResult(rule.name, step, False, f"skipped: {why}", skipped=True)
 
@@ -61,7 +67,7 @@ class ExplodingTensor(Rule):
         bad: Dict[str, str] = {}
         for n in names:
             v = value(trial, n, step)
-            if v.dtype.kind not in "fc":
+            if v.dtype.kind not in "fc" or np.isfinite(np.sum(v)):  # one fast pass clears a clean tensor
                 continue
             nan = int(np.isnan(v).sum())
             inf = 0 if self.only_nan else int(np.isinf(v).sum())
@@ -109,9 +115,8 @@ class WeightUpdateRatio(Rule):
             hist.append((ms, step))
             if prev:
                 del hist[:max(0, len(prev) - 1)]
-                w0 = np.asarray(value(trial, n, prev[-1]), np.float64)
-                w1 = np.asarray(value(trial, n, step), np.float64)
-                ratios[n] = float(np.linalg.norm(w1 - w0) / (np.linalg.norm(w0) + self.epsilon))
+                w0, w1 = value(trial, n, prev[-1]), value(trial, n, step)
+                ratios[n] = float(l2(w1 - w0)) / (float(l2(w0)) + self.epsilon)
                 compared += 1
         if not compared:
             return skipped(self, step, "no earlier TRAIN step to compare with yet")
