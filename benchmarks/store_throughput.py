@@ -103,6 +103,8 @@ def main() -> None:
     ap.add_argument("--total-mb", type=int, default=256, help="bytes written per size and method (default 256 MB)")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--dir", default=None, help="directory on the disk to measure (default: the temp dir)")
+    ap.add_argument("--max-count", type=int, default=4096, help="at most this many arrays per size (np.save of"
+                    " thousands of small files is slow)")
     ap.add_argument("--sizes", default=None, help="comma-separated array sizes in KB (default 4,64,1024,16384,65536)")
     args = ap.parse_args()
     sizes = [int(s) << 10 for s in args.sizes.split(",")] if args.sizes else SIZES
@@ -115,7 +117,7 @@ def main() -> None:
     print("-" * len(hdr))
     try:
         for size in sizes:
-            n = max(3, total // size)
+            n = max(3, min(total // size, args.max_count))
             rng = np.random.default_rng(size)
             arrays = [rng.standard_normal(size // 4).astype(np.float32) for _ in range(min(n, 8))]
             arrays = [arrays[i % len(arrays)] for i in range(n)]  # same bytes, bounded memory
