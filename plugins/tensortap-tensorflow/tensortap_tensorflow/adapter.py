@@ -52,6 +52,7 @@ class TensorFlowAdapter(Adapter):
         self._opt_handles: List[Handle] = []
         self._active = False
         self._xla_reported = False
+        self._late_weights = False
 
     # ---- framework basics ----------------------------------------------------------------
     @property
@@ -159,8 +160,8 @@ class TensorFlowAdapter(Adapter):
             return False
         self._unwrap_optimizer()
         target = getattr(opt, "inner_optimizer", None) or opt  # LossScaleOptimizer: unscaled gradients
-        if self._may_want("gradients"):
-            self._opt_handles.append(patch(target, "apply", lambda orig: self._optimizer_apply(orig)))
+        if self._may_want("gradients") or self._may_want("weights") or self._may_want("biases"):
+            self._opt_handles.append(patch(target, "apply", lambda orig: self._optimizer_apply(target, orig)))
         self._optimizer = opt
         return True
 
@@ -302,13 +303,13 @@ class TensorFlowAdapter(Adapter):
         if slot is not None and mark is not None:
             Slots.store(self.switches.vars["losses"], [(slot, loss), (mark, tf.constant(True))])
 
-    def _optimizer_apply(self, original):
+    def _optimizer_apply(self, optimizer, original):
         def apply(grads, trainable_variables=None):
             if self._active and not is_quiet():
                 try:
                     tv = trainable_variables
                     if tv is None:
-                        tv = getattr(self._optimizer, "_trainable_variables", None) or []
+                        tv = getattr(optimizer, "_trainable_variables", None) or []
                     self._tap_gradients(list(grads), list(tv))
                 except Exception as e:  # noqa: BLE001
                     self.hook._report("could not tap gradients", e)
@@ -317,26 +318,38 @@ class TensorFlowAdapter(Adapter):
         return apply
 
     def _tap_gradients(self, grads, variables) -> None:
+        """Gradients the optimizer receives; also the variables' values when the model had none
+        at batch begin (built by this very step: their values are read here, before the update)."""
         import tensorflow as tf
 
         if tf.executing_eagerly():
-            if self._want_now("gradients"):
-                for g, v in zip(grads, variables):
-                    if g is not None:
-                        self.hook.capture(f"gradients/{variable_name(v)}", tf.convert_to_tensor(g), "gradients")
+            for g, v in zip(grads, variables):
+                name = variable_name(v)
+                if g is not None and self._want_now("gradients"):
+                    self.hook.capture(f"gradients/{name}", tf.convert_to_tensor(g), "gradients")
+                cat = "biases" if is_bias(name) else "weights"
+                if self._late_weights and self._want_now(cat):
+                    self.hook.capture(name, v, cat)
             return
         if self._graph_pred_for_current() is not None:
             return  # inside a tf.function custom loop the wrapped tape records gradients
-        pairs = []
+        pairs, late = [], []
         for g, v in zip(grads, variables):
             if g is None:
                 continue
-            slot = self.slots.ensure(f"gradients/{variable_name(v)}", v.shape, g.dtype)
-            if slot is not None:
-                pairs.append((slot, tf.convert_to_tensor(g)))
-        mark = self.slots.marker("gradients")
-        if pairs and mark is not None:
-            Slots.store(self.switches.vars["gradients"], pairs + [(mark, tf.constant(True))])
+            name = variable_name(v)
+            if self._may_want("gradients"):
+                slot = self.slots.ensure(f"gradients/{name}", v.shape, g.dtype)
+                if slot is not None:
+                    pairs.append((slot, tf.convert_to_tensor(g)))
+            if self._may_want("weights") or self._may_want("biases"):
+                slot = self.slots.ensure(f"value/{name}", v.shape, v.dtype)
+                if slot is not None:
+                    late.append((slot, tf.convert_to_tensor(v)))
+        for group, items in (("gradients", pairs), ("late_weights", late)):
+            mark = self.slots.marker(group)
+            if items and mark is not None:
+                Slots.store(self.switches.vars[group], items + [(mark, tf.constant(True))])
 
     # ---- graph helpers -------------------------------------------------------------------
     def _graph_ok(self) -> bool:
@@ -430,6 +443,11 @@ class TensorFlowAdapter(Adapter):
                 self._capture_replicated(key, per_replica, "gradients")
         if sw.state["losses"] and self.slots.take_marker("loss"):
             self._capture_replicated("loss", self.slots.read("loss"), "losses")
+        if sw.state["late_weights"] and self.slots.take_marker("late_weights"):
+            for v in getattr(model, "trainable_variables", []):
+                name = variable_name(v)
+                for value in self.slots.read(f"value/{name}")[:1]:
+                    self.hook.capture(name, value, "biases" if is_bias(name) else "weights")
 
     def _capture_replicated(self, name: str, values: List[np.ndarray], category: str) -> None:
         if not values:
@@ -501,7 +519,11 @@ class TensorFlowAdapter(Adapter):
         self.armed = False
         self.hook.begin_step(mode)
         self.armed = True
+        hook = self.hook
+        self._late_weights = mode == TRAIN and not getattr(model, "weights", None) and (
+            hook.wants("weights") or hook.wants("biases"))
         self.set_switches()
+        self.switches.set("late_weights", bool(self._late_weights))
         self.capture_weights(model)
 
     def end_batch(self, model: Any, logs: Optional[dict]) -> None:

@@ -18,7 +18,9 @@ class TensorTapCallback(keras.callbacks.Callback):
     def __init__(self, adapter) -> None:
         super().__init__()
         self.adapter = adapter
-        self._supports_tf_logs = True  # logs are converted only on saved steps, by us
+        # Not async_safe: batch end must finish (slots read, step handed over) before the next
+        # batch begins, so Keras 3 dispatches batch-end callbacks synchronously while this one is in.
+        self.async_safe = False
 
     def set_model(self, model) -> None:
         super().set_model(model)

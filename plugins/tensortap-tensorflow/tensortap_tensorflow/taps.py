@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-SWITCHES = ("gradients", "losses", "outputs", "attention", "output_gradients")
+SWITCHES = ("gradients", "losses", "outputs", "attention", "output_gradients", "late_weights")
 
 
 class Switches:

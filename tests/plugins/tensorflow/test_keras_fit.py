@@ -206,3 +206,36 @@ def test_xla_compiled_step_still_gives_gradients(tmp_path):
     assert np.isclose(float(trial.tensor("loss").value(1)), snaps.snaps[1]["loss"], rtol=1e-5)
     assert not trial.tensor_names(collection="outputs")
     assert len(hook.errors) == 1 and "XLA" in hook.errors[0]
+
+
+def test_loss_scale_optimizer_gives_unscaled_gradients(tmp_path):
+    """With a LossScaleOptimizer the inner optimizer is tapped: gradients are the unscaled ones."""
+    model = H.sequential(seed=6, name="lso")
+    model.compile(optimizer=H.keras.optimizers.LossScaleOptimizer(H.keras.optimizers.SGD(0.1)), loss=H.LOSS)
+    hook = tt.Hook(str(tmp_path / "run"), include_collections=["gradients", "losses"],
+                   save_config=tt.SaveConfig(save_steps=[1]))
+    hook.register(model)
+    snaps = H.Snapshots(X, Y, BS)
+    model.fit(X[:16], Y[:16], batch_size=BS, shuffle=False, verbose=0, callbacks=[snaps])
+    hook.close()
+    trial = tt.create_trial(str(tmp_path / "run"))
+    for v in model.trainable_variables:
+        np.testing.assert_allclose(trial.tensor(f"gradients/{v.path}").value(1), snaps.snaps[1]["grads"][v.path],
+                                   rtol=1e-6, atol=1e-7)
+    assert np.isclose(float(trial.tensor("loss").value(1)), snaps.snaps[1]["loss"], rtol=1e-6)
+
+
+def test_subclassed_model_built_by_its_first_step_has_step0_weights(tmp_path):
+    """No variables exist at step 0's batch begin: they are read inside the step, before the update."""
+    model = H.compile_sgd(H.subclassed(seed=7))
+    assert not model.weights
+    hook = tt.Hook(str(tmp_path / "run"), include_collections=["weights", "biases"],
+                   save_config=tt.SaveConfig(save_steps=[0, 1]))
+    snaps = H.Snapshots(X, Y, BS)  # after tensortap's callback: it builds the model eagerly at batch 0
+    model.fit(X[:16], Y[:16], batch_size=BS, shuffle=False, verbose=0, callbacks=[hook.keras_callback(), snaps])
+    hook.close()
+    assert not hook.errors, hook.errors
+    trial = tt.create_trial(str(tmp_path / "run"))
+    for step in (0, 1):
+        for v in model.trainable_variables:
+            assert np.array_equal(trial.tensor(v.path).value(step), snaps.snaps[step]["params"][v.path]), (v.path, step)

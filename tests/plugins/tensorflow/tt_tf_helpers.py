@@ -78,6 +78,6 @@ class Snapshots(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         sl = slice(batch * self.bs, (batch + 1) * self.bs)
+        loss, grads = reference_grads(self.model, self.x[sl], self.y[sl])  # builds an unbuilt model first
         params = {v.path: v.numpy().copy() for v in self.model.weights}
-        loss, grads = reference_grads(self.model, self.x[sl], self.y[sl])
         self.snaps.append({"params": params, "loss": loss, "grads": grads, "x": self.x[sl]})
