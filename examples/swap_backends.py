@@ -30,6 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tensortap as tt  # noqa: E402
 from tensortap.report import build_report  # noqa: E402
 
+from common.saving import every_step  # noqa: E402
 from common.signs import CLASSES, make_signs  # noqa: E402
 
 FRAMEWORKS = ("torch", "tensorflow", "mxnet")
@@ -158,9 +159,8 @@ BACKENDS: Dict[str, Callable] = {"torch": torch_backend, "tensorflow": tensorflo
 # ---- everything below is the same for every framework ---------------------------------------------
 def make_hook(run: str) -> tt.Hook:
     """The one tensortap configuration all three frameworks use."""
-    probe_cams = tt.Collection("probe_cams", include_regex=(r"^gradcam/",), categories=("feature_maps",),
-                               save_config=tt.SaveConfig(save_interval=1))
-    hook = tt.Hook(run, include_collections=["weights", "biases", "gradients", "losses", "scalars", probe_cams],
+    per_epoch = [every_step("probe_cams", [r"^gradcam/"], ["feature_maps"]), every_step("epoch", ["^accuracy$"], ["scalars"])]
+    hook = tt.Hook(run, include_collections=["weights", "biases", "gradients", "losses", *per_epoch],
                    save_config=tt.SaveConfig(save_interval=5))
     for name, params in RULES:
         hook.add_rule(tt.rules.get(name)(**params), action="log")

@@ -32,10 +32,11 @@ sys.path[:0] = [os.path.dirname(HERE)]
 
 import tensortap as tt  # noqa: E402
 
+from common.saving import eval_steps_only, every_step  # noqa: E402
+
 PRESETS = {"quick": dict(epochs=8, probe_every=20, max_points=300, frames=6, n_iter=250),
            "full": dict(epochs=60, probe_every=60, max_points=500, frames=16, n_iter=500)}
 LATENT = "ae_latent"
-NEVER = tt.SaveConfigMode(start_step=2 ** 62)
 
 
 def build():
@@ -110,10 +111,9 @@ def main(argv=None) -> dict:
     if os.path.exists(os.path.join(run, "workers")):
         shutil.rmtree(run)
     net = build()
-    embeddings = tt.Collection("embeddings", include_regex=(f"^{LATENT}/output_0$",), categories=("outputs",),
-                               save_config=tt.SaveConfig({tt.modes.TRAIN: NEVER, tt.modes.PREDICT: NEVER,
-                                                          tt.modes.EVAL: tt.SaveConfigMode(save_interval=1)}))
-    hook = tt.Hook(run, include_collections=["losses", "scalars", embeddings], save_config=tt.SaveConfig(save_interval=5))
+    embeddings = eval_steps_only("embeddings", [f"^{LATENT}/output_0$"], ["outputs"])
+    hook = tt.Hook(run, include_collections=["losses", embeddings, every_step("probe", ["^heldout_mse$"], ["scalars"])],
+                   save_config=tt.SaveConfig(save_interval=5))
     hook.register(net)
     trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": 2e-3})
 

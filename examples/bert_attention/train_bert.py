@@ -29,6 +29,8 @@ sys.path[:0] = [os.path.dirname(HERE)]
 
 import tensortap as tt  # noqa: E402
 
+from common.saving import eval_steps_only, every_step  # noqa: E402
+
 PRESETS = {"quick": dict(steps=240, probe_every=24, units=32, hidden=64, n_test=300),
            "full": dict(steps=1500, probe_every=150, units=64, hidden=128, n_test=1000)}
 SEQ, HEADS, LAYERS, BATCH = 24, 4, 2, 32
@@ -37,7 +39,6 @@ FILLER = ("the", "a", "car", "road", "sign", "turns", "left", "right", "stops", 
           "small", "house", "tree", "river", "city", "light", "slow", "fast", "on", "at", "by", "with", "door",
           "wall", "bird", "cat", "dog", "runs", "sits", "over", "under", "and", "then")
 VOCAB = ("[PAD]", "[CLS]", "[SEP]") + FILLER + COLOURS
-NEVER = tt.SaveConfigMode(start_step=2 ** 62)
 
 
 def make_sentences(n: int, rng: np.random.Generator):
@@ -113,9 +114,9 @@ def main(argv=None) -> dict:
     if os.path.exists(os.path.join(run, "workers")):
         shutil.rmtree(run)
     model = build(cfg["units"], cfg["hidden"])
-    attention = tt.Collection("attention", save_config=tt.SaveConfig({
-        tt.modes.TRAIN: NEVER, tt.modes.PREDICT: NEVER, tt.modes.EVAL: tt.SaveConfigMode(save_interval=1)}))
-    hook = tt.Hook(run, include_collections=["losses", "scalars", attention], save_config=tt.SaveConfig(save_interval=10))
+    hook = tt.Hook(run, include_collections=["losses", eval_steps_only("attention"),
+                                             every_step("probe", ["^heldout_accuracy$"], ["scalars"])],
+                   save_config=tt.SaveConfig(save_interval=10))
     hook.register(model)
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     hook.register_loss(loss_fn)

@@ -30,12 +30,12 @@ sys.path[:0] = [os.path.dirname(HERE)]
 import tensortap as tt  # noqa: E402
 
 from common.cnn import ResNetSmall  # noqa: E402
+from common.saving import eval_steps_only  # noqa: E402
 from common.signs import CLASSES, make_signs  # noqa: E402
 
 PRESETS = {"quick": dict(n_train=900, n_test=300, epochs=6, probe_every=8, width=12),
            "full": dict(n_train=3000, n_test=600, epochs=14, probe_every=40, width=16)}
 LAYER = "layer3"   # the last residual stage: 8x8 maps for 32x32 inputs
-NEVER = tt.SaveConfigMode(start_step=2 ** 62)
 
 
 def probe_indices(y: np.ndarray, n: int = 8) -> np.ndarray:
@@ -47,11 +47,8 @@ def probe_indices(y: np.ndarray, n: int = 8) -> np.ndarray:
 
 def make_hook(out: str, probe_n: int) -> tt.Hook:
     """Losses on every training step; Grad-CAM of LAYER on every EVAL step (the probe passes) only."""
-    fm = tt.Collection("feature_maps", include_regex=(f"^{LAYER}$",),
-                       save_config=tt.SaveConfig({tt.modes.TRAIN: NEVER, tt.modes.EVAL: tt.SaveConfigMode(save_interval=1),
-                                                  tt.modes.PREDICT: NEVER}))
-    hook = tt.Hook(out, include_collections=["losses", "scalars", fm], save_config=tt.SaveConfig(save_interval=1))
-    return hook
+    fm = eval_steps_only("feature_maps", [f"^{LAYER}$"])  # the torch plugin: the layer to explain
+    return tt.Hook(out, include_collections=["losses", "scalars", fm], save_config=tt.SaveConfig(save_interval=1))
 
 
 def cam_mass_on_sign(trial, masks: np.ndarray) -> dict:
