@@ -53,6 +53,7 @@ class TensorFlowAdapter(Adapter):
         self._active = False
         self._xla_reported = False
         self._late_weights = False
+        self._gradcams: List[Tuple[np.ndarray, Any, Any]] = []
 
     # ---- framework basics ----------------------------------------------------------------
     @property
@@ -532,6 +533,8 @@ class TensorFlowAdapter(Adapter):
         try:
             if hook.saving:
                 self.read_slots(model)
+                if self._gradcams and hook.mode == TRAIN and hook.wants("feature_maps"):
+                    self._record_gradcams(model)
                 if logs and hook.wants("metrics"):
                     for k, v in logs.items():
                         if np.ndim(v) == 0:
@@ -542,6 +545,26 @@ class TensorFlowAdapter(Adapter):
             hook.end_step()
         if getattr(hook, "_stop_reason", None) is not None and hasattr(model, "stop_training"):
             model.stop_training = True  # Keras checks this right after on_train_batch_end
+
+    def watch_gradcam(self, images: Any, target_layer: Any, targets=None) -> None:
+        """On every saved TRAIN step of fit(), save Grad-CAM of these images (collection "feature_maps")."""
+        from .gradcam import find_layer
+
+        if self.model is not None:
+            find_layer(self.model, target_layer)  # a bad name fails now, not during training
+        self._gradcams.append((np.asarray(images), target_layer, targets))
+
+    def _record_gradcams(self, model: Any) -> None:
+        from tensortap.explain import record_gradcam
+
+        from .gradcam import find_layer, gradcam_tensors
+
+        for images, target, targets in self._gradcams:
+            try:
+                acts, grads, _, tgt = gradcam_tensors(model, images, target, targets)
+                record_gradcam(self.hook, layer_name(find_layer(model, target)), acts, grads, images, tgt)
+            except Exception as e:  # noqa: BLE001
+                self.hook._report("could not compute Grad-CAM", e)
 
     def stop_training(self, reason: str) -> None:
         """Inside fit(): set model.stop_training (Keras stops after the current batch). Elsewhere:

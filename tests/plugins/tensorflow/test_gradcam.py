@@ -103,3 +103,25 @@ def test_bad_layer_names_the_fix(cnns):
     functional, _, x = cnns
     with pytest.raises(tt.ConfigError, match='Did you mean "c2"'):
         tt.explain.gradcam(functional, x, target_layer="c22")
+
+
+def test_watch_gradcam_saves_maps_on_saved_train_steps(cnns, tmp_path):
+    from tensortap_tensorflow import watch_gradcam
+
+    functional, _, x = cnns
+    model = keras.models.clone_model(functional)
+    model.set_weights(functional.get_weights())
+    model.compile(optimizer=keras.optimizers.SGD(0.0),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    hook = tt.Hook(str(tmp_path / "run"), include_collections=["feature_maps"], save_config=tt.SaveConfig(save_steps=[1]))
+    hook.register(model)
+    watch_gradcam(hook, x[:2], "c2", targets=[1, 2])
+    model.fit(x, np.array([0, 1, 2]), batch_size=1, shuffle=False, verbose=0)
+    hook.close()
+    assert not hook.errors, hook.errors
+    trial = tt.create_trial(str(tmp_path / "run"))
+    assert trial.steps() == [1]
+    want = tt.explain.gradcam(model, x[:2], target_layer="c2", targets=[1, 2]).raw
+    np.testing.assert_allclose(trial.tensor("gradcam/c2/cam").value(1), want, rtol=1e-5, atol=1e-6)
+    assert trial.tensor("gradcam/c2/activations").value(1).shape == (2, 6, 8, 8)
+    assert trial.tensor("gradcam/c2/targets").value(1).tolist() == [1, 2]
