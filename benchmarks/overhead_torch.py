@@ -107,6 +107,7 @@ class Setup:
         self.dir = tempfile.mkdtemp(prefix=f"ttbench-{kind}-{config}-")
         _DIRS.append(self.dir)
         self.step = 0
+        self.cpu: List[float] = []
         self.before: Callable[[int], None] = lambda s: None
         self.after: Callable[[int], None] = lambda s: None
         self.flush: Callable[[], None] = lambda: None
@@ -115,6 +116,10 @@ class Setup:
             getattr(self, f"_{kind}")(config)
 
     def train(self, steps: int) -> float:
+        """Wall seconds per step; CPU seconds per step of the whole process (all threads, so the
+        writer threads count) go to self.cpu: on a machine shared with other jobs that one is the
+        steadier measure of the work a tool adds."""
+        c0 = time.process_time()
         t0 = time.perf_counter()
         for _ in range(steps):
             self.before(self.step)
@@ -125,7 +130,9 @@ class Setup:
             self.opt.step()
             self.step += 1
         self.flush()
-        return (time.perf_counter() - t0) / steps
+        wall = (time.perf_counter() - t0) / steps
+        self.cpu.append((time.process_time() - c0) / steps)
+        return wall
 
     def finish(self) -> int:
         """Close, and return the bytes written (a capture that silently saved nothing shows as 0)."""
@@ -227,6 +234,7 @@ def measure(model_name: str, kind: str, configs, runs: int, steps: int, warmup: 
     finally:
         for c, s in setups.items():
             times[f"bytes/{c}"] = [float(s.finish())]
+            times[f"cpu/{c}"] = s.cpu[1:]  # without the warm-up
     return times
 
 
@@ -250,8 +258,18 @@ def measure_smdebug(model_name: str, configs, runs: int, steps: int) -> Optional
 
 
 def report(model_name: str, results: Dict[str, Optional[Dict[str, List[float]]]], configs) -> List[dict]:
+    sizes = {k: {c: v.get(f"bytes/{c}", [0.0])[0] for c in configs} if v else {} for k, v in results.items()}
+    rows = _table(model_name, results, sizes, configs, "wall-clock")
+    cpu = {k: ({c: v[f"cpu/{c}"] for c in ("off",) + tuple(configs) if v.get(f"cpu/{c}")} if v else None)
+           for k, v in results.items()}
+    for r, c in zip(rows, _table(model_name, cpu, sizes, configs, "process CPU time (all threads)")):
+        r.update(cpu_ms=c["ms"], cpu_ratio=c["ratio"], cpu_off_ms=c["off_ms"])
+    return rows
+
+
+def _table(model_name, results, sizes, configs, what) -> List[dict]:
     rows = []
-    print(f"\n{model_name}: median ms/step over runs (ratio to the same process's hook-off median) [MB written]")
+    print(f"\n{model_name}, {what}: median ms/step over runs (ratio to the same process's hook-off median) [MB written]")
     print(f"  {'config':<8}" + "".join(f"{k:>28}" for k in results))
     base = {k: (statistics.median(v["off"]) if v else None) for k, v in results.items()}
     print(f"  {'off':<8}" + "".join(f"{(f'{base[k] * 1e3:.1f}' if base[k] else 'skipped'):>28}" for k in results))
@@ -263,7 +281,7 @@ def report(model_name: str, results: Dict[str, Optional[Dict[str, List[float]]]]
                 continue
             med = statistics.median(v[c])
             ratio = med / base[k]
-            mb = v.get(f"bytes/{c}", [0.0])[0] / 1e6
+            mb = sizes[k].get(c, 0.0) / 1e6
             rows.append({"model": model_name, "tool": k, "config": c, "ms": med * 1e3, "ratio": ratio,
                          "off_ms": base[k] * 1e3, "runs": len(v[c]), "mb_written": mb})
             cells.append(f"{med * 1e3:.1f} ({ratio:.2f}x) [{mb:.0f}]")
@@ -276,8 +294,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="MLP in full, ResNet only wg10 and red1 (~3 min)")
     ap.add_argument("--models", default="mlp,resnet")
     ap.add_argument("--configs", default=",".join(CONFIGS))
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=0, help="steps per run (default: 10 ResNet, 50 MLP)")
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=0, help="steps per run (default: 10 ResNet, 30 MLP)")
     ap.add_argument("--no-smdebug", action="store_true")
     ap.add_argument("--no-tensorboard", action="store_true")
     ap.add_argument("--json", help="also write the rows to this file")
@@ -299,7 +317,7 @@ def main(argv=None) -> int:
         cfgs = configs
         if args.quick and model_name == "resnet":
             cfgs = tuple(c for c in configs if c in ("wg10", "red1"))
-        steps = args.steps or (10 if model_name == "resnet" else 50)
+        steps = args.steps or (10 if model_name == "resnet" else 30)
         n_params = sum(p.numel() for p in make(model_name)[0].parameters())
         print(f"\n== {model_name}: {n_params:,} parameters, batch 64, {args.runs} runs x {steps} steps", flush=True)
         results: Dict[str, Optional[Dict[str, List[float]]]] = {"tensortap": measure(model_name, "tensortap", cfgs, args.runs, steps)}
