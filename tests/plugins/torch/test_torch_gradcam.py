@@ -136,3 +136,19 @@ def test_feature_maps_during_training_do_not_disturb_it(run_dir):
     np.testing.assert_allclose(trial.tensor("gradcam/layer2/cam").value(0), cam_from_tensors(want_a, want_g), rtol=1e-4, atol=1e-6)
     images = trial.tensor("gradcam/images").value(2)
     assert images.shape == (8, 12, 12, 3) and images.min() >= 0 and images.max() <= 1
+
+
+def test_explaining_a_hooked_model_does_not_count_a_step(run_dir):
+    torch.manual_seed(0)
+    model = SmallResNet()
+    hook = tt.Hook(run_dir, include_collections=["weights", "outputs"], save_config=tt.SaveConfig(save_interval=1))
+    hook.register(model)
+    model(torch.randn(2, 3, 8, 8))
+    assert hook.step == 0
+    tt.explain.gradcam(model, torch.randn(2, 3, 8, 8), target_layer=model.layer1)
+    model(torch.randn(2, 3, 8, 8))
+    hook.close()
+    assert hook.step == 1 and not hook.errors
+    trial = tt.create_trial(run_dir)
+    assert trial.steps() == [0, 1]
+    assert "layer1#1/output_0" not in trial.tensor_names()
