@@ -1,6 +1,7 @@
 """Helpers the built-in rules share: parameter coercion, reading values, message formatting."""
 from __future__ import annotations
 
+import re
 from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
@@ -9,7 +10,7 @@ from ...errors import ConfigError
 from ...modes import to_mode
 from ..base import RuleResult, as_list
 
-__all__ = ["activations", "as_list", "as_bool", "as_float_pair", "value", "listing", "result", "mode_of", "is_numeric", "ConfigError"]
+__all__ = ["activations", "parameter_gradients", "as_list", "as_bool", "as_float_pair", "value", "listing", "result", "mode_of", "is_numeric", "ConfigError"]
 
 
 def as_bool(v) -> bool:
@@ -72,3 +73,13 @@ def activations(names: Iterable[str]) -> List[str]:
     """Drop gradients of layer outputs (gradients/<layer>/output_i): a regex written for layer
     activations (".*relu.*/output_\\d+") matches them too, but they are not activations."""
     return [n for n in names if not n.startswith("gradients/")]
+
+
+_LAYER_TENSOR = re.compile(r"/(?:output|input)_\d+$")
+
+
+def parameter_gradients(names: Iterable[str]) -> List[str]:
+    """Gradients of parameters only: drop gradients of layer outputs/inputs
+    (gradients/<layer>/output_i), which the "gradients" collection also holds when layer
+    tensors are captured, and whose scale (1/batch) says nothing about vanishing."""
+    return [n for n in names if not _LAYER_TENSOR.search(n)]

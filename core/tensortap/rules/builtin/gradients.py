@@ -7,7 +7,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..base import Rule, RuleResult
-from ._common import activations, ConfigError, as_bool, as_list, listing, mode_of, result, value
+from ._common import activations, parameter_gradients, ConfigError, as_bool, as_list, listing, mode_of, result, value
 
 
 def l2(x: np.ndarray) -> float:
@@ -23,7 +23,8 @@ def skipped(rule: Rule, step: int, why: str) -> RuleResult:
 class VanishingGradient(Rule):
     """Fires when the mean absolute value of a gradient falls below `threshold`.
 
-    Reads collection "gradients" (gradients/<param>); fires if any one of them is below."""
+    Reads the parameter gradients of collection "gradients" (gradients/<param>, not those of
+    layer outputs); fires if any one of them is below."""
 
     name = "vanishing_gradient"
     collections = ("gradients",)
@@ -33,7 +34,7 @@ class VanishingGradient(Rule):
         self.threshold = float(threshold)
 
     def invoke_at_step(self, trial, step: int):
-        names = self.select(trial, step, default_collections=["gradients"])
+        names = parameter_gradients(self.select(trial, step, default_collections=["gradients"]))
         if not names:
             return skipped(self, step, "no gradients saved at this step")
         means = {}
@@ -168,7 +169,7 @@ class PoorWeightInitialization(Rule):
                 why.append(f"activation-input variance differs {ratio:.3g}x across layers (> {self.threshold:g}): "
                            f"{listing(var)}")
         spreads = {}
-        for n in trial.tensor_names(collection="gradients", step=step):
+        for n in parameter_gradients(trial.tensor_names(collection="gradients", step=step)):
             g = value(trial, n, step)
             if g.size >= 2:
                 p5, p95 = np.percentile(g, [5, 95])
