@@ -134,7 +134,7 @@ def test_reader_in_second_process_follows_a_live_run(run_dir):
     assert {int(k): v for k, v in res["sums"].items()} == sums
     # it saw the run grow while it was still being written
     live = res["seen_live"]
-    assert len(set(live)) >= 3 and 0 < min(live) < n, live
+    assert len(set(live)) >= 3 and any(0 < k < n for k in live), live
 
 
 class CountSteps(tt.rules.Rule):
