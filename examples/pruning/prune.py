@@ -36,8 +36,8 @@ from common.cnn import MODELS  # noqa: E402
 PRESETS = {
     # width, epochs before pruning, fine-tune epochs per iteration, filters removed per iteration,
     # at most `iters` prunes, capture the tapped feature maps every `capture` training steps
-    "quick": {"resnet": dict(width=8, blocks=1, epochs=6, finetune=1, per_iter=14, iters=6, capture=4),
-              "alexnet": dict(width=12, epochs=6, finetune=1, per_iter=14, iters=6, capture=4)},
+    "quick": {"resnet": dict(width=8, blocks=1, epochs=5, finetune=1, per_iter=16, iters=5, capture=4),
+              "alexnet": dict(width=12, epochs=5, finetune=1, per_iter=16, iters=5, capture=4)},
     "full": {"resnet": dict(width=16, blocks=2, epochs=15, finetune=2, per_iter=16, iters=30, capture=8),
              "alexnet": dict(width=32, epochs=15, finetune=2, per_iter=16, iters=30, capture=8)},
 }
