@@ -194,3 +194,12 @@ def test_remove_channels_rejects_bad_requests():
     out_group.frozen = "reaches the model output"
     with pytest.raises(ValueError, match="cannot be pruned"):
         remove_channels(model, out_group, [0])
+
+
+def test_analysis_leaves_the_model_as_it_was():
+    model = TinyResNet().train()
+    model.b1.bn1.eval()  # a user's frozen batch-norm stays frozen
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    analyse(model, _x())
+    assert model.training and not model.b1.bn1.training and model.b2.bn1.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # running stats untouched

@@ -97,11 +97,14 @@ def analyse(model: nn.Module, example_input: torch.Tensor) -> List[ChannelGroup]
     except Exception as e:  # noqa: BLE001 - fx raises many kinds
         raise ValueError(f"tensortap-pruning needs a model torch.fx can trace ({type(e).__name__}: {e}); "
                          "move data-dependent control flow out of forward() or prune a traceable sub-module") from None
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # gm shares the model's modules
     gm.eval()
-    with torch.no_grad():
-        ShapeProp(gm).propagate(example_input)
-    model.train(was_training)
+    try:
+        with torch.no_grad():  # eval + no_grad: batch-norm statistics do not move
+            ShapeProp(gm).propagate(example_input)
+    finally:
+        for m, training in modes:
+            m.training = training
     modules = dict(gm.named_modules())
     uf = _UnionFind()
     info: Dict[int, ChannelGroup] = {}
