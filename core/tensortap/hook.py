@@ -406,8 +406,12 @@ class Hook:
         adapter.register_loss(loss_obj, name)
 
     def save_scalar(self, name: str, value: Any) -> None:
-        """Save a number (accuracy, learning rate, ...) in collection "scalars"."""
-        self._user_save(name, value, "scalars")
+        """Save a number (accuracy, learning rate, ...) in collection "scalars", at the current
+        step, every time it is called: scalars are cheap and often once-per-epoch, so they do
+        not follow the hook's save_interval (give the "scalars" collection its own save_config
+        to thin them)."""
+        own = next((c for c in self.collections if c.name == "scalars" and c.save_config is not None), None)
+        self._user_save(name, value, "scalars", always=own is None)
 
     def save_tensor(self, name: str, value: Any, collections: Union[str, Sequence[str]] = ("default",)) -> None:
         """Save any array under `name` at the current step, tagged with `collections`.
@@ -419,7 +423,7 @@ class Hook:
         collections = list(collections) or ["default"]
         self._user_save(name, value, collections[0], tuple(collections[1:]))
 
-    def _user_save(self, name, value, category, extra=()) -> None:
+    def _user_save(self, name, value, category, extra=(), always: bool = False) -> None:
         """A save the user asked for by name: it follows the save config of the collections
         that include it; if the hook includes none of them, it is kept on every step the hook
         saves anything (so record_loss/save_scalar always land beside the tensors)."""
@@ -429,7 +433,7 @@ class Hook:
             return
         if self.step < 0 or self._mode_changed:
             self.begin_step()
-        force = not self._collections_of(name, category) and self.saving
+        force = always or (not self._collections_of(name, category) and self.saving)
         try:
             self._capture(name, value, category, extra, force=force)
         except ConfigError:
@@ -516,7 +520,11 @@ class Hook:
             except Exception as e:  # noqa: BLE001
                 self._report("could not detach", e)
         if self.writer is None:
-            self._ensure_writer()
+            try:
+                self._ensure_writer()
+            except ConfigError as e:  # register() already failed on this; closing must not raise again
+                log.warning("tensortap: %s closed without a run: %s", self.out_dir, e)
+                return
         self.writer.close(timeout)
         self.registry.call_behaviour("tensortap_run_closed", hook=self, out_dir=self.out_dir)
 

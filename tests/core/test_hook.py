@@ -133,7 +133,10 @@ def test_save_tensor_save_scalar_record_loss(run_dir):
         hook.save_tensor("labels", np.arange(s + 1), collections=["labels", "extra"])
     hook.close()
     trial = tt.create_trial(run_dir)
-    assert trial.steps() == [0, 2]
+    assert trial.steps() == [0, 1, 2, 3]  # save_scalar saves whenever it is called
+    assert trial.tensor("lr").steps() == [0, 1, 2, 3]
+    assert trial.tensor("loss").steps() == [0, 2]  # losses follow the save config
+    assert trial.tensor("labels").steps() == [0, 2]  # an un-included collection: steps the hook saves
     assert trial.tensor("loss").value(2) == np.float32(1 / 3)
     assert float(trial.tensor("lr").value(2)) == pytest.approx(0.2)
     assert list(trial.tensor("labels").value(2)) == [0, 1, 2]
@@ -203,3 +206,25 @@ def test_close_twice_and_saves_after_close_are_ignored(run_dir):
     trial = tt.create_trial(run_dir)
     assert trial.steps() == [0] and trial.is_complete()
     assert hook.stats.steps_written == 1 and hook.stats.steps_dropped == 0
+
+
+def test_scalars_collection_with_its_own_save_config_thins_save_scalar(run_dir):
+    hook = tt.Hook(run_dir, include_collections=[tt.Collection("scalars", save_config=tt.SaveConfig(save_interval=3))])
+    for s in range(7):
+        hook.begin_step()
+        hook.save_scalar("epoch_acc", float(s))
+    hook.close()
+    assert tt.create_trial(run_dir).tensor("epoch_acc").steps() == [0, 3, 6]
+
+
+def test_close_after_failed_register_does_not_raise(tmp_path):
+    from tensortap.testing import NumpyMLP
+
+    run = str(tmp_path / "run")
+    first = tt.Hook(run)
+    first.register(NumpyMLP())
+    first.close()
+    second = tt.Hook(run)
+    with pytest.raises(tt.ConfigError, match="already holds a run"):
+        second.register(NumpyMLP())
+    second.close()  # reported, never raised (it also runs at interpreter exit)
