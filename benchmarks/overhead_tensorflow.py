@@ -1,17 +1,23 @@
 """Step-time overhead of tensortap on a small Keras CNN trained with fit() (TF CPU, 1 thread).
 
-Configurations, each on its own copy of the same model, measured round-robin (so drift in
-machine load hits all alike); every run is one fit() of EPOCHS x 10 steps, timed as a whole:
+Configurations, each on its own copy of the same model, measured in rounds (each round runs every
+configuration once, in a shuffled order, so bursts of load on a shared machine hit all alike);
+every run is one fit() of EPOCHS x 10 steps, timed as a whole:
 
   off            no callback
+  sync           a do-nothing callback that overrides on_train_batch_end: Keras 3 then dispatches
+                 batch-end callbacks synchronously, as it does with tensortap's (not async_safe)
   idle           hook registered, saving nothing (the cost of an unsaved step)
   every10        weights + gradients every 10 steps
   every1         weights + gradients every step
   reductions1    weights + gradients every step, reductions only (min/max/mean/std/l2)
   tensorboard    keras.callbacks.TensorBoard(histogram_freq=1): weight histograms every epoch (= 10 steps)
 
-Prints the median step time per configuration over >= 5 runs and its ratio to "off".
-Usage: python benchmarks/overhead_tensorflow.py [--runs 7] [--epochs 3] [--batch 32]
+Prints, per configuration, the median over >= 5 runs of the process CPU time per step (all
+threads of this process: TF's, tensortap's writer; robust to other processes competing for a
+shared machine) and of the wall time per step, each with its ratio to "off", and the
+interquartile range of the per-round CPU ratios as a noise gauge.
+Usage: python benchmarks/overhead_tensorflow.py [--runs 15] [--epochs 1] [--batch 32]
 """
 from __future__ import annotations
 
@@ -34,7 +40,14 @@ import keras  # noqa: E402
 import tensortap as tt  # noqa: E402
 
 STEPS_PER_EPOCH = 10
-CONFIGS = ("off", "idle", "every10", "every1", "reductions1", "tensorboard")
+CONFIGS = ("off", "sync", "idle", "every10", "every1", "reductions1", "tensorboard")
+
+
+class SyncNoop(keras.callbacks.Callback):
+    """Does nothing, but its overridden on_train_batch_end turns off Keras' async callback dispatch."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass
 
 
 def make_model(seed: int = 0) -> keras.Model:
@@ -70,6 +83,8 @@ def setup(name: str, root: str):
         hook = tt.Hook(os.path.join(root, name), include_collections=cols, save_config=tt.SaveConfig(save_interval=1),
                        reduction_config=tt.ReductionConfig(reductions=["min", "max", "mean", "std", "l2"]))
     callbacks = []
+    if name == "sync":
+        callbacks.append(SyncNoop())
     if hook is not None:
         callbacks.append(hook.keras_callback())
     if name == "tensorboard":
@@ -79,8 +94,8 @@ def setup(name: str, root: str):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=7)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch", type=int, default=32)
     args = ap.parse_args()
     n = STEPS_PER_EPOCH * args.batch
@@ -92,11 +107,18 @@ def main() -> None:
         for name, (model, cbs, _) in setups.items():  # warm-up: trace the train step
             model.fit(x, y, batch_size=args.batch, epochs=1, verbose=0, callbacks=cbs)
         times = {name: [] for name in CONFIGS}
-        for _ in range(args.runs):
-            for name, (model, cbs, _) in setups.items():
-                t0 = time.perf_counter()
+        cpu = {name: [] for name in CONFIGS}
+        order = list(CONFIGS)
+        shuffle = np.random.default_rng(1).shuffle
+        for _ in range(max(5, args.runs)):
+            shuffle(order)
+            for name in order:
+                model, cbs, _ = setups[name]
+                steps = args.epochs * STEPS_PER_EPOCH
+                t0, c0 = time.perf_counter(), time.process_time()
                 model.fit(x, y, batch_size=args.batch, epochs=args.epochs, verbose=0, callbacks=cbs)
-                times[name].append((time.perf_counter() - t0) / (args.epochs * STEPS_PER_EPOCH))
+                times[name].append((time.perf_counter() - t0) / steps)
+                cpu[name].append((time.process_time() - c0) / steps)
         for _, _, hook in setups.values():
             if hook is not None:
                 hook.close()
@@ -105,10 +127,12 @@ def main() -> None:
     base = statistics.median(times["off"])
     print(f"Keras CNN {params} params, batch {args.batch}, TF {tf.__version__}, Keras {keras.__version__}, "
           f"1 thread; median of {args.runs} runs x {args.epochs * STEPS_PER_EPOCH} steps")
-    print(f"{'config':<13} {'ms/step':>8} {'ratio':>6}")
+    cbase = statistics.median(cpu["off"])
+    print(f"{'config':<13} {'cpu ms/step':>11} {'cpu ratio':>9} {'IQR per round':>15} {'wall ms/step':>12} {'wall ratio':>10}")
     for name in CONFIGS:
-        med = statistics.median(times[name])
-        print(f"{name:<13} {med * 1e3:8.2f} {med / base:6.3f}x")
+        c, w = statistics.median(cpu[name]), statistics.median(times[name])
+        q = np.percentile([a / b for a, b in zip(cpu[name], cpu["off"])], [25, 75])
+        print(f"{name:<13} {c * 1e3:11.2f} {c / cbase:8.3f}x {q[0]:7.3f}-{q[1]:.3f} {w * 1e3:12.2f} {w / base:9.3f}x")
 
 
 if __name__ == "__main__":

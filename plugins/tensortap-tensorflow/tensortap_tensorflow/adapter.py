@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from tensortap.adapter import Adapter, Handle
-from tensortap.errors import ConfigError, StopTraining
+from tensortap.errors import StopTraining
 from tensortap.modes import EVAL, PREDICT, TRAIN
 
 from . import attention as _att

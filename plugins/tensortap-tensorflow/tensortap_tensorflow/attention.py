@@ -7,7 +7,7 @@ softmax(einsum(key, query / sqrt(key_dim))) with the same mask, shape (batch, he
 """
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List
 
 import numpy as np
 

@@ -13,7 +13,7 @@ Not available under XLA (jit_compile=True).
 """
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
