@@ -8,6 +8,11 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# mxnet 1.9.1 segfaults or hangs when it is imported after tensorflow in one process (found
+# by the TF plugin's tests); importing it first, where it is installed, makes any test order safe.
+if importlib.util.find_spec("mxnet") is not None:
+    import mxnet  # noqa: F401,E402
+
 
 def require(*modules: str):
     """Skip the calling test module unless every module imports (e.g. require("torch"))."""
