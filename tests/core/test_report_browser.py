@@ -206,7 +206,7 @@ def test_the_browser_check_catches_requests_console_errors_and_exceptions(browse
     bad = tmp_path / "bad.html"
     bad.write_text('<!DOCTYPE html><html><body><img src="http://tensortap-test.invalid/x.png">'
                    '<script>console.error("boom"); notDefined();</script></body></html>')
-    r = browser.open(bad.as_uri(), settle=0.5)
+    r = browser.open(bad.as_uri(), settle=3.0)
     assert any("tensortap-test.invalid" in u for u in r["requests"]), r
     assert ("error", "boom") in r["console"], r
     assert any("notDefined" in x for x in r["exceptions"]), r
@@ -214,7 +214,7 @@ def test_the_browser_check_catches_requests_console_errors_and_exceptions(browse
     framed.write_text('<!DOCTYPE html><html><body><iframe sandbox="allow-scripts" srcdoc="&lt;script&gt;'
                       'console.error(&quot;inner&quot;); fetch(&quot;http://tensortap-inner.invalid/&quot;)'
                       '&lt;/script&gt;"></iframe></body></html>')
-    r = browser.open(framed.as_uri(), settle=0.5)
+    r = browser.open(framed.as_uri(), settle=3.0)
     assert ("error", "inner") in r["console"], r
     assert any("tensortap-inner.invalid" in u for u in r["requests"]), r
     good = tmp_path / "good.html"
