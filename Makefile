@@ -41,5 +41,14 @@ test-np2: venv-np2
 demo: venv-all
 	$(PY_ALL) examples/quickstart.py --out runs/demo
 
+# Every benchmark prints ratios measured side by side in one run (medians of several runs).
+# smdebug 1.0.34, the peer, needs its own numpy<2 venv: tools/smdebug-venv.sh builds it.
 bench: venv-all
+	tools/smdebug-venv.sh $(VENV_ROOT)/smdebug || echo "smdebug venv unavailable: its columns will say skipped"
+	$(PY_ALL) benchmarks/overhead_torch.py --quick
+	$(PY_ALL) benchmarks/overhead_tensorflow.py
+	$(PY_ALL) benchmarks/overhead_mxnet.py
 	$(PY_ALL) benchmarks/store_throughput.py
+	$(PY_ALL) benchmarks/rules_throughput.py
+	$(PY_ALL) benchmarks/big_run.py --steps 1000,3000
+	$(PY_ALL) benchmarks/dask_rules.py
