@@ -18,8 +18,8 @@ import numpy as np
 import tensortap as tt
 
 
-# Every 10th training step; every evaluation pass (the accuracy is saved in EVAL mode).
-SAVE = tt.SaveConfig({tt.modes.EVAL: tt.SaveConfigMode(save_interval=1)}, save_interval=10)
+# Every 10th step of each mode (save_scalar, used for the accuracy, saves on every call).
+SAVE = tt.SaveConfig(save_interval=10)
 
 
 def digits():
