@@ -221,10 +221,12 @@ def test_big_record_checksummed_across_read_chunks(tmp_path):
     path = os.path.join(root, layout.WORKERS_DIR, "worker-0", layout.data_file(0))
     pristine = open(path, "rb").read()
     size = len(pristine)
+    start = size - big.nbytes - framing.OVERHEAD  # the record may follow a padding record
+    assert start >= 0 and pristine[start:start + 4] == framing.MAGIC
     for pos in (5, framing.HEADER_SIZE, reader_mod._CHUNK - 1, reader_mod._CHUNK, 2 * reader_mod._CHUNK + 7,
-                size - framing.TRAILER_SIZE - 1, size - 2):
+                size - start - framing.TRAILER_SIZE - 1, size - start - 2):
         damaged = bytearray(pristine)
-        damaged[pos] ^= 0x40
+        damaged[start + pos] ^= 0x40
         with open(path, "wb") as f:
             f.write(damaged)
         with pytest.raises(tt.CorruptRunError):
@@ -246,3 +248,41 @@ def test_step_written_in_parts_across_segments(tmp_path):
     assert list(trial.tensor("a").value(0)) == [7, 7, 7, 7]  # the newest part wins
     assert list(trial.tensor("b").value(0)) == [1, 1, 1, 1]
     assert list(trial.tensor("c").value(0)) == [9, 9, 9, 9]
+
+
+@pytest.mark.parametrize("shift", [0, 1, 4, 8, 16, 40])
+def test_big_payloads_are_aligned_like_their_source(tmp_path, shift):
+    """A big array's payload lands at a file offset congruent to its address modulo 64 (a
+    padding record fills the gap) and reads back bit-exact, whatever the address: aligned or not,
+    after small records of odd sizes."""
+    root = str(tmp_path / "run")
+    backing = np.random.default_rng(shift).integers(0, 255, (1 << 20) + 64, dtype=np.uint8)
+    big = backing[shift:shift + (1 << 20)]  # an array at an arbitrary address
+    small = np.arange(7, dtype=np.int8)
+    w = StoreWriter(root, 0)
+    w.submit(StepBatch(0, "train", 0, [TensorItem("s", "value", ("c",), small),
+                                       TensorItem("big", "value", ("c",), big),
+                                       TensorItem("big2", "value", ("c",), big.view(np.float32))]))
+    w.close()
+    trial = tt.create_trial(root)
+    assert trial.tensor("s").value(0).tobytes() == small.tobytes()
+    assert trial.tensor("big").value(0).tobytes() == big.tobytes()
+    assert trial.tensor("big2").value(0).tobytes() == big.tobytes()
+    data = open(os.path.join(root, layout.WORKERS_DIR, "worker-0", layout.data_file(0)), "rb").read()
+    records = list(framing.iter_records(data))  # every byte belongs to a record, padding included
+    assert records[-1].next_offset == len(data)
+    kinds = [r.kind for r in records]
+    assert kinds.count(framing.KIND_DATA) == 3 and set(kinds) <= {framing.KIND_DATA, framing.KIND_PAD}
+    for r in records:
+        if r.kind == framing.KIND_DATA and len(r.payload) == big.nbytes:
+            assert (r.offset + framing.HEADER_SIZE - big.ctypes.data) % 64 == 0
+
+
+@pytest.mark.parametrize("offset", [0, 3, 17, 60, 63, 64, 4095])
+def test_pad_before_lands_the_payload_on_the_address(offset):
+    for address in (0, 16, 33, 4096 + 48):
+        gap = framing.pad_before(offset, address)
+        assert gap == 0 or gap >= framing.OVERHEAD
+        assert (offset + gap + framing.HEADER_SIZE - address) % 64 == 0
+        if gap:
+            assert len(framing.pad(gap)) == gap

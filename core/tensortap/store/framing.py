@@ -3,7 +3,7 @@
 Layout of one record (little-endian):
 
     magic  b"TTR1"           4 bytes
-    kind   uint8             1   (KIND_DATA, KIND_INDEX)
+    kind   uint8             1   (KIND_DATA, KIND_INDEX, KIND_PAD)
     length uint64            8   payload length
     hcrc   uint32            4   CRC32C of kind+length: a forged or torn length is caught
     payload                  length bytes
@@ -16,7 +16,10 @@ reader allocate more than the file holds.
 """
 from __future__ import annotations
 
+import os
 import struct
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -25,6 +28,7 @@ import crc32c as _crc32c
 MAGIC = b"TTR1"
 KIND_DATA = 1
 KIND_INDEX = 2
+KIND_PAD = 3  # zero bytes placed before a big data record so its payload lands well aligned
 _HEADER = struct.Struct("<4sBQI")
 HEADER_SIZE = _HEADER.size  # 17
 TRAILER_SIZE = 4
@@ -36,6 +40,48 @@ def crc(data, value: int = 0) -> int:
     """CRC32C (Castagnoli) of bytes-like `data`, from the maintained `crc32c` package;
     `value` continues a checksum computed over the bytes before `data`."""
     return _crc32c.crc32c(data, value) if value else _crc32c.crc32c(data)
+
+
+PARALLEL_CRC = 4 << 20  # payloads this big are checksummed on a helper thread while I/O goes on
+
+_pool: Optional[ThreadPoolExecutor] = None
+_pool_lock = threading.Lock()
+
+
+def _forget_pool() -> None:
+    global _pool
+    _pool = None  # a forked child has no copy of the thread: it makes its own
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+class Checksummer:
+    """CRC32C of a stream of chunks, computed in order on one helper thread while the caller
+    reads or writes the next chunk: the crc32c package releases the GIL, so a big payload's
+    checksum costs (almost) no time next to its I/O on a machine with a spare core."""
+
+    def __init__(self) -> None:
+        global _pool
+        with _pool_lock:
+            if _pool is None:
+                _pool = ThreadPoolExecutor(1, thread_name_prefix="tensortap-crc")
+            self._pool = _pool
+        self._value = 0
+        self._last: Optional[Future] = None
+
+    def add(self, chunk) -> None:
+        """Queue `chunk` (it must not change until value() returns)."""
+        self._last = self._pool.submit(self._step, chunk)
+
+    def _step(self, chunk) -> None:
+        self._value = crc(chunk, self._value)
+
+    def value(self) -> int:
+        """The checksum of every chunk added so far, in order."""
+        if self._last is not None:
+            self._last.result()
+        return self._value
 
 
 def header(kind: int, length: int) -> bytes:
@@ -51,6 +97,28 @@ def trailer(payload_crc: int) -> bytes:
 def encode(kind: int, payload: bytes) -> bytes:
     """One complete record as bytes (small records; big arrays are written in three parts)."""
     return header(kind, len(payload)) + payload + trailer(crc(payload))
+
+
+def pad(nbytes: int) -> bytes:
+    """A padding record exactly `nbytes` long (>= OVERHEAD): keeps "every byte of a file
+    belongs to a record" true where the writer aligns the next payload."""
+    if nbytes < OVERHEAD:
+        raise ValueError(f"a padding record takes at least {OVERHEAD} bytes, asked for {nbytes}")
+    return encode(KIND_PAD, bytes(nbytes - OVERHEAD))
+
+
+def pad_before(offset: int, payload_address: int, align: int = 64) -> int:
+    """Bytes of padding to write at file `offset` so the next record's payload starts at a file
+    offset congruent to `payload_address` modulo `align` (0, or at least OVERHEAD).
+
+    Why: the kernel's copy between user memory and the page cache runs at half speed when the
+    destination sits a few bytes after the source modulo 4 KiB (4K aliasing). Matching the
+    array's address modulo 64 on write lets the reader place its buffer at the file offset
+    modulo 4 KiB, so both copies run at full speed."""
+    need = (payload_address - offset - HEADER_SIZE) % align
+    if need and need < OVERHEAD:
+        need += align * -(-(OVERHEAD - need) // align)
+    return need
 
 
 class TornRecord(Exception):

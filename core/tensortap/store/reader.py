@@ -22,6 +22,7 @@ from .fs import is_local, join
 log = logging.getLogger("tensortap")
 MAX_NDIM = 64
 _ALIGN = 64
+_PAGE = 4096
 _CHUNK = 1 << 20
 
 
@@ -291,11 +292,17 @@ class WorkerReader:
             raise CorruptRunError(f"{what}: index says {nbytes} bytes for shape {shape} {dtype}; the run is damaged")
         total = nbytes + framing.OVERHEAD
         path = self._data_path(seg)
-        # Read into fresh, uninitialised memory placed so the payload starts 64-byte aligned:
-        # no zero-fill pass, and the array returned is a view of it (aligned, no extra copy).
-        pad = -framing.HEADER_SIZE % _ALIGN
-        raw = np.empty(pad + total, np.uint8)
-        rec = memoryview(raw)[pad:]
+        # Read into fresh, uninitialised memory (no zero-fill pass); the array returned is a
+        # view of it. Big payloads are placed at their file offset modulo 4 KiB, where that
+        # keeps the dtype aligned: the kernel's copy out of the page cache then runs at full
+        # speed (see framing.pad_before); otherwise the payload starts 64-byte aligned.
+        if nbytes > _PAGE and (off + framing.HEADER_SIZE) % max(dtype.alignment, 1) == 0:
+            raw = np.empty(total + _PAGE, np.uint8)
+            pad = (off - raw.ctypes.data) % _PAGE  # payload address = file offset, modulo a page
+        else:
+            raw = np.empty(total + _ALIGN, np.uint8)
+            pad = (-framing.HEADER_SIZE - raw.ctypes.data) % _ALIGN
+        rec = memoryview(raw)[pad:pad + total]
         with self._lock:
             if off + total > self._size(seg, off + total):
                 raise CorruptRunError(f"{what}: its bytes lie past the end of {layout.data_file(seg)}; the run is damaged")
@@ -310,15 +317,23 @@ class WorkerReader:
                 f.seek(off)
                 got, pcrc = 0, 0
                 head, pay_end = framing.HEADER_SIZE, framing.HEADER_SIZE + nbytes
+                # chunked, so each chunk is checksummed while it is still in the CPU cache, or,
+                # for a big payload, on a helper thread while the next chunk is read
+                summer = framing.Checksummer() if nbytes >= framing.PARALLEL_CRC else None
+                chunk = _CHUNK if summer is None else 4 * _CHUNK
                 while got < total:
-                    # chunked, so each chunk is checksummed while it is still in the CPU cache
-                    n = f.readinto(rec[got:min(total, got + _CHUNK)])
+                    n = f.readinto(rec[got:min(total, got + chunk)])
                     if not n:
                         break
                     lo, hi = max(got, head), min(got + n, pay_end)
                     if hi > lo:
-                        pcrc = framing.crc(rec[lo:hi], pcrc)
+                        if summer is None:
+                            pcrc = framing.crc(rec[lo:hi], pcrc)
+                        else:
+                            summer.add(rec[lo:hi])
                     got += n
+                if summer is not None:
+                    pcrc = summer.value()
             else:
                 fetched = self.fs.cat_file(path, start=off, end=off + total)
                 got = len(fetched)
