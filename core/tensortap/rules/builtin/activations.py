@@ -16,7 +16,34 @@ def inactive_units(active: np.ndarray, threshold_inactivity: float) -> float:
     return float((per_unit < threshold_inactivity).mean() * 100.0) if per_unit.size else 0.0
 
 
-class DeadRelu(Rule):
+class _PerLayerPercent(Rule):
+    """Shared shape of the activation rules: a percentage per matching layer, fired when any
+    layer's exceeds `threshold_layer`."""
+
+    tensor_regex: list
+    threshold_layer: float
+    what = ""  # e.g. "dead": the words in messages and the key of the reported values
+
+    def percent(self, x: np.ndarray, name: str) -> float:
+        raise NotImplementedError
+
+    def invoke_at_step(self, trial, step: int):
+        names = activations(trial.tensor_names(regex=self.tensor_regex, step=step))
+        if not names:
+            return skipped(self, step, f"no tensor matching {self.tensor_regex} at this step")
+        per_layer = {n: self.percent(value(trial, n, step), n) for n in names}
+        bad = {n: p for n, p in per_layer.items() if p > self.threshold_layer}
+        values = {f"{self.what}_percent": per_layer}
+        if bad:
+            return result(self, step, True, f"{len(bad)} layers have more than {self.threshold_layer:g}% "
+                          f"{self.what} units{self.detail()}: {listing(bad, fmt='{:.1f}%')}", values)
+        return result(self, step, False, f"{self.what} units per layer: " + listing(per_layer, fmt="{:.1f}%"), values)
+
+    def detail(self) -> str:
+        return ""
+
+
+class DeadRelu(_PerLayerPercent):
     """Fires when, in a ReLU layer's output, more than `threshold_layer` % of units are active
     (> 0) in fewer than `threshold_inactivity` % of the batch's samples.
 
@@ -33,20 +60,16 @@ class DeadRelu(Rule):
         self.threshold_inactivity = float(threshold_inactivity)
         self.threshold_layer = float(threshold_layer)
 
-    def invoke_at_step(self, trial, step: int):
-        names = activations(trial.tensor_names(regex=self.tensor_regex, step=step))
-        if not names:
-            return skipped(self, step, f"no tensor matching {self.tensor_regex} at this step")
-        dead = {n: inactive_units(value(trial, n, step) > 0, self.threshold_inactivity) for n in names}
-        bad = {n: d for n, d in dead.items() if d > self.threshold_layer}
-        if bad:
-            return result(self, step, True, f"{len(bad)} ReLU layers have more than {self.threshold_layer:g}% dead "
-                          f"units (active in < {self.threshold_inactivity:g}% of samples): "
-                          f"{listing(bad, fmt='{:.1f}%')}", {"dead_percent": dead})
-        return result(self, step, False, "dead units per layer: " + listing(dead, fmt="{:.1f}%"), {"dead_percent": dead})
+    what = "dead"
+
+    def percent(self, x: np.ndarray, name: str) -> float:
+        return inactive_units(x > 0, self.threshold_inactivity)
+
+    def detail(self) -> str:
+        return f" (active in < {self.threshold_inactivity:g}% of samples)"
 
 
-class SaturatedActivation(Rule):
+class SaturatedActivation(_PerLayerPercent):
     """Fires when, in a tanh or sigmoid layer's input, more than `threshold_layer` % of units lie
     outside the non-saturated range in more than (100 - `threshold_inactivity`) % of samples.
 
@@ -68,19 +91,9 @@ class SaturatedActivation(Rule):
         self.threshold_inactivity = float(threshold_inactivity)
         self.threshold_layer = float(threshold_layer)
 
-    def invoke_at_step(self, trial, step: int):
-        names = activations(trial.tensor_names(regex=self.tensor_regex, step=step))
-        if not names:
-            return skipped(self, step, f"no tensor matching {self.tensor_regex} at this step")
-        sat = {}
-        for n in names:
-            low = n.lower()
-            lo, hi = self.sigmoid if "sigmoid" in low and "tanh" not in low else self.tanh
-            x = value(trial, n, step)
-            sat[n] = inactive_units((x > lo) & (x < hi), self.threshold_inactivity)
-        bad = {n: s for n, s in sat.items() if s > self.threshold_layer}
-        if bad:
-            return result(self, step, True, f"{len(bad)} layers have more than {self.threshold_layer:g}% saturated "
-                          f"units: {listing(bad, fmt='{:.1f}%')}", {"saturated_percent": sat})
-        return result(self, step, False, "saturated units per layer: " + listing(sat, fmt="{:.1f}%"),
-                      {"saturated_percent": sat})
+    what = "saturated"
+
+    def percent(self, x: np.ndarray, name: str) -> float:
+        low = name.lower()
+        lo, hi = self.sigmoid if "sigmoid" in low and "tanh" not in low else self.tanh
+        return inactive_units((x > lo) & (x < hi), self.threshold_inactivity)
