@@ -10,27 +10,11 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from examples.common.cnn import BasicBlock as Block  # noqa: E402
 from tensortap_pruning import analyse, count_params, params_removed, plan_removal, remove_channels  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-class Block(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.down = None if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-        self.relu2 = nn.ReLU()
-
-    def forward(self, x):
-        idt = x if self.down is None else self.down(x)
-        return self.relu2(self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x))))) + idt)
 
 
 class TinyResNet(nn.Module):
@@ -75,9 +59,9 @@ def test_resnet_groups_keep_residual_channels_aligned():
     groups = _by_producer(analyse(TinyResNet(), _x()))
     trunk1 = groups[("stem", "b1.conv2")]        # stem and block 1's conv2 feed the same residual sum
     assert trunk1.prunable and sorted(trunk1.norms) == ["b1.bn2", "bn"]
-    assert sorted(trunk1.conv_consumers) == ["b1.conv1", "b2.conv1", "b2.down.0"]
+    assert sorted(trunk1.conv_consumers) == ["b1.conv1", "b2.conv1", "b2.downsample.0"]
     assert trunk1.rank_taps == ["relu", "b1.relu2"]
-    trunk2 = groups[("b2.down.0", "b2.conv2")]
+    trunk2 = groups[("b2.downsample.0", "b2.conv2")]
     assert trunk2.linear_consumers == [("fc", 1)] and trunk2.prunable
     assert groups[("b1.conv1",)].conv_consumers == ["b1.conv2"]
     assert groups[("b1.conv1",)].rank_taps == ["b1.relu1"]
@@ -120,7 +104,7 @@ def test_resnet_param_count_matches_the_arithmetic(drop_trunk1, drop_b1, drop_tr
     model = TinyResNet()
     assert count_params(model) == _hand_count_resnet(8, 8, 12, 12)
     groups = _by_producer(analyse(model, _x()))
-    for key, n in ((("stem", "b1.conv2"), drop_trunk1), (("b1.conv1",), drop_b1), (("b2.down.0", "b2.conv2"), drop_trunk2)):
+    for key, n in ((("stem", "b1.conv2"), drop_trunk1), (("b1.conv1",), drop_b1), (("b2.downsample.0", "b2.conv2"), drop_trunk2)):
         g = groups[key]
         predicted = params_removed(model, g, n)
         before = count_params(model)
