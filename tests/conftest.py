@@ -24,3 +24,10 @@ def require(*modules: str):
 @pytest.fixture
 def run_dir(tmp_path):
     return str(tmp_path / "run")
+
+
+@pytest.fixture
+def run_url(tt_run_url):
+    """A fresh run location, parametrised: a local directory, then s3://… on a moto server
+    (one per session, see tensortap.testing.s3): the test runs its checks on both back ends."""
+    return tt_run_url
