@@ -10,6 +10,7 @@ import sys
 import pytest
 
 import tensortap as tt
+from tensortap.testing.fixtures import tt_new_run_url
 from tt_store_helpers import train_mlp
 
 
@@ -19,9 +20,9 @@ def tensortap(*args):
     return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=120)
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    d = str(tmp_path_factory.mktemp("cli") / "run")
+@pytest.fixture(scope="module", params=["local", "s3"])
+def run(request):
+    d = tt_new_run_url(request, request.param, "cli")
     snaps = train_mlp(d, steps=30, save_interval=10)
     return d, snaps
 

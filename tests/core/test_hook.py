@@ -11,9 +11,9 @@ from tt_store_helpers import train_mlp
 PARAMS = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
 
 
-def test_30_steps_interval_10_bit_identical(run_dir):
-    snaps = train_mlp(run_dir, steps=30, save_interval=10)
-    trial = tt.create_trial(run_dir)
+def test_30_steps_interval_10_bit_identical(run_url):
+    snaps = train_mlp(run_url, steps=30, save_interval=10)
+    trial = tt.create_trial(run_url)
     assert trial.steps() == [0, 10, 20]
     assert trial.is_complete()
     assert set(trial.tensor_names(collection="weights")) == {"fc1.weight", "fc2.weight"}
@@ -56,15 +56,15 @@ def _mode_loop(hook, model, epochs=3, train_steps=4, eval_steps=2):
     return log
 
 
-def test_per_mode_steps_interleaved(run_dir):
+def test_per_mode_steps_interleaved(run_url):
     model = NumpyMLP()
     cfg = tt.SaveConfig({tt.modes.TRAIN: tt.SaveConfigMode(save_interval=3),
                          tt.modes.EVAL: tt.SaveConfigMode(save_interval=1)})
-    hook = tt.Hook(run_dir, include_collections=["weights"], save_config=cfg)
+    hook = tt.Hook(run_url, include_collections=["weights"], save_config=cfg)
     hook.register(model)
     log = _mode_loop(hook, model)
     hook.close()
-    trial = tt.create_trial(run_dir)
+    trial = tt.create_trial(run_url)
     # 3 epochs x (4 train + 2 eval): train mode steps 0..11, eval mode steps 0..5, global 0..17
     train_globals = [g for g, (m, _) in enumerate(log) if m == "train"]
     eval_globals = [g for g, (m, _) in enumerate(log) if m == "eval"]
@@ -124,15 +124,15 @@ def test_include_regex_and_save_all(tmp_path):
         assert n in names
 
 
-def test_save_tensor_save_scalar_record_loss(run_dir):
-    hook = tt.Hook(run_dir, include_collections=["losses", "scalars"], save_config=tt.SaveConfig(save_interval=2))
+def test_save_tensor_save_scalar_record_loss(run_url):
+    hook = tt.Hook(run_url, include_collections=["losses", "scalars"], save_config=tt.SaveConfig(save_interval=2))
     for s in range(4):
         hook.begin_step()
         hook.record_loss(np.float32(1.0 / (s + 1)))
         hook.save_scalar("lr", 0.1 * s)
         hook.save_tensor("labels", np.arange(s + 1), collections=["labels", "extra"])
     hook.close()
-    trial = tt.create_trial(run_dir)
+    trial = tt.create_trial(run_url)
     assert trial.steps() == [0, 1, 2, 3]  # save_scalar saves whenever it is called
     assert trial.tensor("lr").steps() == [0, 1, 2, 3]
     assert trial.tensor("loss").steps() == [0, 2]  # losses follow the save config
@@ -145,10 +145,10 @@ def test_save_tensor_save_scalar_record_loss(run_dir):
     assert trial.tensor_names(collection="losses") == ["loss"]
 
 
-def test_reductions_instead_of_values(run_dir):
-    snaps = train_mlp(run_dir, steps=2, save_interval=1, include=["weights"],
+def test_reductions_instead_of_values(run_url):
+    snaps = train_mlp(run_url, steps=2, save_interval=1, include=["weights"],
                       reduction_config=tt.ReductionConfig(reductions=["l2", "max", "histogram"], histogram_bins=8))
-    t = tt.create_trial(run_dir).tensor("fc1.weight")
+    t = tt.create_trial(run_url).tensor("fc1.weight")
     w = snaps[1]["params"]["fc1.weight"]
     assert t.reduction_value(1, "l2") == pytest.approx(float(np.sqrt(np.square(w, dtype=np.float64).sum())))
     assert t.reduction_value(1, "max") == float(w.max())

@@ -11,6 +11,7 @@ import pytest
 import tensortap as tt
 from tensortap.cli import main as cli
 from tensortap.report import build_report
+from tensortap.testing.fixtures import tt_new_run_url
 from tensortap.vis import Visualizer
 from tests.core.test_report_browser import ARTIFACTS, browser, needs_chromium, problems  # noqa: F401
 from tests.core.test_vis_runs import attention_run, gradcam_run, mlp_run
@@ -23,8 +24,14 @@ def runs(tmp_path_factory):
             "gradcam": gradcam_run(str(d / "gc"))}
 
 
-def test_report_lists_the_run_the_rules_and_each_applicable_visualizer(runs, tmp_path):
-    trial = tt.create_trial(runs["mlp"])
+@pytest.fixture(scope="module", params=["local", "s3"])
+def mlp_url(request):
+    """The mlp run of `runs`, written once locally and once to s3://… (moto)."""
+    return mlp_run(tt_new_run_url(request, request.param, "report-mlp"))
+
+
+def test_report_lists_the_run_the_rules_and_each_applicable_visualizer(mlp_url, tmp_path):
+    trial = tt.create_trial(mlp_url)
     out = build_report(trial, str(tmp_path / "r.html"))
     page = open(out, encoding="utf-8").read()
     assert "numpy" in page and f"{len(trial.steps())} saved" in page and "worker" in page
@@ -56,13 +63,13 @@ def test_a_failing_visualizer_is_reported_in_the_page_not_fatal(runs, tmp_path, 
     assert "broken_for_test failed: RuntimeError: kaput" in page and 'id="vis-gradcam"' in page
 
 
-def test_cli_report_with_options_and_skip(runs, tmp_path, capsys):
+def test_cli_report_with_options_and_skip(mlp_url, tmp_path, capsys):
     out = tmp_path / "cli.html"
-    assert cli(["report", runs["mlp"], "--out", str(out), "--skip", "distributions",
+    assert cli(["report", mlp_url, "--out", str(out), "--skip", "distributions",
                 "--opt", "scalars.smooth=0.5"]) == 0
     page = out.read_text()
     assert 'id="vis-scalars"' in page and 'id="vis-distributions"' not in page
-    assert cli(["report", runs["mlp"], "--out", str(out), "--opt", "smooth=0.5"]) == 2
+    assert cli(["report", mlp_url, "--out", str(out), "--opt", "smooth=0.5"]) == 2
     assert "VISUALIZER.KEY=VALUE" in capsys.readouterr().err
 
 

@@ -37,9 +37,9 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def test_invoke_rule_range_and_missing_steps(run_dir):
-    mlp_run(run_dir, steps=12, lr=0.0, batch=128, data=make_data(128, seed=1))
-    trial = tt.create_trial(run_dir)
+def test_invoke_rule_range_and_missing_steps(run_url):
+    mlp_run(run_url, steps=12, lr=0.0, batch=128, data=make_data(128, seed=1))
+    trial = tt.create_trial(run_url)
     res = tt.invoke_rule(R("unchanged_tensor")(), trial, start_step=4, end_step=9)
     assert [r.step for r in res] == [4, 5, 6, 7, 8]
     assert first_fired(res) == 6  # three steps seen from step 4
@@ -49,10 +49,10 @@ def test_invoke_rule_range_and_missing_steps(run_dir):
     assert res and all(r.skipped and not r.fired for r in res)
 
 
-def test_follow_a_run_written_by_a_subprocess(run_dir):
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, run_dir, "30"])
+def test_follow_a_run_written_by_a_subprocess(run_url):
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, run_url, "30"])
     try:
-        trial = tt.create_trial(run_dir, wait_seconds=60)
+        trial = tt.create_trial(run_url, wait_seconds=60)
         t0 = time.monotonic()
         res = tt.invoke_rule(R("exploding_tensor")(), trial, follow=True, poll=0.1, timeout=120)
         took = time.monotonic() - t0
@@ -80,29 +80,29 @@ def test_cli_rules_list(capsys):
     assert "threshold_layer=50.0" in capsys.readouterr().out
 
 
-def test_cli_rules_run_exit_status(run_dir, capsys):
-    mlp_run(run_dir, steps=12, lr=0.0, batch=128, data=make_data(128, seed=1))
-    assert cli(["rules", "run", run_dir, "--rule", "vanishing_gradient"]) == 0
-    assert cli(["rules", "run", run_dir, "--rule", "loss_not_decreasing", "--param", "num_steps=5"]) == 1
+def test_cli_rules_run_exit_status(run_url, capsys):
+    mlp_run(run_url, steps=12, lr=0.0, batch=128, data=make_data(128, seed=1))
+    assert cli(["rules", "run", run_url, "--rule", "vanishing_gradient"]) == 0
+    assert cli(["rules", "run", run_url, "--rule", "loss_not_decreasing", "--param", "num_steps=5"]) == 1
     out = capsys.readouterr()
     assert "FIRED step 5:" in out.out and "2 fired, first at step 5" in out.err
-    assert cli(["rules", "run", run_dir, "--rule", "unchanged_tensor", "--param", "collection_names=weights,biases",
+    assert cli(["rules", "run", run_url, "--rule", "unchanged_tensor", "--param", "collection_names=weights,biases",
                 "--param", "num_steps=4", "--json"]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["first_fired_step"] == 3 and doc["evaluations"] == 12
     # errors: exit 2 with the fix in the message
-    assert cli(["rules", "run", run_dir, "--rule", "vanishing_gradent"]) == 2
+    assert cli(["rules", "run", run_url, "--rule", "vanishing_gradent"]) == 2
     assert 'Did you mean "vanishing_gradient"' in capsys.readouterr().err
-    assert cli(["rules", "run", run_dir, "--rule", "vanishing_gradient", "--param", "treshold=1"]) == 2
+    assert cli(["rules", "run", run_url, "--rule", "vanishing_gradient", "--param", "treshold=1"]) == 2
     assert 'Did you mean "threshold"' in capsys.readouterr().err
-    assert cli(["rules", "run", run_dir + "-missing", "--rule", "vanishing_gradient"]) == 2
-    assert cli(["rules", "run", run_dir, "--rule", "tensor_variance"]) == 2
+    assert cli(["rules", "run", run_url + "-missing", "--rule", "vanishing_gradient"]) == 2
+    assert cli(["rules", "run", run_url, "--rule", "tensor_variance"]) == 2
 
 
-def test_cli_as_a_process_with_follow(run_dir):
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, run_dir, "20"])
+def test_cli_as_a_process_with_follow(run_url):
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, run_url, "20"])
     try:
-        out = subprocess.run([sys.executable, "-m", "tensortap.cli", "rules", "run", run_dir, "--rule",
+        out = subprocess.run([sys.executable, "-m", "tensortap.cli", "rules", "run", run_url, "--rule",
                               "exploding_tensor", "--follow", "--json"], capture_output=True, text=True, timeout=120)
     finally:
         proc.wait(60)

@@ -62,9 +62,9 @@ def start_writer(run, steps, hidden=256, pause=0.0):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_sigkill_mid_run_keeps_every_completed_step(run_dir):
+def test_sigkill_mid_run_keeps_every_completed_step(run_url):
     steps, hidden = 400, 256
-    p = start_writer(run_dir, steps, hidden)
+    p = start_writer(run_url, steps, hidden)
     done = []
     for line in p.stdout:  # kill while it is writing, after a handful of completed steps
         done.append(int(line))
@@ -73,7 +73,7 @@ def test_sigkill_mid_run_keeps_every_completed_step(run_dir):
             break
     p.wait(timeout=30)
     assert p.returncode == -signal.SIGKILL
-    trial = tt.create_trial(run_dir)
+    trial = tt.create_trial(run_url)
     saved = trial.steps()
     assert not trial.is_complete()
     assert set(done) <= set(saved), "a step the writer reported done is missing"
@@ -109,13 +109,13 @@ READER = textwrap.dedent("""
 """)
 
 
-def test_reader_in_second_process_follows_a_live_run(run_dir):
+def test_reader_in_second_process_follows_a_live_run(run_url):
     n = 25
-    reader = subprocess.Popen([sys.executable, "-c", READER, run_dir, str(n)], stdout=subprocess.PIPE,
+    reader = subprocess.Popen([sys.executable, "-c", READER, run_url, str(n)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     assert reader.stdout.readline().strip() == "ready", reader.stderr.read()
     model = NumpyMLP(seed=3)
-    hook = tt.Hook(run_dir, include_collections=["weights"], save_config=tt.SaveConfig(save_interval=1))
+    hook = tt.Hook(run_url, include_collections=["weights"], save_config=tt.SaveConfig(save_interval=1))
     hook.register(model)
     x, y = make_data(8 * n)
     sums = {}
@@ -144,12 +144,12 @@ class CountSteps(tt.rules.Rule):
         return bool(trial.tensor("fc1.weight").value(step).size), f"step {step}"
 
 
-def test_tailing_reader_ends_cleanly_when_the_writer_dies(run_dir):
-    p = start_writer(run_dir, 10_000, hidden=32, pause=0.01)
+def test_tailing_reader_ends_cleanly_when_the_writer_dies(run_url):
+    p = start_writer(run_url, 10_000, hidden=32, pause=0.01)
     for line in p.stdout:
         if int(line) >= 5:
             break
-    trial = tt.create_trial(run_dir)
+    trial = tt.create_trial(run_url)
     time.sleep(0.2)
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=30)

@@ -62,14 +62,14 @@ def _train(hook, model, data, lr=0.05):
     return losses
 
 
-def test_repeated_module_gets_one_tensor_per_call_and_output_gradients_match_autograd(run_dir):
+def test_repeated_module_gets_one_tensor_per_call_and_output_gradients_match_autograd(run_url):
     torch.manual_seed(0)
     model = Net()
-    hook = tt.Hook(run_dir, include_collections=["outputs", "gradients", "weights", "biases", "losses"],
+    hook = tt.Hook(run_url, include_collections=["outputs", "gradients", "weights", "biases", "losses"],
                    save_config=tt.SaveConfig(save_interval=2))
     data = _data(4)
     _train(hook, model, data)
-    trial = tt.create_trial(run_dir)
+    trial = tt.create_trial(run_url)
     names = set(trial.tensor_names())
     assert {"block.relu/output_0", "block.relu#1/output_0", "block.conv1/output_0", "head/output_0"} <= names
     assert {"gradients/block.relu/output_0", "gradients/block.relu#1/output_0", "gradients/stem.weight"} <= names
@@ -126,10 +126,10 @@ def test_unsaved_steps_register_no_tensor_hooks_and_capture_nothing(run_dir):
     assert tt.create_trial(run_dir).steps() == [1]
 
 
-def test_register_loss_record_loss_and_eval_mode_steps(run_dir):
+def test_register_loss_record_loss_and_eval_mode_steps(run_url):
     torch.manual_seed(0)
     model = Net()
-    hook = tt.Hook(run_dir, include_collections=["losses", "weights"], save_config=tt.SaveConfig(save_interval=1))
+    hook = tt.Hook(run_url, include_collections=["losses", "weights"], save_config=tt.SaveConfig(save_interval=1))
     hook.register(model)
     loss_fn = nn.CrossEntropyLoss()
     hook.register_loss(loss_fn, name="ce")
@@ -147,7 +147,7 @@ def test_register_loss_record_loss_and_eval_mode_steps(run_dir):
         for x, y in _data(2, seed=5):
             loss_fn(model(x), y)
     hook.close()
-    trial = tt.create_trial(run_dir)
+    trial = tt.create_trial(run_url)
     assert trial.steps(mode=tt.modes.TRAIN) == [0, 1, 2]
     assert trial.steps(mode=tt.modes.EVAL) == [0, 1]
     t = trial.tensor("ce")

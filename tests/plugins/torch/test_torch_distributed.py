@@ -14,8 +14,8 @@ import tensortap as tt  # noqa: E402
 WORKER = os.path.join(os.path.dirname(__file__), "ddp_worker.py")
 
 
-def test_two_ddp_ranks_write_two_workers_with_their_own_data(tmp_path):
-    out = str(tmp_path / "run")
+def test_two_ddp_ranks_write_two_workers_with_their_own_data(tmp_path, run_url):
+    out = run_url
     init = str(tmp_path / "rendezvous")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("RANK", None)
