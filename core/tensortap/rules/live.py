@@ -1,16 +1,33 @@
-"""Live rule evaluation: a thread beside training that checks each saved step."""
+"""Live rule evaluation: each step the hook saves is checked by the attached rules once it is on
+disk, off the training thread, and their actions take effect at the next step boundary.
+
+Where rules run (environment variable TENSORTAP_LIVE_RULES):
+- "process" (default): a second Python process tails the run and evaluates the rules; results
+  come back over a pipe and the hook records them and runs the actions. Rule evaluation holds no
+  GIL of the training process. Rules must be picklable and importable by module name (a class in
+  `__main__` or a local class is not): such a rule runs on the thread instead, with a warning.
+- "thread": a thread in the training process (what a rule that cannot be pickled uses).
+"""
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
-from typing import Any, List, Optional, Tuple
+import time
+import warnings
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import ConfigError
 from .actions import Action, ActionContext, Callback
-from .base import Rule
+from .base import Rule, RuleResult
 
 log = logging.getLogger("tensortap")
+
+#: environment variable choosing where live rules run: "process" (default) or "thread"
+WHERE_ENV = "TENSORTAP_LIVE_RULES"
+#: live rules look this many steps back at most (unchanged_tensor: 2); older cached values are dropped
+LOOK_BACK = 4
 
 
 def make_actions(action) -> List[Action]:
@@ -35,24 +52,103 @@ def make_actions(action) -> List[Action]:
     raise ConfigError(f"unknown action {action!r}: use a name from tt.rules.list_actions(), an Action, or a callable")
 
 
-class LiveRules:
-    """Evaluates rules on each step the hook saved, after it is on disk, off the training thread.
-    Actions run on this thread; stop_training takes effect at the hook's next step boundary."""
+class Evaluator:
+    """Reads a run through a value cache and evaluates rules at saved steps, in order, each once;
+    the same code runs in the rules process and on the rules thread."""
+
+    def __init__(self, out_dir, report: Callable[[str, BaseException], None],
+                 pause: Optional[Callable[[], None]] = None) -> None:
+        self.out_dir = out_dir
+        self.report = report
+        self.pause = pause  # called between rules and before each store read (the thread yields the GIL)
+        self.rules: Dict[Any, Rule] = {}
+        self._trial = None
+
+    def open(self) -> bool:
+        """Open the run, or pick up what was written since; False (reported) if it cannot be read."""
+        try:
+            if self._trial is None:
+                from ..trial import Trial
+                from .cache import CachedTrial
+
+                self._trial = CachedTrial(Trial(self.out_dir), on_read=self.pause)
+            else:
+                self._trial.refresh()
+            return True
+        except Exception as e:  # noqa: BLE001
+            self.report("live rules could not read the run", e)
+            return False
+
+    def at_step(self, step: int) -> List[Tuple[Any, RuleResult]]:
+        """Every rule's result at `step` (call open() first); a failing rule is reported and skipped."""
+        out = []
+        for key, rule in list(self.rules.items()):
+            if self.pause is not None:
+                self.pause()
+            try:
+                out.append((key, rule.invoke(self._trial, step)))
+            except Exception as e:  # noqa: BLE001
+                self.report(f"rule {rule.name} failed at step {step}", e)
+        self._trial.evict(before=step - LOOK_BACK)
+        return out
+
+    def idle_timeout(self) -> Optional[float]:
+        """Seconds to wait for the next step before the idle checks (None: no rule has one)."""
+        iv = [r.idle_interval for r in list(self.rules.values()) if r.idle_interval is not None]
+        return min(iv) if iv else None
+
+    def idle(self) -> List[Tuple[Any, RuleResult]]:
+        """No step arrived for a while: give rules with an idle check (stalled_training) a look."""
+        if not any(r.idle_interval is not None for r in self.rules.values()) or not self.open():
+            return []
+        now, out = time.time(), []
+        for key, rule in list(self.rules.items()):
+            if rule.idle_interval is None:
+                continue
+            try:
+                res = rule.invoke_idle(self._trial, now)
+            except Exception as e:  # noqa: BLE001
+                self.report(f"rule {rule.name} failed while idle", e)
+                continue
+            if res is not None:
+                out.append((key, res))
+        return out
+
+    @property
+    def trial(self):
+        return self._trial
+
+
+def apply_result(hook, rule: Rule, actions: List[Action], res: RuleResult, trial=None) -> None:
+    """Record one result in the run and, if it fired, run the actions (failures are reported)."""
+    if hook.writer is not None:
+        hook.writer.submit_record(res.to_record())
+    if res.fired:
+        for a in actions:
+            try:
+                a.run(ActionContext(rule, res, hook, trial))
+            except Exception as e:  # noqa: BLE001
+                hook._report(f"action {a.name} for rule {rule.name} failed", e)
+
+
+def _yield_gil() -> None:
+    time.sleep(0)
+
+
+class ThreadRules:
+    """Rules evaluated on a thread of the training process (GIL shared with training)."""
 
     def __init__(self, hook) -> None:
         self.hook = hook
         self.rules: List[Tuple[Rule, List[Action]]] = []
+        # sleep(0) releases the GIL: training, waiting for it after each framework op, gets it at once
+        self._eval = Evaluator(hook.out_dir, hook._report, pause=_yield_gil)
         self._q: "queue.Queue[Optional[int]]" = queue.Queue()
-        self._trial = None
         self._thread = threading.Thread(target=self._run, name="tensortap-rules", daemon=True)
         self._thread.start()
 
-    def add(self, rule: Rule, action) -> None:
-        if not isinstance(rule, Rule):
-            raise ConfigError(f"add_rule needs a Rule instance, got {rule!r} (e.g. tt.rules.get('vanishing_gradient')())")
-        actions = make_actions(action)
-        have = {a.name for a in actions}
-        actions += [a for n in rule.implied_actions() if n not in have for a in make_actions(n)]
+    def add(self, rule: Rule, actions: List[Action]) -> None:
+        self._eval.rules[len(self.rules)] = rule
         self.rules.append((rule, actions))
 
     def step_saved(self, step: int) -> None:
@@ -62,68 +158,89 @@ class LiveRules:
         self._q.put(None)
         self._thread.join(timeout)
 
-    def _idle_timeout(self) -> Optional[float]:
-        iv = [r.idle_interval for r, _ in list(self.rules) if r.idle_interval is not None]
-        return min(iv) if iv else None
-
     def _open(self) -> bool:
         try:
             self.hook.writer.flush()
-            if self._trial is None:
-                from ..trial import Trial
-                from .cache import CachedTrial
-
-                self._trial = CachedTrial(Trial(self.hook.out_dir))
-            else:
-                self._trial.refresh()
-            return True
         except Exception as e:  # noqa: BLE001
             self.hook._report("live rules could not read the run", e)
             return False
+        return self._eval.open()
 
     def _run(self) -> None:
         while True:
             try:
-                step = self._q.get(timeout=self._idle_timeout())
+                step = self._q.get(timeout=self._eval.idle_timeout())
             except queue.Empty:
-                self._idle()
+                if self.hook.writer is not None and not self.hook._closed and self._open():
+                    self._apply(self._eval.idle())
                 continue
             if step is None:
                 return
-            if not self._open():
-                continue
-            for rule, actions in list(self.rules):
-                try:
-                    res = rule.invoke(self._trial, step)
-                except Exception as e:  # noqa: BLE001
-                    self.hook._report(f"rule {rule.name} failed at step {step}", e)
-                    continue
-                self._record(rule, actions, res)
-            self._trial.evict(before=step - 4)  # rules look a few steps back (unchanged_tensor: 2)
+            if self._open():
+                self._apply(self._eval.at_step(step))
 
-    def _idle(self) -> None:
-        """No step arrived for a while: give rules with an idle check (stalled_training) a look."""
-        import time
+    def _apply(self, results) -> None:
+        for key, res in results:
+            rule, actions = self.rules[key]
+            apply_result(self.hook, rule, actions, res, self._eval.trial)
 
-        if self.hook.writer is None or self.hook._closed or not self._open():
-            return
-        now = time.time()
-        for rule, actions in list(self.rules):
-            if rule.idle_interval is None:
-                continue
+
+class LiveRules:
+    """What Hook.add_rule feeds: sends each rule to the rules process (default) or, when that is
+    not possible (or TENSORTAP_LIVE_RULES=thread), to the rules thread."""
+
+    def __init__(self, hook) -> None:
+        self.hook = hook
+        where = os.environ.get(WHERE_ENV, "process").strip().lower() or "process"
+        if where not in ("process", "thread"):
+            raise ConfigError(f'{WHERE_ENV}={where!r}: use "process" (the default) or "thread"')
+        self.where = where
+        self._proc = None
+        self._thread: Optional[ThreadRules] = None
+        self._proc_failed = False
+
+    @property
+    def rules(self) -> List[Tuple[Rule, List[Action]]]:
+        """Every (rule, actions) attached, wherever it runs."""
+        return [x for b in (self._proc, self._thread) if b is not None for x in b.rules]
+
+    def add(self, rule: Rule, action) -> None:
+        if not isinstance(rule, Rule):
+            raise ConfigError(f"add_rule needs a Rule instance, got {rule!r} (e.g. tt.rules.get('vanishing_gradient')())")
+        actions = make_actions(action)
+        have = {a.name for a in actions}
+        actions += [a for n in rule.implied_actions() if n not in have for a in make_actions(n)]
+        if self.where == "process" and not self._proc_failed:
+            from .process import RuleNotPortable, RulesProcess
+
             try:
-                res = rule.invoke_idle(self._trial, now)
-            except Exception as e:  # noqa: BLE001
-                self.hook._report(f"rule {rule.name} failed while idle", e)
-                continue
-            if res is not None:
-                self._record(rule, actions, res)
+                if self._proc is None:
+                    self._proc = RulesProcess(self.hook)
+                self._proc.add(rule, actions)
+                return
+            except RuleNotPortable as e:
+                warnings.warn(f"tensortap: {e}; evaluating it on a thread in the training process instead",
+                              RuntimeWarning, stacklevel=3)
+            except Exception as e:  # noqa: BLE001 - no process: every rule runs on the thread
+                self._proc_failed = True
+                if self._proc is not None:
+                    self._proc.close(5.0)
+                    self._proc = None
+                warnings.warn(f"tensortap: could not start the live rules process ({type(e).__name__}: {e}); "
+                              "evaluating rules on a thread in the training process instead",
+                              RuntimeWarning, stacklevel=3)
+        if self._thread is None:
+            self._thread = ThreadRules(self.hook)
+        self._thread.add(rule, actions)
 
-    def _record(self, rule: Rule, actions: List[Action], res) -> None:
-        self.hook.writer.submit_record(res.to_record())
-        if res.fired:
-            for a in actions:
-                try:
-                    a.run(ActionContext(rule, res, self.hook, self._trial))
-                except Exception as e:  # noqa: BLE001
-                    self.hook._report(f"action {a.name} for rule {rule.name} failed", e)
+    def step_saved(self, step: int) -> None:
+        if self._proc is not None:
+            self._proc.step_saved(step)
+        if self._thread is not None:
+            self._thread.step_saved(step)
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        if self._proc is not None:
+            self._proc.close(timeout)
+        if self._thread is not None:
+            self._thread.close(timeout)

@@ -1,0 +1,272 @@
+"""The training process's side of the live rules process: starts it, sends it the rules and the
+saved steps, records the results it sends back and runs their actions (on a receiver thread;
+a stop request takes effect at the hook's next step boundary). Training never waits on it:
+a rules process that dies or hangs is reported through hook._report and closed with time-outs."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import queue
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, List, Optional, Tuple
+
+from .actions import Action
+from .base import Rule, RuleResult
+from .live import apply_result
+
+_BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
+         "from tensortap.rules.worker import main; main(int(sys.argv[2]), int(sys.argv[3]))")
+
+
+class RuleNotPortable(Exception):
+    """The rule cannot be sent to the rules process (not picklable, or not importable there)."""
+
+
+class RulesProcessError(Exception):
+    """The rules process died, hung, or sent something unexpected."""
+
+
+class _LazyTrial:
+    """The run as the training process reads it, opened only if an action looks at ctx.trial."""
+
+    def __init__(self, out_dir) -> None:
+        self._out_dir, self._trial, self._stale = out_dir, None, True
+
+    def __getattr__(self, name: str):
+        if self._trial is None:
+            from ..trial import Trial
+
+            self._trial, self._stale = Trial(self._out_dir), False
+        elif self._stale:
+            self._trial.refresh()
+            self._stale = False
+        return getattr(self._trial, name)
+
+
+class RulesProcess:
+    """One child Python process evaluating every portable rule of a hook."""
+
+    #: seconds to wait for the child to start and to acknowledge each rule
+    start_timeout: float = 60.0
+    #: close(): a child that sends nothing for this long is killed (it hangs or a rule never ends)
+    stall_timeout: float = 120.0
+
+    def __init__(self, hook) -> None:
+        if os.name != "posix":
+            raise RulesProcessError("the rules process needs a POSIX system (pipes passed by descriptor)")
+        from multiprocessing.connection import Connection
+
+        self.hook = hook
+        self.rules: List[Tuple[Rule, List[Action]]] = []
+        self._acks: "queue.Queue[tuple]" = queue.Queue()
+        self._steps: "queue.Queue[Optional[int]]" = queue.Queue()
+        self._send_lock = threading.Lock()
+        self._trial = _LazyTrial(hook.out_dir)
+        self._done = self._dead = False
+        self._last_msg = time.monotonic()
+        r_down, w_down = os.pipe()  # parent -> child
+        r_up, w_up = os.pipe()  # child -> parent
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-c", _BOOT, json.dumps(sys.path), str(r_down), str(w_up)],
+                                         pass_fds=(r_down, w_up), stdin=subprocess.DEVNULL)
+        except Exception:
+            for fd in (r_down, w_down, r_up, w_up):
+                os.close(fd)
+            raise
+        os.close(r_down)
+        os.close(w_up)
+        self._out = Connection(w_down, readable=False)
+        self._in = Connection(r_up, writable=False)
+        try:
+            out = os.fspath(hook.out_dir)
+            if "://" not in out:  # the child resolves it even if training changes directory later
+                out = os.path.abspath(os.path.expanduser(out))
+            self._send(("init", {"out_dir": out}))
+            kind = self._recv_within(self.start_timeout, "start")
+            if kind[0] != "ready":
+                raise RulesProcessError(f"the rules process sent {kind[0]!r} instead of 'ready'")
+        except BaseException:
+            self._kill()
+            raise
+        self._receiver = threading.Thread(target=self._receive, name="tensortap-rules-receiver", daemon=True)
+        self._sender = threading.Thread(target=self._send_steps, name="tensortap-rules-sender", daemon=True)
+        self._receiver.start()
+        self._sender.start()
+
+    # ---- the training thread's side ----------------------------------------------------------
+    def add(self, rule: Rule, actions: List[Action]) -> None:
+        """Send `rule` to the child and wait for it to load there (RuleNotPortable if it cannot)."""
+        if type(rule).__module__ == "__main__":
+            raise RuleNotPortable(
+                f"rule {rule.name!r} ({type(rule).__qualname__}) is defined in __main__, which the rules process "
+                "cannot import; define it in a module (or a plugin) to evaluate it in the rules process")
+        try:
+            blob = pickle.dumps(rule, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as e:  # noqa: BLE001 - pickle raises several types
+            raise RuleNotPortable(
+                f"rule {rule.name!r} ({type(rule).__qualname__}) cannot be pickled for the rules process "
+                f"({type(e).__name__}: {e}); live rules must be picklable: keep their state in plain attributes "
+                "(numbers, strings, lists, numpy arrays) and define the class at module level") from None
+        if self._dead:
+            raise RulesProcessError("the rules process is not running")
+        idx = len(self.rules)
+        self._send(("rule", idx, blob))
+        try:
+            ack = self._acks.get(timeout=self.start_timeout)
+        except queue.Empty:
+            raise RulesProcessError(f"the rules process did not load rule {rule.name!r} "
+                                    f"within {self.start_timeout:.0f} s") from None
+        if ack[0] == "dead":
+            raise RulesProcessError(ack[1])
+        if ack[2] is not None:
+            raise RuleNotPortable(f"rule {rule.name!r} ({type(rule).__qualname__}) could not be loaded in the rules "
+                                  f"process ({ack[2]}); live rules must be importable by module name")
+        self.rules.append((rule, actions))
+
+    def step_saved(self, step: int) -> None:
+        """A step was handed to the writer: the sender thread passes it on once it is on disk."""
+        if not self._dead:
+            self._steps.put(step)
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Let the child evaluate what is pending, record its results, and end it. Gives up (and
+        reports) after `timeout` seconds, or when the child sends nothing for stall_timeout s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._steps.put(None)
+        while self._receiver.is_alive():
+            self._receiver.join(0.1)
+            now = time.monotonic()
+            late = deadline is not None and now >= deadline
+            if self._receiver.is_alive() and (late or now - self._last_msg > self.stall_timeout):
+                why = "the close() timeout ran out" if late else f"it sent nothing for {self.stall_timeout:.0f} s"
+                self.hook._report("live rules process stopped before it finished",
+                                  RulesProcessError(f"{why}; the remaining steps were not evaluated"))
+                self._dead = True
+                self._kill()
+                self._receiver.join(1.0)
+                break
+        self._sender.join(1.0)
+        self._kill(grace=5.0)
+
+    # ---- pipes ------------------------------------------------------------------------------
+    def _send(self, msg: tuple) -> None:
+        with self._send_lock:
+            self._out.send(msg)
+
+    def _recv_within(self, seconds: float, what: str) -> tuple:
+        if not self._in.poll(seconds):
+            raise RulesProcessError(f"the rules process did not {what} within {seconds:.0f} s")
+        try:
+            return self._in.recv()
+        except EOFError:
+            time.sleep(0.2)
+            raise RulesProcessError(f"the rules process exited during {what} (exit code {self.proc.poll()}; "
+                                    "its error, if any, is on stderr)") from None
+
+    def _kill(self, grace: float = 0.0) -> None:
+        """End the child (after `grace` seconds for it to exit by itself) and close the pipes."""
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(5.0)
+            except subprocess.TimeoutExpired:
+                pass
+        for c in (self._out, self._in):
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    # ---- threads -----------------------------------------------------------------------------
+    def _send_steps(self) -> None:
+        """Wait until saved steps are on disk (readable by the child), then send them, in order."""
+        while True:
+            items = [self._steps.get()]
+            while True:
+                try:
+                    items.append(self._steps.get_nowait())
+                except queue.Empty:
+                    break
+            steps = [s for s in items if s is not None]
+            try:
+                if steps:
+                    w = self.hook.writer
+                    if w is not None and not w.local:
+                        w.flush()  # an object store shows a segment only once it is closed
+                    # a local run: the child refreshes until the steps are there (no waiting here)
+                    self._send(("steps", steps, w.worker if w is not None and w.local else None))
+                if None in items:
+                    self._send(("close",))
+                    return
+            except (OSError, ValueError):  # the child is gone: the receiver reports it
+                return
+            except Exception as e:  # noqa: BLE001
+                self.hook._report("live rules could not pass a step on", e)
+
+    def _receive(self) -> None:
+        """Record the child's results and run the actions of those that fired."""
+        while True:
+            try:
+                msg = self._in.recv()
+            except (EOFError, OSError) as e:
+                if not self._done and not self._dead:
+                    self._dead = True
+                    try:
+                        code = self.proc.wait(2.0)
+                    except subprocess.TimeoutExpired:
+                        code = None
+                    self.hook._report("live rules process exited unexpectedly; rules are no longer evaluated",
+                                      RulesProcessError(f"exit code {code}" if code is not None else repr(e)))
+                    self._acks.put(("dead", "the rules process exited"))
+                return
+            except Exception as e:  # noqa: BLE001 - e.g. a result that cannot be unpickled here
+                self.hook._report("live rules sent a result that could not be read", e)
+                continue
+            self._last_msg = time.monotonic()
+            try:
+                self._handle(msg)
+            except Exception as e:  # noqa: BLE001
+                self.hook._report("live rules could not record a result", e)
+            if self._done:
+                return
+
+    def _handle(self, msg: tuple) -> None:
+        kind = msg[0]
+        if kind == "results":
+            self._trial._stale = True
+            for idx, res in msg[2]:
+                rule, actions = self.rules[idx]
+                apply_result(self.hook, rule, actions, res, self._trial)
+        elif kind == "added":
+            self._acks.put(msg)
+        elif kind == "error":
+            self.hook._report(msg[1], _as_exception(msg[2]))
+        elif kind == "done":
+            self._done = True
+
+
+def _as_exception(exc: Any) -> BaseException:
+    """The child's exception (pickled when it could be), else one of the same name and text."""
+    if isinstance(exc, BaseException):
+        return exc
+    name, text = exc
+    return type(str(name), (Exception,), {})(text)
+
+
+def result_message(res: RuleResult) -> RuleResult:
+    """A result whose values pickle (values that do not become their JSON form)."""
+    try:
+        pickle.dumps(res.values)
+        return res
+    except Exception:  # noqa: BLE001
+        from .base import _jsonable
+
+        return RuleResult(res.rule, res.step, res.fired, res.message, _jsonable(res.values), res.skipped)

@@ -1,0 +1,113 @@
+"""The live rules process: loads the rules the training process sends, tails the run, evaluates
+them at each saved step it is told about, and sends the results back. Started by
+tensortap.rules.process.RulesProcess; it exits when told to close or when the training process
+goes away (its pipe reaches end of file)."""
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+import time
+from typing import Any, List
+
+
+def main(fd_in: int, fd_out: int) -> None:
+    """Serve one training process over the two pipe descriptors it passed."""
+    from multiprocessing.connection import Connection
+
+    conn_in, conn_out = Connection(fd_in, writable=False), Connection(fd_out, readable=False)
+    lock = threading.Lock()
+
+    def send(msg: tuple) -> None:
+        with lock:
+            conn_out.send(msg)
+
+    def report(what: str, exc: BaseException) -> None:
+        try:
+            pickle.dumps(exc)
+            send(("error", what, exc))
+        except Exception:  # noqa: BLE001 - an exception that does not pickle: its name and text
+            send(("error", what, (type(exc).__name__, str(exc))))
+
+    try:
+        init = conn_in.recv()
+    except EOFError:
+        return
+    _nice()
+    from .live import Evaluator
+    from .process import result_message
+
+    ev = Evaluator(init[1]["out_dir"], report)
+    _warm_up(ev.out_dir)
+    send(("ready", os.getpid()))
+    while True:
+        if not conn_in.poll(ev.idle_timeout()):
+            _send_results(send, -1, ev.idle())
+            continue
+        try:
+            msgs = [conn_in.recv()]
+            while conn_in.poll(0):
+                msgs.append(conn_in.recv())
+        except (EOFError, OSError):
+            return  # the training process is gone
+        for msg in msgs:
+            kind = msg[0]
+            if kind == "rule":
+                try:
+                    ev.rules[msg[1]] = pickle.loads(msg[2])
+                    send(("added", msg[1], None))
+                except Exception as e:  # noqa: BLE001
+                    send(("added", msg[1], f"{type(e).__name__}: {e}"))
+            elif kind == "steps":
+                if not _wait_visible(ev, max(msg[1]), msg[2]):
+                    continue
+                for step in msg[1]:
+                    _send_results(send, step, [(k, result_message(r)) for k, r in ev.at_step(step)])
+            elif kind == "close":
+                send(("done",))
+                return
+
+
+def _wait_visible(ev, step: int, worker, timeout: float = 10.0) -> bool:
+    """Refresh the run until `worker` wrote `step` (the training process does not wait for its
+    writer); after `timeout` s (a step lost to a write error) evaluate anyway: results are skipped."""
+    delay, deadline = 0.001, time.monotonic() + timeout
+    while True:
+        if not ev.open():
+            return False
+        try:
+            seen = ev.trial.steps(worker=worker) if worker else [step]
+        except Exception:  # noqa: BLE001 - the worker's files are not there yet
+            seen = []
+        if (seen and seen[-1] >= step) or ev.trial.is_complete() or time.monotonic() > deadline:
+            return True
+        time.sleep(delay)
+        delay = min(2 * delay, 0.05)
+
+
+def _send_results(send, step: int, results: List[Any]) -> None:
+    if results:
+        send(("results", step, results))
+
+
+def _warm_up(out_dir) -> None:
+    """Import the run's filesystem (s3fs, ...) now, while add_rule waits, not while training runs."""
+    try:
+        from .. import trial  # noqa: F401 - the first look at the run imports nothing more
+        from ..store.fs import resolve
+        from . import cache  # noqa: F401
+
+        fs, root = resolve(out_dir)
+        fs.exists(root)  # a remote store: credentials and a connection
+    except Exception:  # noqa: BLE001 - opening the run reports it properly later
+        pass
+
+
+def _nice() -> None:
+    """Rules yield the CPU to training when both want it (TENSORTAP_RULES_NICE, default 5)."""
+    try:
+        inc = int(os.environ.get("TENSORTAP_RULES_NICE", "5"))
+        if inc > 0 and hasattr(os, "nice"):
+            os.nice(inc)
+    except (ValueError, OSError):
+        pass
