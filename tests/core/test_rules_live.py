@@ -10,6 +10,7 @@ import os
 import threading
 import time
 
+import fsspec
 import numpy as np
 import pytest
 
@@ -60,28 +61,29 @@ def test_stop_training_at_next_step_boundary(run_dir):
     assert done == 0
 
 
-def test_results_recorded_and_shown_by_ls(run_dir, capsys):
-    hook, _, _ = mlp_run(run_dir, steps=15, lr=0.0, batch=128, data=make_data(128, seed=1),
+def test_results_recorded_and_shown_by_ls(run_url, capsys):
+    hook, _, _ = mlp_run(run_url, steps=15, lr=0.0, batch=128, data=make_data(128, seed=1),
                          rules=[R("loss_not_decreasing")(num_steps=5), R("vanishing_gradient")()])
-    trial = tt.create_trial(run_dir)
+    trial = tt.create_trial(run_url)
     recs = trial.rule_results()
     by_rule = {n: [r for r in recs if r["rule"] == n] for n in ("loss_not_decreasing", "vanishing_gradient")}
     assert [r["step"] for r in by_rule["vanishing_gradient"]] == list(range(15))
     assert not any(r["fired"] for r in by_rule["vanishing_gradient"])
     assert [r["step"] for r in by_rule["loss_not_decreasing"] if r["fired"]] == [5, 10]
-    assert cli(["ls", run_dir]) == 0
+    assert cli(["ls", run_url]) == 0
     out = capsys.readouterr().out
     assert "30 evaluations, 2 fired" in out and "loss_not_decreasing at step 5" in out
 
 
-def test_log_callback_write_status_actions(run_dir, caplog):
+def test_log_callback_write_status_actions(run_url, caplog):
     got = []
     with caplog.at_level(logging.WARNING, logger="tensortap"):
-        hook, _, _ = mlp_run(run_dir, steps=14, before_step=nan_at(12), include=("weights", "losses"),
+        hook, _, _ = mlp_run(run_url, steps=14, before_step=nan_at(12), include=("weights", "losses"),
                              rules=[(R("exploding_tensor")(), ["log", got.append, "write_status"])])
     assert [r.step for r in got] == [12, 13] and all(isinstance(r, tt.rules.RuleResult) for r in got)
     assert "rule exploding_tensor fired at step 12" in caplog.text
-    status = json.load(open(os.path.join(run_dir, "status.json")))
+    with fsspec.open(run_url + "/status.json") as f:
+        status = json.load(f)
     assert status["rules"]["exploding_tensor"]["step"] == 13 and status["rules"]["exploding_tensor"]["fired"]
 
 
@@ -140,9 +142,9 @@ def test_failing_actions_are_reported_and_training_goes_on(run_dir):
         tt.Hook(run_dir + "2").add_rule(R("all_zero")(), action="stop_trainig")
 
 
-def test_stalled_training_live_stops_and_offline_reports_the_gap(run_dir):
+def test_stalled_training_live_stops_and_offline_reports_the_gap(run_url):
     model = NumpyMLP()
-    hook = tt.Hook(run_dir, include_collections=["losses"], save_config=tt.SaveConfig(save_interval=1))
+    hook = tt.Hook(run_url, include_collections=["losses"], save_config=tt.SaveConfig(save_interval=1))
     hook.add_rule(R("stalled_training")(threshold=0.6, stop_training_on_fire=True))
     hook.register(model)
     hook.register_loss(model)
@@ -154,7 +156,7 @@ def test_stalled_training_live_stops_and_offline_reports_the_gap(run_dir):
                 time.sleep(1.5)  # a hung data loader
     assert hook.step == 6
     hook.close()
-    trial = tt.create_trial(run_dir)
+    trial = tt.create_trial(run_url)
     live = [r for r in trial.rule_results() if r["fired"]]
     assert live[0]["step"] == 4 and "no step saved for" in live[0]["message"]  # step 5 was still running
     res = tt.invoke_rule(R("stalled_training")(threshold=0.6), trial)

@@ -94,3 +94,31 @@ def test_tailing_reader_sees_steps_without_flushes_as_segments_roll(tt_s3):
     for s in trial.steps():
         for k, v in snaps[s].items():
             assert trial.tensor(k).value(s).tobytes() == v.tobytes()
+
+
+def test_live_stop_training_on_s3_fires_at_the_step_and_stops_training(tt_s3):
+    """The stop action on S3 (tests/core/test_rules_live.py checks it locally, where training stops
+    within 30 steps of 12 ms). It fires at the NaN's step and training stops at a step boundary,
+    ~1-3 s after the step: each step the rules see costs a flush (2 PUTs), a LIST and GETs."""
+    url = tt_s3.new_url("stop")
+    model = NumpyMLP()
+    hook = tt.Hook(url, include_collections=["weights", "losses"], save_config=tt.SaveConfig(save_interval=1))
+    hook.add_rule(tt.rules.get("exploding_tensor")(), action="stop_training")
+    hook.register(model)
+    hook.register_loss(model)
+    x, y = make_data(256, seed=1)
+    started = {}
+    with pytest.raises(tt.StopTraining, match="exploding_tensor fired at step 10"):
+        for i in range(1000):
+            if i == 10:
+                model.params["fc1.weight"][0, 0] = np.nan
+            started[i] = time.monotonic()
+            model.train_step(x[:32], y[:32], lr=0.1)
+            time.sleep(0.05)  # close() evaluates every step saved before the stop: keep them few
+    stopped_at, latency = hook.step, time.monotonic() - started[10]
+    hook.close()
+    assert 10 < stopped_at < 1000 and latency < 30, (stopped_at, latency)
+    trial = tt.create_trial(url)
+    fired = [r for r in trial.rule_results() if r["fired"]]
+    assert fired and fired[0]["step"] == 10
+    assert any(e["event"] == "stop_requested" for e in trial.events())
