@@ -46,6 +46,8 @@ class StopTraining(Action):
         if ctx.hook is None:
             log.warning("tensortap: rule %s asked to stop training, but it runs offline", ctx.result.rule)
             return
+        if getattr(ctx.hook, "_stop_reason", None) is not None:
+            return  # a stop is already pending: the first firing's reason is the one training sees
         ctx.hook.request_stop(f"rule {ctx.result.rule} fired at step {ctx.result.step}: {ctx.result.message}")
 
 
