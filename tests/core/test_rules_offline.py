@@ -99,10 +99,10 @@ def test_cli_rules_run_exit_status(run_url, capsys):
     assert cli(["rules", "run", run_url, "--rule", "tensor_variance"]) == 2
 
 
-def test_cli_as_a_process_with_follow(run_url):
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, run_url, "20"])
+def test_cli_as_a_process_with_follow(run_dir):
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, run_dir, "20"])
     try:
-        out = subprocess.run([sys.executable, "-m", "tensortap.cli", "rules", "run", run_url, "--rule",
+        out = subprocess.run([sys.executable, "-m", "tensortap.cli", "rules", "run", run_dir, "--rule",
                               "exploding_tensor", "--follow", "--json"], capture_output=True, text=True, timeout=120)
     finally:
         proc.wait(60)

@@ -98,7 +98,7 @@ def test_tailing_reader_sees_steps_without_flushes_as_segments_roll(tt_s3):
 
 def test_live_stop_training_on_s3_fires_at_the_step_and_stops_training(tt_s3):
     """The stop action on S3 (tests/core/test_rules_live.py checks it locally, where training stops
-    within 30 steps of 12 ms). It fires at the NaN's step and training stops at a step boundary,
+    within 30 steps of ~12 ms). It fires at the NaN's step and training stops at a step boundary,
     ~1-3 s after the step: each step the rules see costs a flush (2 PUTs), a LIST and GETs."""
     url = tt_s3.new_url("stop")
     model = NumpyMLP()
@@ -114,7 +114,7 @@ def test_live_stop_training_on_s3_fires_at_the_step_and_stops_training(tt_s3):
                 model.params["fc1.weight"][0, 0] = np.nan
             started[i] = time.monotonic()
             model.train_step(x[:32], y[:32], lr=0.1)
-            time.sleep(0.05)  # close() evaluates every step saved before the stop: keep them few
+            time.sleep(0.1)  # close() evaluates every step saved before the stop: keep them few
     stopped_at, latency = hook.step, time.monotonic() - started[10]
     hook.close()
     assert 10 < stopped_at < 1000 and latency < 30, (stopped_at, latency)
