@@ -149,24 +149,24 @@ def main(argv=None) -> int:
     tempfile.tempdir = None
     t_start = time.time()
     n_params = sum(p.numel() for p in make("resnet")[0].parameters())
+    n_loop = args.loop_runs or (1 if args.quick else args.runs)
     print(f"torch {torch.__version__}, 1 thread, {os.cpu_count()} CPUs; CNN: {n_params:,} parameters, batch 64; "
-          f"{args.runs} runs x {steps} steps per configuration; disk: {base}", flush=True)
+          f"{n_loop} training run(s) x {steps} steps per configuration; disk: {base}", flush=True)
     try:
-        n_loop = args.loop_runs or (1 if args.quick else args.runs)
         loop = loop_runs(configs, n_loop, steps)
         print("\n1. bytes per saved step (tensortap) vs the raw tensor bytes (the minimum)")
-        print(f"  {'config':<7}{'saved':>6}{'raw MB/step':>13}{'(model)':>10}{'disk MB/step':>14}{'overhead':>10}"
-              f"{'data':>12}{'index':>10}{'other':>8}")
+        print(f"  {'config':<7}{'saved':>6}{'raw kB/step':>14}{'(model)':>10}{'disk kB/step':>14}{'overhead':>10}"
+              f"{'data kB':>12}{'index kB':>10}{'other B':>9}")
         for c in configs:
             res = loop[c]
             n = res["saved"]
             raw = res["payload"] / n
             model_min = minimum_bytes(c)
-            check = "" if not model_min else ("= model" if model_min == raw else f"{model_min / MB:.3f}!")
+            check = "" if not model_min else ("= model" if model_min == raw else f"{model_min / 1e3:.1f}!")
             disk = res["disk"]
             total = sum(disk.values()) / n
-            print(f"  {c:<7}{n:>6}{raw / MB:>13.3f}{check:>10}{total / MB:>14.3f}{(total / raw - 1) * 100:>9.2f}%"
-                  f"{disk['data'] / n / 1e3:>10.1f}kB{disk['index'] / n / 1e3:>8.1f}kB{disk['other'] / n:>7.0f}B")
+            print(f"  {c:<7}{n:>6}{raw / 1e3:>14.1f}{check:>10}{total / 1e3:>14.1f}{(total / raw - 1) * 100:>9.2f}%"
+                  f"{disk['data'] / n / 1e3:>12.1f}{disk['index'] / n / 1e3:>10.1f}{disk['other'] / n:>9.0f}")
         print("  raw = payload bytes of the saved arrays (the index's total); '(model)': the same computed from\n"
               "  the model's parameters alone; overhead = disk / raw - 1 (framing, index, names, meta.json)")
 
