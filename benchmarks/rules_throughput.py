@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import random
 import shutil
 import statistics
 import tempfile
@@ -25,6 +26,7 @@ from typing import Dict, List
 import numpy as np
 
 import tensortap as tt
+from tensortap.rules.live import WHERE_ENV
 
 BUILTIN = ["vanishing_gradient", "exploding_tensor", "loss_not_decreasing", "overfit", "overtraining", "dead_relu",
            "poor_weight_initialization", "saturated_activation", "weight_update_ratio", "all_zero",
@@ -117,60 +119,120 @@ def throughput(run: str, per_step: int, steps: int, repeats: int) -> None:
           f"{ctotal:.1f} s CPU); {nreads / total:,.0f} values read/s wall")
 
 
-def train_once(out_dir: str, steps: int, with_rules: bool, interval: int) -> float:
-    """Median step time (s) of one training run."""
+VARIANTS = ("no hook", "hook, no rules", "rules: thread", "rules: process")
+
+
+def train_once(out_dir: str, steps: int, variant: str, interval: int) -> Dict[str, float]:
+    """One training run of the MLP; per-step wall and training-thread CPU seconds, and what
+    add_rule / close() and the rules process cost."""
     coll = ["weights", "gradients", "outputs", "losses"]
-    hook = tt.Hook(out_dir, include_collections=coll, save_config=tt.SaveConfig(save_interval=interval))
-    if with_rules:
+    hook = None
+    t_add = 0.0
+    if variant != "no hook":
+        hook = tt.Hook(out_dir, include_collections=coll, save_config=tt.SaveConfig(save_interval=interval))
+    if variant.startswith("rules"):
+        os.environ[WHERE_ENV] = variant.split(": ")[1]
+        t0 = time.perf_counter()
         for n in LIVE:
             hook.add_rule(tt.rules.get(n)())
+        t_add = time.perf_counter() - t0
     rng = np.random.default_rng(0)
     x = rng.standard_normal((64, 784)).astype(np.float32)
     y = rng.integers(0, 10, 64)
-    stamps = []
+    walls, cpus = [], []
+    children0 = _children_cpu()
     if importlib.util.find_spec("tensortap_torch") is not None:
         import torch
 
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
-        hook.register(model)
+        if hook is not None:
+            hook.register(model)
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-        for _ in range(steps):
-            t0 = time.perf_counter()
+
+        def step():
             loss = torch.nn.functional.cross_entropy(model(xt), yt)
-            hook.record_loss(loss)
+            if hook is not None:
+                hook.record_loss(loss)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            stamps.append(time.perf_counter() - t0)
     else:
         from tensortap.testing import NumpyMLP
 
         model = NumpyMLP(784, 256, 10)
-        hook.register(model)
-        hook.register_loss(model)
-        for _ in range(steps):
-            t0 = time.perf_counter()
+        if hook is not None:
+            hook.register(model)
+            hook.register_loss(model)
+
+        def step():
             model.train_step(x, y, lr=0.01)
-            stamps.append(time.perf_counter() - t0)
-    hook.close()
-    return statistics.median(stamps[5:])
+    for _ in range(steps):
+        t0, c0 = time.perf_counter(), time.thread_time()
+        step()
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.thread_time() - c0)
+    t0 = time.perf_counter()
+    if hook is not None:
+        hook.close()
+    t_close = time.perf_counter() - t0
+    w, c = walls[5:], cpus[5:]  # warm-up steps out
+    return {"mean": statistics.fmean(w), "median": statistics.median(w), "cpu": statistics.fmean(c),
+            "add": t_add, "close": t_close, "child_cpu": _children_cpu() - children0}
 
 
-def live_cost(tmp: str, steps: int, repeats: int) -> None:
+def _children_cpu() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def live_cost(tmp: str, steps: int, repeats: int, intervals=(10, 1), only=None) -> None:
     fw = "torch (tensortap-torch)" if importlib.util.find_spec("tensortap_torch") else "numpy MLP"
-    print(f"\n== live rules ({len(LIVE)}: {', '.join(LIVE)}) on training step time, MLP 784-256-10, batch 64, {fw} ==")
-    for interval in (10, 1):
-        a, b = [], []
-        for r in range(repeats):
-            for with_rules, out in ((False, a), (True, b)):
-                d = f"{tmp}/live-{interval}-{r}-{int(with_rules)}"
-                out.append(train_once(d, steps, with_rules, interval))
-                shutil.rmtree(d, ignore_errors=True)
-        ma, mb = statistics.median(a), statistics.median(b)
-        print(f"save every {interval:2d} step(s): hook only {1e3 * ma:.3f} ms/step, hook + live rules "
-              f"{1e3 * mb:.3f} ms/step, ratio {mb / ma:.3f}x (target <= 1.05x)")
+    print(f"\n== live rules ({len(LIVE)}: {', '.join(LIVE)}) on training step time, MLP 784-256-10, batch 64, {fw}, "
+          f"{steps} steps, median of {repeats} rounds (variants in a shuffled order each round) ==")
+    print(f"load before: {_load()}")
+    variants = [v for v in VARIANTS if only is None or v in only or v in ("no hook", "hook, no rules")]
+    order = list(variants)
+    rng = random.Random(0)
+    old = os.environ.get(WHERE_ENV)
+    try:
+        for interval in intervals:
+            got: Dict[str, List[Dict[str, float]]] = {v: [] for v in variants}
+            for r in range(repeats):
+                rng.shuffle(order)
+                for v in order:
+                    d = f"{tmp}/live-{interval}-{r}-{variants.index(v)}"
+                    got[v].append(train_once(d, steps, v, interval))
+                    shutil.rmtree(d, ignore_errors=True)
+            med = {v: {k: statistics.median(x[k] for x in got[v]) for k in got[v][0]} for v in variants}
+            base, bare = med["hook, no rules"], med["no hook"]
+            print(f"\nsave every {interval} step(s); ms per step (mean over the loop | median step | training-thread "
+                  f"CPU); ratios of the mean vs the same hook without rules (target <= 1.05x) and vs no hook")
+            print(f"{'variant':24s} {'mean ms':>8s} {'median':>8s} {'cpu ms':>8s} {'vs hook':>8s} {'vs none':>8s} "
+                  f"{'cpu vs hook':>11s} {'add_rule s':>10s} {'close s':>8s} {'rules-proc cpu s':>16s}")
+            saved = len(range(0, steps, interval))
+            for v in variants:
+                m = med[v]
+                print(f"{v:24s} {1e3 * m['mean']:8.3f} {1e3 * m['median']:8.3f} {1e3 * m['cpu']:8.3f} "
+                      f"{m['mean'] / base['mean']:7.3f}x {m['mean'] / bare['mean']:7.3f}x "
+                      f"{m['cpu'] / base['cpu']:10.3f}x {m['add']:10.2f} {m['close']:8.2f} {m['child_cpu']:16.2f}")
+            print(f"(rules-proc cpu: the rules process's CPU time, start-up included: "
+                  f"{1e3 * med['rules: process']['child_cpu'] / saved if 'rules: process' in med else 0:.1f} ms "
+                  f"per saved step; {saved} saved steps)")
+    finally:
+        if old is None:
+            os.environ.pop(WHERE_ENV, None)
+        else:
+            os.environ[WHERE_ENV] = old
+    print(f"load after: {_load()}")
+
+
+def _load() -> str:
+    la = os.getloadavg()
+    return f"load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} on {os.cpu_count()} CPUs"
 
 
 def main() -> None:
@@ -179,6 +241,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--train-steps", type=int, default=150)
     ap.add_argument("--only", choices=["throughput", "live"], default=None, help="run one half only")
+    ap.add_argument("--intervals", default="10,1", help="save intervals for the live half (comma-separated)")
+    ap.add_argument("--variants", default=None, help="live variants to measure (comma-separated; the two "
+                    f"baselines always run): {', '.join(VARIANTS[2:])}")
     args = ap.parse_args()
     try:
         import torch
@@ -195,7 +260,8 @@ def main() -> None:
             print(f"generated {args.steps} steps x {per_step} tensors in {time.perf_counter() - t0:.1f} s")
             throughput(run, per_step, args.steps, args.repeats)
         if args.only != "throughput":
-            live_cost(tmp, args.train_steps, args.repeats)
+            live_cost(tmp, args.train_steps, args.repeats, [int(i) for i in args.intervals.split(",")],
+                      None if args.variants is None else [v.strip() for v in args.variants.split(",")])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -11,9 +11,8 @@ class CachedTrial:
     """Delegates everything to `trial`; `tensor(name).value(...)` results are cached (read-only)
     until `evict(before)` drops older steps or `max_bytes` is exceeded."""
 
-    def __init__(self, trial, max_bytes: int = 64 * 1024 * 1024, on_read=None) -> None:
+    def __init__(self, trial, max_bytes: int = 64 * 1024 * 1024) -> None:
         self._trial = trial
-        self._on_read = on_read  # called before each read from the store (the rules thread yields there)
         self._values: Dict[Tuple, np.ndarray] = {}
         self._bytes = 0
         self.max_bytes = int(max_bytes)
@@ -28,8 +27,6 @@ class CachedTrial:
         key = (t.name, int(step), mode, worker)
         v = self._values.get(key)
         if v is None:
-            if self._on_read is not None:
-                self._on_read()
             v = t.value(step, mode=mode, worker=worker)
             v.flags.writeable = False  # shared by every rule that reads it
             if self._bytes + v.nbytes > self.max_bytes:

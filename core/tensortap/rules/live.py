@@ -16,7 +16,8 @@ import queue
 import threading
 import time
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from ..errors import ConfigError
 from .actions import Action, ActionContext, Callback
@@ -26,7 +27,7 @@ log = logging.getLogger("tensortap")
 
 #: environment variable choosing where live rules run: "process" (default) or "thread"
 WHERE_ENV = "TENSORTAP_LIVE_RULES"
-#: live rules look this many steps back at most (unchanged_tensor: 2); older cached values are dropped
+#: live rules look this many saved steps back at most (unchanged_tensor: 2); older cached values are dropped
 LOOK_BACK = 4
 
 
@@ -56,13 +57,12 @@ class Evaluator:
     """Reads a run through a value cache and evaluates rules at saved steps, in order, each once;
     the same code runs in the rules process and on the rules thread."""
 
-    def __init__(self, out_dir, report: Callable[[str, BaseException], None],
-                 pause: Optional[Callable[[], None]] = None) -> None:
+    def __init__(self, out_dir, report: Callable[[str, BaseException], None]) -> None:
         self.out_dir = out_dir
         self.report = report
-        self.pause = pause  # called between rules and before each store read (the thread yields the GIL)
         self.rules: Dict[Any, Rule] = {}
         self._trial = None
+        self._recent: Deque[int] = deque(maxlen=LOOK_BACK + 1)  # the latest steps evaluated
 
     def open(self) -> bool:
         """Open the run, or pick up what was written since; False (reported) if it cannot be read."""
@@ -71,7 +71,7 @@ class Evaluator:
                 from ..trial import Trial
                 from .cache import CachedTrial
 
-                self._trial = CachedTrial(Trial(self.out_dir), on_read=self.pause)
+                self._trial = CachedTrial(Trial(self.out_dir))
             else:
                 self._trial.refresh()
             return True
@@ -83,13 +83,12 @@ class Evaluator:
         """Every rule's result at `step` (call open() first); a failing rule is reported and skipped."""
         out = []
         for key, rule in list(self.rules.items()):
-            if self.pause is not None:
-                self.pause()
             try:
                 out.append((key, rule.invoke(self._trial, step)))
             except Exception as e:  # noqa: BLE001
                 self.report(f"rule {rule.name} failed at step {step}", e)
-        self._trial.evict(before=step - LOOK_BACK)
+        self._recent.append(step)
+        self._trial.evict(before=self._recent[0])  # saved steps, not step numbers: save_interval=10 too
         return out
 
     def idle_timeout(self) -> Optional[float]:
@@ -131,18 +130,13 @@ def apply_result(hook, rule: Rule, actions: List[Action], res: RuleResult, trial
                 hook._report(f"action {a.name} for rule {rule.name} failed", e)
 
 
-def _yield_gil() -> None:
-    time.sleep(0)
-
-
 class ThreadRules:
     """Rules evaluated on a thread of the training process (GIL shared with training)."""
 
     def __init__(self, hook) -> None:
         self.hook = hook
         self.rules: List[Tuple[Rule, List[Action]]] = []
-        # sleep(0) releases the GIL: training, waiting for it after each framework op, gets it at once
-        self._eval = Evaluator(hook.out_dir, hook._report, pause=_yield_gil)
+        self._eval = Evaluator(hook.out_dir, hook._report)
         self._q: "queue.Queue[Optional[int]]" = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="tensortap-rules", daemon=True)
         self._thread.start()

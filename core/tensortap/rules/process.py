@@ -198,11 +198,11 @@ class RulesProcess:
             steps = [s for s in items if s is not None]
             try:
                 if steps:
-                    w = self.hook.writer
-                    if w is not None and not w.local:
-                        w.flush()  # an object store shows a segment only once it is closed
-                    # a local run: the child refreshes until the steps are there (no waiting here)
-                    self._send(("steps", steps, w.worker if w is not None and w.local else None))
+                    if self.hook.writer is not None:
+                        # readable by the child (an object store shows a segment once it is closed);
+                        # measured: cheaper for training than the child polling the run for them
+                        self.hook.writer.flush()
+                    self._send(("steps", steps))
                 if None in items:
                     self._send(("close",))
                     return

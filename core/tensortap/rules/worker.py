@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import pickle
 import threading
-import time
 from typing import Any, List
 
 
@@ -59,30 +58,13 @@ def main(fd_in: int, fd_out: int) -> None:
                 except Exception as e:  # noqa: BLE001
                     send(("added", msg[1], f"{type(e).__name__}: {e}"))
             elif kind == "steps":
-                if not _wait_visible(ev, max(msg[1]), msg[2]):
+                if not ev.open():
                     continue
                 for step in msg[1]:
                     _send_results(send, step, [(k, result_message(r)) for k, r in ev.at_step(step)])
             elif kind == "close":
                 send(("done",))
                 return
-
-
-def _wait_visible(ev, step: int, worker, timeout: float = 10.0) -> bool:
-    """Refresh the run until `worker` wrote `step` (the training process does not wait for its
-    writer); after `timeout` s (a step lost to a write error) evaluate anyway: results are skipped."""
-    delay, deadline = 0.001, time.monotonic() + timeout
-    while True:
-        if not ev.open():
-            return False
-        try:
-            seen = ev.trial.steps(worker=worker) if worker else [step]
-        except Exception:  # noqa: BLE001 - the worker's files are not there yet
-            seen = []
-        if (seen and seen[-1] >= step) or ev.trial.is_complete() or time.monotonic() > deadline:
-            return True
-        time.sleep(delay)
-        delay = min(2 * delay, 0.05)
 
 
 def _send_results(send, step: int, results: List[Any]) -> None:
