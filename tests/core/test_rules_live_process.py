@@ -230,3 +230,33 @@ def test_values_that_do_not_pickle_come_back_as_json(run_dir):
     hook.close()
     assert [r.step for r in got] == [0, 1] and isinstance(got[0], tt.rules.RuleResult)
     assert got[0].values["norm"] == [1.0, 2.0] and isinstance(got[0].values["lock"], str)
+
+
+class Counting(Rule):
+    """Keeps state the user's code reads (like tensortap-pruning's rule does)."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = []
+        self.pid = None
+
+    def invoke_at_step(self, trial, step):
+        self.seen.append(step)
+        self.pid = os.getpid()
+        return step == 2
+
+
+def test_the_users_rule_instance_follows_the_rules_process(run_dir):
+    rule = Counting()
+    hook = new_hook(run_dir)
+    hook.add_rule(rule)
+    train(hook, 4)
+    hook.flush()
+    deadline = time.monotonic() + 20
+    while len(rule.seen) < 3 and time.monotonic() < deadline:  # evaluated while training goes on
+        time.sleep(0.02)
+    assert rule.seen[:3] == [0, 1, 2] and rule.pid not in (None, os.getpid())
+    hook.close()
+    assert rule.seen == [0, 1, 2, 3] and rule.last_result.step == 3 and not rule.last_result.fired

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .actions import Action
 from .base import Rule, RuleResult
@@ -61,7 +61,8 @@ class RulesProcess:
         from multiprocessing.connection import Connection
 
         self.hook = hook
-        self.rules: List[Tuple[Rule, List[Action]]] = []
+        self._rules: Dict[int, Tuple[Rule, List[Action]]] = {}  # by the index the child knows it by
+        self._next = 0
         self._acks: "queue.Queue[tuple]" = queue.Queue()
         self._steps: "queue.Queue[Optional[int]]" = queue.Queue()
         self._send_lock = threading.Lock()
@@ -113,19 +114,28 @@ class RulesProcess:
                 "(numbers, strings, lists, numpy arrays) and define the class at module level") from None
         if self._dead:
             raise RulesProcessError("the rules process is not running")
-        idx = len(self.rules)
-        self._send(("rule", idx, blob))
+        idx, self._next = self._next, self._next + 1
+        self._rules[idx] = (rule, actions)  # before the child can send a result for it
         try:
-            ack = self._acks.get(timeout=self.start_timeout)
-        except queue.Empty:
-            raise RulesProcessError(f"the rules process did not load rule {rule.name!r} "
-                                    f"within {self.start_timeout:.0f} s") from None
-        if ack[0] == "dead":
-            raise RulesProcessError(ack[1])
-        if ack[2] is not None:
-            raise RuleNotPortable(f"rule {rule.name!r} ({type(rule).__qualname__}) could not be loaded in the rules "
-                                  f"process ({ack[2]}); live rules must be importable by module name")
-        self.rules.append((rule, actions))
+            self._send(("rule", idx, blob, list(sys.path)))
+            try:
+                ack = self._acks.get(timeout=self.start_timeout)
+            except queue.Empty:
+                raise RulesProcessError(f"the rules process did not load rule {rule.name!r} "
+                                        f"within {self.start_timeout:.0f} s") from None
+            if ack[0] == "dead":
+                raise RulesProcessError(ack[1])
+            if ack[2] is not None:
+                raise RuleNotPortable(f"rule {rule.name!r} ({type(rule).__qualname__}) could not be loaded in the "
+                                      f"rules process ({ack[2]}); live rules must be importable by module name")
+        except BaseException:
+            del self._rules[idx]
+            raise
+
+    @property
+    def rules(self) -> List[Tuple[Rule, List[Action]]]:
+        """The (rule, actions) pairs evaluated in the child."""
+        return list(self._rules.values())
 
     def step_saved(self, step: int) -> None:
         """A step was handed to the writer: the sender thread passes it on once it is on disk."""
@@ -242,8 +252,14 @@ class RulesProcess:
         kind = msg[0]
         if kind == "results":
             self._trial._stale = True
+            for idx, blob in msg[3].items():  # the rule's state in the child, onto the user's instance
+                if idx in self._rules:
+                    self._rules[idx][0].__dict__.update(pickle.loads(blob))
             for idx, res in msg[2]:
-                rule, actions = self.rules[idx]
+                if idx not in self._rules:
+                    continue
+                rule, actions = self._rules[idx]
+                rule.last_result = res
                 apply_result(self.hook, rule, actions, res, self._trial)
         elif kind == "added":
             self._acks.put(msg)

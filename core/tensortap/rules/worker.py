@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
+import sys
 import threading
-from typing import Any, List
+from typing import Any, Dict, List, Optional
+
+#: a rule's state bigger than this (pickled) is not copied back to the training process
+MAX_STATE_BYTES = 1 << 20
 
 
 def main(fd_in: int, fd_out: int) -> None:
@@ -28,6 +33,9 @@ def main(fd_in: int, fd_out: int) -> None:
         except Exception:  # noqa: BLE001 - an exception that does not pickle: its name and text
             send(("error", what, (type(exc).__name__, str(exc))))
 
+    # Ctrl-C in a terminal reaches the whole process group: training handles it; this process
+    # ends when the training process closes the hook or goes away.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         init = conn_in.recv()
     except EOFError:
@@ -37,6 +45,7 @@ def main(fd_in: int, fd_out: int) -> None:
     from .process import result_message
 
     ev = Evaluator(init[1]["out_dir"], report)
+    states: Dict[Any, bytes] = {}  # each rule's state as last sent
     _warm_up(ev.out_dir)
     send(("ready", os.getpid()))
     while True:
@@ -53,6 +62,7 @@ def main(fd_in: int, fd_out: int) -> None:
             kind = msg[0]
             if kind == "rule":
                 try:
+                    sys.path.extend(p for p in msg[3] if p not in sys.path)  # the training process's, now
                     ev.rules[msg[1]] = pickle.loads(msg[2])
                     send(("added", msg[1], None))
                 except Exception as e:  # noqa: BLE001
@@ -61,15 +71,34 @@ def main(fd_in: int, fd_out: int) -> None:
                 if not ev.open():
                     continue
                 for step in msg[1]:
-                    _send_results(send, step, [(k, result_message(r)) for k, r in ev.at_step(step)])
+                    _send_results(send, step, [(k, result_message(r)) for k, r in ev.at_step(step)], ev, states)
             elif kind == "close":
                 send(("done",))
                 return
 
 
-def _send_results(send, step: int, results: List[Any]) -> None:
-    if results:
-        send(("results", step, results))
+def _send_results(send, step: int, results: List[Any], ev, states: Dict[Any, bytes]) -> None:
+    """Send the results, with the state of each rule that changed (the training process copies it
+    into the instance the user holds, so code reading a rule's attributes sees them change)."""
+    if not results:
+        return
+    changed = {}
+    for key, _ in results:
+        st = rule_state(ev.rules[key])
+        if st is not None and st != states.get(key):
+            states[key] = changed[key] = st
+    send(("results", step, results, changed))
+
+
+def rule_state(rule) -> Optional[bytes]:
+    """A rule's attributes, pickled (last_result aside: it comes with the result); None if there
+    are none, they do not pickle, or they exceed MAX_STATE_BYTES (then they are not copied back)."""
+    d = {k: v for k, v in getattr(rule, "__dict__", {}).items() if k != "last_result"}
+    try:
+        blob = pickle.dumps(d, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001
+        return None
+    return blob if len(blob) <= MAX_STATE_BYTES else None
 
 
 def _warm_up(out_dir) -> None:
