@@ -34,13 +34,13 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Dict, List
+from typing import Dict
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from overhead_torch import CONFIGS, REDUCTIONS, Setup, _interval, make  # noqa: E402
+from overhead_torch import CONFIGS, REDUCTIONS, Setup, make  # noqa: E402
 from store_throughput import dd  # noqa: E402
 
 import tensortap as tt  # noqa: E402
