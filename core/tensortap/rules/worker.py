@@ -42,39 +42,49 @@ def main(fd_in: int, fd_out: int) -> None:
         return
     _nice()
     from .live import Evaluator
-    from .process import result_message
 
     ev = Evaluator(init[1]["out_dir"], report)
     states: Dict[Any, bytes] = {}  # each rule's state as last sent
     _warm_up(ev.out_dir)
     send(("ready", os.getpid()))
     while True:
-        if not conn_in.poll(ev.idle_timeout()):
-            _send_results(send, -1, ev.idle())
-            continue
         try:
+            if not conn_in.poll(ev.idle_timeout()):
+                _send_results(send, -1, ev.idle(), ev, states)
+                continue
             msgs = [conn_in.recv()]
             while conn_in.poll(0):
                 msgs.append(conn_in.recv())
         except (EOFError, OSError):
             return  # the training process is gone
         for msg in msgs:
-            kind = msg[0]
-            if kind == "rule":
-                try:
-                    sys.path.extend(p for p in msg[3] if p not in sys.path)  # the training process's, now
-                    ev.rules[msg[1]] = pickle.loads(msg[2])
-                    send(("added", msg[1], None))
-                except Exception as e:  # noqa: BLE001
-                    send(("added", msg[1], f"{type(e).__name__}: {e}"))
-            elif kind == "steps":
-                if not ev.open():
-                    continue
-                for step in msg[1]:
-                    _send_results(send, step, [(k, result_message(r)) for k, r in ev.at_step(step)], ev, states)
-            elif kind == "close":
-                send(("done",))
+            try:
+                if _handle(msg, ev, send, states):
+                    return
+            except (EOFError, OSError):
                 return
+            except Exception as e:  # noqa: BLE001 - report, and serve the next message
+                report(f"live rules process could not handle a {msg[0]!r} message", e)
+
+
+def _handle(msg: tuple, ev, send, states: Dict[Any, bytes]) -> bool:
+    """Act on one message from the training process; True when it says to close."""
+    kind = msg[0]
+    if kind == "rule":
+        try:
+            sys.path.extend(p for p in msg[3] if p not in sys.path)  # the training process's, now
+            ev.rules[msg[1]] = pickle.loads(msg[2])
+            send(("added", msg[1], None))
+        except Exception as e:  # noqa: BLE001
+            send(("added", msg[1], f"{type(e).__name__}: {e}"))
+    elif kind == "steps":
+        if ev.open():
+            for step in msg[1]:
+                _send_results(send, step, ev.at_step(step), ev, states)
+    elif kind == "close":
+        send(("done",))
+        return True
+    return False
 
 
 def _send_results(send, step: int, results: List[Any], ev, states: Dict[Any, bytes]) -> None:
@@ -82,6 +92,9 @@ def _send_results(send, step: int, results: List[Any], ev, states: Dict[Any, byt
     into the instance the user holds, so code reading a rule's attributes sees them change)."""
     if not results:
         return
+    from .process import result_message
+
+    results = [(k, result_message(r)) for k, r in results]
     changed = {}
     for key, _ in results:
         st = rule_state(ev.rules[key])
