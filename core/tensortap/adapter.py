@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional,
 import numpy as np
 
 from .errors import ConfigError, StopTraining
-from .reductions import reduce_numpy
+from .reductions import pack, reduce_numpy
 
 if TYPE_CHECKING:  # pragma: no cover
     from .hook import Hook
@@ -135,6 +135,14 @@ class Adapter:
     def reduce(self, tensor: Any, names: Iterable[str], bins: int) -> Dict[str, np.ndarray]:
         """Reductions of a framework tensor; override to compute them on the tensor's device."""
         return reduce_numpy(self.to_numpy(tensor), names, bins)
+
+    def reduce_many(self, tensors: Sequence[Any], names: Tuple[str, ...], bins: int) -> List[Any]:
+        """Reductions of several tensors (`names` in tensortap.reductions.canonical order), each
+        packed into one float64 vector (tensortap.reductions.pack). An item may instead be a handle
+        with done()/result() giving that vector later (computed off the training thread or on the
+        device without a sync): the Hook resolves it before the step goes to the writer, so it
+        must snapshot what later in-place updates would change. Default: `reduce` on each."""
+        return [pack(self.reduce(t, names, bins), names) for t in tensors]
 
     def register_loss(self, loss_obj: Any, name: str) -> None:
         raise ConfigError(f"the {self.name} adapter cannot register loss objects; call hook.record_loss(loss) instead")

@@ -26,13 +26,23 @@ from .collections import CATEGORIES, Collection
 from .errors import ConfigError, StopTraining, TensorTapError, did_you_mean
 from .modes import ModeKeys, to_mode
 from .plugins import get_registry
-from .reductions import ReductionConfig, reduce_numpy
+from .reductions import ReductionConfig, canonical, packed_kind, reduce_numpy_packed
 from .save_config import SaveConfig
 from .store import StepBatch, StoreWriter, TensorItem
 from .store.fs import resolve
 from .store.index import is_storable
 
 log = logging.getLogger("tensortap")
+
+_STORABLE: set = set()  # dtypes seen storable (is_storable, cached)
+
+
+def _storable(dt: np.dtype) -> bool:
+    if is_storable(dt):
+        _STORABLE.add(dt)
+        return True
+    return False
+
 
 DEFAULT_COLLECTIONS = ("weights", "biases", "gradients", "losses", "metrics", "scalars")
 CollectionArg = Union[str, Collection]
@@ -116,6 +126,12 @@ class Hook:
         self._batch: Optional[Dict[Tuple[str, str], TensorItem]] = None
         self._match_cache: Dict[Tuple[str, str], Tuple[Collection, ...]] = {}
         self._save_cache: Dict[Tuple[ModeKeys, int], Tuple[Collection, ...]] = {}
+        self._plans: Dict[tuple, Optional[tuple]] = {}  # (name, category, active key) -> _make_plan
+        self._active_keys: Dict[Tuple[int, ...], int] = {}  # active collections -> a small key
+        self._wanted_of: Dict[int, frozenset] = {}  # that key -> categories adapters capture
+        self._active_key = -1
+        self._deferred: List[TensorItem] = []  # reductions of this step still being computed
+        self._held: List[Tuple[StepBatch, List[TensorItem]]] = []  # handed over, waiting for them
         self._stop_reason: Optional[str] = None
         self._mode_changed = False  # set_mode switched modes: a save before the next begin_step starts one
         self._closed = False
@@ -255,23 +271,32 @@ class Hook:
         if self._closed:
             return
         with self._lock:
-            self._hand_over()
+            self._hand_over(wait=False)
             self._mode_changed = False
             m = self._user_mode or to_mode(mode) or _modes.TRAIN
             self.step += 1
             self.mode = m
             self.mode_step = self._mode_counters.get(m, -1) + 1
             self._mode_counters[m] = self.mode_step
-            key = (m, self.mode_step)
-            active = tuple(c for c in self.collections
-                           if (c.save_config or self.save_config).should_save(m, self.mode_step))
-            self._active = active
-            wanted = set()
-            for c in active:
-                wanted.add(c.name)
-                if c._pattern is not None or c.tensor_names:
-                    wanted.update(c.categories or CATEGORIES + tuple(self.registry.collections))
-            self._wanted = frozenset(wanted)
+            # one should_save per distinct SaveConfig (most collections share the hook's)
+            hook_sc, saves, active = self.save_config, {}, []
+            for c in self.collections:
+                sc = c.save_config or hook_sc
+                v = saves.get(id(sc))
+                if v is None:
+                    v = saves[id(sc)] = sc.should_save(m, self.mode_step)
+                if v:
+                    active.append(c)
+            if active:
+                self._active = active = tuple(active)
+                ids = tuple(map(id, active))
+                key = self._active_keys.get(ids)
+                if key is None:
+                    key = self._active_keys[ids] = len(self._active_keys)
+                    self._wanted_of[key] = self._wanted_for(active)
+                self._active_key, self._wanted = key, self._wanted_of[key]
+            else:  # an unsaved step: nothing is wanted
+                self._active, self._active_key, self._wanted = (), -1, frozenset()
             reason, self._stop_reason = self._stop_reason, None
         if reason is not None:
             self._report_event("stop_requested", reason)
@@ -280,12 +305,24 @@ class Hook:
             else:
                 raise StopTraining(reason)
 
+    def _wanted_for(self, active) -> frozenset:
+        """The categories adapters should capture while `active` collections save."""
+        wanted = set()
+        for c in active:
+            wanted.add(c.name)
+            if c._pattern is not None or c.tensor_names:
+                wanted.update(c.categories or CATEGORIES + tuple(self.registry.collections))
+        return frozenset(wanted)
+
     def end_step(self) -> None:
         """Hand the current step to the writer now instead of at the next begin_step."""
         with self._lock:
             self._hand_over()
 
-    def _hand_over(self) -> None:
+    def _hand_over(self, wait: bool = True) -> None:
+        """Queue the current step for the writer. A step whose reductions are still being computed
+        (off the training thread) waits, unless `wait`, until they are ready or the next step is
+        handed over: at most one step is held back; steps reach the writer in order."""
         if self.adapter is not None and self.step >= 0 and not self._closed:
             # what the adapter still holds belongs to this step, even after a set_mode switch
             changed, self._mode_changed = self._mode_changed, False
@@ -296,13 +333,36 @@ class Hook:
             finally:
                 self._mode_changed = changed
         batch, self._batch = self._batch, None
-        if not batch:
-            return
-        sb = StepBatch(self.step, self.mode.value, self.mode_step, list(batch.values()), time.time())
-        if self._ensure_writer().submit(sb):
+        deferred, self._deferred = self._deferred, []
+        if batch:
+            sb = StepBatch(self.step, self.mode.value, self.mode_step, list(batch.values()), time.time())
+            self._held.append((sb, [it for it in deferred if batch.get((it.name, it.kind)) is it]))
+        held = self._held
+        while held:
+            sb, pending = held[0]
+            if not wait and len(held) == 1 and not all(it.array.done() for it in pending):
+                return
+            held.pop(0)
+            if pending:
+                self._resolve(sb, pending)
+            self._submit(sb)
+
+    def _resolve(self, sb: StepBatch, pending: List[TensorItem]) -> None:
+        bad = False
+        for it in pending:
+            try:
+                it.array = np.asarray(it.array.result(), dtype=np.float64)
+            except Exception as e:  # noqa: BLE001
+                self._report(f"could not compute the reductions of {it.name!r}", e)
+                it.array, bad = None, True
+        if bad:
+            sb.items = [it for it in sb.items if it.array is not None]
+
+    def _submit(self, sb: StepBatch) -> None:
+        if sb.items and self._ensure_writer().submit(sb):
             if self._rules is not None:
-                self._rules.step_saved(self.step)
-            self.registry.call_behaviour("tensortap_step_end", hook=self, step=self.step, mode=self.mode.value)
+                self._rules.step_saved(sb.step)
+            self.registry.call_behaviour("tensortap_step_end", hook=self, step=sb.step, mode=sb.mode)
 
     @property
     def saving(self) -> bool:
@@ -332,38 +392,104 @@ class Hook:
             self._report(f"could not capture {name!r}", e)
             return False
 
+    def capture_many(self, items: Iterable[Tuple[str, Any, str]]) -> int:
+        """`capture` for several (name, tensor, category) at once (e.g. every parameter at a step
+        start): the adapter computes their reductions in one batch. Returns how many were kept."""
+        try:
+            if self._closed:
+                return 0
+            if self.step < 0 or self._mode_changed:
+                self.begin_step()
+            plan = self._plan
+            todo = [(n, t, p) for n, t, c in items for p in (plan(n, c),) if p is not None]
+            if todo:
+                self._store(todo)
+            return len(todo)
+        except ConfigError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            self._report("could not capture a batch of tensors", e)
+            return 0
+
+    def _plan(self, name: str, category: str) -> Optional[tuple]:
+        """What to store of `name` at steps with the current active collections, cached per name:
+        None (not kept), or (raw, reductions, bins, collection names, packed kind)."""
+        key = (name, category, self._active_key)
+        try:
+            return self._plans[key]
+        except KeyError:
+            p = self._plans[key] = self._make_plan(name, category)
+            return p
+
+    def _make_plan(self, name, category, extra_collections=(), force=False) -> Optional[tuple]:
+        colls = self._collections_of(name, category)
+        active = [c for c in colls if any(c is a for a in self._active)]
+        if not active and not force:
+            return None
+        rcs = [c.reduction_config or self.reduction_config for c in (active or colls)]
+        raw = force or any(rc is None or rc.save_raw_tensor for rc in rcs)
+        reds = canonical(r for rc in rcs if rc is not None for r in rc.reductions)
+        bins = max([rc.histogram_bins for rc in rcs if rc is not None] or [64])
+        cnames = tuple(dict.fromkeys(tuple(c.name for c in colls) + ((category,) if force else ()) + tuple(extra_collections)))
+        return raw, reds, bins, cnames, packed_kind(reds)
+
+    def _forget_plans(self) -> None:
+        """Call after changing the hook's collections (their regexes or categories)."""
+        self._match_cache.clear()
+        self._plans.clear()
+        self._wanted_of = {k: self._wanted_for(tuple(c for c in self.collections if id(c) in ids))
+                           for ids, k in self._active_keys.items()}
+
     def _capture(self, name, tensor, category, extra_collections=(), force=False) -> bool:
         if self._closed:
             return False
         if self.step < 0 or self._mode_changed:
             self.begin_step()
-        colls = self._collections_of(name, category)
-        active = [c for c in colls if any(c is a for a in self._active)]
-        if not active and not force:
+        if force or extra_collections:
+            plan = self._make_plan(name, category, extra_collections, force)
+        else:
+            plan = self._plan(name, category)
+        if plan is None:
             return False
-        rcs = [c.reduction_config or self.reduction_config for c in (active or colls)]
-        raw = force or any(rc is None or rc.save_raw_tensor for rc in rcs)
-        reds = sorted({r for rc in rcs if rc is not None for r in rc.reductions})
-        bins = max([rc.histogram_bins for rc in rcs if rc is not None] or [64])
-        cnames = tuple(dict.fromkeys(tuple(c.name for c in colls) + ((category,) if force else ()) + tuple(extra_collections)))
-        adapter = self._adapter_for_value(tensor)
-        items = []
-        if raw:
-            arr = self._to_numpy(adapter, tensor, name)
-            if arr is None:
-                return False
-            items.append(TensorItem(name, "value", cnames, arr))
-        if reds:
-            values = adapter.reduce(tensor, reds, bins) if adapter is not None else reduce_numpy(
-                self._to_numpy(None, tensor, name), reds, bins)
-            for r, v in values.items():
-                items.append(TensorItem(name, "reduction:" + r, cnames, np.asarray(v, dtype=np.float64)))
+        self._store(((name, tensor, plan),))
+        return True
+
+    def _store(self, todo) -> None:
+        """Copy (raw) and reduce what the plans ask for; reductions of one adapter, one
+        configuration, go to the adapter in one `reduce_many` call."""
+        items: List[TensorItem] = []
+        groups: Dict[tuple, tuple] = {}
+        for name, tensor, (raw, reds, bins, cnames, kind) in todo:
+            adapter = self._adapter_for_value(tensor)
+            if raw:
+                items.append(TensorItem(name, "value", cnames, self._to_numpy(adapter, tensor, name)))
+            if reds:
+                g = groups.get((id(adapter), kind, bins))
+                if g is None:
+                    g = groups[(id(adapter), kind, bins)] = (adapter, reds, bins, kind, [], [])
+                g[4].append((name, cnames))
+                g[5].append(tensor)
+        deferred = []
+        for adapter, reds, bins, kind, named, tensors in groups.values():
+            if adapter is not None:
+                values = adapter.reduce_many(tensors, reds, bins)
+            else:
+                values = [reduce_numpy_packed(self._to_numpy(None, t, n), reds, bins) for (n, _), t in zip(named, tensors)]
+            for (name, cnames), v in zip(named, values):
+                if not isinstance(v, np.ndarray) and not hasattr(v, "result"):
+                    v = np.asarray(v, dtype=np.float64)
+                it = TensorItem(name, kind, cnames, v)
+                items.append(it)
+                if not isinstance(v, np.ndarray):
+                    deferred.append(it)
         with self._lock:
             if self._batch is None:
                 self._batch = {}
+            batch = self._batch
             for it in items:
-                self._batch[(it.name, it.kind)] = it
-        return True
+                batch[(it.name, it.kind)] = it
+            if deferred:
+                self._deferred.extend(deferred)
 
     def _adapter_for_value(self, value: Any) -> Optional[Adapter]:
         if isinstance(value, (np.ndarray, np.generic, int, float, bool, complex, list, tuple)):
@@ -382,7 +508,7 @@ class Hook:
         arr = adapter.to_numpy(value) if adapter is not None else np.array(value, copy=True)
         if not isinstance(arr, np.ndarray):
             arr = np.array(arr, copy=True)
-        if not is_storable(arr.dtype):
+        if arr.dtype not in _STORABLE and not _storable(arr.dtype):
             raise ConfigError(
                 f"cannot save {name!r}: dtype {arr.dtype} (only bool, int, float incl. bfloat16/float8, complex "
                 "and fixed-width strings are stored; convert objects first, e.g. np.asarray(x, dtype=str))"

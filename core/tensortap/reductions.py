@@ -6,7 +6,8 @@ must agree with `reduce_numpy`, which the conformance suite checks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, Tuple
+from functools import lru_cache
+from typing import Dict, Iterable, Optional, Tuple, Union
 
 import numpy as np
 
@@ -123,3 +124,50 @@ def reduce_numpy(a: np.ndarray, names: Iterable[str], bins: int = 64) -> Dict[st
             raise ConfigError(f"unknown reduction {name!r}")
         out[name] = np.asarray(v, dtype=np.float64)
     return out
+
+
+# ---- packed records: every reduction of one tensor at one step in ONE float64 vector ----------
+#: Record kind prefix of a packed reduction vector: "reductions:min,max,mean,std,l2". Runs written
+#: before packing hold one record per reduction, kind "reduction:<name>"; readers take both.
+PACKED_PREFIX = "reductions:"
+_ORDER = {r: i for i, r in enumerate(REDUCTIONS)}
+
+
+def canonical(names: Iterable[str]) -> Tuple[str, ...]:
+    """The reductions `names` without duplicates, in the order packed vectors hold them
+    (REDUCTIONS order: scalars first, "histogram" last)."""
+    return tuple(sorted(set(names), key=_ORDER.__getitem__))
+
+
+def packed_kind(names: Tuple[str, ...]) -> str:
+    """Record kind of a packed vector holding the canonical reductions `names`."""
+    return PACKED_PREFIX + ",".join(names)
+
+
+@lru_cache(maxsize=1024)
+def parse_packed(kind: str) -> Optional[Tuple[str, ...]]:
+    """The reductions a packed record of kind `kind` holds, in vector order; None for other kinds."""
+    if not kind.startswith(PACKED_PREFIX):
+        return None
+    return tuple(n for n in kind[len(PACKED_PREFIX):].split(",") if n)
+
+
+def pack(values: Dict[str, np.ndarray], names: Tuple[str, ...]) -> np.ndarray:
+    """One float64 vector: the scalars of canonical `names` in order, then the histogram's
+    counts and edges (2*bins+1 values) when "histogram" is among them."""
+    scal = [float(values[n]) for n in names if n != "histogram"]
+    if names and names[-1] == "histogram":
+        return np.concatenate([np.asarray(scal, dtype=np.float64), np.asarray(values["histogram"], dtype=np.float64)])
+    return np.asarray(scal, dtype=np.float64)
+
+
+def unpack(vec: np.ndarray, names: Tuple[str, ...], name: str) -> Union[float, Tuple[np.ndarray, np.ndarray]]:
+    """Reduction `name` from a packed vector: a float, or (counts, edges) for "histogram"."""
+    if name == "histogram":
+        return split_histogram(np.asarray(vec[len(names) - 1:], dtype=np.float64))
+    return float(vec[names.index(name)])
+
+
+def reduce_numpy_packed(a: np.ndarray, names: Tuple[str, ...], bins: int = 64) -> np.ndarray:
+    """`reduce_numpy` packed into one vector (canonical `names`)."""
+    return pack(reduce_numpy(a, names, bins), names)

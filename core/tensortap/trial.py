@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import ConfigError, NotARunError, StepNotFound, TensorNotFound, did_you_mean
 from .modes import ModeKeys, to_mode
-from .reductions import split_histogram
+from .reductions import REDUCTIONS, parse_packed, split_histogram, unpack
 from .store import WorkerReader, layout
 from .store.fs import join, resolve
 
@@ -260,6 +260,22 @@ class Trial:
             self._cache[key] = got
         return got
 
+    def _red_nids(self, r: WorkerReader) -> Dict[str, List[Tuple[int, Tuple[str, ...], bool]]]:
+        """name -> [(nid, reductions it holds, packed?)] in one worker: packed vectors
+        ("reductions:a,b") and the one-record-per-reduction kinds of older runs ("reduction:a")."""
+        key = ("rnids", r.worker)
+        got = self._cache.get(key)
+        if got is None:
+            got = {}
+            for (n, kind), nid in r.nid_of.items():
+                names = parse_packed(kind)
+                if names is not None:
+                    got.setdefault(n, []).append((nid, names, True))
+                elif kind.startswith(REDUCTION):
+                    got.setdefault(n, []).append((nid, (kind[len(REDUCTION):],), False))
+            self._cache[key] = got
+        return got
+
     def _has_at(self, name: str, step: int, mode, worker) -> bool:
         for r in self._readers(worker):
             g = self._global(r, step, mode)
@@ -343,8 +359,9 @@ class Tensor:
                     f"use reduction_value(step, name) with one of {reds}"
                 )
             raise StepNotFound(f"{self.name!r} was not saved at {where} (its steps: {_short(self.steps(mode))})")
+        what = f"reduction {kind[len(REDUCTION):]!r}" if kind != REDUCTION else "no reduction"
         raise StepNotFound(
-            f"reduction {kind[len(REDUCTION):]!r} of {self.name!r} was not saved at {where}"
+            f"{what} of {self.name!r} was not saved at {where}"
             f" (saved there: {self.reduction_names(step, mode, worker) or 'none'})"
         )
 
@@ -353,26 +370,53 @@ class Tensor:
         r, si, nid = self._locate(step, mode, worker, VALUE)
         return r.read(si, nid, f"{self.name!r} at step {si.step}")
 
-    def reduction_value(self, step: int, name: str, mode=None, worker: Optional[str] = None):
-        """A saved reduction ("l2", "mean", ...): a float, or (counts, edges) for "histogram"."""
-        r, si, nid = self._locate(step, mode, worker, REDUCTION + name)
-        v = r.read(si, nid, f"{name} of {self.name!r} at step {si.step}")
-        if name == "histogram":
-            return split_histogram(v)
-        return float(v) if v.ndim == 0 else v
-
-    def reduction_names(self, step: int, mode=None, worker=None) -> List[str]:
-        out = set()
+    def _reductions_at(self, step: int, mode, worker):
+        """[(reader, step index, nid, names, packed)] of the records holding reductions of this
+        tensor at `step`, lowest-ranked worker first."""
         t = self.trial
+        out = []
         for r in t._readers(worker):
             g = t._global(r, int(step), mode)
             if g is None:
                 continue
-            for nid in t._nids(r).get(self.name, ()):
-                kind = r.names[nid][1]
-                if kind.startswith(REDUCTION) and r.steps[g].find(nid) is not None:
-                    out.add(kind[len(REDUCTION):])
-        return sorted(out)
+            si = r.steps[g]
+            out += [(r, si, nid, names, packed) for nid, names, packed in t._red_nids(r).get(self.name, ())
+                    if si.find(nid) is not None]
+        return out
+
+    def reduction_value(self, step: int, name: str, mode=None, worker: Optional[str] = None, abs: bool = False):
+        """A saved reduction ("l2", "mean", ...): a float, or (counts, edges) for "histogram".
+        `abs=True` asks for the reduction of |x| ("max" -> "abs_max"), as in smdebug."""
+        if abs and name in ("min", "max", "mean"):
+            name = "abs_" + name
+        for r, si, nid, names, packed in self._reductions_at(step, mode, worker):
+            if name in names:
+                v = r.read(si, nid, f"{name} of {self.name!r} at step {si.step}")
+                if packed:
+                    return unpack(v, names, name)
+                if name == "histogram":
+                    return split_histogram(v)
+                return float(v) if v.ndim == 0 else v
+        self._locate(step, mode, worker, REDUCTION + name)  # raises the StepNotFound that says why
+        raise StepNotFound(f"reduction {name!r} of {self.name!r} was not saved at step {step}")  # pragma: no cover
+
+    def reduction_values(self, step: int, mode=None, worker: Optional[str] = None) -> Dict[str, object]:
+        """Every reduction saved for this tensor at `step`: name -> float, or (counts, edges)."""
+        out: Dict[str, object] = {}
+        for r, si, nid, names, packed in self._reductions_at(step, mode, worker):
+            if all(n in out for n in names):
+                continue
+            v = r.read(si, nid, f"reductions of {self.name!r} at step {si.step}")
+            for n in names:
+                if n not in out:
+                    out[n] = unpack(v, names, n) if packed else (
+                        split_histogram(v) if n == "histogram" else (float(v) if v.ndim == 0 else v))
+        if not out:
+            self._locate(step, mode, worker, REDUCTION)  # raises the StepNotFound that says why
+        return {n: out[n] for n in sorted(out, key=REDUCTIONS.index)}
+
+    def reduction_names(self, step: int, mode=None, worker=None) -> List[str]:
+        return sorted({n for *_, names, _p in self._reductions_at(step, mode, worker) for n in names})
 
     def steps(self, mode=None, worker: Optional[str] = None, kind: Optional[str] = None) -> List[int]:
         """Steps at which this tensor (its value, or with kind=None any reduction too) was saved."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..progress import progress
-from ..trial import REDUCTION, VALUE
+from ..trial import VALUE
 from .tfevents import EventWriter, histogram_value, image_value, scalar_value
 
 SCALAR_COLLECTIONS = ("losses", "metrics", "scalars")
@@ -128,10 +128,9 @@ def _scalar_reductions(trial) -> Dict[str, List[str]]:
     """tensor name -> the scalar reductions saved for it at some step (from the index, no data read)."""
     out: Dict[str, set] = {}
     for r in trial._readers():
-        for (name, kind) in r.nid_of:
-            if kind.startswith(REDUCTION) and kind[len(REDUCTION):] in SCALAR_REDUCTIONS:
-                out.setdefault(name, set()).add(kind[len(REDUCTION):])
-    return {n: sorted(k) for n, k in out.items()}
+        for name, recs in trial._red_nids(r).items():  # packed vectors and older one-per-reduction records
+            out.setdefault(name, set()).update(n for _nid, names, _packed in recs for n in names if n in SCALAR_REDUCTIONS)
+    return {n: sorted(k) for n, k in out.items() if k}
 
 
 def _scalar(trial, name: str, step: int) -> Optional[float]:
