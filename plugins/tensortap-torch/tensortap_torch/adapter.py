@@ -25,7 +25,8 @@ from tensortap.modes import EVAL, TRAIN
 
 from . import gradcam as _gradcam
 from .attention import AttentionTap
-from .convert import reduce_torch, to_numpy
+from .convert import CopyPool, reduce_torch, reduce_work, to_numpy, work
+from .reducer import Reducer
 from .util import dist_info, eager, eval_mode, is_quiet, quiet, tensors, unwrap
 
 LAYER_CATEGORIES = ("inputs", "outputs")
@@ -37,15 +38,19 @@ class TorchAdapter(Adapter):
     name = "torch"
     #: images of a batch that training-time Grad-CAM (collection "feature_maps") explains
     gradcam_max_images: int = 8
+    #: compute reductions on a background thread from snapshots (True) or on the training thread
+    reduce_off_thread: bool = True
 
     def __init__(self, hook) -> None:
         super().__init__(hook)
         self.root: Optional[nn.Module] = None
         self._calls: Dict[str, int] = {}
         self._feature_layer: Optional[Tuple[str, nn.Module]] = None
-        self._layers: List[Tuple[str, nn.Module]] = []  # modules whose inputs/outputs may be selected
+        self._layers: List[Tuple[nn.Module, Any]] = []  # (module, its forward hook) whose inputs/outputs may be selected
         self._step_hooks: List[Any] = []  # forward hooks living for one saved step
         self._step_args: Optional[tuple] = None
+        self._reducer = Reducer()  # reductions of saved steps, computed off the training thread
+        self._copies = CopyPool()  # host arrays of raw captures, reused once written
 
     # ---- Adapter contract ------------------------------------------------------------------
     def attach(self, model: Any) -> None:
@@ -58,8 +63,10 @@ class TorchAdapter(Adapter):
             if p.requires_grad:
                 self.handles.append(self._grad_hook(p, name))
         if self._could_select_layers():
-            self._layers = [(name, m) for name, m in root.named_modules() if name]
+            # the hook functions are made once: wrapping them for torch.compile costs more than the hook
+            self._layers = [(m, eager(partial(self._on_layer, name))) for name, m in root.named_modules() if name]
         self.handles.append(Handle(self._drop_step_hooks))
+        self.handles.append(Handle(self._reducer.close))
         if self._collection("attention") is not None or self._has_regex_collection():
             tap = AttentionTap(self._on_attention, self._wants_attention, hook._report)
             self.handles.extend(tap.attach(root))
@@ -67,7 +74,7 @@ class TorchAdapter(Adapter):
         if fm is not None:
             self._feature_layer = _gradcam.choose_layer(root, fm.include_regex)
             fm.categories = ("feature_maps",)  # its regex names a layer, not tensors of other categories
-            hook._match_cache.clear()
+            hook._forget_plans()
 
     def named_parameters(self, model: Any) -> Iterator[Tuple[str, Any]]:
         return iter(unwrap(model).named_parameters())
@@ -76,7 +83,7 @@ class TorchAdapter(Adapter):
         return ((n, m) for n, m in unwrap(model).named_modules() if n)
 
     def to_numpy(self, tensor: Any) -> np.ndarray:
-        return to_numpy(tensor)
+        return self._copies.to_numpy(tensor)
 
     def reduce(self, tensor: Any, names, bins: int) -> Dict[str, np.ndarray]:
         """Torch ops where the tensor lives (no copy of it, one small transfer); agrees with
@@ -84,6 +91,21 @@ class TorchAdapter(Adapter):
         if not isinstance(tensor, torch.Tensor):
             return super().reduce(tensor, names, bins)
         return reduce_torch(tensor, names, bins)
+
+    def reduce_many(self, tensors, names, bins: int):
+        """Snapshots now, reductions later on the reducer thread (see reducer.py): handles the Hook
+        resolves before the step goes to the writer. Without a hook (tt.explain): computed here."""
+        if self.hook is None or not all(isinstance(t, torch.Tensor) for t in tensors):
+            return super().reduce_many(tensors, names, bins)
+        if not self.reduce_off_thread:
+            return reduce_work([work(t) for t in tensors], names, bins)
+        return self._reducer.add(tensors, names, bins)
+
+    def finish_step(self) -> None:
+        """Start computing this step's reductions (one job, one wake-up of the reducer thread per
+        step): they run while the next step trains; the Hook holds the step until they are done."""
+        if self._reducer.has_open:
+            self._reducer.submit_open()
 
     def is_tensor(self, obj: Any) -> bool:
         return isinstance(obj, torch.Tensor)
@@ -148,8 +170,7 @@ class TorchAdapter(Adapter):
 
     def _selects(self, name: str, category: str) -> bool:
         """Would an active collection keep `name` now? (decides whether to register a tensor hook)"""
-        hook = self.hook
-        return any(any(c is a for a in hook._active) for c in hook._collections_of(name, category))
+        return self.hook._plan(name, category) is not None  # cached per name and set of active collections
 
     # ---- callbacks ---------------------------------------------------------------------------
     def _grad_hook(self, p: torch.Tensor, name: str) -> Handle:
@@ -175,13 +196,12 @@ class TorchAdapter(Adapter):
         self._calls.clear()
         if self._layers and (hook.wants("inputs") or hook.wants("outputs")):
             # layer hooks exist only during saved steps: an unsaved step runs the bare model
-            self._step_hooks = [m.register_forward_hook(eager(partial(self._on_layer, name))) for name, m in self._layers]
+            self._step_hooks = [m.register_forward_hook(fn) for m, fn in self._layers]
         ww, wb = hook.wants("weights"), hook.wants("biases")
         if ww or wb:
-            for name, p in module.named_parameters():
-                is_bias = name.endswith("bias")
-                if (wb if is_bias else ww):
-                    hook.capture(name, p, "biases" if is_bias else "weights")
+            hook.capture_many((name, p, cat) for name, p in module.named_parameters()
+                              for cat in (("biases" if name.endswith("bias") else "weights"),)
+                              if (wb if cat == "biases" else ww))
         if self._feature_layer is not None and hook.wants("feature_maps"):
             self._record_gradcam(module, args)
 

@@ -6,14 +6,22 @@ would use (linspace in the data's float dtype), so every element lands in the sa
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable
+import math
+import sys
+from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from tensortap.reductions import canonical, unpack
+
 #: dtypes numpy has no equivalent for: stored as float32 (exact for every value they hold).
 _WIDEN = {torch.bfloat16} | {getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz",
                                                          "float8_e5m2fnuz") if hasattr(torch, n)}
+
+
+#: dtypes whose tensors reduce and copy as they are (the fast paths)
+_PLAIN_FLOATS = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
 
 def plain(t: torch.Tensor) -> torch.Tensor:
@@ -42,6 +50,42 @@ def to_numpy(value: Any) -> np.ndarray:
     return np.array(t.numpy(), copy=True, order="C")  # CPU .numpy() shares memory: copy
 
 
+class CopyPool:
+    """`to_numpy` for the Hook's raw captures, reusing big host arrays the writer has finished with
+    (a fresh multi-MB allocation costs page faults on every saved step: ~2.5x a warm copy).
+
+    An array is reused only when nothing but the pool refers to it any more (the writer and
+    whatever else held it dropped it: its reference count says so), so no stored value changes.
+    Small arrays, non-CPU tensors and exotic dtypes take the plain path."""
+
+    MIN_BYTES = 256 * 1024
+    PER_KEY = 3
+    MAX_BYTES = 256 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self._free: Dict[tuple, List[np.ndarray]] = {}
+        self._bytes = 0
+
+    def to_numpy(self, value: Any) -> np.ndarray:
+        if (not isinstance(value, torch.Tensor) or value.dtype not in _PLAIN_FLOATS or value.layout != torch.strided
+                or value.device.type != "cpu" or value.is_neg() or value.nbytes < self.MIN_BYTES):
+            return to_numpy(value)
+        src = value.detach().numpy()
+        key = (src.shape, src.dtype)
+        arrays = self._free.get(key)
+        if arrays is None:
+            arrays = self._free[key] = []
+        for a in arrays:
+            if sys.getrefcount(a) <= 3:  # the list, `a`, getrefcount's argument: nobody else
+                np.copyto(a, src)
+                return a
+        a = np.array(src, copy=True, order="C")
+        if len(arrays) < self.PER_KEY and self._bytes + a.nbytes <= self.MAX_BYTES:
+            arrays.append(a)
+            self._bytes += a.nbytes
+        return a
+
+
 def _bin_dtype(t: torch.Tensor) -> np.dtype:
     """The dtype numpy's histogram computes its edges in for the array to_numpy(t) gives."""
     if t.dtype == torch.float16:
@@ -64,83 +108,141 @@ def _work_tensor(t: torch.Tensor) -> torch.Tensor:
 
 
 def _histogram(f: torch.Tensor, bins: int, edge_dtype: np.dtype) -> np.ndarray:
+    """Counts then edges (reductions.histogram's layout) with the very edges numpy would use."""
     finite = f[torch.isfinite(f)] if f.is_floating_point() else f
     if finite.numel() == 0:
         return np.concatenate([np.zeros(bins), np.linspace(0.0, 1.0, bins + 1)])
-    lo_t, hi_t = torch.aminmax(finite)
-    lo, hi = float(lo_t), float(hi_t)
+    lo, hi = torch.aminmax(finite)
+    counts, edges = _counts(finite, float(lo), float(hi), bins, edge_dtype)
+    return np.concatenate([counts.double().cpu().numpy(), edges])
+
+
+def _counts(finite: torch.Tensor, lo: float, hi: float, bins: int, edge_dtype: np.dtype):
+    """(bin counts as a device tensor, float64 numpy edges) of finite values in [lo, hi]."""
     if lo == hi:
         lo, hi = lo - 0.5, hi + 0.5
     edges = np.linspace(lo, hi, bins + 1, dtype=edge_dtype)
     # the same edges in the data's own dtype (exact): every comparison is the one numpy makes
-    e = torch.from_numpy(edges.astype(np.float64)).to(device=f.device, dtype=f.dtype)
+    e = torch.from_numpy(edges.astype(np.float64)).to(device=finite.device, dtype=finite.dtype)
     idx = (torch.bucketize(finite, e, right=True) - 1).clamp_(0, bins - 1)
-    counts = torch.bincount(idx, minlength=bins)[:bins]
-    return np.concatenate([counts.double().cpu().numpy(), edges.astype(np.float64)])
+    return torch.bincount(idx, minlength=bins)[:bins], edges.astype(np.float64)
 
 
 _HEAVY = {  # reduction -> the full passes over the data it needs (each computed once)
-    "min": ("minmax",), "max": ("minmax",), "mean": ("sum",), "sum": ("sum",), "std": ("sum", "sumsq"),
-    "variance": ("sum", "sumsq"), "l2": ("sumsq",), "l1": ("l1",), "abs_mean": ("l1",),
+    "min": ("minmax",), "max": ("minmax",), "mean": ("sums",), "sum": ("sums",), "std": ("sums", "sumsq"),
+    "variance": ("sums", "sumsq"), "l2": ("sumsq",), "l1": ("l1",), "abs_mean": ("l1",),
     "abs_min": ("absminmax",), "abs_max": ("absminmax",), "nan_count": ("nan",), "inf_count": ("inf",),
-    "zero_count": ("nonzero",),
+    "zero_count": ("nonzero",), "histogram": ("minmax",),
 }
 
 
-def _passes(f: torch.Tensor, needed) -> Dict[str, float]:
-    """The full passes over `f` as Python floats: a handful of torch calls, one host transfer."""
+def _pass_tensors(f: torch.Tensor, needed) -> Dict[str, torch.Tensor]:
+    """The full passes over `f` as 0-dim device tensors (no host transfer yet). Sums run in float64
+    (as numpy's do): one widening copy of float32 data serves the sum, the squares and |x|."""
     parts: Dict[str, torch.Tensor] = {}
+    d = None
     for p in needed:
+        if p in ("sums", "sumsq", "l1") and d is None:
+            d = f if f.dtype == torch.float64 else f.double()
         if p == "minmax":
             parts["min"], parts["max"] = torch.aminmax(f)
         elif p == "absminmax":
             parts["abs_min"], parts["abs_max"] = torch.aminmax(f.abs())
-        elif p == "sum":
-            parts["sum"] = f.sum(dtype=torch.float64)
+        elif p == "sums":
+            parts["sum"] = d.sum()
         elif p == "sumsq":
-            parts["l2"] = torch.linalg.vector_norm(f, 2, dtype=torch.float64)
+            parts["sumsq"] = torch.dot(d, d)
         elif p == "l1":
-            parts["l1"] = torch.linalg.vector_norm(f, 1, dtype=torch.float64)
+            parts["l1"] = d.abs().sum()
         elif p == "nan":
             parts["nan"] = torch.isnan(f).sum()
         elif p == "inf":
             parts["inf"] = torch.isinf(f).sum()
         elif p == "nonzero":
             parts["nonzero"] = torch.count_nonzero(f)
-    if not parts:
-        return {}
-    values = torch.stack([v.double() for v in parts.values()]).tolist()
-    return dict(zip(parts, values))
+    return parts
 
 
-def reduce_torch(tensor: torch.Tensor, names: Iterable[str], bins: int = 64) -> Dict[str, np.ndarray]:
-    """Every requested reduction of `tensor`, computed where it lives: one pass per kind of sum,
-    no copy of float32/float64 data, one host transfer; the scalar arithmetic is then done in
-    Python float64. Agrees with reduce_numpy (sums accumulate in float64, as numpy's do)."""
-    names = list(names)
+def work(tensor: torch.Tensor) -> Tuple[torch.Tensor, bool, np.dtype]:
+    """(flat work tensor, is floating point, histogram edge dtype) of `tensor`: what
+    `reduce_work` takes. The flat tensor may share memory with `tensor`."""
     t = plain(tensor)
-    f = _work_tensor(t)
+    return _work_tensor(t), t.is_floating_point(), _bin_dtype(t)
+
+
+def snapshot(tensor: torch.Tensor, buffer=None) -> Tuple[torch.Tensor, bool, np.dtype]:
+    """`work(tensor)` with memory of its own (one on-device copy when it would share memory with
+    `tensor`), so it can be reduced later, after an optimizer changed `tensor` in place.
+    `buffer(numel, dtype, device)` may supply a recycled flat tensor to copy into (no fresh
+    allocation, so no page faults)."""
+    edge = _PLAIN_FLOATS.get(tensor.dtype)
+    if edge is not None and tensor.layout == torch.strided and not tensor.is_neg():  # the usual case, fast
+        f, is_float = tensor.detach().reshape(-1), True
+    else:
+        f, is_float, edge = work(tensor)
+    if tensor.layout == torch.strided and f.numel() and f.data_ptr() == tensor.data_ptr():
+        b = buffer(f.numel(), f.dtype, f.device) if buffer is not None else None
+        f = b.copy_(f) if b is not None else f.clone()
+    return f, is_float, edge
+
+
+def reduce_work(items: Sequence[Tuple[torch.Tensor, bool, np.dtype]], names: Tuple[str, ...],
+                bins: int = 64) -> List[np.ndarray]:
+    """Packed reductions (tensortap.reductions.pack, canonical `names`) of each `work()` item:
+    a few torch calls per tensor, one host transfer per device for all of them (plus one for the
+    histograms), then float64 scalar arithmetic in Python. Agrees with reduce_numpy."""
+    heavy = dict.fromkeys(p for r in names for p in _HEAVY.get(r, ()))
+    parts: Dict[torch.device, List[torch.Tensor]] = {}
+    where = []
+    for f, is_float, _ in items:
+        n = f.numel()
+        needed = [p for p in heavy if (n or p in ("nan", "inf", "nonzero")) and (is_float or p not in ("nan", "inf"))]
+        got = _pass_tensors(f, needed)
+        lst = parts.setdefault(f.device, [])
+        where.append((f.device, len(lst), tuple(got)))
+        lst.extend(got.values())
+    # stack promotes (float32 min/max, int64 counts, float64 sums) exactly to float64
+    host = {dev: (torch.stack(lst).double().tolist() if lst else []) for dev, lst in parts.items()}
+    vals = [dict(zip(keys, host[dev][i:i + len(keys)])) for dev, i, keys in where]
+    hists: Dict[int, object] = {}
+    if "histogram" in names:
+        hists = _histograms(items, vals, bins)
+    return [_finish(f, v, names, hists.get(i)) for i, ((f, _, _), v) in enumerate(zip(items, vals))]
+
+
+def _histograms(items, vals, bins: int) -> Dict[int, np.ndarray]:
+    """Histograms of every item: all-finite tensors binned on their known min/max, their counts
+    fetched in one transfer per device; tensors holding NaN/inf filtered first (rare)."""
+    out: Dict[int, np.ndarray] = {}
+    pending: Dict[torch.device, list] = {}
+    for i, ((f, _, edge), v) in enumerate(zip(items, vals)):
+        lo, hi = v.get("min", math.nan), v.get("max", math.nan)
+        if not f.numel() or not (math.isfinite(lo) and math.isfinite(hi)):
+            out[i] = _histogram(f, bins, edge)
+            continue
+        counts, edges = _counts(f, lo, hi, bins, edge)
+        pending.setdefault(f.device, []).append((i, counts, edges))
+    for lst in pending.values():
+        allc = torch.cat([c for _, c, _ in lst]).double().cpu().numpy()
+        for k, (i, _, edges) in enumerate(lst):
+            out[i] = np.concatenate([allc[k * bins:(k + 1) * bins], edges])
+    return out
+
+
+def _finish(f: torch.Tensor, v: Dict[str, float], names: Tuple[str, ...], hist) -> np.ndarray:
     n = f.numel()
-    is_float = t.is_floating_point()
-    needed = dict.fromkeys(p for r in names for p in _HEAVY.get(r, ())
-                           if n or p in ("nan", "inf", "nonzero"))
-    if not is_float:
-        needed.pop("nan", None)
-        needed.pop("inf", None)
-    v = _passes(f, needed)
-    out: Dict[str, np.ndarray] = {}
     var = None
     if n and ("std" in names or "variance" in names):
         mean = v["sum"] / n
-        var = v["l2"] ** 2 / n - mean * mean
+        var = v["sumsq"] / n - mean * mean
         if not var > 1e-6 * mean * mean:  # cancellation (tiny spread against the mean): centre first
             c = f.double() - mean
             var = float(torch.dot(c, c)) / n
         var = max(var, 0.0)
-    nan = float("nan")
+    nan = math.nan
+    out = []
     for name in names:
         if name == "histogram":
-            out[name] = _histogram(f, bins, _bin_dtype(t))
             continue
         if name == "nan_count":
             x = v.get("nan", 0.0)
@@ -150,19 +252,35 @@ def reduce_torch(tensor: torch.Tensor, names: Iterable[str], bins: int = 64) -> 
             x = n - v["nonzero"] if n else 0.0
         elif n == 0:
             x = nan
-        elif name in ("min", "max", "sum", "l1", "l2", "abs_min", "abs_max"):
+        elif name in ("min", "max", "sum", "l1", "abs_min", "abs_max"):
             x = v[name]
+        elif name == "l2":
+            x = math.sqrt(v["sumsq"])
         elif name == "mean":
             x = v["sum"] / n
         elif name == "abs_mean":
             x = v["l1"] / n
         elif name == "std":
-            x = var ** 0.5
+            x = math.sqrt(var)
         elif name == "variance":
             x = var
         else:
             from tensortap.errors import ConfigError
 
             raise ConfigError(f"unknown reduction {name!r}")
-        out[name] = np.asarray(x, dtype=np.float64)
-    return out
+        out.append(x)
+    vec = np.asarray(out, dtype=np.float64)
+    return np.concatenate([vec, hist]) if hist is not None else vec
+
+
+def reduce_torch(tensor: torch.Tensor, names: Iterable[str], bins: int = 64) -> Dict[str, np.ndarray]:
+    """Every requested reduction of `tensor`, computed where it lives (no copy of float64 data, one
+    host transfer): a dict like tensortap.reductions.reduce_numpy's, which it agrees with."""
+    names = list(names)
+    order = canonical(names)
+    vec = reduce_work([work(tensor)], order, bins)[0]
+    got = {}
+    for name in order:
+        x = unpack(vec, order, name)
+        got[name] = np.concatenate(x) if name == "histogram" else np.asarray(x, dtype=np.float64)
+    return {name: got[name] for name in names}

@@ -1,0 +1,135 @@
+"""Reductions of torch tensors: computed off the training thread from snapshots, one packed record
+per tensor and step, equal to reduce_numpy of what the step really used, whatever the optimizer,
+gradient clipping or the user's loop does to the tensors afterwards."""
+from tests.conftest import require
+
+require("torch")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+import tensortap as tt  # noqa: E402
+from tensortap.reductions import REDUCTIONS, reduce_numpy  # noqa: E402
+
+torch.set_num_threads(1)
+ALL = list(REDUCTIONS)
+
+
+def _train(run_dir, steps, rc, clip=False, zero_in_place=False, dtype=torch.float32):
+    """Train a small MLP; return what each step's forward used and backward produced (copied
+    independently of tensortap, before the optimizer and clipping change them in place)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).to(dtype)
+    hook = tt.Hook(run_dir, include_collections=["weights", "biases", "gradients", "losses"],
+                   reduction_config=rc, save_config=tt.SaveConfig(save_interval=1))
+    hook.register(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    g = torch.Generator().manual_seed(1)
+    seen = {}
+    for s in range(steps):
+        x, y = torch.randn(8, 6, generator=g).to(dtype), torch.randint(0, 3, (8,), generator=g)
+        params = {n: p.detach().clone() for n, p in model.named_parameters()}
+        opt.zero_grad(set_to_none=not zero_in_place)
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        seen[s] = dict(params, **{f"gradients/{n}": p.grad.clone() for n, p in model.named_parameters()})
+        if clip:  # in place, after the hook saw the gradients
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1e-3)
+        opt.step()  # in place: the snapshot, not the parameter, holds step s's values
+    hook.close()
+    return seen, hook
+
+
+@pytest.mark.parametrize("clip,zero_in_place", [(False, False), (True, True)])
+def test_reductions_are_those_of_what_each_step_used(run_dir, clip, zero_in_place):
+    rc = tt.ReductionConfig(reductions=ALL, histogram_bins=6)
+    seen, hook = _train(run_dir, 5, rc, clip=clip, zero_in_place=zero_in_place)
+    assert not hook.errors
+    trial = tt.create_trial(run_dir)
+    assert trial.steps() == [0, 1, 2, 3, 4]
+    for s, tensors in seen.items():
+        for name, t in tensors.items():
+            want = reduce_numpy(t.numpy(), ALL, 6)
+            got = trial.tensor(name).reduction_values(s)
+            for r in ALL:
+                g = np.concatenate(got[r]) if r == "histogram" else got[r]
+                np.testing.assert_allclose(g, want[r], rtol=1e-9, atol=1e-12, err_msg=f"{name} step {s} {r}")
+    for r in trial._readers():  # one packed record per tensor
+        kinds = [k for (n, k) in r.nid_of if n == "0.weight"]
+        assert kinds == ["reductions:" + ",".join(ALL)]
+
+
+def test_float64_and_half_parameters(run_dir):
+    rc = tt.ReductionConfig(reductions=["min", "max", "mean", "std", "l2"])
+    seen, _ = _train(run_dir, 2, rc, dtype=torch.float64)
+    t = tt.create_trial(run_dir).tensor("2.weight")
+    want = reduce_numpy(seen[1]["2.weight"].numpy(), rc.reductions)
+    assert t.reduction_value(1, "std") == pytest.approx(float(want["std"]), rel=1e-12)
+    from tensortap_torch.convert import reduce_torch
+
+    h = torch.randn(50, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
+    got, want = reduce_torch(h, ALL, 5), reduce_numpy(h.float().numpy(), ALL, 5)
+    for r in ALL:
+        np.testing.assert_allclose(got[r], want[r], rtol=1e-9, err_msg=r)
+
+
+def test_at_most_one_step_waits_for_its_reductions(run_dir):
+    """Step s reaches the writer at the latest when step s+2 begins (and at flush/close)."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    hook = tt.Hook(run_dir, include_collections=["weights"], save_config=tt.SaveConfig(save_interval=1),
+                   reduction_config=tt.ReductionConfig(reductions=["l2"]))
+    hook.register(model)
+    for _ in range(3):  # steps 0, 1, 2 begin
+        model(torch.randn(1, 4))
+    hook.writer.flush()
+    assert 0 in tt.create_trial(run_dir).steps()
+    hook.flush()
+    assert tt.create_trial(run_dir).steps() == [0, 1, 2]
+    hook.close()
+
+
+def test_raw_values_and_reductions_together(run_dir):
+    rc = tt.ReductionConfig(reductions=["mean", "l2"], save_raw_tensor=True)
+    seen, _ = _train(run_dir, 3, rc)
+    t = tt.create_trial(run_dir).tensor("gradients/0.weight")
+    assert np.array_equal(t.value(2), seen[2]["gradients/0.weight"].numpy())
+    assert t.reduction_value(2, "l2") == pytest.approx(float(seen[2]["gradients/0.weight"].double().norm()), rel=1e-12)
+
+
+def test_reducer_runs_jobs_inline_once_closed():
+    from tensortap_torch.reducer import Reducer
+
+    r = Reducer()
+    w = torch.arange(6.0)
+    (h,) = r.add([w], ("max", "l2"), 64)
+    r.submit_open()
+    assert h.result()[0] == 5.0
+    r.close()
+    (h2,) = r.add([w], ("max",), 64)
+    w.add_(100)  # after the snapshot: does not change the result
+    assert not h2.done() and h2.result()[0] == 5.0 and h2.done()
+
+
+def test_copy_pool_reuses_only_arrays_nobody_holds():
+    from tensortap_torch.convert import CopyPool
+
+    pool = CopyPool()
+    t = torch.randn(256, 300)  # >= CopyPool.MIN_BYTES
+    a = pool.to_numpy(t)
+    b = pool.to_numpy(t)
+    assert a is not b and np.array_equal(a, t.numpy())
+    first = id(a)
+    del a  # the writer is done with it
+    t.add_(1)
+    c = pool.to_numpy(t)
+    assert id(c) == first and np.array_equal(c, t.numpy())
+    assert not np.array_equal(b, t.numpy())  # b (still held) kept its step's values
+    view = c.reshape(-1)  # a view still uses c's memory
+    del c
+    d = pool.to_numpy(t)
+    assert id(d) != first and view.base is not None
+    small = torch.randn(3)
+    assert pool.to_numpy(small) is not pool.to_numpy(small)
