@@ -15,8 +15,11 @@ when that venv does not exist) and for hand-written `torch.utils.tensorboard` co
 Method: configurations are interleaved run by run (so load from other processes hits all of
 them alike); one run = `--steps` training steps (forward, loss, backward, SGD step) plus the
 flush of what the run wrote; we print the median over `--runs` runs (>= 5) of the time per step
-and its ratio to the hook-off median. The smdebug configurations run in a subprocess, with their
-own hook-off baseline measured in that process.
+and its ratio to the hook-off median: wall clock, CPU time of the whole process (every thread,
+a tool's writer/reducer threads included: the work it adds) and CPU time of the training thread
+(what the training loop itself pays; on a machine with a free core the others run beside it).
+The load average is printed at the start and the end. The smdebug configurations run in a
+subprocess, with their own hook-off baseline measured in that process.
 
     python benchmarks/overhead_torch.py            # both models, ~10 minutes on a quiet 2-core box
     python benchmarks/overhead_torch.py --quick    # MLP only + ResNet's wg10/red1, ~3 minutes
@@ -108,6 +111,7 @@ class Setup:
         _DIRS.append(self.dir)
         self.step = 0
         self.cpu: List[float] = []
+        self.thread: List[float] = []
         self.before: Callable[[int], None] = lambda s: None
         self.after: Callable[[int], None] = lambda s: None
         self.flush: Callable[[], None] = lambda: None
@@ -118,8 +122,10 @@ class Setup:
     def train(self, steps: int) -> float:
         """Wall seconds per step; CPU seconds per step of the whole process (all threads, so the
         writer threads count) go to self.cpu: on a machine shared with other jobs that one is the
-        steadier measure of the work a tool adds."""
+        steadier measure of the work a tool adds; CPU seconds of the training thread alone (what
+        the training loop itself waits for) go to self.thread."""
         c0 = time.process_time()
+        h0 = time.thread_time()
         t0 = time.perf_counter()
         for _ in range(steps):
             self.before(self.step)
@@ -132,6 +138,7 @@ class Setup:
         self.flush()
         wall = (time.perf_counter() - t0) / steps
         self.cpu.append((time.process_time() - c0) / steps)
+        self.thread.append((time.thread_time() - h0) / steps)
         return wall
 
     def finish(self) -> int:
@@ -235,6 +242,7 @@ def measure(model_name: str, kind: str, configs, runs: int, steps: int, warmup: 
         for c, s in setups.items():
             times[f"bytes/{c}"] = [float(s.finish())]
             times[f"cpu/{c}"] = s.cpu[1:]  # without the warm-up
+            times[f"thread/{c}"] = s.thread[1:]
     return times
 
 
@@ -264,6 +272,10 @@ def report(model_name: str, results: Dict[str, Optional[Dict[str, List[float]]]]
            for k, v in results.items()}
     for r, c in zip(rows, _table(model_name, cpu, sizes, configs, "process CPU time (all threads)")):
         r.update(cpu_ms=c["ms"], cpu_ratio=c["ratio"], cpu_off_ms=c["off_ms"])
+    thr = {k: ({c: v[f"thread/{c}"] for c in ("off",) + tuple(configs) if v.get(f"thread/{c}")} if v else None)
+           for k, v in results.items()}
+    for r, c in zip(rows, _table(model_name, thr, sizes, configs, "training-thread CPU time")):
+        r.update(thread_ms=c["ms"], thread_ratio=c["ratio"], thread_off_ms=c["off_ms"])
     return rows
 
 
@@ -309,6 +321,7 @@ def main(argv=None) -> int:
         return 0
     if args.runs < 5:
         ap.error("--runs must be >= 5 (medians of at least 5 runs)")
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"torch {torch.__version__}, 1 thread, {os.cpu_count()} CPUs; smdebug venv: "
           f"{'found' if smdebug_python() else 'missing (tools/smdebug-venv.sh builds it)'}")
     rows = []
@@ -326,7 +339,7 @@ def main(argv=None) -> int:
         if not args.no_smdebug:
             results["smdebug 1.0.34"] = measure_smdebug(model_name, cfgs, args.runs, steps)
         rows += report(model_name, results, cfgs)
-    print(f"\ntotal {time.time() - t_start:.0f} s")
+    print(f"\ntotal {time.time() - t_start:.0f} s; load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
