@@ -32,6 +32,7 @@ import numpy as np
 
 import tensortap as tt
 from tensortap.rules.live import WHERE_ENV
+from tensortap.rules.worker import NICE_ENV
 
 BUILTIN = ["vanishing_gradient", "exploding_tensor", "loss_not_decreasing", "overfit", "overtraining", "dead_relu",
            "poor_weight_initialization", "saturated_activation", "weight_update_ratio", "all_zero",
@@ -124,7 +125,9 @@ def throughput(run: str, per_step: int, steps: int, repeats: int) -> None:
           f"{ctotal:.1f} s CPU); {nreads / total:,.0f} values read/s wall")
 
 
-VARIANTS = ("no hook", "hook, no rules", "rules: thread", "rules: process")
+VARIANTS = ("no hook", "hook, no rules", "rules: thread", "rules: process", "rules: process (nice 0)",
+            "rules: process (nice 10)", "rules: process (nice 19)")
+DEFAULT_VARIANTS = VARIANTS[:4]
 
 
 def train_once(out_dir: str, steps: int, variant: str, interval: int) -> Dict[str, float]:
@@ -136,7 +139,12 @@ def train_once(out_dir: str, steps: int, variant: str, interval: int) -> Dict[st
     if variant != "no hook":
         hook = tt.Hook(out_dir, include_collections=coll, save_config=tt.SaveConfig(save_interval=interval))
     if variant.startswith("rules"):
-        os.environ[WHERE_ENV] = variant.split(": ")[1]
+        os.environ[WHERE_ENV] = variant.split(": ")[1].split(" ")[0]
+        nice = variant.split("(nice ")[1].rstrip(")") if "(nice " in variant else None
+        if nice is None:
+            os.environ.pop(NICE_ENV, None)  # the default
+        else:
+            os.environ[NICE_ENV] = nice
         t0 = time.perf_counter()
         for n in LIVE:
             hook.add_rule(tt.rules.get(n)())
@@ -199,10 +207,11 @@ def live_cost(tmp: str, steps: int, repeats: int, intervals=(10, 1), only=None) 
     print(f"\n== live rules ({len(LIVE)}: {', '.join(LIVE)}) on training step time, MLP 784-256-10, batch 64, {fw}, "
           f"{steps} steps, median of {repeats} rounds (variants in a shuffled order each round) ==")
     print(f"load before: {_load()}")
-    variants = [v for v in VARIANTS if only is None or v in only or v in ("no hook", "hook, no rules")]
+    variants = [v for v in VARIANTS if (v in DEFAULT_VARIANTS if only is None else v in only)
+                or v in ("no hook", "hook, no rules")]
     order = list(variants)
     rng = random.Random(0)
-    old = os.environ.get(WHERE_ENV)
+    old = {k: os.environ.get(k) for k in (WHERE_ENV, NICE_ENV)}
     try:
         for interval in intervals:
             got: Dict[str, List[Dict[str, float]]] = {v: [] for v in variants}
@@ -228,10 +237,11 @@ def live_cost(tmp: str, steps: int, repeats: int, intervals=(10, 1), only=None) 
                   f"{1e3 * med['rules: process']['child_cpu'] / saved if 'rules: process' in med else 0:.1f} ms "
                   f"per saved step; {saved} saved steps)")
     finally:
-        if old is None:
-            os.environ.pop(WHERE_ENV, None)
-        else:
-            os.environ[WHERE_ENV] = old
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     print(f"load after: {_load()}")
 
 

@@ -13,6 +13,8 @@ from typing import Any, Dict, List, Optional
 
 #: a rule's state bigger than this (pickled) is not copied back to the training process
 MAX_STATE_BYTES = 1 << 20
+#: environment variable: the rules process's niceness increment (0: none)
+NICE_ENV = "TENSORTAP_RULES_NICE"
 
 
 def main(fd_in: int, fd_out: int) -> None:
@@ -130,7 +132,7 @@ def _warm_up(out_dir) -> None:
 def _nice() -> None:
     """Rules yield the CPU to training when both want it (TENSORTAP_RULES_NICE, default 5)."""
     try:
-        inc = int(os.environ.get("TENSORTAP_RULES_NICE", "5"))
+        inc = int(os.environ.get(NICE_ENV, "5"))
         if inc > 0 and hasattr(os, "nice"):
             os.nice(inc)
     except (ValueError, OSError):
