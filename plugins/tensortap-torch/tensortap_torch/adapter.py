@@ -50,6 +50,8 @@ class TorchAdapter(Adapter):
         self._step_hooks: List[Any] = []  # forward hooks living for one saved step
         self._step_args: Optional[tuple] = None
         self._reducer = Reducer()  # reductions of saved steps, computed off the training thread
+        self._grads: List[Tuple[str, torch.Tensor, int]] = []  # this backward pass's (name, grad, version)
+        self._batch_grads = True  # capture a backward pass's gradients together at its end (not with DDP)
         self._copies = CopyPool()  # host arrays of raw captures, reused once written
 
     # ---- Adapter contract ------------------------------------------------------------------
@@ -58,6 +60,7 @@ class TorchAdapter(Adapter):
         root = unwrap(model)
         self.root = root
         hook = self.hook
+        self._batch_grads = root is model and dist_info()[1] == 1
         self.handles.append(root.register_forward_pre_hook(eager(self._on_step)))
         for name, p in root.named_parameters():
             if p.requires_grad:
@@ -104,8 +107,37 @@ class TorchAdapter(Adapter):
     def finish_step(self) -> None:
         """Start computing this step's reductions (one job, one wake-up of the reducer thread per
         step): they run while the next step trains; the Hook holds the step until they are done."""
+        if self._grads:  # a backward pass whose end-of-pass callback never ran (it raised)
+            self._flush_grads()
         if self._reducer.has_open:
             self._reducer.submit_open()
+
+    def _on_grad(self, gname: str, grad: torch.Tensor) -> None:
+        """A parameter's gradient is final for this backward pass. Without DDP (whose all-reduce
+        rewrites gradients in place before the pass ends) the gradients of one pass are captured
+        together when it ends, before the user's code runs again: one batch, one snapshot copy."""
+        if self._batch_grads and grad is not None:
+            if not self._grads:
+                try:
+                    torch.autograd.Variable._execution_engine.queue_callback(self._flush_grads)
+                except Exception:  # noqa: BLE001 - not inside a backward pass after all: capture now
+                    self.hook.capture(gname, grad, "gradients")
+                    return
+            self._grads.append((gname, grad, grad._version))
+        else:
+            self.hook.capture(gname, grad, "gradients")
+
+    def _flush_grads(self) -> None:
+        grads, self._grads = self._grads, []
+        keep = []
+        for gname, g, version in grads:
+            if g._version != version:  # changed in place later in the same pass (an optimizer step in a hook)
+                self.hook._report(f"the gradient {gname!r} changed in place before the backward pass ended; "
+                                  "not saved at this step", RuntimeError("gradient modified during backward"))
+            else:
+                keep.append((gname, g, "gradients"))
+        if keep:
+            self.hook.capture_many(keep)
 
     def is_tensor(self, obj: Any) -> bool:
         return isinstance(obj, torch.Tensor)
@@ -179,7 +211,7 @@ class TorchAdapter(Adapter):
         if hasattr(p, "register_post_accumulate_grad_hook"):
             def on_grad(param):
                 if hook.wants("gradients") and not is_quiet():
-                    hook.capture(gname, param.grad, "gradients")
+                    self._on_grad(gname, param.grad)
             return p.register_post_accumulate_grad_hook(on_grad)
 
         def on_grad_old(g):  # torch < 2.1: this backward's gradient (no accumulation)

@@ -133,3 +133,22 @@ def test_copy_pool_reuses_only_arrays_nobody_holds():
     assert id(d) != first and view.base is not None
     small = torch.randn(3)
     assert pool.to_numpy(small) is not pool.to_numpy(small)
+
+
+def test_gradient_changed_in_place_later_in_the_same_backward_is_reported_not_saved(run_dir):
+    """An optimizer step inside a gradient hook (optimizer-in-backward) zeroing .grad in place
+    before the pass ends: tensortap says so instead of saving the zeros as the gradient."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2))
+    hook = tt.Hook(run_dir, include_collections=["gradients"], save_config=tt.SaveConfig(save_interval=1))
+    hook.register(model)
+    def step_in_backward(p):  # after tensortap's hook
+        p.grad.zero_()
+
+    model[0].weight.register_post_accumulate_grad_hook(step_in_backward)
+    model(torch.randn(4, 3)).sum().backward()
+    hook.close()
+    trial = tt.create_trial(run_dir)
+    assert "gradients/0.bias" in trial.tensor_names(step=0)
+    assert "gradients/0.weight" not in trial.tensor_names(step=0)
+    assert any("gradients/0.weight" in e and "changed in place" in e for e in hook.errors)
