@@ -59,7 +59,7 @@ class CopyPool:
     Small arrays, non-CPU tensors and exotic dtypes take the plain path."""
 
     MIN_BYTES = 256 * 1024
-    PER_KEY = 3
+    PER_KEY = 6  # arrays in flight per shape: this step's, the queued steps', the one the writer last held
     MAX_BYTES = 256 * 1024 * 1024
 
     def __init__(self) -> None:
