@@ -386,10 +386,17 @@ class Tensor:
 
     def reduction_value(self, step: int, name: str, mode=None, worker: Optional[str] = None, abs: bool = False):
         """A saved reduction ("l2", "mean", ...): a float, or (counts, edges) for "histogram".
-        `abs=True` asks for the reduction of |x| ("max" -> "abs_max"), as in smdebug."""
+        `abs=True` asks for the reduction of |x| ("max" -> "abs_max", which min and max also give),
+        as in smdebug."""
         if abs and name in ("min", "max", "mean"):
             name = "abs_" + name
-        for r, si, nid, names, packed in self._reductions_at(step, mode, worker):
+        found = self._reductions_at(step, mode, worker)
+        if name == "abs_max" and not any(name in f[3] for f in found):  # exact from min and max when saved
+            have = {n for f in found for n in f[3]}
+            if {"min", "max"} <= have:
+                lo, hi = (self.reduction_value(step, n, mode, worker) for n in ("min", "max"))
+                return max(-lo, hi) if lo == lo and hi == hi else float("nan")
+        for r, si, nid, names, packed in found:
             if name in names:
                 v = r.read(si, nid, f"{name} of {self.name!r} at step {si.step}")
                 if packed:

@@ -66,6 +66,8 @@ def test_missing_reduction_and_step_say_what_was_saved(run_dir):
     with pytest.raises(tt.StepNotFound, match=r"reduction 'std' of 'fc1.weight' was not saved at step 1 "
                                               r"\(saved there: \['l2', 'mean'\]\)"):
         t.reduction_value(1, "std")
+    with pytest.raises(tt.StepNotFound, match="abs_min"):
+        t.reduction_value(1, "min", abs=True)
     with pytest.raises(tt.StepNotFound, match="step 7 was not saved"):
         t.reduction_values(7)
     with pytest.raises(tt.StepNotFound, match="only reductions of 'fc1.weight' were saved at step 0"):
@@ -82,6 +84,7 @@ def test_collections_with_different_reductions_share_one_packed_record(run_dir):
     hook.close()
     trial = tt.create_trial(run_dir)
     assert _records_of(trial, "w") == ["reductions:min,max,l2"]
+    assert trial.tensor("w").reduction_value(0, "max", abs=True) == 3.0  # from min and max
     assert trial.tensor("w").reduction_values(0) == {"min": -2.0, "max": 3.0,
                                                      "l2": pytest.approx(float(np.sqrt((w.astype(np.float64) ** 2).sum())))}
 
