@@ -4,7 +4,9 @@ from __future__ import annotations
 import re
 
 RUN_MARKER = "tensortap-run.json"
-FORMAT_VERSION = 1
+# 1: first release. 2: a tensor's reductions packed in one record (kind "reductions:a,b,..."),
+# padding records (kind 3) before big data records. Readers read every format up to theirs.
+FORMAT_VERSION = 2
 WORKERS_DIR = "workers"
 META = "meta.json"
 DATA_RE = re.compile(r"^data-(\d{6})\.ttd$")

@@ -267,6 +267,7 @@ class StoreWriter:
                 self._cv.notify_all()
             if item is _CLOSE:
                 return
+            item = None  # let the step's arrays go now (an adapter may reuse their memory), not at the next step
 
     def _segment_expired(self) -> bool:
         return bool(self.flush_seconds) and time.monotonic() - self._seg_opened >= self.flush_seconds
