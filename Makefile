@@ -45,10 +45,11 @@ demo: venv-all
 # smdebug 1.0.34, the peer, needs its own numpy<2 venv: tools/smdebug-venv.sh builds it.
 bench: venv-all
 	tools/smdebug-venv.sh $(VENV_ROOT)/smdebug || echo "smdebug venv unavailable: its columns will say skipped"
-	$(PY_ALL) benchmarks/overhead_torch.py --quick
+	$(PY_ALL) benchmarks/overhead_torch.py --runs 5   # MLP and ResNet, 4 configs x 3 tools (~30 min: smdebug is slow)
 	$(PY_ALL) benchmarks/overhead_tensorflow.py
 	$(PY_ALL) benchmarks/overhead_mxnet.py
 	$(PY_ALL) benchmarks/store_throughput.py
+	$(PY_ALL) benchmarks/bytes_per_step.py --quick
 	$(PY_ALL) benchmarks/rules_throughput.py
 	$(PY_ALL) benchmarks/big_run.py --steps 1000,3000
 	$(PY_ALL) benchmarks/dask_rules.py
