@@ -24,7 +24,7 @@ from tensortap.store import framing, layout
 from tensortap.testing import NumpyMLP, make_data
 
 RUNS = 50
-STEPS = 400
+STEPS = 1500  # more than any child trains in the longest delay (0.25 s): kills land mid-run
 N_IN, HIDDEN = 32, 128
 
 
