@@ -10,6 +10,7 @@ Failures inside tensortap are reported once and training goes on.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import re
@@ -34,14 +35,7 @@ from .store.index import is_storable
 
 log = logging.getLogger("tensortap")
 
-_STORABLE: set = set()  # dtypes seen storable (is_storable, cached)
-
-
-def _storable(dt: np.dtype) -> bool:
-    if is_storable(dt):
-        _STORABLE.add(dt)
-        return True
-    return False
+_storable = functools.lru_cache(maxsize=None)(is_storable)  # per dtype: checked on every capture
 
 
 DEFAULT_COLLECTIONS = ("weights", "biases", "gradients", "losses", "metrics", "scalars")
@@ -508,7 +502,7 @@ class Hook:
         arr = adapter.to_numpy(value) if adapter is not None else np.array(value, copy=True)
         if not isinstance(arr, np.ndarray):
             arr = np.array(arr, copy=True)
-        if arr.dtype not in _STORABLE and not _storable(arr.dtype):
+        if not _storable(arr.dtype):
             raise ConfigError(
                 f"cannot save {name!r}: dtype {arr.dtype} (only bool, int, float incl. bfloat16/float8, complex "
                 "and fixed-width strings are stored; convert objects first, e.g. np.asarray(x, dtype=str))"

@@ -18,14 +18,12 @@ def inactive_units(active: np.ndarray, threshold_inactivity: float) -> float:
 
 class _PerLayerPercent(Rule):
     """Shared shape of the activation rules: a percentage per matching layer, fired when any
-    layer's exceeds `threshold_layer`."""
+    layer's exceeds `threshold_layer`. A subclass sets `what` and defines
+    `percent(x, name) -> float` for one layer's array."""
 
     tensor_regex: list
     threshold_layer: float
     what = ""  # e.g. "dead": the words in messages and the key of the reported values
-
-    def percent(self, x: np.ndarray, name: str) -> float:
-        raise NotImplementedError
 
     def invoke_at_step(self, trial, step: int):
         names = activations(trial.tensor_names(regex=self.tensor_regex, step=step))
