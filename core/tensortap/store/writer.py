@@ -31,6 +31,10 @@ log = logging.getLogger("tensortap")
 DEFAULT_QUEUE_BYTES = 512 * 1024 * 1024
 DEFAULT_SEGMENT_BYTES = 1024 * 1024 * 1024
 SMALL_RECORD = 64 * 1024  # arrays up to this size are framed in memory and written together
+#: once woken, the writer waits this long for more steps and writes them in one burst ...
+LINGER_SECONDS = 0.01
+#: ... unless this many bytes are queued (or a flush waits): then it starts at once
+BURST_BYTES = 4 * 1024 * 1024
 _CLOSE = object()
 _ROLL = object()
 
@@ -101,6 +105,8 @@ class StoreWriter:
         self._pending = 0
         self._cv = threading.Condition()
         self._busy = False
+        self._idle = False  # the writer thread waits for a first item (submit wakes it)
+        self._urgent = 0  # flush() calls waiting (the writer does not linger then)
         self._closed = False
         self._seg = -1
         self._data = None
@@ -199,7 +205,8 @@ class StoreWriter:
                 self.stats.blocked_seconds += time.perf_counter() - t0
             self._q.append(batch)
             self._pending += size
-            self._cv.notify_all()
+            if self._idle or self._pending >= BURST_BYTES:  # else the lingering writer takes it with the rest
+                self._cv.notify_all()
         return True
 
     def submit_record(self, header: dict) -> None:
@@ -208,7 +215,8 @@ class StoreWriter:
             if self._closed:
                 return
             self._q.append(header)
-            self._cv.notify_all()
+            if self._idle:
+                self._cv.notify_all()
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until everything queued so far is written and readable. False on timeout.
@@ -218,12 +226,16 @@ class StoreWriter:
         with self._cv:
             if not self.local and not self._closed and (self._q or self._busy or self._data is not None):
                 self._q.append(_ROLL)
-                self._cv.notify_all()
-            while self._q or self._busy:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._cv.wait(0.5 if left is None else min(left, 0.5))
+            self._urgent += 1  # no lingering while someone waits
+            self._cv.notify_all()
+            try:
+                while self._q or self._busy:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return False
+                    self._cv.wait(0.5 if left is None else min(left, 0.5))
+            finally:
+                self._urgent -= 1
         return True
 
     def close(self, timeout: Optional[float] = None) -> None:
@@ -242,32 +254,53 @@ class StoreWriter:
     def _run(self) -> None:
         while True:
             with self._cv:
-                while not self._q and not self._closed:
-                    timeout = None
-                    if self.flush_seconds and self._data is not None:
-                        timeout = self.flush_seconds - (time.monotonic() - self._seg_opened)
-                        if timeout <= 0:
-                            break
-                    self._cv.wait(timeout)
-                if self._q:
-                    item = self._q.popleft()
-                elif self._closed:
-                    item = _CLOSE
-                else:
-                    item = _ROLL  # the segment timer ran out with nothing queued
+                self._wait_for_work()
+                burst = list(self._q)  # everything queued: written in one go, one wake-up of this thread
+                self._q.clear()
+                if not burst:
+                    burst = [_CLOSE if self._closed else _ROLL]  # closing, or the segment timer ran out
                 self._busy = True
-            if item is _CLOSE or item is _ROLL:
-                self._close_segment()
-            else:
-                self._write_item(item)
-            with self._cv:
+            done = 0
+            for item in burst:
+                if item is _CLOSE or item is _ROLL:
+                    self._close_segment()
+                else:
+                    self._write_item(item)
                 if isinstance(item, StepBatch):
-                    self._pending -= item.nbytes
+                    done += item.nbytes
+            item = None
+            with self._cv:
+                self._pending -= done
                 self._busy = False
                 self._cv.notify_all()
-            if item is _CLOSE:
+            if burst[-1] is _CLOSE:
                 return
-            item = None  # let the step's arrays go now (an adapter may reuse their memory), not at the next step
+            burst = None  # let the steps' arrays go now (an adapter may reuse their memory), not at the next burst
+
+    def _wait_for_work(self) -> None:
+        """(Holding the lock) wait until something is queued, the run closes or the segment timer
+        runs out; then linger up to LINGER_SECONDS so that the small steps of a fast loop are
+        written as one burst (the hand-off to this thread, not the writing, is what such steps
+        cost), unless a flush waits or BURST_BYTES are queued."""
+        while not self._q and not self._closed:
+            timeout = None
+            if self.flush_seconds and self._data is not None:
+                timeout = self.flush_seconds - (time.monotonic() - self._seg_opened)
+                if timeout <= 0:
+                    break
+            self._idle = True
+            try:
+                self._cv.wait(timeout)
+            finally:
+                self._idle = False
+        if not self._q or self._closed:
+            return
+        end = time.monotonic() + LINGER_SECONDS
+        while not self._closed and not self._urgent and self._pending < BURST_BYTES:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self._cv.wait(left)
 
     def _segment_expired(self) -> bool:
         return bool(self.flush_seconds) and time.monotonic() - self._seg_opened >= self.flush_seconds
