@@ -55,7 +55,10 @@ def test_reductions_are_those_of_what_each_step_used(run_dir, clip, zero_in_plac
             got = trial.tensor(name).reduction_values(s)
             for r in ALL:
                 g = np.concatenate(got[r]) if r == "histogram" else got[r]
-                np.testing.assert_allclose(g, want[r], rtol=1e-9, atol=1e-12, err_msg=f"{name} step {s} {r}")
+                # float32 sums accumulate in float32 (convert.py): off by ~1e-7 of the values' scale
+                # (a gradient's mean of exactly ~0 is not relatively exact), 2e-6 allowed
+                scale = 2e-6 * float(np.abs(t.numpy()).max())
+                np.testing.assert_allclose(g, want[r], rtol=2e-6, atol=scale, err_msg=f"{name} step {s} {r}")
     for r in trial._readers():  # one packed record per tensor
         kinds = [k for (n, k) in r.nid_of if n == "0.weight"]
         assert kinds == ["reductions:" + ",".join(ALL)]
@@ -72,7 +75,7 @@ def test_float64_and_half_parameters(run_dir):
     h = torch.randn(50, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
     got, want = reduce_torch(h, ALL, 5), reduce_numpy(h.float().numpy(), ALL, 5)
     for r in ALL:
-        np.testing.assert_allclose(got[r], want[r], rtol=1e-9, err_msg=r)
+        np.testing.assert_allclose(got[r], want[r], rtol=2e-6, err_msg=r)
 
 
 def test_at_most_one_step_waits_for_its_reductions(run_dir):
@@ -96,7 +99,7 @@ def test_raw_values_and_reductions_together(run_dir):
     seen, _ = _train(run_dir, 3, rc)
     t = tt.create_trial(run_dir).tensor("gradients/0.weight")
     assert np.array_equal(t.value(2), seen[2]["gradients/0.weight"].numpy())
-    assert t.reduction_value(2, "l2") == pytest.approx(float(seen[2]["gradients/0.weight"].double().norm()), rel=1e-12)
+    assert t.reduction_value(2, "l2") == pytest.approx(float(seen[2]["gradients/0.weight"].double().norm()), rel=1e-6)
 
 
 def test_reducer_runs_jobs_inline_once_closed():
