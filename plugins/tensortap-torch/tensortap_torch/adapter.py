@@ -38,8 +38,11 @@ class TorchAdapter(Adapter):
     name = "torch"
     #: images of a batch that training-time Grad-CAM (collection "feature_maps") explains
     gradcam_max_images: int = 8
-    #: compute reductions on a background thread from snapshots (True) or on the training thread
-    reduce_off_thread: bool = True
+    #: where reductions are computed: True on a background thread from snapshots, False on the
+    #: training thread, None (default) on the background thread only for tensors on an accelerator
+    #: (CPU tensors: less work in all, no snapshot copies and no GIL hand-offs; measured in
+    #: benchmarks/overhead_torch.py, docs/torch.md)
+    reduce_off_thread: Optional[bool] = None
 
     def __init__(self, hook) -> None:
         super().__init__(hook)
@@ -100,7 +103,10 @@ class TorchAdapter(Adapter):
         resolves before the step goes to the writer. Without a hook (tt.explain): computed here."""
         if self.hook is None or not all(isinstance(t, torch.Tensor) for t in tensors):
             return super().reduce_many(tensors, names, bins)
-        if not self.reduce_off_thread:
+        off = self.reduce_off_thread
+        if off is None:
+            off = any(t.device.type != "cpu" for t in tensors)
+        if not off:
             return reduce_work([work(t) for t in tensors], names, bins)
         return self._reducer.add(tensors, names, bins)
 

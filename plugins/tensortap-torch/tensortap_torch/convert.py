@@ -168,6 +168,9 @@ def _pass_tensors(f: torch.Tensor, needed) -> Dict[str, torch.Tensor]:
 def work(tensor: torch.Tensor) -> Tuple[torch.Tensor, bool, np.dtype]:
     """(flat work tensor, is floating point, histogram edge dtype) of `tensor`: what
     `reduce_work` takes. The flat tensor may share memory with `tensor`."""
+    edge = _PLAIN_FLOATS.get(tensor.dtype)
+    if edge is not None and tensor.layout == torch.strided and not tensor.is_neg():  # the usual case, fast
+        return tensor.detach().reshape(-1), True, edge
     t = plain(tensor)
     return _work_tensor(t), t.is_floating_point(), _bin_dtype(t)
 
@@ -177,11 +180,7 @@ def snapshot(tensor: torch.Tensor, buffer=None) -> Tuple[torch.Tensor, bool, np.
     `tensor`), so it can be reduced later, after an optimizer changed `tensor` in place.
     `buffer(numel, dtype, device)` may supply a recycled flat tensor to copy into (no fresh
     allocation, so no page faults)."""
-    edge = _PLAIN_FLOATS.get(tensor.dtype)
-    if edge is not None and tensor.layout == torch.strided and not tensor.is_neg():  # the usual case, fast
-        f, is_float = tensor.detach().reshape(-1), True
-    else:
-        f, is_float, edge = work(tensor)
+    f, is_float, edge = work(tensor)
     if tensor.layout == torch.strided and f.numel() and f.data_ptr() == tensor.data_ptr():
         b = buffer(f.numel(), f.dtype, f.device) if buffer is not None else None
         f = b.copy_(f) if b is not None else f.clone()
@@ -191,25 +190,74 @@ def snapshot(tensor: torch.Tensor, buffer=None) -> Tuple[torch.Tensor, bool, np.
 def reduce_work(items: Sequence[Tuple[torch.Tensor, bool, np.dtype]], names: Tuple[str, ...],
                 bins: int = 64) -> List[np.ndarray]:
     """Packed reductions (tensortap.reductions.pack, canonical `names`) of each `work()` item:
-    a few torch calls per tensor, one host transfer per device for all of them (plus one for the
+    small CPU tensors all together in a few numpy calls (`_small_passes`), the others with a few
+    torch calls each and one host transfer per device for all of them (plus one for the
     histograms), then float64 scalar arithmetic in Python. Agrees with reduce_numpy."""
     heavy = dict.fromkeys(p for r in names for p in _HEAVY.get(r, ()))
+    vals: List[Any] = [None] * len(items)
+    small = [i for i, (f, _, _) in enumerate(items)
+             if 0 < f.numel() <= SMALL_NUMEL and f.dtype in _PLAIN_FLOATS and f.device.type == "cpu"]
+    if len(small) > 1:  # (for one, the torch path costs the same)
+        for i, v in zip(small, _small_passes([items[i][0] for i in small], heavy)):
+            vals[i] = v
     parts: Dict[torch.device, List[torch.Tensor]] = {}
     where = []
-    for f, is_float, _ in items:
+    for i, (f, is_float, _) in enumerate(items):
+        if vals[i] is not None:
+            continue
         n = f.numel()
         needed = [p for p in heavy if (n or p in ("nan", "inf", "nonzero")) and (is_float or p not in ("nan", "inf"))]
         got = _pass_tensors(f, needed)
         lst = parts.setdefault(f.device, [])
-        where.append((f.device, len(lst), tuple(got)))
+        where.append((i, f.device, len(lst), tuple(got)))
         lst.extend(got.values())
-    # stack promotes (float32 min/max, int64 counts, float64 sums) exactly to float64
+    # stack promotes (float32 min/max, int64 counts, float32/64 sums) exactly to float64
     host = {dev: (torch.stack(lst).double().tolist() if lst else []) for dev, lst in parts.items()}
-    vals = [dict(zip(keys, host[dev][i:i + len(keys)])) for dev, i, keys in where]
+    for i, dev, start, keys in where:
+        vals[i] = dict(zip(keys, host[dev][start:start + len(keys)]))
     hists: Dict[int, object] = {}
     if "histogram" in names:
         hists = _histograms(items, vals, bins)
     return [_finish(f, v, names, hists.get(i)) for i, ((f, _, _), v) in enumerate(zip(items, vals))]
+
+
+#: CPU float tensors up to this many values are reduced together (`_small_passes`)
+SMALL_NUMEL = 65536
+
+
+def _small_passes(flats: List[torch.Tensor], heavy) -> List[Dict[str, float]]:
+    """`_pass_tensors` of many small, non-empty CPU float tensors at once, as host floats: one
+    float64 concatenation, then one numpy `reduceat` per pass over all of them (per-tensor torch
+    calls cost more than the arithmetic on tensors this small: biases, norm layers)."""
+    x = np.concatenate([f.numpy() for f in flats]).astype(np.float64, copy=False)
+    starts = np.cumsum([0] + [f.numel() for f in flats[:-1]])
+    out: List[Dict[str, float]] = [{} for _ in flats]
+
+    def put(key: str, arr: np.ndarray) -> None:
+        for d, v in zip(out, arr.tolist()):
+            d[key] = v
+
+    a = np.abs(x) if ("l1" in heavy or "absminmax" in heavy) else None
+    for p in heavy:
+        if p == "minmax":
+            put("min", np.minimum.reduceat(x, starts))
+            put("max", np.maximum.reduceat(x, starts))
+        elif p == "absminmax":
+            put("abs_min", np.minimum.reduceat(a, starts))
+            put("abs_max", np.maximum.reduceat(a, starts))
+        elif p == "sums":
+            put("sum", np.add.reduceat(x, starts))
+        elif p == "sumsq":
+            put("sumsq", np.add.reduceat(x * x, starts))
+        elif p == "l1":
+            put("l1", np.add.reduceat(a, starts))
+        elif p == "nan":
+            put("nan", np.add.reduceat(np.isnan(x).astype(np.int64), starts))
+        elif p == "inf":
+            put("inf", np.add.reduceat(np.isinf(x).astype(np.int64), starts))
+        elif p == "nonzero":
+            put("nonzero", np.add.reduceat((x != 0).astype(np.int64), starts))
+    return out
 
 
 def _histograms(items, vals, bins: int) -> Dict[int, np.ndarray]:

@@ -17,6 +17,16 @@ torch.set_num_threads(1)
 ALL = list(REDUCTIONS)
 
 
+@pytest.fixture(params=[None, True], ids=["cpu-default", "off-thread"])
+def where(request, monkeypatch):
+    """Both reduction paths: CPU tensors reduce on the training thread by default; the snapshot +
+    background-thread path (the default for accelerator tensors) is forced on the CPU here."""
+    from tensortap_torch.adapter import TorchAdapter
+
+    monkeypatch.setattr(TorchAdapter, "reduce_off_thread", request.param)
+    return request.param
+
+
 def _train(run_dir, steps, rc, clip=False, zero_in_place=False, dtype=torch.float32):
     """Train a small MLP; return what each step's forward used and backward produced (copied
     independently of tensortap, before the optimizer and clipping change them in place)."""
@@ -43,7 +53,7 @@ def _train(run_dir, steps, rc, clip=False, zero_in_place=False, dtype=torch.floa
 
 
 @pytest.mark.parametrize("clip,zero_in_place", [(False, False), (True, True)])
-def test_reductions_are_those_of_what_each_step_used(run_dir, clip, zero_in_place):
+def test_reductions_are_those_of_what_each_step_used(run_dir, clip, zero_in_place, where):
     rc = tt.ReductionConfig(reductions=ALL, histogram_bins=6)
     seen, hook = _train(run_dir, 5, rc, clip=clip, zero_in_place=zero_in_place)
     assert not hook.errors
@@ -64,7 +74,7 @@ def test_reductions_are_those_of_what_each_step_used(run_dir, clip, zero_in_plac
         assert kinds == ["reductions:" + ",".join(ALL)]
 
 
-def test_float64_and_half_parameters(run_dir):
+def test_float64_and_half_parameters(run_dir, where):
     rc = tt.ReductionConfig(reductions=["min", "max", "mean", "std", "l2"])
     seen, _ = _train(run_dir, 2, rc, dtype=torch.float64)
     t = tt.create_trial(run_dir).tensor("2.weight")
@@ -78,7 +88,7 @@ def test_float64_and_half_parameters(run_dir):
         np.testing.assert_allclose(got[r], want[r], rtol=2e-6, err_msg=r)
 
 
-def test_at_most_one_step_waits_for_its_reductions(run_dir):
+def test_at_most_one_step_waits_for_its_reductions(run_dir, where):
     """Step s reaches the writer at the latest when step s+2 begins (and at flush/close)."""
     torch.manual_seed(0)
     model = nn.Linear(4, 2)
@@ -94,7 +104,7 @@ def test_at_most_one_step_waits_for_its_reductions(run_dir):
     hook.close()
 
 
-def test_raw_values_and_reductions_together(run_dir):
+def test_raw_values_and_reductions_together(run_dir, where):
     rc = tt.ReductionConfig(reductions=["mean", "l2"], save_raw_tensor=True)
     seen, _ = _train(run_dir, 3, rc)
     t = tt.create_trial(run_dir).tensor("gradients/0.weight")
