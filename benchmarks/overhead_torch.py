@@ -9,13 +9,16 @@ Configurations (each compared with the same model without any hook, in the same 
   og10   layer outputs + their gradients (and parameter gradients), every 10 steps
 
 for tensortap, for smdebug 1.0.34 (in its own venv, built by tools/smdebug-venv.sh; "skipped"
-when that venv does not exist) and for hand-written `torch.utils.tensorboard` code doing the same
-(`add_histogram` per tensor; `add_scalar` of the same five reductions for red1).
+when that venv does not exist), for hand-written `torch.utils.tensorboard` code doing the same
+(`add_histogram` per tensor; `add_scalar` of the same five reductions for red1), and for the
+floor, "bare torch": the same tensors copied to numpy / the same five reductions computed with
+plain torch ops in the loop, nothing stored: what any tool pays before it writes a byte.
 
 Method: configurations are interleaved run by run (so load from other processes hits all of
 them alike); one run = `--steps` training steps (forward, loss, backward, SGD step) plus the
 flush of what the run wrote; we print the median over `--runs` runs (>= 5) of the time per step
-and its ratio to the hook-off median: wall clock, CPU time of the whole process (every thread,
+and the median over runs of its ratio to the hook-off run of the same round (paired: a slow spell
+of the machine hits both alike): wall clock, CPU time of the whole process (every thread,
 a tool's writer/reducer threads included: the work it adds) and CPU time of the training thread
 (what the training loop itself pays; on a machine with a free core the others run beside it).
 The load average is printed at the start and the end. The smdebug configurations run in a
@@ -161,6 +164,37 @@ class Setup:
         self.flush = hook.flush
         self.close = hook.close
 
+    # the floor: the same tensors taken off the model with plain torch, nothing stored
+    def _bare(self, config: str) -> None:
+        every = _interval(config)
+        params = [p for _, p in self.model.named_parameters()]
+        if config in ("wg10", "wg1"):
+            def after(step):
+                if step % every == 0:
+                    self.sink = [p.detach().numpy().copy() for p in params] + [p.grad.numpy().copy() for p in params]
+        elif config == "red1":
+            def after(step):
+                self.sink = [torch.stack([t.min(), t.max(), t.mean(), t.std(correction=0), t.norm()]).tolist()
+                             for p in params for t in (p.detach(), p.grad)]
+        else:  # og10: every layer's output (and parameter gradients) copied to numpy on saved steps
+            outs: List = []
+
+            def on_output(_m, _a, out):
+                if self.step % every == 0 and isinstance(out, torch.Tensor):
+                    outs.append(out.detach().numpy().copy())
+                    if out.requires_grad:
+                        out.register_hook(lambda g: outs.append(g.numpy().copy()))
+
+            for name, m in self.model.named_modules():
+                if name:
+                    m.register_forward_hook(on_output)
+
+            def after(step):
+                if step % every == 0:
+                    self.sink = [p.grad.numpy().copy() for p in params]
+                    outs.clear()
+        self.after = after
+
     # smdebug 1.0.34 (only in its own venv)
     def _smdebug(self, config: str) -> None:
         import smdebug.pytorch as smd
@@ -279,9 +313,18 @@ def report(model_name: str, results: Dict[str, Optional[Dict[str, List[float]]]]
     return rows
 
 
+def paired_ratio(times: List[float], off: List[float]) -> float:
+    """Median over runs of (this run / the hook-off run of the same round): a slow spell of the
+    machine hits both runs of a round alike and cancels, where a ratio of medians keeps it."""
+    if len(times) != len(off):
+        return statistics.median(times) / statistics.median(off)
+    return statistics.median(t / o for t, o in zip(times, off))
+
+
 def _table(model_name, results, sizes, configs, what) -> List[dict]:
     rows = []
-    print(f"\n{model_name}, {what}: median ms/step over runs (ratio to the same process's hook-off median) [MB written]")
+    print(f"\n{model_name}, {what}: median ms/step over runs (median over runs of the ratio to the same round's "
+          f"hook-off run) [MB written]")
     print(f"  {'config':<8}" + "".join(f"{k:>28}" for k in results))
     base = {k: (statistics.median(v["off"]) if v else None) for k, v in results.items()}
     print(f"  {'off':<8}" + "".join(f"{(f'{base[k] * 1e3:.1f}' if base[k] else 'skipped'):>28}" for k in results))
@@ -292,7 +335,7 @@ def _table(model_name, results, sizes, configs, what) -> List[dict]:
                 cells.append("skipped")
                 continue
             med = statistics.median(v[c])
-            ratio = med / base[k]
+            ratio = paired_ratio(v[c], v["off"])
             mb = sizes[k].get(c, 0.0) / 1e6
             rows.append({"model": model_name, "tool": k, "config": c, "ms": med * 1e3, "ratio": ratio,
                          "off_ms": base[k] * 1e3, "runs": len(v[c]), "mb_written": mb})
@@ -310,6 +353,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=0, help="steps per run (default: 10 ResNet, 30 MLP)")
     ap.add_argument("--no-smdebug", action="store_true")
     ap.add_argument("--no-tensorboard", action="store_true")
+    ap.add_argument("--no-bare", action="store_true", help="skip the floor (plain torch copies/reductions, nothing stored)")
     ap.add_argument("--json", help="also write the rows to this file")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -334,6 +378,8 @@ def main(argv=None) -> int:
         n_params = sum(p.numel() for p in make(model_name)[0].parameters())
         print(f"\n== {model_name}: {n_params:,} parameters, batch 64, {args.runs} runs x {steps} steps", flush=True)
         results: Dict[str, Optional[Dict[str, List[float]]]] = {"tensortap": measure(model_name, "tensortap", cfgs, args.runs, steps)}
+        if not args.no_bare:
+            results["bare torch (floor)"] = measure(model_name, "bare", cfgs, args.runs, steps)
         if not args.no_tensorboard:
             results["tensorboard"] = measure(model_name, "tensorboard", cfgs, args.runs, steps)
         if not args.no_smdebug:
