@@ -191,8 +191,10 @@ def train_once(out_dir: str, steps: int, variant: str, interval: int) -> Dict[st
         hook.close()
     t_close = time.perf_counter() - t0
     w, c = walls[5:], cpus[5:]  # warm-up steps out
+    ps = hook._rules.process_stats if hook is not None and hook._rules is not None else {}
     return {"mean": statistics.fmean(w), "median": statistics.median(w), "cpu": statistics.fmean(c),
-            "add": t_add, "close": t_close, "child_cpu": _children_cpu() - children0}
+            "add": t_add, "close": t_close, "child_cpu": _children_cpu() - children0,
+            "child_steady": ps.get("cpu_steps_s", 0.0) / max(ps.get("steps", 0), 1)}
 
 
 def _children_cpu() -> float:
@@ -233,9 +235,11 @@ def live_cost(tmp: str, steps: int, repeats: int, intervals=(10, 1), only=None) 
                 print(f"{v:24s} {1e3 * m['mean']:8.3f} {1e3 * m['median']:8.3f} {1e3 * m['cpu']:8.3f} "
                       f"{m['mean'] / base['mean']:7.3f}x {m['mean'] / bare['mean']:7.3f}x "
                       f"{m['cpu'] / base['cpu']:10.3f}x {m['add']:10.2f} {m['close']:8.2f} {m['child_cpu']:16.2f}")
-            print(f"(rules-proc cpu: the rules process's CPU time, start-up included: "
-                  f"{1e3 * med['rules: process']['child_cpu'] / saved if 'rules: process' in med else 0:.1f} ms "
-                  f"per saved step; {saved} saved steps)")
+            if "rules: process" in med:
+                m = med["rules: process"]
+                print(f"(rules-proc cpu: the rules process's CPU time, start-up included: "
+                      f"{1e3 * m['child_cpu'] / saved:.1f} ms per saved step; from its first step on "
+                      f"(steady state): {1e3 * m['child_steady']:.2f} ms per saved step; {saved} saved steps)")
     finally:
         for k, v in old.items():
             if v is None:

@@ -16,9 +16,11 @@ from .errors import ConfigError, NotARunError, StepNotFound, TensorNotFound, did
 from .modes import ModeKeys, to_mode
 from .reductions import REDUCTIONS, parse_packed, split_histogram, unpack
 from .store import WorkerReader, layout
-from .store.fs import join, resolve
+from .store.fs import is_local, join, resolve
+from .store.reader import DirWatch
 
 VALUE = "value"
+_MODES = {m.value: m for m in ModeKeys}  # what a step's stored mode string stands for
 REDUCTION = "reduction:"
 
 
@@ -70,7 +72,11 @@ class Trial:
             )
         self._check_format()
         self._workers: Dict[str, WorkerReader] = {}
-        self._cache: Dict[tuple, object] = {}
+        self._cache: Dict[tuple, object] = {}  # what the index says; cleared when it changes
+        self._struct: Dict[tuple, object] = {}  # what only name definitions decide
+        self._versions: tuple = ()
+        self._names_versions: tuple = ()
+        self._watch = DirWatch(join(self.root, layout.WORKERS_DIR)) if is_local(self.fs) else None
         self.refresh()
 
     def _check_format(self) -> None:
@@ -97,9 +103,12 @@ class Trial:
     def refresh(self) -> int:
         """Pick up workers and steps written since the last call; returns the count of new steps."""
         try:
-            if hasattr(self.fs, "invalidate_cache"):
-                self.fs.invalidate_cache(join(self.root, layout.WORKERS_DIR))
-            entries = self.fs.ls(join(self.root, layout.WORKERS_DIR), detail=False)
+            if self._watch is not None:
+                entries = self._watch.names()
+            else:
+                if hasattr(self.fs, "invalidate_cache"):
+                    self.fs.invalidate_cache(join(self.root, layout.WORKERS_DIR))
+                entries = self.fs.ls(join(self.root, layout.WORKERS_DIR), detail=False)
         except FileNotFoundError:
             entries = []
         for p in entries:
@@ -107,7 +116,14 @@ class Trial:
             if layout.WORKER_RE.match(w) and w not in self._workers:
                 self._workers[w] = WorkerReader(self.fs, self.root, w)
         new = sum(r.refresh() for r in self._workers.values())
-        self._cache.clear()
+        versions = tuple((w, r.version) for w, r in self._workers.items())
+        if versions != self._versions:  # nothing new: keep what was derived from the index
+            self._versions = versions
+            self._cache.clear()
+            names_versions = tuple((w, r.names_version) for w, r in self._workers.items())
+            if names_versions != self._names_versions:
+                self._names_versions = names_versions
+                self._struct.clear()
         return new
 
     def is_complete(self) -> bool:
@@ -194,7 +210,8 @@ class Trial:
         for r in self._readers():
             si = r.steps.get(step)
             if si is not None:
-                return to_mode(si.mode)
+                m = _MODES.get(si.mode)
+                return m if m is not None else to_mode(si.mode)
         return None
 
     def mode_step(self, step: int) -> Optional[int]:
@@ -219,13 +236,14 @@ class Trial:
     def _names(self, worker=None) -> Dict[str, set]:
         """name -> collections, over the chosen workers."""
         key = ("names", worker)
-        if key not in self._cache:
-            out: Dict[str, set] = {}
+        got = self._struct.get(key)
+        if got is None:
+            got = {}
             for r in self._readers(worker):
                 for name, kind, colls in r.names.values():
-                    out.setdefault(name, set()).update(colls)
-            self._cache[key] = out
-        return self._cache[key]
+                    got.setdefault(name, set()).update(colls)
+            self._struct[key] = got
+        return got
 
     def tensor_names(self, collection: Union[str, Iterable[str], None] = None, regex=None, step=None,
                      mode=None, worker: Optional[str] = None) -> List[str]:
@@ -243,7 +261,8 @@ class Trial:
                 continue
             out.append(n)
         if step is not None:
-            out = [n for n in out if self._has_at(n, step, mode, worker)]
+            at = self._names_at(step, mode, worker)
+            out = [n for n in out if n in at]
         elif mode is not None:
             msteps = set(self.steps(mode=mode, worker=worker))
             out = [n for n in out if msteps & set(self.tensor(n).steps(mode=mode, worker=worker))]
@@ -252,19 +271,19 @@ class Trial:
     def _nids(self, r: WorkerReader) -> Dict[str, List[int]]:
         """name -> its name ids (value and reductions) in one worker, cached until refresh."""
         key = ("nids", r.worker)
-        got = self._cache.get(key)
+        got = self._struct.get(key)
         if got is None:
             got = {}
             for (n, kind), nid in r.nid_of.items():
                 got.setdefault(n, []).append(nid)
-            self._cache[key] = got
+            self._struct[key] = got
         return got
 
     def _red_nids(self, r: WorkerReader) -> Dict[str, List[Tuple[int, Tuple[str, ...], bool]]]:
         """name -> [(nid, reductions it holds, packed?)] in one worker: packed vectors
         ("reductions:a,b") and the one-record-per-reduction kinds of older runs ("reduction:a")."""
         key = ("rnids", r.worker)
-        got = self._cache.get(key)
+        got = self._struct.get(key)
         if got is None:
             got = {}
             for (n, kind), nid in r.nid_of.items():
@@ -273,18 +292,22 @@ class Trial:
                     got.setdefault(n, []).append((nid, names, True))
                 elif kind.startswith(REDUCTION):
                     got.setdefault(n, []).append((nid, (kind[len(REDUCTION):],), False))
-            self._cache[key] = got
+            self._struct[key] = got
         return got
 
-    def _has_at(self, name: str, step: int, mode, worker) -> bool:
-        for r in self._readers(worker):
-            g = self._global(r, step, mode)
-            if g is None:
-                continue
-            si = r.steps[g]
-            if any(si.find(nid) is not None for nid in self._nids(r).get(name, ())):
-                return True
-        return False
+    def _names_at(self, step: int, mode, worker) -> set:
+        """Names with a value or a reduction saved at `step`, cached until the index changes."""
+        key = ("at", int(step), to_mode(mode), worker)
+        got = self._cache.get(key)
+        if got is None:
+            got = set()
+            for r in self._readers(worker):
+                g = self._global(r, int(step), mode)
+                if g is not None:
+                    names = r.names
+                    got.update(names[nid][0] for nid in r.steps[g].entries["nid"].tolist() if nid in names)
+            self._cache[key] = got
+        return got
 
     def collections(self) -> Dict[str, List[str]]:
         """collection name -> sorted tensor names."""
@@ -305,10 +328,42 @@ class Trial:
             )
         return Tensor(self, name)
 
+    def values_at(self, names: Iterable[str], step: int, mode=None, worker: Optional[str] = None
+                  ) -> Dict[str, np.ndarray]:
+        """The values of several tensors at one step, read together: neighbouring records come
+        in one request (cheaper than one `tensor(n).value(step)` each). Names without a value
+        there, or whose value cannot be read, are left out (`value()` says why)."""
+        by_reader: Dict[str, list] = {}
+        for n in names:
+            for r in self._readers(worker):
+                g = self._global(r, int(step), mode)
+                if g is None:
+                    continue
+                nid = r.nid_of.get((n, VALUE))
+                si = r.steps[g]
+                if nid is not None and si.has(nid):
+                    by_reader.setdefault(r.worker, []).append((n, si, nid))
+                    break
+        out: Dict[str, np.ndarray] = {}
+        for w, items in by_reader.items():
+            got = self._workers[w].read_many([(si, nid, f"{n!r} at step {si.step}") for n, si, nid in items])
+            out.update((n, v) for (n, _, _), v in zip(items, got) if isinstance(v, np.ndarray))
+        return out
+
     # ---- records beside the tensors -----------------------------------------------------------
     def rule_results(self) -> List[dict]:
-        """Every rule evaluation recorded in the run (live rules), in write order per worker."""
-        return [dict(rec, worker=r.worker) for r in self._readers() for rec in r.records if rec.get("type") == "rule"]
+        """Every rule evaluation recorded in the run (live rules), in write order per worker: one
+        dict per result (rule, step, fired, message, values, skipped, time, worker), whether it
+        was written as a record of its own ("rule") or with the others of its step ("rules")."""
+        out = []
+        for r in self._readers():
+            for rec in r.records:
+                kind = rec.get("type")
+                if kind == "rule":
+                    out.append(dict(rec, worker=r.worker))
+                elif kind == "rules":
+                    out.extend(_expand_results(rec, r.worker))
+        return out
 
     def events(self) -> List[dict]:
         """Notices the writer recorded: dropped steps, write errors, stop requests."""
@@ -346,7 +401,7 @@ class Tensor:
             if g is None:
                 continue
             tried_any = True
-            if nid is not None and r.steps[g].find(nid) is not None:
+            if nid is not None and r.steps[g].has(nid):
                 return r, r.steps[g], nid
         where = f"{to_mode(mode).value} step {step}" if to_mode(mode) not in (None, ModeKeys.GLOBAL) else f"step {step}"
         if not tried_any:
@@ -381,7 +436,7 @@ class Tensor:
                 continue
             si = r.steps[g]
             out += [(r, si, nid, names, packed) for nid, names, packed in t._red_nids(r).get(self.name, ())
-                    if si.find(nid) is not None]
+                    if si.has(nid)]
         return out
 
     def reduction_value(self, step: int, name: str, mode=None, worker: Optional[str] = None, abs: bool = False):
@@ -438,7 +493,7 @@ class Tensor:
             if not nids:
                 continue
             for g, si in r.steps.items():
-                if any(si.find(nid) is not None for nid in nids):
+                if any(si.has(nid) for nid in nids):
                     if m is None or m == ModeKeys.GLOBAL:
                         out.add(g)
                     elif si.mode == m.value:
@@ -461,6 +516,21 @@ class Tensor:
 
     def __repr__(self) -> str:
         return f"<Tensor {self.name!r} in {self.trial.name!r}>"
+
+
+def _expand_results(rec: dict, worker: str) -> List[dict]:
+    """The results of a "rules" record, each as a "rule" record would hold it (malformed rows,
+    from a damaged or foreign run, are skipped)."""
+    fields, rows = rec.get("fields"), rec.get("results")
+    if not isinstance(fields, list) or not isinstance(rows, list):
+        return []
+    out = []
+    for row in rows:
+        if isinstance(row, list) and len(row) == len(fields):
+            d = dict(zip(fields, row))
+            if isinstance(d.get("rule"), str):
+                out.append({"type": "rule", **d, "time": rec.get("time"), "worker": worker})
+    return out
 
 
 def _short(steps: List[int]) -> str:

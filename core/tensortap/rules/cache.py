@@ -1,8 +1,10 @@
 """A trial seen through a small value cache, for live evaluation: several rules evaluated on
-the same step (and rules that look a few steps back) read each stored tensor once."""
+the same step (and rules that look a few steps back) read each stored tensor once, and the
+tensors the rules read at one saved step are read together at the next (one request for
+neighbouring records instead of one each)."""
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Iterable, Optional, Set, Tuple
 
 import numpy as np
 
@@ -16,6 +18,8 @@ class CachedTrial:
         self._values: Dict[Tuple, np.ndarray] = {}
         self._bytes = 0
         self.max_bytes = int(max_bytes)
+        self._wanted: Dict[int, Set[str]] = {}  # step -> names whose value (any mode/worker) was asked for
+        self._stats: Dict[Tuple[str, int, str], float] = {}  # (name, step, what) -> a statistic of the value
 
     def __getattr__(self, name: str):
         return getattr(self._trial, name)
@@ -23,24 +27,68 @@ class CachedTrial:
     def tensor(self, name: str) -> "_CachedTensor":
         return _CachedTensor(self, self._trial.tensor(name))
 
+    def _keep(self, key: Tuple, v: np.ndarray) -> None:
+        v.flags.writeable = False  # shared by every rule that reads it
+        if self._bytes + v.nbytes > self.max_bytes:
+            self._values.clear()
+            self._bytes = 0
+        if v.nbytes <= self.max_bytes:
+            self._values[key] = v
+            self._bytes += v.nbytes
+
     def _value(self, t, step, mode, worker) -> np.ndarray:
         key = (t.name, int(step), mode, worker)
+        if mode is None and worker is None:
+            self._wanted.setdefault(key[1], set()).add(t.name)
         v = self._values.get(key)
         if v is None:
             v = t.value(step, mode=mode, worker=worker)
-            v.flags.writeable = False  # shared by every rule that reads it
-            if self._bytes + v.nbytes > self.max_bytes:
-                self._values.clear()
-                self._bytes = 0
-            if v.nbytes <= self.max_bytes:
-                self._values[key] = v
-                self._bytes += v.nbytes
+            self._keep(key, v)
         return v
+
+    def value(self, name: str, step: int) -> np.ndarray:
+        """trial.tensor(name).value(step), without making the tensor objects when cached."""
+        key = (name, step, None, None)
+        v = self._values.get(key)
+        if v is None:
+            return self.tensor(name).value(step)
+        want = self._wanted.get(step)
+        if want is None:
+            want = self._wanted[step] = set()
+        want.add(name)
+        return v
+
+    def stat(self, name: str, step: int, what: str) -> Optional[float]:
+        """A statistic of a value ("l2", "mean_abs") a rule computed already, or None."""
+        return self._stats.get((name, step, what))
+
+    def keep_stat(self, name: str, step: int, what: str, x: float) -> None:
+        """Remember a statistic of the value of `name` at `step`, for the other rules."""
+        self._stats[(name, step, what)] = x
+
+    def wanted(self, step: int) -> Set[str]:
+        """Names whose value at `step` was read through this cache (a rule set reads the same
+        names at every step: what to prefetch at the next one)."""
+        return set(self._wanted.get(int(step), ()))
+
+    def prefetch(self, step: int, names: Iterable[str]) -> None:
+        """Read the values of `names` at `step` together (Trial.values_at) into the cache; those
+        that cannot be read are left for value() to raise about."""
+        step = int(step)
+        todo = [n for n in names if (n, step, None, None) not in self._values]
+        if not todo:
+            return
+        for n, v in self._trial.values_at(todo, step).items():
+            self._keep((n, step, None, None), v)
 
     def evict(self, before: int) -> None:
         """Forget values of steps < `before`."""
         for k in [k for k in self._values if k[1] < before]:
             self._bytes -= self._values.pop(k).nbytes
+        for s in [s for s in self._wanted if s < before]:
+            del self._wanted[s]
+        for k in [k for k in self._stats if k[1] < before]:
+            del self._stats[k]
 
     def __repr__(self) -> str:
         return f"<CachedTrial {self._trial!r}>"

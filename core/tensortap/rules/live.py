@@ -21,7 +21,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from ..errors import ConfigError
 from .actions import Action, ActionContext, Callback
-from .base import Rule, RuleResult
+from .base import Rule, RuleResult, results_record
 
 log = logging.getLogger("tensortap")
 
@@ -82,6 +82,11 @@ class Evaluator:
     def at_step(self, step: int) -> List[Tuple[Any, RuleResult]]:
         """Every rule's result at `step` (call open() first); a failing rule is reported and skipped."""
         out = []
+        if self._recent:  # what the rules read at the previous saved step, in one go
+            try:
+                self._trial.prefetch(step, self._trial.wanted(self._recent[-1]))
+            except Exception as e:  # noqa: BLE001 - the rules read one by one and say what is wrong
+                self.report(f"live rules could not read step {step} ahead", e)
         for key, rule in list(self.rules.items()):
             try:
                 out.append((key, rule.invoke(self._trial, step)))
@@ -118,16 +123,22 @@ class Evaluator:
         return self._trial
 
 
-def apply_result(hook, rule: Rule, actions: List[Action], res: RuleResult, trial=None) -> None:
-    """Record one result in the run and, if it fired, run the actions (failures are reported)."""
+def apply_results(hook, items: List[Tuple[Rule, List[Action], RuleResult]], trial=None,
+                  record: Optional[dict] = None) -> None:
+    """Record results in the run, all in ONE index record (`record`, made by results_record in
+    the rules process, or made here), then run the actions of those that fired (failures are
+    reported)."""
+    if not items:
+        return
     if hook.writer is not None:
-        hook.writer.submit_record(res.to_record())
-    if res.fired:
-        for a in actions:
-            try:
-                a.run(ActionContext(rule, res, hook, trial))
-            except Exception as e:  # noqa: BLE001
-                hook._report(f"action {a.name} for rule {rule.name} failed", e)
+        hook.writer.submit_record(record if record is not None else results_record([res for _, _, res in items]))
+    for rule, actions, res in items:
+        if res.fired:
+            for a in actions:
+                try:
+                    a.run(ActionContext(rule, res, hook, trial))
+                except Exception as e:  # noqa: BLE001
+                    hook._report(f"action {a.name} for rule {rule.name} failed", e)
 
 
 class ThreadRules:
@@ -174,9 +185,7 @@ class ThreadRules:
                 self._apply(self._eval.at_step(step))
 
     def _apply(self, results) -> None:
-        for key, res in results:
-            rule, actions = self.rules[key]
-            apply_result(self.hook, rule, actions, res, self._eval.trial)
+        apply_results(self.hook, [(*self.rules[key], res) for key, res in results], self._eval.trial)
 
 
 class LiveRules:
@@ -226,6 +235,11 @@ class LiveRules:
         if self._thread is None:
             self._thread = ThreadRules(self.hook)
         self._thread.add(rule, actions)
+
+    @property
+    def process_stats(self) -> Dict[str, Any]:
+        """What the rules process reported when it closed (RulesProcess.stats; {} if none)."""
+        return dict(self._proc.stats) if self._proc is not None else {}
 
     def step_saved(self, step: int) -> None:
         if self._proc is not None:

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .actions import Action
 from .base import Rule, RuleResult
-from .live import apply_result
+from .live import apply_results
 
 _BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
          "from tensortap.rules.worker import main; main(int(sys.argv[2]), int(sys.argv[3]))")
@@ -68,12 +68,15 @@ class RulesProcess:
         self._send_lock = threading.Lock()
         self._trial = _LazyTrial(hook.out_dir)
         self._done = self._dead = False
+        #: what the child said when it closed: steps evaluated, CPU seconds in all ("cpu_s") and
+        #: from the first step on ("cpu_steps_s": start-up and loading the rules aside)
+        self.stats: Dict[str, Any] = {}
         self._last_msg = time.monotonic()
         r_down, w_down = os.pipe()  # parent -> child
         r_up, w_up = os.pipe()  # child -> parent
         try:
             self.proc = subprocess.Popen([sys.executable, "-c", _BOOT, json.dumps(sys.path), str(r_down), str(w_up)],
-                                         pass_fds=(r_down, w_up), stdin=subprocess.DEVNULL)
+                                         pass_fds=(r_down, w_up), stdin=subprocess.DEVNULL, env=_child_env())
         except Exception:
             for fd in (r_down, w_down, r_up, w_up):
                 os.close(fd)
@@ -255,18 +258,31 @@ class RulesProcess:
             for idx, blob in msg[3].items():  # the rule's state in the child, onto the user's instance
                 if idx in self._rules:
                     self._rules[idx][0].__dict__.update(pickle.loads(blob))
+            items = []
             for idx, res in msg[2]:
-                if idx not in self._rules:
-                    continue
-                rule, actions = self._rules[idx]
-                rule.last_result = res
-                apply_result(self.hook, rule, actions, res, self._trial)
+                if idx in self._rules:
+                    rule, actions = self._rules[idx]
+                    rule.last_result = res
+                    items.append((rule, actions, res))
+            # the child's record holds every result; made here again if one is not the hook's
+            apply_results(self.hook, items, self._trial, msg[4] if len(items) == len(msg[2]) else None)
         elif kind == "added":
             self._acks.put(msg)
         elif kind == "error":
             self.hook._report(msg[1], _as_exception(msg[2]))
         elif kind == "done":
+            self.stats = msg[1] if len(msg) > 1 else {}
             self._done = True
+
+
+def _child_env() -> Dict[str, str]:
+    """The training process's environment, with one thread for numpy's BLAS/OpenMP unless the
+    user chose otherwise: the rules process evaluates one rule at a time, and BLAS helper
+    threads would only compete with training for the CPUs."""
+    env = dict(os.environ)
+    for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(k, "1")
+    return env
 
 
 def _as_exception(exc: Any) -> BaseException:

@@ -6,7 +6,10 @@ Header types:
   {"type": "defs", "names": [[nid, name, kind, [collections]]], "dtypes": [[id, "<f4"]],
    "shapes": [[id, [2, 3]]]}                        new ids, before the first step using them
   {"type": "step", "step": g, "mode": "train", "mode_step": k, "time": t}
-  {"type": "rule", ...}                            one rule evaluation result
+  {"type": "rule", ...}                            one rule evaluation result (older live rules)
+  {"type": "rules", "time": t, "fields": [...], "results": [[...], ...]}
+                                                   the results of several rules at once (live rules);
+                                                   Trial.rule_results() reads both forms alike
   {"type": "event", ...}                           a notice (dropped steps, write errors)
   {"type": "end", "time": t}                       the writer closed cleanly
 Tensor names live only here, as data: no name ever becomes a path.

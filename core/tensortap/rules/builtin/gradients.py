@@ -7,13 +7,8 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..base import Rule, RuleResult
-from ._common import activations, parameter_gradients, ConfigError, as_bool, as_list, listing, mode_of, result, value
-
-
-def l2(x: np.ndarray) -> float:
-    """L2 norm; float32 stays float32 (BLAS nrm2 is overflow-safe), integers go through float64."""
-    x = np.asarray(x)
-    return float(np.linalg.norm(x.ravel() if x.dtype.kind in "fc" else x.ravel().astype(np.float64)))
+from ._common import (activations, finite_of, l2_diff, mean_abs_of, norm_of, parameter_gradients, ConfigError,
+                      as_bool, as_list, listing, mode_of, result, value)
 
 
 def skipped(rule: Rule, step: int, why: str) -> RuleResult:
@@ -39,8 +34,7 @@ class VanishingGradient(Rule):
             return skipped(self, step, "no gradients saved at this step")
         means = {}
         for n in names:
-            g = value(trial, n, step)
-            means[n] = float(np.mean(np.abs(g))) if g.size else 0.0
+            means[n] = mean_abs_of(trial, n, step)
         low = {n: m for n, m in means.items() if m < self.threshold}
         if low:
             return result(self, step, True, f"mean |gradient| below {self.threshold:g} in {len(low)} of "
@@ -67,9 +61,9 @@ class ExplodingTensor(Rule):
         names = self.select(trial, step, self.collection_names, self.tensor_regex)
         bad: Dict[str, str] = {}
         for n in names:
-            v = value(trial, n, step)
-            if v.dtype.kind not in "fc" or np.isfinite(np.sum(v)):  # one fast pass clears a clean tensor
+            if finite_of(trial, n, step):  # one fast pass (or a sum another rule made) clears a clean tensor
                 continue
+            v = value(trial, n, step)
             nan = int(np.isnan(v).sum())
             inf = 0 if self.only_nan else int(np.isinf(v).sum())
             if nan or inf:
@@ -117,7 +111,7 @@ class WeightUpdateRatio(Rule):
             if prev:
                 del hist[:max(0, len(prev) - 1)]
                 w0, w1 = value(trial, n, prev[-1]), value(trial, n, step)
-                ratios[n] = float(l2(w1 - w0)) / (float(l2(w0)) + self.epsilon)
+                ratios[n] = l2_diff(w1, w0) / (norm_of(trial, n, prev[-1], w0) + self.epsilon)
                 compared += 1
         if not compared:
             return skipped(self, step, "no earlier TRAIN step to compare with yet")

@@ -11,7 +11,8 @@ from .gradients import skipped
 
 
 def scalar(trial, name: str, step: int) -> float:
-    return float(np.mean(value(trial, name, step)))
+    v = value(trial, name, step)
+    return float(v.reshape(-1)[0]) if v.size == 1 else float(np.mean(v))
 
 
 class LossNotDecreasing(Rule):
@@ -152,7 +153,8 @@ class Overtraining(Rule):
         names = trial.tensor_names(collection="losses", step=step)
         if m not in self.patience or not names:
             return skipped(self, step, "no train/eval loss at this step")
-        loss = float(np.mean([scalar(trial, n, step) for n in names]))
+        losses = [scalar(trial, n, step) for n in names]
+        loss = losses[0] if len(losses) == 1 else float(np.mean(losses))
         best, since = self._best.get(m, (float("inf"), 0))
         if loss < best - self.delta or best == float("inf"):
             best, since = loss, 0

@@ -6,7 +6,8 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..base import Rule
-from ._common import ConfigError, as_bool, as_list, check_mode, is_numeric, listing, mode_of, result, value
+from ._common import (ConfigError, any_nonzero, as_bool, as_list, check_mode, is_numeric, listing, mode_of, result,
+                      surely_not_close, value)
 from .gradients import skipped
 
 #: what all_zero / unchanged_tensor look at when given neither collection_names nor tensor_regex
@@ -14,12 +15,15 @@ PARAMETER_COLLECTIONS = ("weights", "gradients", "outputs")
 
 
 def close(a: np.ndarray, b: np.ndarray, rtol: float, atol: float, equal_nan: bool) -> bool:
-    """np.allclose(a, b), with a cheap first look: a largest difference of 0 is close, one
-    beyond atol + rtol * max|b| cannot be (most tensors of a training run change every step)."""
+    """np.allclose(a, b), with cheap first looks: one sampled element out of tolerance, or a
+    largest difference beyond atol + rtol * max|b|, cannot be close, and a largest difference
+    of 0 is (most tensors of a training run change every step)."""
     if a.shape != b.shape:
         return False
     if a.dtype.kind not in "fc" or b.dtype.kind not in "fc":
         return bool(np.array_equal(a, b))
+    if surely_not_close([(a, b)], rtol, atol)[0]:
+        return False
     if a.size:
         d = float(np.max(np.abs(a - b)))
         if d == 0.0:
@@ -51,7 +55,7 @@ class AllZero(Rule):
         for n in names:
             v = value(trial, n, step)
             if v.size and is_numeric(v):
-                if self.threshold >= 100.0 and v.any():  # the common case, without counting
+                if self.threshold >= 100.0 and any_nonzero(v):  # the common case, without counting
                     zeros[n] = float("nan")  # some value is non-zero; not counted
                     continue
                 zeros[n] = float((v.size - np.count_nonzero(v)) * 100.0 / v.size)
@@ -88,23 +92,25 @@ class UnchangedTensor(Rule):
         names = self.select(trial, step, self.collection_names, self.tensor_regex, PARAMETER_COLLECTIONS)
         if not names:
             return skipped(self, step, "no matching tensor at this step")
-        same, checked = {}, 0
+        same, pairs = {}, []
         for n in names:
             seen = self._steps.setdefault(n, [])
             seen.append(step)
             del seen[:-self.num_steps]
-            if len(seen) < self.num_steps:
-                continue
-            checked += 1
-            now = value(trial, n, step)
-            if all(close(value(trial, n, s), now, self.rtol, self.atol, self.equal_nan) for s in seen[:-1]):
+            if len(seen) >= self.num_steps:
+                pairs.append((n, seen, value(trial, n, step)))
+        # first one sampled look at each tensor against its oldest step, all in one pass: a
+        # tensor that changed is usually told by it
+        differ = surely_not_close([(value(trial, n, seen[0]), now) for n, seen, now in pairs], self.rtol, self.atol)
+        for (n, seen, now), d in zip(pairs, differ):
+            if not d and all(close(value(trial, n, s), now, self.rtol, self.atol, self.equal_nan) for s in seen[:-1]):
                 same[n] = f"steps {seen[0]}..{seen[-1]}"
         if same:
             return result(self, step, True, f"{len(same)} tensors unchanged over their last {self.num_steps} saved "
                           f"steps: {listing(same)}", {"unchanged": same})
-        if not checked:
+        if not pairs:
             return skipped(self, step, f"fewer than {self.num_steps} saved steps so far")
-        return result(self, step, False, f"{checked} tensors changed")
+        return result(self, step, False, f"{len(pairs)} tensors changed")
 
 
 class TensorVariance(Rule):
