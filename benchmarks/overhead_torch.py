@@ -12,10 +12,11 @@ for tensortap, for smdebug 1.0.34 (in its own venv, built by tools/smdebug-venv.
 when that venv does not exist), for hand-written `torch.utils.tensorboard` code doing the same
 (`add_histogram` per tensor; `add_scalar` of the same five reductions for red1), and for the
 floor, "bare torch": the same tensors copied to numpy / the same five reductions computed with
-plain torch ops in the loop, nothing stored: what any tool pays before it writes a byte.
+plain torch ops in the loop, nothing stored: what any tool pays before it writes a byte; and
+"np.save by hand": the same, written with np.save to one file per saved step on the training thread.
 
-Method: configurations are interleaved run by run (so load from other processes hits all of
-them alike); one run = `--steps` training steps (forward, loss, backward, SGD step) plus the
+Method: configurations are interleaved run by run, in a shuffled order each round (so load from
+other processes hits all of them alike, and none always runs first); one run = `--steps` training steps (forward, loss, backward, SGD step) plus the
 flush of what the run wrote; we print the median over `--runs` runs (>= 5) of the time per step
 and the median over runs of its ratio to the hook-off run of the same round (paired: a slow spell
 of the machine hits both alike): wall clock, CPU time of the whole process (every thread,
@@ -33,6 +34,7 @@ import argparse
 import atexit
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -41,6 +43,7 @@ import tempfile
 import time
 from typing import Callable, Dict, List, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -165,20 +168,26 @@ class Setup:
         self.close = hook.close
 
     # the floor: the same tensors taken off the model with plain torch, nothing stored
-    def _bare(self, config: str) -> None:
+    def _bare(self, config: str, save: bool = False) -> None:
         every = _interval(config)
         params = [p for _, p in self.model.named_parameters()]
+        outs: List = []
+
+        def keep(step, arrays) -> None:
+            if save:  # by hand: one .npy file per saved step
+                with open(os.path.join(self.dir, f"step{step}.npy"), "wb") as f:
+                    for a in arrays:
+                        np.save(f, a)
+
         if config in ("wg10", "wg1"):
             def after(step):
                 if step % every == 0:
-                    self.sink = [p.detach().numpy().copy() for p in params] + [p.grad.numpy().copy() for p in params]
+                    keep(step, [p.detach().numpy().copy() for p in params] + [p.grad.numpy().copy() for p in params])
         elif config == "red1":
             def after(step):
-                self.sink = [torch.stack([t.min(), t.max(), t.mean(), t.std(correction=0), t.norm()]).tolist()
-                             for p in params for t in (p.detach(), p.grad)]
+                keep(step, [np.array(torch.stack([t.min(), t.max(), t.mean(), t.std(correction=0), t.norm()]).tolist())
+                            for p in params for t in (p.detach(), p.grad)])
         else:  # og10: every layer's output (and parameter gradients) copied to numpy on saved steps
-            outs: List = []
-
             def on_output(_m, _a, out):
                 if self.step % every == 0 and isinstance(out, torch.Tensor):
                     outs.append(out.detach().numpy().copy())
@@ -191,9 +200,13 @@ class Setup:
 
             def after(step):
                 if step % every == 0:
-                    self.sink = [p.grad.numpy().copy() for p in params]
+                    keep(step, outs + [p.grad.numpy().copy() for p in params])
                     outs.clear()
         self.after = after
+
+    # what a user might write instead of a tool: the same copies, np.save'd, on the training thread
+    def _npsave(self, config: str) -> None:
+        self._bare(config, save=True)
 
     # smdebug 1.0.34 (only in its own venv)
     def _smdebug(self, config: str) -> None:
@@ -269,9 +282,12 @@ def measure(model_name: str, kind: str, configs, runs: int, steps: int, warmup: 
     try:
         for s in setups.values():
             s.train(warmup)
+        rng = random.Random(0)
         for _ in range(runs):
-            for c, s in setups.items():
-                times[c].append(s.train(steps))
+            order = list(setups)
+            rng.shuffle(order)  # no configuration always runs first (or right after another one)
+            for c in order:
+                times[c].append(setups[c].train(steps))
     finally:
         for c, s in setups.items():
             times[f"bytes/{c}"] = [float(s.finish())]
@@ -353,7 +369,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=0, help="steps per run (default: 10 ResNet, 30 MLP)")
     ap.add_argument("--no-smdebug", action="store_true")
     ap.add_argument("--no-tensorboard", action="store_true")
-    ap.add_argument("--no-bare", action="store_true", help="skip the floor (plain torch copies/reductions, nothing stored)")
+    ap.add_argument("--no-bare", action="store_true",
+                    help="skip the floor (plain torch copies/reductions, nothing stored) and np.save by hand")
     ap.add_argument("--json", help="also write the rows to this file")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -380,6 +397,7 @@ def main(argv=None) -> int:
         results: Dict[str, Optional[Dict[str, List[float]]]] = {"tensortap": measure(model_name, "tensortap", cfgs, args.runs, steps)}
         if not args.no_bare:
             results["bare torch (floor)"] = measure(model_name, "bare", cfgs, args.runs, steps)
+            results["np.save by hand"] = measure(model_name, "npsave", cfgs, args.runs, steps)
         if not args.no_tensorboard:
             results["tensorboard"] = measure(model_name, "tensorboard", cfgs, args.runs, steps)
         if not args.no_smdebug:
