@@ -10,10 +10,12 @@
 2. Trains an MLP 784-256-10 (torch with the tensortap-torch plugin when installed, else the
    numpy MLP) --train-steps steps: without tensortap, with a Hook saving weights, gradients,
    outputs and losses every --intervals step(s) and no rules, and with the same Hook plus 8 live
-   rules on the rules thread and in the rules process (TENSORTAP_LIVE_RULES); in a shuffled order
-   each round. Prints mean step time over the loop (the ratio; target <= 1.05x against the same
-   hook without rules), median step, training-thread CPU, add_rule and close() time and the
-   rules process's CPU, with the load average.
+   rules on the rules thread and in the rules process (TENSORTAP_LIVE_RULES), also with a CPU
+   budget for the rules process (TENSORTAP_RULES_CPU=0.1); in a shuffled order each round. Prints
+   mean step time over the loop (the ratio; target <= 1.05x against the same hook without
+   rules), median step, training-thread CPU, the training process's CPU (all its threads),
+   add_rule and close() time, the rules process's CPU (start-up included, and per evaluated step
+   in steady state) and how many saved steps it evaluated, with the load average.
 Medians of --repeats runs, measured side by side in this one process.
 """
 from __future__ import annotations
@@ -32,7 +34,7 @@ import numpy as np
 
 import tensortap as tt
 from tensortap.rules.live import WHERE_ENV
-from tensortap.rules.worker import NICE_ENV
+from tensortap.rules.worker import CPU_ENV, NICE_ENV
 
 BUILTIN = ["vanishing_gradient", "exploding_tensor", "loss_not_decreasing", "overfit", "overtraining", "dead_relu",
            "poor_weight_initialization", "saturated_activation", "weight_update_ratio", "all_zero",
@@ -125,9 +127,9 @@ def throughput(run: str, per_step: int, steps: int, repeats: int) -> None:
           f"{ctotal:.1f} s CPU); {nreads / total:,.0f} values read/s wall")
 
 
-VARIANTS = ("no hook", "hook, no rules", "rules: thread", "rules: process", "rules: process (nice 0)",
-            "rules: process (nice 10)", "rules: process (nice 19)")
-DEFAULT_VARIANTS = VARIANTS[:4]
+VARIANTS = ("no hook", "hook, no rules", "rules: thread", "rules: process", "rules: process (cpu 0.1)",
+            "rules: process (nice 0)", "rules: process (nice 10)", "rules: process (nice 19)")
+DEFAULT_VARIANTS = VARIANTS[:5]
 
 
 def train_once(out_dir: str, steps: int, variant: str, interval: int) -> Dict[str, float]:
@@ -140,11 +142,12 @@ def train_once(out_dir: str, steps: int, variant: str, interval: int) -> Dict[st
         hook = tt.Hook(out_dir, include_collections=coll, save_config=tt.SaveConfig(save_interval=interval))
     if variant.startswith("rules"):
         os.environ[WHERE_ENV] = variant.split(": ")[1].split(" ")[0]
-        nice = variant.split("(nice ")[1].rstrip(")") if "(nice " in variant else None
-        if nice is None:
-            os.environ.pop(NICE_ENV, None)  # the default
-        else:
-            os.environ[NICE_ENV] = nice
+        for env, tag in ((NICE_ENV, "(nice "), (CPU_ENV, "(cpu ")):
+            val = variant.split(tag)[1].rstrip(")") if tag in variant else None
+            if val is None:
+                os.environ.pop(env, None)  # the default
+            else:
+                os.environ[env] = val
         t0 = time.perf_counter()
         for n in LIVE:
             hook.add_rule(tt.rules.get(n)())
@@ -154,6 +157,7 @@ def train_once(out_dir: str, steps: int, variant: str, interval: int) -> Dict[st
     y = rng.integers(0, 10, 64)
     walls, cpus = [], []
     children0 = _children_cpu()
+    p0 = time.process_time()
     if importlib.util.find_spec("tensortap_torch") is not None:
         import torch
 
@@ -186,6 +190,7 @@ def train_once(out_dir: str, steps: int, variant: str, interval: int) -> Dict[st
         step()
         walls.append(time.perf_counter() - t0)
         cpus.append(time.thread_time() - c0)
+    proc_cpu = (time.process_time() - p0) / steps  # every thread of the training process: writer, rules threads
     t0 = time.perf_counter()
     if hook is not None:
         hook.close()
@@ -194,7 +199,8 @@ def train_once(out_dir: str, steps: int, variant: str, interval: int) -> Dict[st
     ps = hook._rules.process_stats if hook is not None and hook._rules is not None else {}
     return {"mean": statistics.fmean(w), "median": statistics.median(w), "cpu": statistics.fmean(c),
             "add": t_add, "close": t_close, "child_cpu": _children_cpu() - children0,
-            "child_steady": ps.get("cpu_steps_s", 0.0) / max(ps.get("steps", 0), 1)}
+            "child_steady": ps.get("cpu_steps_s", 0.0) / max(ps.get("steps", 0), 1),
+            "evaluated": ps.get("steps", 0), "proc_cpu": proc_cpu}
 
 
 def _children_cpu() -> float:
@@ -213,7 +219,7 @@ def live_cost(tmp: str, steps: int, repeats: int, intervals=(10, 1), only=None) 
                 or v in ("no hook", "hook, no rules")]
     order = list(variants)
     rng = random.Random(0)
-    old = {k: os.environ.get(k) for k in (WHERE_ENV, NICE_ENV)}
+    old = {k: os.environ.get(k) for k in (WHERE_ENV, NICE_ENV, CPU_ENV)}
     try:
         for interval in intervals:
             got: Dict[str, List[Dict[str, float]]] = {v: [] for v in variants}
@@ -228,18 +234,22 @@ def live_cost(tmp: str, steps: int, repeats: int, intervals=(10, 1), only=None) 
             print(f"\nsave every {interval} step(s); ms per step (mean over the loop | median step | training-thread "
                   f"CPU); ratios of the mean vs the same hook without rules (target <= 1.05x) and vs no hook")
             print(f"{'variant':24s} {'mean ms':>8s} {'median':>8s} {'cpu ms':>8s} {'vs hook':>8s} {'vs none':>8s} "
-                  f"{'cpu vs hook':>11s} {'add_rule s':>10s} {'close s':>8s} {'rules-proc cpu s':>16s}")
+                  f"{'cpu vs hook':>11s} {'proc cpu ms':>11s} {'add_rule s':>10s} {'close s':>8s} "
+                  f"{'rules-proc cpu s':>16s} {'ms/eval':>8s} {'evaluated':>9s}")
             saved = len(range(0, steps, interval))
             for v in variants:
                 m = med[v]
                 print(f"{v:24s} {1e3 * m['mean']:8.3f} {1e3 * m['median']:8.3f} {1e3 * m['cpu']:8.3f} "
                       f"{m['mean'] / base['mean']:7.3f}x {m['mean'] / bare['mean']:7.3f}x "
-                      f"{m['cpu'] / base['cpu']:10.3f}x {m['add']:10.2f} {m['close']:8.2f} {m['child_cpu']:16.2f}")
+                      f"{m['cpu'] / base['cpu']:10.3f}x {1e3 * m['proc_cpu']:11.3f} {m['add']:10.2f} {m['close']:8.2f} "
+                      f"{m['child_cpu']:16.2f} {1e3 * m['child_steady']:8.2f} {m['evaluated']:9.0f}")
+            print(f"(proc cpu: CPU of every thread of the training process (writer, rules threads) per step; "
+                  f"rules-proc cpu: the rules process's CPU, start-up included; ms/eval: its CPU per evaluated "
+                  f"step from its first step on (steady state); evaluated: of {saved} saved steps)")
             if "rules: process" in med:
                 m = med["rules: process"]
-                print(f"(rules-proc cpu: the rules process's CPU time, start-up included: "
-                      f"{1e3 * m['child_cpu'] / saved:.1f} ms per saved step; from its first step on "
-                      f"(steady state): {1e3 * m['child_steady']:.2f} ms per saved step; {saved} saved steps)")
+                print(f"(rules: process: {1e3 * m['child_cpu'] / saved:.1f} ms of rules-process CPU per saved step "
+                      f"start-up included, {1e3 * m['child_steady']:.2f} ms in steady state)")
     finally:
         for k, v in old.items():
             if v is None:

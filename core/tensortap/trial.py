@@ -248,18 +248,15 @@ class Trial:
     def tensor_names(self, collection: Union[str, Iterable[str], None] = None, regex=None, step=None,
                      mode=None, worker: Optional[str] = None) -> List[str]:
         """Names of saved tensors, filtered by collection(s), regex (any match), and presence at a step."""
-        names = self._names(worker)
-        pat = _compile(regex)
         colls = None
         if collection is not None:
-            colls = {collection} if isinstance(collection, str) else set(collection)
-        out = []
-        for n, cs in names.items():
-            if colls is not None and not (cs & colls):
-                continue
-            if pat is not None and not pat.search(n):
-                continue
-            out.append(n)
+            colls = frozenset([collection] if isinstance(collection, str) else collection)
+        key = ("tnames", colls, regex if regex is None or isinstance(regex, str) else tuple(regex), worker)
+        out = self._struct.get(key)  # the filter by collection and regex: until names change
+        if out is None:
+            pat = _compile(regex)
+            out = self._struct[key] = [n for n, cs in self._names(worker).items()
+                                       if (colls is None or cs & colls) and (pat is None or pat.search(n))]
         if step is not None:
             at = self._names_at(step, mode, worker)
             out = [n for n in out if n in at]

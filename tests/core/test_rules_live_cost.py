@@ -6,6 +6,7 @@ and the rule state the rules process copies back (public attributes only)."""
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -245,3 +246,50 @@ def test_invoke_rule_results_do_not_change_with_prefetching(tmp_path):
         rule = tt.rules.get(name)()
         b = [rule.invoke(trial, s) for s in trial.steps()]  # plain trial: no cache, no prefetch
         assert [(r.step, r.fired, r.message, r.skipped) for r in a] == [(r.step, r.fired, r.message, r.skipped) for r in b]
+
+
+class BurnsCpu(Rule):
+    """Uses `ms` milliseconds of CPU per evaluation (an expensive rule)."""
+
+    name = "burns_cpu"
+
+    def __init__(self, ms: float = 20.0) -> None:
+        super().__init__()
+        self.ms = ms
+
+    def invoke_at_step(self, trial, step):
+        end = time.process_time() + self.ms / 1000.0
+        while time.process_time() < end:
+            pass
+        trial.tensor("loss").value(step)
+        return False
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the rules process needs POSIX")
+def test_cpu_budget_skips_steps_saved_while_it_waits_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("TENSORTAP_LIVE_RULES", "process")
+    monkeypatch.setenv("TENSORTAP_RULES_CPU", "0.05")  # 20 ms of CPU: then ~0.4 s without evaluating
+    run = str(tmp_path / "run")
+    hook, _, _ = mlp_run(run, steps=4, rules=[BurnsCpu(20.0)], close=False)
+    for _ in range(30):  # more steps while the budget keeps the rules process waiting
+        hook.begin_step()
+        hook.save_tensor("loss", np.float32(1.0), collections=["losses"])
+        time.sleep(0.01)
+    hook.close()
+    trial = tt.create_trial(run)
+    done = [r["step"] for r in trial.rule_results()]
+    skipped = [s for e in trial.events() if e.get("event") == "rules_skipped" for s in e["steps"]]
+    assert skipped and "TENSORTAP_RULES_CPU" in next(e["detail"] for e in trial.events() if e.get("event") == "rules_skipped")
+    assert done == sorted(done) and done[-1] == trial.steps()[-1]  # in order; the last saved step evaluated
+    assert sorted(done + skipped) == trial.steps()  # every saved step evaluated or reported skipped
+    assert hook._rules.process_stats["skipped"] == len(skipped)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the rules process needs POSIX")
+def test_a_wrong_cpu_budget_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TENSORTAP_LIVE_RULES", "process")
+    monkeypatch.setenv("TENSORTAP_RULES_CPU", "lots")
+    hook = tt.Hook(str(tmp_path / "run"), include_collections=["losses"])
+    with pytest.raises(tt.ConfigError, match="TENSORTAP_RULES_CPU='lots'.*0 to 1"):
+        hook.add_rule(tt.rules.get("loss_not_decreasing")())
+    hook.close()

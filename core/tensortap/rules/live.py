@@ -224,6 +224,8 @@ class LiveRules:
             except RuleNotPortable as e:
                 warnings.warn(f"tensortap: {e}; evaluating it on a thread in the training process instead",
                               RuntimeWarning, stacklevel=3)
+            except ConfigError:
+                raise
             except Exception as e:  # noqa: BLE001 - no process: every rule runs on the thread
                 self._proc_failed = True
                 if self._proc is not None:

@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..errors import ConfigError
 from .actions import Action
 from .base import Rule, RuleResult
 from .live import apply_results
@@ -58,6 +59,12 @@ class RulesProcess:
     def __init__(self, hook) -> None:
         if os.name != "posix":
             raise RulesProcessError("the rules process needs a POSIX system (pipes passed by descriptor)")
+        from .worker import cpu_share
+
+        try:
+            cpu_share()  # a wrong TENSORTAP_RULES_CPU is the user's to fix, now, not the child's to hide
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         from multiprocessing.connection import Connection
 
         self.hook = hook
@@ -266,6 +273,12 @@ class RulesProcess:
                     items.append((rule, actions, res))
             # the child's record holds every result; made here again if one is not the hook's
             apply_results(self.hook, items, self._trial, msg[4] if len(items) == len(msg[2]) else None)
+        elif kind == "skipped":  # the CPU budget (TENSORTAP_RULES_CPU) skipped these saved steps
+            if self.hook.writer is not None:
+                self.hook.writer.submit_record({
+                    "type": "event", "event": "rules_skipped", "steps": list(msg[1]), "time": time.time(),
+                    "detail": f"live rules skipped {len(msg[1])} saved step(s) to stay within TENSORTAP_RULES_CPU; "
+                              "the newest saved step was evaluated instead"})
         elif kind == "added":
             self._acks.put(msg)
         elif kind == "error":

@@ -10,12 +10,16 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional
 
 #: a rule's state bigger than this (pickled) is not copied back to the training process
 MAX_STATE_BYTES = 1 << 20
 #: environment variable: the rules process's niceness increment (0: none)
 NICE_ENV = "TENSORTAP_RULES_NICE"
+#: environment variable: the share of one CPU the rules process may use on average (e.g. 0.1);
+#: when evaluating costs more, steps saved in between are skipped (unset or 0: every step evaluated)
+CPU_ENV = "TENSORTAP_RULES_CPU"
 #: environment variable (debugging): profile the rules process (CPU time) with cProfile and write the stats
 #: to "<value>.<pid>" when it exits (read them with python -m pstats)
 PROFILE_ENV = "TENSORTAP_RULES_PROFILE"
@@ -60,16 +64,24 @@ def _serve(fd_in: int, fd_out: int) -> None:
     except EOFError:
         return
     _nice()
+    import numpy as np
+
+    # numpy's warnings would only reach this process's stderr; the built-in rules' one-pass
+    # sums overflow on purpose for huge values (an exact test follows), so stay quiet about it
+    np.seterr(over="ignore", invalid="ignore")
     from .live import Evaluator
 
     ev = Evaluator(init[1]["out_dir"], report)
-    w = _Worker(ev, send)
+    w = _Worker(ev, send, cpu_share())
     _warm_up(ev.out_dir)
     send(("ready", os.getpid()))
     while True:
         try:
-            if not conn_in.poll(ev.idle_timeout()):
-                w.send_results(-1, ev.idle())
+            if not conn_in.poll(w.wait_timeout()):
+                if w.pending:  # the CPU budget lets the next evaluation start now
+                    w.evaluate()
+                else:
+                    w.send_results(-1, ev.idle())
                 continue
             msgs = [conn_in.recv()]
             while conn_in.poll(0):
@@ -84,18 +96,54 @@ def _serve(fd_in: int, fd_out: int) -> None:
                 return
             except Exception as e:  # noqa: BLE001 - report, and serve the next message
                 report(f"live rules process could not handle a {msg[0]!r} message", e)
+        try:
+            w.evaluate()
+        except (EOFError, OSError):
+            return
+        except Exception as e:  # noqa: BLE001
+            report("live rules process could not evaluate a step", e)
+
+
+def cpu_share() -> float:
+    """TENSORTAP_RULES_CPU: the share of one CPU the rules process may use on average (0: no
+    limit); ValueError naming the setting if it is not a number in [0, 1]."""
+    text = os.environ.get(CPU_ENV, "").strip()
+    try:
+        share = float(text) if text else 0.0
+    except ValueError:
+        share = -1.0
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"{CPU_ENV}={text!r}: give the share of one CPU the live rules process may use, "
+                         "a number from 0 to 1 (e.g. 0.1; 0 or unset: no limit, every saved step evaluated)")
+    return share if share < 1.0 else 0.0
 
 
 class _Worker:
-    """What the rules process keeps between messages: the evaluator, each rule's state as last
-    sent, and its own CPU accounting (sent with "done": what the benchmark reports)."""
+    """What the rules process keeps between messages: the evaluator, the saved steps not yet
+    evaluated, each rule's state as last sent, the CPU budget, and its own CPU accounting (sent
+    with "done": what the benchmark reports).
 
-    def __init__(self, ev, send) -> None:
-        self.ev, self.send = ev, send
+    With a CPU budget (`share` of one CPU, TENSORTAP_RULES_CPU), an evaluation that took c
+    CPU-seconds is followed by c * (1/share - 1) seconds without one; steps saved meanwhile
+    wait, and when the next evaluation may start, only the newest of them is evaluated: the
+    older ones are skipped (reported to the training process, which records an event)."""
+
+    def __init__(self, ev, send, share: float = 0.0) -> None:
+        self.ev, self.send, self.share = ev, send, share
         self.states: Dict[Any, bytes] = {}
-        self.steps = 0
-        self.per_step: List[float] = []
+        self.pending: List[int] = []
+        self.next_ok = 0.0  # time.monotonic() from which the budget allows the next evaluation
+        self.steps = self.skipped = 0
+        self.per_step: Deque[float] = deque(maxlen=1000)  # CPU seconds of the latest steps' evaluations
         self.cpu_first_step: Optional[float] = None  # CPU seconds used before the first step came
+
+    def wait_timeout(self) -> Optional[float]:
+        """How long to wait for a message: until the budget allows the pending step, or the idle checks."""
+        idle = self.ev.idle_timeout()
+        if not self.pending:
+            return idle
+        left = max(0.0, self.next_ok - time.monotonic())
+        return left if idle is None else min(left, idle)
 
     def handle(self, msg: tuple) -> bool:
         """Act on one message from the training process; True when it says to close."""
@@ -110,18 +158,34 @@ class _Worker:
         elif kind == "steps":
             if self.cpu_first_step is None:
                 self.cpu_first_step = time.process_time()
-            if ev.open():
-                for step in msg[1]:
-                    c0 = time.process_time()
-                    self.send_results(step, ev.at_step(step))
-                    self.per_step.append(time.process_time() - c0)
-                    self.steps += 1
+            self.pending.extend(msg[1])
         elif kind == "close":
+            self.evaluate(final=True)  # the last saved step is always evaluated
             cpu = time.process_time()
             first = cpu if self.cpu_first_step is None else self.cpu_first_step
-            self.send(("done", {"steps": self.steps, "cpu_s": cpu, "cpu_steps_s": cpu - first, "per_step": self.per_step}))
+            self.send(("done", {"steps": self.steps, "skipped": self.skipped, "cpu_s": cpu,
+                                "cpu_steps_s": cpu - first, "per_step": list(self.per_step)}))
             return True
         return False
+
+    def evaluate(self, final: bool = False) -> None:
+        """Evaluate the pending steps, in order; with a budget, the newest one when it allows."""
+        if not self.pending or (self.share and not final and time.monotonic() < self.next_ok):
+            return
+        steps, self.pending = self.pending, []
+        if self.share and len(steps) > 1:
+            self.skipped += len(steps) - 1
+            self.send(("skipped", steps[:-1]))
+            steps = steps[-1:]
+        c_start = time.process_time()
+        if self.ev.open():
+            for step in steps:
+                c0 = time.process_time()
+                self.send_results(step, self.ev.at_step(step))
+                self.per_step.append(time.process_time() - c0)
+                self.steps += 1
+        if self.share:
+            self.next_ok = time.monotonic() + (time.process_time() - c_start) * (1.0 / self.share - 1.0)
 
     def send_results(self, step: int, results: List[Any]) -> None:
         """Send the results with ONE index record holding them all (the training process writes

@@ -170,6 +170,7 @@ class WorkerReader:
         self._tails_noted: set = set()
         self._done: set = set()  # local index segments read to their end (a later one exists)
         self._pool = _BufferPool()
+        self._index_fh: Dict[int, object] = {}  # local: the open index segment last read
         self._lock = threading.RLock()
         self._watch = DirWatch(self.dir) if self.local else None
         self._load_meta()
@@ -223,11 +224,16 @@ class WorkerReader:
                     self._sizes[int(d.group(1))] = int(e.get("size") or 0)
         return dict(sorted(segs.items()))
 
-    def _read_from(self, path: str, start: int, size: Optional[int]) -> bytes:
-        if self.local:
-            with open(path, "rb") as f:
-                f.seek(start)
-                return f.read()
+    def _read_from(self, seg: int, path: str, start: int, size: Optional[int]) -> bytes:
+        if self.local:  # the segment being written stays open: a live reader reads it again and again
+            f = self._index_fh.get(seg)
+            if f is None:
+                for old in self._index_fh.values():
+                    old.close()
+                self._index_fh.clear()
+                f = self._index_fh[seg] = open(path, "rb")
+            f.seek(start)
+            return f.read()
         if size is not None and start >= size:
             return b""  # nothing new (and a ranged GET past the end is an error on S3)
         return self.fs.cat_file(path, start=start, end=size)
@@ -243,7 +249,7 @@ class WorkerReader:
                     continue
                 start = self._offsets.get(seg, 0)
                 try:
-                    buf = self._read_from(join(self.dir, layout.index_file(seg)), start, sizes[seg])
+                    buf = self._read_from(seg, join(self.dir, layout.index_file(seg)), start, sizes[seg])
                 except FileNotFoundError:
                     continue
                 end = 0
@@ -528,6 +534,7 @@ class WorkerReader:
                 out[i] = e
 
     def close(self) -> None:
-        for h in self._handles.values():
+        for h in [*self._handles.values(), *self._index_fh.values()]:
             h.close()
         self._handles.clear()
+        self._index_fh.clear()

@@ -109,9 +109,8 @@ def all_finite(v: np.ndarray) -> bool:
         return True
     if v.dtype in (np.float32, np.float64) and v.size:
         x = v.reshape(-1)
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow: the exact test decides
-            if math.isfinite(float(np.dot(x, x))):
-                return True
+        if math.isfinite(float(np.dot(x, x))):  # overflowing squares: the exact test decides
+            return True
     return bool(np.isfinite(v).all())
 
 
@@ -168,8 +167,7 @@ def mean_abs(x: np.ndarray) -> float:
 def l2(x: np.ndarray) -> float:
     """L2 norm (numpy's: sqrt of a BLAS dot); float32 stays float32, integers go through float64."""
     x = np.asarray(x)
-    with np.errstate(over="ignore", invalid="ignore"):  # inf for values whose squares overflow, as numpy gives
-        return float(np.linalg.norm(x.ravel() if x.dtype.kind in "fc" else x.ravel().astype(np.float64)))
+    return float(np.linalg.norm(x.ravel() if x.dtype.kind in "fc" else x.ravel().astype(np.float64)))
 
 
 def l2_diff(a: np.ndarray, b: np.ndarray) -> float:
