@@ -84,15 +84,21 @@ def make_rule(name: str, run: str):
 
 
 def count_reads():
-    """Count Tensor.value calls (benchmark-only instrumentation)."""
-    orig = tt.Tensor.value
+    """Count stored values read: Tensor.value calls and the values Trial.values_at read together
+    (what invoke_rule prefetches); benchmark-only instrumentation."""
+    orig, orig_many = tt.Tensor.value, tt.Trial.values_at
     counter = {"n": 0}
 
     def value(self, *a, **k):
         counter["n"] += 1
         return orig(self, *a, **k)
 
-    tt.Tensor.value = value
+    def values_at(self, *a, **k):
+        got = orig_many(self, *a, **k)
+        counter["n"] += len(got)
+        return got
+
+    tt.Tensor.value, tt.Trial.values_at = value, values_at
     return counter
 
 
