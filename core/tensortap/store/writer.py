@@ -260,17 +260,17 @@ class StoreWriter:
                 if not burst:
                     burst = [_CLOSE if self._closed else _ROLL]  # closing, or the segment timer ran out
                 self._busy = True
-            done = 0
             for item in burst:
                 if item is _CLOSE or item is _ROLL:
                     self._close_segment()
                 else:
                     self._write_item(item)
-                if isinstance(item, StepBatch):
-                    done += item.nbytes
+                if isinstance(item, StepBatch):  # its room in the queue is free now, not at the burst's end
+                    with self._cv:
+                        self._pending -= item.nbytes
+                        self._cv.notify_all()
             item = None
             with self._cv:
-                self._pending -= done
                 self._busy = False
                 self._cv.notify_all()
             if burst[-1] is _CLOSE:
