@@ -26,6 +26,11 @@ _WIDEN = {torch.bfloat16} | {getattr(torch, n) for n in ("float8_e4m3fn", "float
 _PLAIN_FLOATS = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
 
+def as_is(t: torch.Tensor) -> bool:
+    """Can `t` be copied or reduced as it is (dense float32/float64, no lazy negation)? The fast paths."""
+    return t.dtype in _PLAIN_FLOATS and t.layout == torch.strided and not t.is_neg()
+
+
 def plain(t: torch.Tensor) -> torch.Tensor:
     """A detached, dense, strided tensor with a dtype numpy knows (bfloat16/float8 -> float32)."""
     t = t.detach()
@@ -69,8 +74,8 @@ class CopyPool:
         self._bytes = 0
 
     def to_numpy(self, value: Any) -> np.ndarray:
-        if (not isinstance(value, torch.Tensor) or value.dtype not in _PLAIN_FLOATS or value.layout != torch.strided
-                or value.device.type != "cpu" or value.is_neg() or value.nbytes < self.MIN_BYTES):
+        if (not isinstance(value, torch.Tensor) or not as_is(value) or value.device.type != "cpu"
+                or value.nbytes < self.MIN_BYTES):
             return to_numpy(value)
         src = value.detach().numpy()
         key = (src.shape, src.dtype)
@@ -168,9 +173,8 @@ def _pass_tensors(f: torch.Tensor, needed) -> Dict[str, torch.Tensor]:
 def work(tensor: torch.Tensor) -> Tuple[torch.Tensor, bool, np.dtype]:
     """(flat work tensor, is floating point, histogram edge dtype) of `tensor`: what
     `reduce_work` takes. The flat tensor may share memory with `tensor`."""
-    edge = _PLAIN_FLOATS.get(tensor.dtype)
-    if edge is not None and tensor.layout == torch.strided and not tensor.is_neg():  # the usual case, fast
-        return tensor.detach().reshape(-1), True, edge
+    if as_is(tensor):  # the usual case, fast
+        return tensor.detach().reshape(-1), True, _PLAIN_FLOATS[tensor.dtype]
     t = plain(tensor)
     return _work_tensor(t), t.is_floating_point(), _bin_dtype(t)
 

@@ -16,7 +16,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
-from .convert import _PLAIN_FLOATS, reduce_work, snapshot
+from .convert import _PLAIN_FLOATS, as_is, reduce_work, snapshot
 
 
 #: recycled snapshot buffers kept per (numel, dtype, device): steps in flight: the one being reduced, the one being snapshotted
@@ -129,7 +129,7 @@ class Reducer:
         snaps: list = [None] * len(tensors)
         groups: dict = {}
         for i, t in enumerate(tensors):
-            if t.dtype in _PLAIN_FLOATS and t.layout == torch.strided and not t.is_neg():
+            if as_is(t):
                 groups.setdefault((t.dtype, t.device), []).append(i)
             else:
                 snaps[i] = snapshot(t, buffer)
