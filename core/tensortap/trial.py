@@ -117,7 +117,7 @@ class Trial:
                 self._workers[w] = WorkerReader(self.fs, self.root, w)
         new = sum(r.refresh() for r in self._workers.values())
         versions = tuple((w, r.version) for w, r in self._workers.items())
-        if versions != self._versions:  # nothing new: keep what was derived from the index
+        if versions != self._versions:  # something new (else keep what was derived from the index)
             self._versions = versions
             self._cache.clear()
             names_versions = tuple((w, r.names_version) for w, r in self._workers.items())
