@@ -9,7 +9,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import tensortap as tt  # noqa: E402
-from tensortap.reductions import reduce_numpy  # noqa: E402
+from tensortap.reductions import REDUCTIONS, canonical, reduce_numpy, unpack  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -243,3 +243,53 @@ def test_reductions_are_accurate_where_naive_formulas_cancel(values):
     got, want = reduce_torch(values, names, 8), reduce_numpy(values.numpy(), names, 8)
     for r in names:
         np.testing.assert_allclose(got[r], want[r], rtol=1e-6, atol=1e-12, err_msg=r)
+
+
+@pytest.mark.parametrize("value", [2.5, -0.0, float("nan"), float("-inf"), 7, True])
+def test_one_value_tensors_reduce_like_numpy(value):
+    """A loss is one value: reduced in Python arithmetic, it must still be what numpy computes,
+    alone and beside big and small tensors in one batch (every reduction, NaN/inf included)."""
+    from tensortap_torch.convert import reduce_work, work
+
+    names = tuple(canonical(list(REDUCTIONS)))
+    one = torch.tensor(value)
+    others = [torch.randn(70_000, generator=torch.Generator().manual_seed(8)), torch.randn(5), one.reshape(1, 1)]
+    for batch in ([one], [others[0], one, others[1], others[2]]):
+        got = reduce_work([work(t) for t in batch], names, 4)
+        for t, vec in zip(batch, got):
+            want = reduce_numpy(t.numpy(), names, 4)
+            for r in names:
+                v = unpack(vec, names, r)
+                v = np.concatenate(v) if r == "histogram" else v
+                np.testing.assert_allclose(v, want[r], rtol=2e-6, atol=1e-12, equal_nan=True, err_msg=r)
+
+
+def test_sum_of_squares_scratch_buffer_serves_every_size_and_thread():
+    """The CPU squares go through one reused buffer per thread: a smaller tensor after a bigger one,
+    a float64 after a float32, and two threads at once all get their own values' sums."""
+    import threading
+
+    from tensortap_torch.convert import reduce_torch
+
+    g = torch.Generator().manual_seed(9)
+    tensors = [torch.randn(300_000, generator=g), torch.randn(100_000, generator=g) * 3,
+               torch.randn(120_000, generator=g, dtype=torch.float64), torch.randn(200_000, generator=g)]
+    want = [float(np.sqrt((t.double().numpy() ** 2).sum())) for t in tensors]
+    errors = []
+
+    def run(order):
+        try:
+            for _ in range(20):
+                for i in order:
+                    got = float(reduce_torch(tensors[i], ["l2"])["l2"])
+                    if abs(got - want[i]) > 1e-6 * want[i]:
+                        errors.append((i, got, want[i]))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(o,)) for o in ([0, 1, 2, 3], [3, 2, 1, 0])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
