@@ -12,7 +12,8 @@ for tensortap, for smdebug 1.0.34 (in its own venv, built by tools/smdebug-venv.
 when that venv does not exist), for hand-written `torch.utils.tensorboard` code doing the same
 (`add_histogram` per tensor; `add_scalar` of the same five reductions for red1), and for the
 floor, "bare torch": the same tensors copied to numpy / the same five reductions computed with
-plain torch ops in the loop, nothing stored: what any tool pays before it writes a byte; and
+the fewest plain torch passes (aminmax, sum, sum of squares; one host transfer per step) in the
+loop, nothing stored: what any tool pays before it writes a byte; and
 "np.save by hand": the same, written with np.save to one file per saved step on the training thread.
 
 Method: configurations are interleaved run by run, in a shuffled order each round (so load from
@@ -184,9 +185,19 @@ class Setup:
                 if step % every == 0:
                     keep(step, [p.detach().numpy().copy() for p in params] + [p.grad.numpy().copy() for p in params])
         elif config == "red1":
-            def after(step):
-                keep(step, [np.array(torch.stack([t.min(), t.max(), t.mean(), t.std(correction=0), t.norm()]).tolist())
-                            for p in params for t in (p.detach(), p.grad)])
+            def after(step):  # the fewest plain torch passes: min/max together, sum, sum of squares
+                parts = []
+                for p in params:
+                    for t in (p.detach(), p.grad):
+                        parts += [*torch.aminmax(t), t.sum(), (t * t).sum()]
+                vals = torch.stack(parts).tolist()  # one transfer for the step
+                out = []
+                for i in range(0, len(vals), 4):
+                    lo, hi, s, q = vals[i:i + 4]
+                    n = params[i // 8].numel()
+                    mean = s / n
+                    out.append(np.array([lo, hi, mean, max(q / n - mean * mean, 0.0) ** 0.5, q ** 0.5]))
+                keep(step, out)
         else:  # og10: every layer's output (and parameter gradients) copied to numpy on saved steps
             def on_output(_m, _a, out):
                 if self.step % every == 0 and isinstance(out, torch.Tensor):
