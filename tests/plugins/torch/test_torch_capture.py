@@ -264,12 +264,16 @@ def test_one_value_tensors_reduce_like_numpy(value):
                 np.testing.assert_allclose(v, want[r], rtol=2e-6, atol=1e-12, equal_nan=True, err_msg=r)
 
 
-def test_sum_of_squares_scratch_buffer_serves_every_size_and_thread():
-    """The CPU squares go through one reused buffer per thread: a smaller tensor after a bigger one,
-    a float64 after a float32, and two threads at once all get their own values' sums."""
+def test_sum_of_squares_scratch_buffer_serves_every_size_and_thread(monkeypatch):
+    """The CPU squares go through one reused buffer per thread (at most SQUARES_CHUNK values; bigger
+    tensors chunk by chunk): a smaller tensor after a bigger one, a float64 after a float32, a
+    tensor of several chunks, and two threads at once all get their own values' sums."""
     import threading
 
+    from tensortap_torch import convert
     from tensortap_torch.convert import reduce_torch
+
+    monkeypatch.setattr(convert, "SQUARES_CHUNK", 150_000)  # the 300k and 200k tensors take 2 chunks
 
     g = torch.Generator().manual_seed(9)
     tensors = [torch.randn(300_000, generator=g), torch.randn(100_000, generator=g) * 3,
@@ -284,6 +288,8 @@ def test_sum_of_squares_scratch_buffer_serves_every_size_and_thread():
                     got = float(reduce_torch(tensors[i], ["l2"])["l2"])
                     if abs(got - want[i]) > 1e-6 * want[i]:
                         errors.append((i, got, want[i]))
+            if convert._scratch.buf.numel() > 150_000:  # this thread's buffer stayed within one chunk
+                errors.append(("buffer", convert._scratch.buf.numel()))
         except Exception as e:  # noqa: BLE001
             errors.append(e)
 
