@@ -179,8 +179,8 @@ SQUARES_CHUNK = 1 << 20
 
 
 def _sum_squares(f: torch.Tensor) -> torch.Tensor:
-    """sum(f * f) as a 0-dim tensor in f's dtype (float32: cascade sums per chunk, the chunks added
-    in float64). On the CPU the squares go into a reused per-thread buffer: a fresh temporary of a
+    """sum(f * f) as a 0-dim tensor: cascade sums in f's dtype (past SQUARES_CHUNK values one per
+    chunk, the chunks added in float64). On the CPU the squares go into a reused per-thread buffer: a fresh temporary of a
     big tensor costs page faults on every call (measured in an MLP's loop: 195 us against 120 us
     for 200k values)."""
     if f.device.type != "cpu":
