@@ -46,6 +46,7 @@ demo: venv-all
 bench: venv-all
 	tools/smdebug-venv.sh $(VENV_ROOT)/smdebug || echo "smdebug venv unavailable: its columns will say skipped"
 	$(PY_ALL) benchmarks/overhead_torch.py --runs 5   # MLP and ResNet, 4 configs x 3 tools (~30 min: smdebug is slow)
+	$(PY_ALL) benchmarks/unsaved_step_torch.py        # a hook on steps it does not save, against an A/A control (~1 min)
 	$(PY_ALL) benchmarks/overhead_tensorflow.py
 	$(PY_ALL) benchmarks/overhead_mxnet.py
 	$(PY_ALL) benchmarks/store_throughput.py
