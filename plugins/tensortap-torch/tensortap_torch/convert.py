@@ -54,7 +54,9 @@ def to_numpy(value: Any) -> np.ndarray:
         return np.array(value, copy=True)
     t = plain(value)
     if t.device.type != "cpu":
-        return np.ascontiguousarray(t.cpu().numpy())  # .cpu() already made a fresh host copy
+        a = t.cpu().numpy()  # .cpu() already made a fresh host copy
+        # (not np.ascontiguousarray unconditionally: it turns a 0-dim loss into shape (1,))
+        return a if a.flags.c_contiguous else np.ascontiguousarray(a)
     return np.array(t.numpy(), copy=True, order="C")  # CPU .numpy() shares memory: copy
 
 
