@@ -254,35 +254,143 @@ def reduce_work(items: Sequence[Tuple[torch.Tensor, bool, np.dtype]], names: Tup
     histograms), then float64 scalar arithmetic in Python. Agrees with reduce_numpy."""
     heavy = dict.fromkeys(p for r in names for p in _HEAVY.get(r, ()))
     vals: List[Any] = [None] * len(items)
+    host_paths = not CPU_AS_ACCELERATOR
     for i, (f, _, _) in enumerate(items):
-        if f.numel() == 1 and f.device.type == "cpu":
+        if f.numel() == 1 and f.device.type == "cpu" and host_paths:
             vals[i] = _scalar_passes(float(f.item()), heavy)
-    small = [i for i, (f, _, _) in enumerate(items) if vals[i] is None
+    small = [i for i, (f, _, _) in enumerate(items) if vals[i] is None and host_paths
              and 0 < f.numel() <= SMALL_NUMEL and f.dtype in _PLAIN_FLOATS and f.device.type == "cpu"]
     if len(small) > 1:  # (for one, the torch path costs the same)
         for i, v in zip(small, _small_passes([items[i][0] for i in small], heavy)):
             vals[i] = v
-    parts: Dict[torch.device, List[torch.Tensor]] = {}
-    where = []
+    scalars: Dict[torch.device, List[torch.Tensor]] = {}  # 0-dim pass results, per device
+    blocks: Dict[torch.device, List[torch.Tensor]] = {}  # (passes x tensors) results of segmented passes
+    where = []  # (item, device, its block or -1, offset, keys, stride)
+    grouped = set()
+    centred = "std" in names or "variance" in names
+    for group in _segment_groups(items, vals):
+        grouped.update(group)
+        rows, keys = _segment_passes([items[i][0] for i in group], heavy, centred)
+        lst = blocks.setdefault(rows.device, [])
+        where.extend((i, rows.device, len(lst), j, keys, len(group)) for j, i in enumerate(group))
+        lst.append(rows)
     for i, (f, is_float, _) in enumerate(items):
-        if vals[i] is not None:
+        if vals[i] is not None or i in grouped:
             continue
         n = f.numel()
         needed = [p for p in heavy if (n or p in ("nan", "inf", "nonzero")) and (is_float or p not in ("nan", "inf"))]
         got = _pass_tensors(f, needed)
-        lst = parts.setdefault(f.device, [])
-        where.append((i, f.device, len(lst), tuple(got)))
+        lst = scalars.setdefault(f.device, [])
+        where.append((i, f.device, -1, len(lst), tuple(got), 1))
         lst.extend(got.values())
-    # one transfer per accelerator (stack promotes float32 min/max, int64 counts and the sums
-    # exactly to float64); CPU scalars are read directly (a stack costs more than the reads)
-    host = {dev: ([float(t.item()) for t in lst] if dev.type == "cpu" else torch.stack(lst).double().tolist())
-            if lst else [] for dev, lst in parts.items()}
-    for i, dev, start, keys in where:
-        vals[i] = dict(zip(keys, host[dev][start:start + len(keys)]))
+    host = {dev: _to_host(scalars.get(dev, []), blocks.get(dev, [])) for dev in scalars.keys() | blocks.keys()}
+    for i, dev, b, off, keys, stride in where:
+        sc, bl = host[dev]
+        if b < 0:
+            vals[i] = dict(zip(keys, sc[off:off + len(keys)]))
+        else:  # pass-major rows: item `off`'s value of the r-th key at r * stride + off
+            vals[i] = {k: bl[b][r * stride + off] for r, k in enumerate(keys)}
     hists: Dict[int, object] = {}
     if "histogram" in names:
         hists = _histograms(items, vals, bins)
     return [_finish(f, v, names, hists.get(i)) for i, ((f, _, _), v) in enumerate(zip(items, vals))]
+
+
+def _to_host(scalars: List[torch.Tensor], blocks: List[torch.Tensor]) -> Tuple[List[float], List[List[float]]]:
+    """Python floats of one device's pass results: one transfer for an accelerator (a cat to
+    float64 is exact for float32 min/max, int64 counts and the sums); CPU scalars read directly
+    (a stack costs more than the reads)."""
+    if not blocks and (not scalars or scalars[0].device.type == "cpu"):
+        return [float(t.item()) for t in scalars], []
+    parts = ([torch.stack(scalars).double()] if scalars else []) + [b.reshape(-1) for b in blocks]
+    flat = torch.cat(parts).tolist() if len(parts) > 1 else parts[0].tolist()
+    k = len(scalars)
+    out = []
+    for b in blocks:
+        out.append(flat[k:k + b.numel()])
+        k += b.numel()
+    return flat[:len(scalars)], out
+
+
+#: accelerator float tensors of one device and dtype are reduced together (`_segment_passes`)
+#: when there are at least this many of them
+SEGMENT_MIN = 3
+#: and at most this many values in one segmented pass (its float64 temporaries: 128 MB each);
+#: bigger tensors take the per-tensor passes
+SEGMENT_MAX_VALUES = 1 << 24
+#: reduce CPU tensors the way accelerator tensors are (segmented passes, no numpy or Python-float
+#: shortcuts): off, since on a CPU those are faster; tests turn it on to check that path without a GPU
+CPU_AS_ACCELERATOR = False
+_lengths_cache: Dict[tuple, torch.Tensor] = {}
+_HAS_SEGMENT_REDUCE = hasattr(torch, "segment_reduce")
+
+
+def _segment_groups(items, vals) -> List[List[int]]:
+    """Indices of the items `_segment_passes` takes: non-empty float32/float64 tensors on an
+    accelerator not reduced yet, grouped by device and dtype (dtypes mixed would widen each
+    other), split where a group would pass SEGMENT_MAX_VALUES; groups of SEGMENT_MIN or more."""
+    if not _HAS_SEGMENT_REDUCE:
+        return []
+    groups: Dict[tuple, List[List[int]]] = {}
+    filled: Dict[tuple, int] = {}
+    for i, (f, _, _) in enumerate(items):
+        n = f.numel()
+        if (vals[i] is None and (CPU_AS_ACCELERATOR or f.device.type != "cpu") and f.dtype in _PLAIN_FLOATS
+                and 0 < n <= SEGMENT_MAX_VALUES):
+            key = (f.device, f.dtype)
+            lst = groups.setdefault(key, [[]])
+            if filled.get(key, 0) + n > SEGMENT_MAX_VALUES:
+                lst.append([])
+                filled[key] = 0
+            lst[-1].append(i)
+            filled[key] = filled.get(key, 0) + n
+    return [g for lst in groups.values() for g in lst if len(g) >= SEGMENT_MIN]
+
+
+def _segment_passes(flats: List[torch.Tensor], heavy, centred: bool) -> Tuple[torch.Tensor, Tuple[str, ...]]:
+    """`_pass_tensors` of many non-empty float tensors of one device and dtype at once: one
+    float64 concatenation, then one segmented reduction per pass over all of them (a (passes x
+    tensors) float64 tensor and its row keys). On a GPU that is a few kernels in all instead of a
+    few per tensor: at ~124 tensors a step (a ResNet's weights and gradients) the launches alone
+    cost more than the step. Sums are float64 (float32 products are exact in it); with `centred`
+    also the sum of squared deviations from each tensor's mean ("csumsq", a two-pass variance:
+    no cancellation to correct later, e.g. for BatchNorm weights at 1.0)."""
+    x = (torch.cat(flats) if len(flats) > 1 else flats[0]).double()
+    sizes = tuple(f.numel() for f in flats)
+    key = (sizes, x.device)
+    lengths = _lengths_cache.get(key)
+    if lengths is None:
+        if len(_lengths_cache) > 256:
+            _lengths_cache.clear()
+        lengths = _lengths_cache[key] = torch.tensor(sizes, dtype=torch.int64).to(x.device)
+
+    def seg(data: torch.Tensor, how: str) -> torch.Tensor:
+        return torch.segment_reduce(data, how, lengths=lengths, unsafe=True)  # unsafe: no checking sync
+
+    rows: Dict[str, torch.Tensor] = {}
+    a = x.abs() if ("l1" in heavy or "absminmax" in heavy) else None
+    for p in heavy:
+        if p == "minmax":
+            rows["min"], rows["max"] = seg(x, "min"), seg(x, "max")
+        elif p == "absminmax":
+            rows["abs_min"], rows["abs_max"] = seg(a, "min"), seg(a, "max")
+        elif p == "sums":
+            rows["sum"] = seg(x, "sum")
+        elif p == "sumsq":
+            rows["sumsq"] = seg(x * x, "sum")
+        elif p == "l1":
+            rows["l1"] = seg(a, "sum")
+        elif p in ("nan", "inf", "nonzero"):
+            flag = torch.isnan(x) if p == "nan" else torch.isinf(x) if p == "inf" else x != 0
+            rows[p] = seg(flag.double(), "sum")
+    if centred:
+        total = rows["sum"] if "sum" in rows else seg(x, "sum")
+        mean = total / lengths
+        c = x - torch.repeat_interleave(mean, lengths, output_size=x.numel())  # output_size: no sync
+        rows["csumsq"] = seg(c * c, "sum")
+    if not rows:
+        return x.new_zeros((0, len(flats))), ()
+    return torch.stack(list(rows.values())), tuple(rows)
 
 
 #: CPU float tensors up to this many values are reduced together (`_small_passes`)
@@ -348,6 +456,8 @@ def _finish(f: torch.Tensor, v: Dict[str, float], names: Tuple[str, ...], hist) 
     var = None
     if n == 1 and ("std" in names or "variance" in names):
         var = 0.0 * v["sum"]  # one value: no spread, nothing to centre (NaN for a NaN or inf, as numpy)
+    elif n and "csumsq" in v:  # a two-pass variance (`_segment_passes`): exact, nothing to correct
+        var = v["csumsq"] / n
     elif n and ("std" in names or "variance" in names):
         mean = v["sum"] / n
         var = v["sumsq"] / n - mean * mean

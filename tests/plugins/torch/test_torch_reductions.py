@@ -17,13 +17,17 @@ torch.set_num_threads(1)
 ALL = list(REDUCTIONS)
 
 
-@pytest.fixture(params=[None, True], ids=["cpu-default", "off-thread"])
+@pytest.fixture(params=[None, True, "segmented"], ids=["cpu-default", "off-thread", "segmented"])
 def where(request, monkeypatch):
-    """Both reduction paths: CPU tensors reduce on the training thread by default; the snapshot +
-    background-thread path (the default for accelerator tensors) is forced on the CPU here."""
+    """Every reduction path: CPU tensors reduce on the training thread by default; the snapshot +
+    background-thread path (the default for accelerator tensors) is forced on the CPU here, once
+    with the per-tensor passes and once with the segmented passes an accelerator uses for many
+    tensors (`convert._segment_passes`)."""
+    from tensortap_torch import convert
     from tensortap_torch.adapter import TorchAdapter
 
-    monkeypatch.setattr(TorchAdapter, "reduce_off_thread", request.param)
+    monkeypatch.setattr(TorchAdapter, "reduce_off_thread", None if request.param is None else True)
+    monkeypatch.setattr(convert, "CPU_AS_ACCELERATOR", request.param == "segmented")
     return request.param
 
 
@@ -110,6 +114,41 @@ def test_raw_values_and_reductions_together(run_dir, where):
     t = tt.create_trial(run_dir).tensor("gradients/0.weight")
     assert np.array_equal(t.value(2), seen[2]["gradients/0.weight"].numpy())
     assert t.reduction_value(2, "l2") == pytest.approx(float(seen[2]["gradients/0.weight"].double().norm()), rel=1e-6)
+
+
+@pytest.mark.parametrize("how", ["per-tensor", "segmented", "segmented-split"])
+def test_a_mixed_batch_reduces_like_numpy_item_by_item(how, monkeypatch):
+    """reduce_work over one batch mixing what a step can hold (float32 of many sizes, NaN and inf,
+    float64, an integer tensor, an empty one, a one-value loss, a bfloat16): every reduction of
+    every item equals reduce_numpy's, whichever way the batch is split into passes (the
+    accelerator's segmented passes forced on the CPU; "split": groups capped at 60 values, so
+    the bigger tensors go alone and the rest form several groups)."""
+    from tensortap.reductions import canonical, pack
+    from tensortap_torch import convert
+
+    monkeypatch.setattr(convert, "CPU_AS_ACCELERATOR", how != "per-tensor")
+    if how == "segmented-split":
+        monkeypatch.setattr(convert, "SEGMENT_MAX_VALUES", 60)
+    g = torch.Generator().manual_seed(3)
+    nan_inf = torch.randn(50, generator=g)
+    nan_inf[7], nan_inf[20] = float("nan"), float("inf")
+    only_inf = torch.randn(9, generator=g)
+    only_inf[0] = float("-inf")
+    tensors = [torch.randn(300, 40, generator=g), torch.randn(17, generator=g) + 5.0, nan_inf,
+               torch.randn(80_000, generator=g, dtype=torch.float64), torch.randint(-3, 4, (30,), generator=g),
+               torch.zeros(0), torch.tensor(2.5), only_inf, torch.randn(5, 4, generator=g).to(torch.bfloat16),
+               torch.randn(1000, generator=g).abs(), torch.randn(3, generator=g, dtype=torch.float64),
+               torch.randn(2, 2, generator=g, dtype=torch.float64), torch.full((6,), 1.0), torch.randn(11, generator=g),
+               torch.randn(40, generator=g, dtype=torch.float64)]
+    names = canonical(ALL)
+    items = [convert.work(t) for t in tensors]
+    if how == "segmented-split":
+        groups = convert._segment_groups(items, [None] * len(items))
+        assert len(groups) >= 2 and all(sum(items[i][0].numel() for i in g) <= 60 for g in groups), groups
+    got = convert.reduce_work(items, names, 16)
+    for t, vec in zip(tensors, got):
+        want = pack(reduce_numpy(convert.to_numpy(t), names, 16), names)
+        np.testing.assert_allclose(vec, want, rtol=2e-6, atol=1e-9, equal_nan=True, err_msg=f"{t.dtype} {tuple(t.shape)}")
 
 
 def test_reducer_runs_jobs_inline_once_closed():
