@@ -28,6 +28,7 @@ subprocess, with their own hook-off baseline measured in that process.
 
     python benchmarks/overhead_torch.py            # both models, ~10 minutes on a quiet 2-core box
     python benchmarks/overhead_torch.py --quick    # MLP only + ResNet's wg10/red1, ~3 minutes
+    python benchmarks/overhead_torch.py --device cuda --no-bare   # on a GPU (smdebug skipped)
 """
 from __future__ import annotations
 
@@ -95,13 +96,25 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-def make(model_name: str):
+def make(model_name: str, device: str = "cpu"):
     torch.manual_seed(0)
     if model_name == "resnet":
         model, x = ResNet(), torch.randn(64, 3, 32, 32)
     else:
         model, x = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10)), torch.randn(64, 784)
-    return model, x, torch.randint(0, 10, (64,))
+    return model.to(device), x.to(device), torch.randint(0, 10, (64,)).to(device)
+
+
+def host(t: torch.Tensor) -> np.ndarray:
+    """A numpy copy of `t` (what the floor and np.save by hand take off the model)."""
+    t = t.detach()
+    return t.numpy().copy() if t.device.type == "cpu" else t.cpu().numpy()
+
+
+def sync(device: str) -> None:
+    """Wait for the device's queued work (a step's time on a GPU is when its kernels end)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
 
 
 def _interval(config: str) -> int:
@@ -110,8 +123,9 @@ def _interval(config: str) -> int:
 
 # ---- one configuration = a model, a train step and a flush -------------------------------------
 class Setup:
-    def __init__(self, model_name: str, config: str, kind: str) -> None:
-        self.model, self.x, self.y = make(model_name)
+    def __init__(self, model_name: str, config: str, kind: str, device: str = "cpu") -> None:
+        self.device = device
+        self.model, self.x, self.y = make(model_name, device)
         self.loss_fn = nn.CrossEntropyLoss()
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
         self.dir = tempfile.mkdtemp(prefix=f"ttbench-{kind}-{config}-")
@@ -131,6 +145,7 @@ class Setup:
         writer threads count) go to self.cpu: on a machine shared with other jobs that one is the
         steadier measure of the work a tool adds; CPU seconds of the training thread alone (what
         the training loop itself waits for) go to self.thread."""
+        sync(self.device)
         c0 = time.process_time()
         h0 = time.thread_time()
         t0 = time.perf_counter()
@@ -143,6 +158,7 @@ class Setup:
             self.opt.step()
             self.step += 1
         self.flush()
+        sync(self.device)
         wall = (time.perf_counter() - t0) / steps
         self.cpu.append((time.process_time() - c0) / steps)
         self.thread.append((time.thread_time() - h0) / steps)
@@ -183,7 +199,7 @@ class Setup:
         if config in ("wg10", "wg1"):
             def after(step):
                 if step % every == 0:
-                    keep(step, [p.detach().numpy().copy() for p in params] + [p.grad.numpy().copy() for p in params])
+                    keep(step, [host(p) for p in params] + [host(p.grad) for p in params])
         elif config == "red1":
             def after(step):  # the fewest plain torch passes: min/max together, sum, sum of squares
                 parts = []
@@ -201,9 +217,9 @@ class Setup:
         else:  # og10: every layer's output (and parameter gradients) copied to numpy on saved steps
             def on_output(_m, _a, out):
                 if self.step % every == 0 and isinstance(out, torch.Tensor):
-                    outs.append(out.detach().numpy().copy())
+                    outs.append(host(out))
                     if out.requires_grad:
-                        out.register_hook(lambda g: outs.append(g.numpy().copy()))
+                        out.register_hook(lambda g: outs.append(host(g)))
 
             for name, m in self.model.named_modules():
                 if name:
@@ -211,7 +227,7 @@ class Setup:
 
             def after(step):
                 if step % every == 0:
-                    keep(step, outs + [p.grad.numpy().copy() for p in params])
+                    keep(step, outs + [host(p.grad) for p in params])
                     outs.clear()
         self.after = after
 
@@ -285,10 +301,11 @@ class Setup:
 
 
 # ---- measuring ---------------------------------------------------------------------------------
-def measure(model_name: str, kind: str, configs, runs: int, steps: int, warmup: int = 2) -> Dict[str, List[float]]:
+def measure(model_name: str, kind: str, configs, runs: int, steps: int, warmup: int = 2,
+            device: str = "cpu") -> Dict[str, List[float]]:
     """Per configuration, `runs` seconds per step (configurations interleaved run by run), and
     under "bytes/<config>" the bytes that configuration wrote."""
-    setups = {c: Setup(model_name, c, kind if c != "off" else "off") for c in ("off",) + tuple(configs)}
+    setups = {c: Setup(model_name, c, kind if c != "off" else "off", device) for c in ("off",) + tuple(configs)}
     times: Dict[str, List[float]] = {c: [] for c in setups}
     try:
         for s in setups.values():
@@ -382,6 +399,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-tensorboard", action="store_true")
     ap.add_argument("--no-bare", action="store_true",
                     help="skip the floor (plain torch copies/reductions, nothing stored) and np.save by hand")
+    ap.add_argument("--device", default="cpu", help="where the models train: cpu (default) or cuda (smdebug skipped)")
     ap.add_argument("--json", help="also write the rows to this file")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -391,9 +409,16 @@ def main(argv=None) -> int:
     if args.worker:  # inside the smdebug venv: print one JSON line
         print(json.dumps(measure(args.models, args.worker, configs, args.runs, args.steps)))
         return 0
+    if args.device != "cpu" and not torch.device(args.device).type == "cuda":
+        ap.error(f"--device must be cpu or cuda[:N], got {args.device!r}")
+    if args.device != "cpu" and not torch.cuda.is_available():
+        ap.error("--device cuda: torch sees no CUDA device here (torch.cuda.is_available() is False); use --device cpu")
     if args.runs < 5:
         ap.error("--runs must be >= 5 (medians of at least 5 runs)")
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.device != "cpu":
+        print(f"device {args.device}: {torch.cuda.get_device_name(args.device)}; smdebug skipped (its venv is CPU-only)")
+        args.no_smdebug = True
     print(f"torch {torch.__version__}, 1 thread, {os.cpu_count()} CPUs; smdebug venv: "
           f"{'found' if smdebug_python() else 'missing (tools/smdebug-venv.sh builds it)'}")
     rows = []
@@ -405,12 +430,12 @@ def main(argv=None) -> int:
         steps = args.steps or (10 if model_name == "resnet" else 30)
         n_params = sum(p.numel() for p in make(model_name)[0].parameters())
         print(f"\n== {model_name}: {n_params:,} parameters, batch 64, {args.runs} runs x {steps} steps", flush=True)
-        results: Dict[str, Optional[Dict[str, List[float]]]] = {"tensortap": measure(model_name, "tensortap", cfgs, args.runs, steps)}
+        results: Dict[str, Optional[Dict[str, List[float]]]] = {"tensortap": measure(model_name, "tensortap", cfgs, args.runs, steps, device=args.device)}
         if not args.no_bare:
-            results["bare torch (floor)"] = measure(model_name, "bare", cfgs, args.runs, steps)
-            results["np.save by hand"] = measure(model_name, "npsave", cfgs, args.runs, steps)
+            results["bare torch (floor)"] = measure(model_name, "bare", cfgs, args.runs, steps, device=args.device)
+            results["np.save by hand"] = measure(model_name, "npsave", cfgs, args.runs, steps, device=args.device)
         if not args.no_tensorboard:
-            results["tensorboard"] = measure(model_name, "tensorboard", cfgs, args.runs, steps)
+            results["tensorboard"] = measure(model_name, "tensorboard", cfgs, args.runs, steps, device=args.device)
         if not args.no_smdebug:
             results["smdebug 1.0.34"] = measure_smdebug(model_name, cfgs, args.runs, steps)
         rows += report(model_name, results, cfgs)
