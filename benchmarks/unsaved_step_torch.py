@@ -1,11 +1,12 @@
 """What a registered hook costs on steps it does not save (PyTorch, CPU, 1 thread).
 
     python benchmarks/unsaved_step_torch.py [--model mlp|tiny] [--rounds 24] [--steps 200]
-        [--collections weights,biases,gradients,losses]
+        [--collections weights,biases,gradients,losses] [--loss record|register]
 
 Three identical models live in one process: two without tensortap and one with a Hook whose
 SaveConfig saves step 0 only. Each round trains each of them --steps steps (forward, loss,
-hook.record_loss on the hooked one, backward, SGD step) in a shuffled order. Per round: the hooked
+hook.record_loss on the hooked one, or with --loss register a loss module given to
+hook.register_loss, backward, SGD step) in a shuffled order. Per round: the hooked
 twin's time over the first plain twin's (the cost) and the second plain twin's over the first
 (the A/A control: what two identical models differ by on this machine with no hook at all).
 Prints the medians and quartiles over rounds and the added microseconds per step. Separate
@@ -48,6 +49,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=24)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--collections", default="weights,biases,gradients,losses")
+    ap.add_argument("--loss", choices=["record", "register"], default="record",
+                    help="hook.record_loss(loss) each step, or hook.register_loss(loss module) once")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     build = make(args.model)
@@ -59,12 +62,16 @@ def main(argv=None) -> int:
     twins = {"plain": build(), "plain, again": build(), "hooked": build()}
     hook.register(twins["hooked"])
     opts = {k: torch.optim.SGD(m.parameters(), lr=0.01) for k, m in twins.items()}
+    loss_fns = {k: nn.CrossEntropyLoss() for k in twins}
+    if args.loss == "register":
+        hook.register_loss(loss_fns["hooked"])
 
     def train(name: str, steps: int) -> float:
-        m, opt, h = twins[name], opts[name], hook if name == "hooked" else None
+        m, opt, loss_fn = twins[name], opts[name], loss_fns[name]
+        h = hook if name == "hooked" and args.loss == "record" else None
         t0 = time.perf_counter()
         for _ in range(steps):
-            loss = nn.functional.cross_entropy(m(x), y)
+            loss = loss_fn(m(x), y)
             if h is not None:
                 h.record_loss(loss)
             opt.zero_grad()
@@ -88,7 +95,7 @@ def main(argv=None) -> int:
     saved = tt.create_trial(out).steps()
     assert saved == [0], f"the hook saved steps {saved}; only step 0 was to be saved"
     print(f"{args.model}: {args.rounds} rounds x {args.steps} steps, plain step {statistics.median(base):.3f} ms, "
-          f"collections {args.collections}")
+          f"collections {args.collections}, loss by {args.loss}")
     print(f"  hooked / plain        {quartiles(cost)}")
     print(f"  plain again / plain   {quartiles(control)}   (A/A control: no hook at all)")
     print(f"  the hook adds {statistics.median(added):.1f} us per unsaved step beyond the control")

@@ -3,12 +3,15 @@
 - step boundary: a forward pre-hook on the (unwrapped) top-level module calls
   `hook.begin_step(TRAIN if model.training else EVAL)`, then captures weights/biases;
 - parameter gradients: `register_post_accumulate_grad_hook` on each parameter (fires once
-  `.grad` holds this backward's result, before any optimizer step);
+  `.grad` holds this backward's result, before any optimizer step), registered at the boundary
+  of a step that wants gradients and kept while the following steps want them too;
 - layer inputs/outputs: forward hooks registered at the boundary of a saved step that wants
   them and removed at the next boundary; gradients of selected outputs: tensor hooks;
-- losses: a forward hook on the loss module (`hook.register_loss`);
+- losses: a forward hook on the loss module (`hook.register_loss`), present during saved steps;
 - attention: see attention.py; Grad-CAM: see gradcam.py.
-Every callback first asks `hook.wants(...)`: an unsaved step does no tensor work at all.
+Every callback first asks `hook.wants(...)`: an unsaved step does no tensor work at all, and runs
+the bare model and loss apart from the top-level pre-hook (hooks on a module or tensor cost even
+when they return at once: torch's slower call path).
 """
 from __future__ import annotations
 
@@ -51,6 +54,9 @@ class TorchAdapter(Adapter):
         self._feature_layer: Optional[Tuple[str, nn.Module]] = None
         self._layers: List[Tuple[nn.Module, Any]] = []  # (module, its forward hook) whose inputs/outputs may be selected
         self._step_hooks: List[Any] = []  # forward hooks living for one saved step
+        self._grad_params: List[Tuple[str, torch.Tensor]] = []  # parameters whose gradients may be captured
+        self._grad_handles: List[Any] = []  # their hooks, present while steps want gradients
+        self._loss_hooks: List[Tuple[nn.Module, Any]] = []  # (loss module, its forward hook), added on saved steps
         self._step_args: Optional[tuple] = None
         self._reducer = Reducer()  # reductions of saved steps, computed off the training thread
         self._grads: List[Tuple[str, torch.Tensor, int]] = []  # this backward pass's (name, grad, version)
@@ -65,9 +71,8 @@ class TorchAdapter(Adapter):
         hook = self.hook
         self._batch_grads = root is model and dist_info()[1] == 1
         self.handles.append(root.register_forward_pre_hook(eager(self._on_step)))
-        for name, p in root.named_parameters():
-            if p.requires_grad:
-                self.handles.append(self._grad_hook(p, name))
+        self._grad_params = [(name, p) for name, p in root.named_parameters() if p.requires_grad]
+        self.handles.append(Handle(lambda: self._keep_grad_hooks(False)))
         if self._could_select_layers():
             # the hook functions are made once: wrapping them for torch.compile costs more than the hook
             self._layers = [(m, eager(partial(self._on_layer, name))) for name, m in root.named_modules() if name]
@@ -166,7 +171,13 @@ class TorchAdapter(Adapter):
             if not is_quiet() and self.hook.saving and isinstance(out, torch.Tensor):
                 self.hook.record_loss(out, name)
 
-        self.handles.append(loss_obj.register_forward_hook(eager(on_loss)))
+        fn = eager(on_loss)
+        if self.root is None:  # no model, no step boundaries to add it at: always there
+            self.handles.append(loss_obj.register_forward_hook(fn))
+            return
+        self._loss_hooks.append((loss_obj, fn))
+        if self.hook.saving:  # registered in the middle of a saved step: it counts already
+            self._step_hooks.append(loss_obj.register_forward_hook(fn))
 
     def gradcam_tensors(self, model: Any, inputs: Any, target_layer: Any, targets):
         acts, grads, size, tgt, _ = _gradcam.run(model, inputs, target_layer, targets)
@@ -218,7 +229,16 @@ class TorchAdapter(Adapter):
             def on_grad(param):
                 if hook.wants("gradients") and not is_quiet():
                     self._on_grad(gname, param.grad)
-            return p.register_post_accumulate_grad_hook(on_grad)
+            handle = p.register_post_accumulate_grad_hook(on_grad)
+            # run before the user's own hooks, whenever they were registered (an optimizer step
+            # fused into backward changes .grad). torch keeps them in a dict by handle id and
+            # calls them in the dict's insertion order: re-insert ours first
+            hooks = getattr(p, "_post_accumulate_grad_hooks", None)
+            if isinstance(hooks, dict) and len(hooks) > 1 and getattr(handle, "id", None) in hooks:
+                ordered = [(handle.id, hooks[handle.id])] + [(k, v) for k, v in hooks.items() if k != handle.id]
+                hooks.clear()
+                hooks.update(ordered)
+            return handle
 
         def on_grad_old(g):  # torch < 2.1: this backward's gradient (no accumulation)
             if hook.wants("gradients") and not is_quiet():
@@ -235,6 +255,9 @@ class TorchAdapter(Adapter):
         if self._layers and (hook.wants("inputs") or hook.wants("outputs")):
             # layer hooks exist only during saved steps: an unsaved step runs the bare model
             self._step_hooks = [m.register_forward_hook(fn) for m, fn in self._layers]
+        if self._loss_hooks and hook.saving:
+            self._step_hooks.extend(m.register_forward_hook(fn) for m, fn in self._loss_hooks)
+        self._keep_grad_hooks(hook.wants("gradients"))
         ww, wb = hook.wants("weights"), hook.wants("biases")
         if ww or wb:
             hook.capture_many((name, p, cat) for name, p in module.named_parameters()
@@ -242,6 +265,17 @@ class TorchAdapter(Adapter):
                               if (wb if cat == "biases" else ww))
         if self._feature_layer is not None and hook.wants("feature_maps"):
             self._record_gradcam(module, args)
+
+    def _keep_grad_hooks(self, wanted: bool) -> None:
+        """Parameter gradient hooks exist while steps want gradients: added at the boundary of the
+        first such step, removed at the first boundary of a step that does not (no churn when
+        every step is saved; an unsaved step's backward runs without them)."""
+        if wanted and not self._grad_handles:
+            self._grad_handles = [self._grad_hook(p, name) for name, p in self._grad_params]
+        elif not wanted and self._grad_handles:
+            handles, self._grad_handles = self._grad_handles, []
+            for h in handles:
+                h.remove()
 
     def _drop_step_hooks(self) -> None:
         while self._step_hooks:

@@ -126,6 +126,36 @@ def test_unsaved_steps_register_no_tensor_hooks_and_capture_nothing(run_dir):
     assert tt.create_trial(run_dir).steps() == [1]
 
 
+def test_an_unsaved_step_runs_the_bare_model_and_loss(run_dir):
+    """Hooks cost even when they return at once (torch's slower call path), so on unsaved steps
+    only the top-level pre-hook is there: no gradient hooks on parameters, no forward hook on the
+    loss module. Gradient hooks stay while consecutive steps want gradients (no churn)."""
+    torch.manual_seed(0)
+    model = Net()
+    loss_fn = nn.CrossEntropyLoss()
+    hook = tt.Hook(run_dir, include_collections=["gradients", "losses"], save_config=tt.SaveConfig(save_steps=[1, 2, 4]))
+    hook.register(model)
+    hook.register_loss(loss_fn)
+    params = list(model.parameters())
+    present = {}
+    ids = set()
+    for step, (x, y) in enumerate(_data(6)):
+        loss = loss_fn(model(x), y)
+        grad_hooks = {h for p in params for h in (p._post_accumulate_grad_hooks or {})}
+        present[step] = (len(grad_hooks), len(loss_fn._forward_hooks))
+        if step == 1:
+            ids = grad_hooks
+        if step == 2:
+            assert grad_hooks == ids  # kept from step 1, not re-registered
+        loss.backward()
+    hook.close()
+    n = len(params)
+    assert present == {0: (0, 0), 1: (n, 1), 2: (n, 1), 3: (0, 0), 4: (n, 1), 5: (0, 0)}
+    trial = tt.create_trial(run_dir)
+    assert trial.steps() == [1, 2, 4]
+    assert {"loss", "gradients/head.weight"} <= set(trial.tensor_names(step=4))
+
+
 def test_register_loss_record_loss_and_eval_mode_steps(run_url):
     torch.manual_seed(0)
     model = Net()

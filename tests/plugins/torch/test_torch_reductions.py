@@ -204,3 +204,44 @@ def test_gradient_changed_in_place_later_in_the_same_backward_is_reported_not_sa
     assert "gradients/0.bias" in trial.tensor_names(step=0)
     assert "gradients/0.weight" not in trial.tensor_names(step=0)
     assert any("gradients/0.weight" in e and "changed in place" in e for e in hook.errors)
+
+
+def test_optimizer_fused_into_backward_still_saves_the_gradients(run_dir):
+    """PyTorch's "optimizer step in backward" recipe: per-parameter hooks, registered before the
+    tensortap hook, step an optimizer and drop .grad. tensortap's gradient hooks are added at the
+    step boundary yet run first, so the saved gradients are the backward's (checked against an
+    un-hooked twin trained the same way) and the weights follow the fused updates."""
+    def build():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+        opts = {p: torch.optim.SGD([p], lr=0.1) for p in model.parameters()}
+        seen = []
+
+        def step(p):
+            seen.append(p.grad.clone())
+            opts[p].step()
+            opts[p].zero_grad(set_to_none=True)
+
+        for p in model.parameters():
+            p.register_post_accumulate_grad_hook(step)
+        return model, seen
+
+    g = torch.Generator().manual_seed(1)
+    xs = [torch.randn(5, 3, generator=g) for _ in range(3)]
+    twin, want = build()
+    model, _ = build()
+    hook = tt.Hook(run_dir, include_collections=["gradients", "weights"], save_config=tt.SaveConfig(save_steps=[0, 2]))
+    hook.register(model)
+    for x in xs:
+        twin(x).square().sum().backward()
+        model(x).square().sum().backward()
+    hook.close()
+    assert not hook.errors, hook.errors
+    trial = tt.create_trial(run_dir)
+    names = [f"gradients/{n}" for n, _ in model.named_parameters()]
+    for step in (0, 2):  # the twin saw its gradients in the order backward produced them
+        got = {n: trial.tensor(n).value(step) for n in names}
+        for w in want[4 * step:4 * step + 4]:
+            assert any(v.shape == tuple(w.shape) and np.array_equal(v, w.numpy()) for v in got.values())
+    for (n, p), (_, q) in zip(model.named_parameters(), twin.named_parameters()):
+        assert torch.equal(p, q), n
