@@ -146,6 +146,22 @@ _HEAVY = {  # reduction -> the full passes over the data it needs (each computed
 }
 
 
+#: pass -> what it computes, as (key, reduction, operand): the reduction ("min", "max", "sum")
+#: of the values "x", their squares "sq", magnitudes "abs" or a 0/1 flag ("isnan", "isinf",
+#: "nonzero"). Every batched path (`_scalar_passes`, `_small_passes`, `_segment_passes`) reads it;
+#: `_pass_tensors` computes the same keys with torch's fused per-tensor ops.
+_PASSES = {
+    "minmax": (("min", "min", "x"), ("max", "max", "x")),
+    "absminmax": (("abs_min", "min", "abs"), ("abs_max", "max", "abs")),
+    "sums": (("sum", "sum", "x"),),
+    "sumsq": (("sumsq", "sum", "sq"),),
+    "l1": (("l1", "sum", "abs"),),
+    "nan": (("nan", "sum", "isnan"),),
+    "inf": (("inf", "sum", "isinf"),),
+    "nonzero": (("nonzero", "sum", "nonzero"),),
+}
+
+
 def _pass_tensors(f: torch.Tensor, needed) -> Dict[str, torch.Tensor]:
     """The full passes over `f` as 0-dim device tensors (no host transfer yet). Sums run in the
     work tensor's dtype: float64 as numpy's; float32 with torch's cascade summation (within ~1e-7
@@ -203,26 +219,20 @@ def _sum_squares(f: torch.Tensor) -> torch.Tensor:
 
 def _scalar_passes(x: float, heavy) -> Dict[str, float]:
     """`_pass_tensors` of a one-value tensor (a loss) in Python float64 arithmetic: what numpy
-    computes for it, without four torch calls and a transfer (~100 us on a CPU)."""
-    parts: Dict[str, float] = {}
-    for p in heavy:
-        if p == "minmax":
-            parts["min"] = parts["max"] = x
-        elif p == "absminmax":
-            parts["abs_min"] = parts["abs_max"] = abs(x)
-        elif p == "sums":
-            parts["sum"] = x
-        elif p == "sumsq":
-            parts["sumsq"] = x * x
-        elif p == "l1":
-            parts["l1"] = abs(x)
-        elif p == "nan":
-            parts["nan"] = float(math.isnan(x))
-        elif p == "inf":
-            parts["inf"] = float(math.isinf(x))
-        elif p == "nonzero":
-            parts["nonzero"] = float(x != 0)
-    return parts
+    computes for it, without four torch calls and a transfer (~100 us on a CPU). Of one value,
+    min, max and sum are the operand itself."""
+    return {key: _scalar_operand(x, of) for p in heavy for key, _, of in _PASSES[p]}
+
+
+def _scalar_operand(x: float, of: str) -> float:
+    """What a `_PASSES` row reduces, of one value."""
+    if of == "x":
+        return x
+    if of == "sq":
+        return x * x
+    if of == "abs":
+        return abs(x)
+    return float(math.isnan(x) if of == "isnan" else math.isinf(x) if of == "isinf" else x != 0)
 
 
 def work(tensor: torch.Tensor) -> Tuple[torch.Tensor, bool, np.dtype]:
@@ -368,21 +378,13 @@ def _segment_passes(flats: List[torch.Tensor], heavy, centred: bool) -> Tuple[to
         return torch.segment_reduce(data, how, lengths=lengths, unsafe=True)  # unsafe: no checking sync
 
     rows: Dict[str, torch.Tensor] = {}
-    a = x.abs() if ("l1" in heavy or "absminmax" in heavy) else None
+    operands: Dict[str, torch.Tensor] = {"x": x}
     for p in heavy:
-        if p == "minmax":
-            rows["min"], rows["max"] = seg(x, "min"), seg(x, "max")
-        elif p == "absminmax":
-            rows["abs_min"], rows["abs_max"] = seg(a, "min"), seg(a, "max")
-        elif p == "sums":
-            rows["sum"] = seg(x, "sum")
-        elif p == "sumsq":
-            rows["sumsq"] = seg(x * x, "sum")
-        elif p == "l1":
-            rows["l1"] = seg(a, "sum")
-        elif p in ("nan", "inf", "nonzero"):
-            flag = torch.isnan(x) if p == "nan" else torch.isinf(x) if p == "inf" else x != 0
-            rows[p] = seg(flag.double(), "sum")
+        for key, how, of in _PASSES[p]:
+            data = operands.get(of)
+            if data is None:
+                data = operands[of] = _torch_operand(x, of)
+            rows[key] = seg(data, how)
     if centred:
         total = rows["sum"] if "sum" in rows else seg(x, "sum")
         mean = total / lengths
@@ -393,43 +395,49 @@ def _segment_passes(flats: List[torch.Tensor], heavy, centred: bool) -> Tuple[to
     return torch.stack(list(rows.values())), tuple(rows)
 
 
+def _torch_operand(x: torch.Tensor, of: str) -> torch.Tensor:
+    """What a `_PASSES` row reduces, of float64 values `x` (flags as float64: exact counts)."""
+    if of == "sq":
+        return x * x
+    if of == "abs":
+        return x.abs()
+    flag = torch.isnan(x) if of == "isnan" else torch.isinf(x) if of == "isinf" else x != 0
+    return flag.double()
+
+
 #: CPU float tensors up to this many values are reduced together (`_small_passes`)
 SMALL_NUMEL = 65536
 
 
 def _small_passes(flats: List[torch.Tensor], heavy) -> List[Dict[str, float]]:
     """`_pass_tensors` of many small, non-empty CPU float tensors at once, as host floats: one
-    float64 concatenation, then one numpy `reduceat` per pass over all of them (per-tensor torch
-    calls cost more than the arithmetic on tensors this small: biases, norm layers)."""
+    float64 concatenation, then one numpy `reduceat` per row of `_PASSES` over all of them
+    (per-tensor torch calls cost more than the arithmetic on tensors this small: biases, norm layers)."""
     x = np.concatenate([f.numpy() for f in flats]).astype(np.float64, copy=False)
     starts = np.cumsum([0] + [f.numel() for f in flats[:-1]])
     out: List[Dict[str, float]] = [{} for _ in flats]
-
-    def put(key: str, arr: np.ndarray) -> None:
-        for d, v in zip(out, arr.tolist()):
-            d[key] = v
-
-    a = np.abs(x) if ("l1" in heavy or "absminmax" in heavy) else None
+    operands: Dict[str, np.ndarray] = {"x": x}
     for p in heavy:
-        if p == "minmax":
-            put("min", np.minimum.reduceat(x, starts))
-            put("max", np.maximum.reduceat(x, starts))
-        elif p == "absminmax":
-            put("abs_min", np.minimum.reduceat(a, starts))
-            put("abs_max", np.maximum.reduceat(a, starts))
-        elif p == "sums":
-            put("sum", np.add.reduceat(x, starts))
-        elif p == "sumsq":
-            put("sumsq", np.add.reduceat(x * x, starts))
-        elif p == "l1":
-            put("l1", np.add.reduceat(a, starts))
-        elif p == "nan":
-            put("nan", np.add.reduceat(np.isnan(x).astype(np.int64), starts))
-        elif p == "inf":
-            put("inf", np.add.reduceat(np.isinf(x).astype(np.int64), starts))
-        elif p == "nonzero":
-            put("nonzero", np.add.reduceat((x != 0).astype(np.int64), starts))
+        for key, how, of in _PASSES[p]:
+            data = operands.get(of)
+            if data is None:
+                data = operands[of] = _np_operand(x, of)
+            for d, v in zip(out, _NP_REDUCE[how].reduceat(data, starts).tolist()):
+                d[key] = v
     return out
+
+
+_NP_REDUCE = {"min": np.minimum, "max": np.maximum, "sum": np.add}
+
+
+def _np_operand(x: np.ndarray, of: str) -> np.ndarray:
+    """What a `_PASSES` row reduces, of float64 values `x` (flags as int64: exact counts)."""
+    if of == "sq":
+        return x * x
+    if of == "abs":
+        return np.abs(x)
+    flag = np.isnan(x) if of == "isnan" else np.isinf(x) if of == "isinf" else x != 0
+    return flag.astype(np.int64)
 
 
 def _histograms(items, vals, bins: int) -> Dict[int, np.ndarray]:

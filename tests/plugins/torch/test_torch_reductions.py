@@ -245,3 +245,14 @@ def test_optimizer_fused_into_backward_still_saves_the_gradients(run_dir):
             assert any(v.shape == tuple(w.shape) and np.array_equal(v, w.numpy()) for v in got.values())
     for (n, p), (_, q) in zip(model.named_parameters(), twin.named_parameters()):
         assert torch.equal(p, q), n
+
+
+def test_the_per_tensor_passes_compute_the_keys_the_pass_table_names():
+    """`_pass_tensors` (torch's fused per-tensor ops) and the batched paths, which read
+    `convert._PASSES`, must produce the same keys for every pass."""
+    from tensortap_torch import convert
+
+    f = torch.randn(10)
+    for p, rows in convert._PASSES.items():
+        assert tuple(convert._pass_tensors(f, [p])) == tuple(k for k, _, _ in rows), p
+        assert tuple(convert._scalar_passes(1.5, [p])) == tuple(k for k, _, _ in rows), p
