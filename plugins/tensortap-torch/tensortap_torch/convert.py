@@ -367,12 +367,11 @@ def _segment_passes(flats: List[torch.Tensor], heavy, centred: bool) -> Tuple[to
     no cancellation to correct later, e.g. for BatchNorm weights at 1.0)."""
     x = (torch.cat(flats) if len(flats) > 1 else flats[0]).double()
     sizes = tuple(f.numel() for f in flats)
-    key = (sizes, x.device)
-    lengths = _lengths_cache.get(key)
+    lengths = _lengths_cache.get((sizes, x.device))
     if lengths is None:
         if len(_lengths_cache) > 256:
             _lengths_cache.clear()
-        lengths = _lengths_cache[key] = torch.tensor(sizes, dtype=torch.int64).to(x.device)
+        lengths = _lengths_cache[(sizes, x.device)] = torch.tensor(sizes, dtype=torch.int64).to(x.device)
 
     def seg(data: torch.Tensor, how: str) -> torch.Tensor:
         return torch.segment_reduce(data, how, lengths=lengths, unsafe=True)  # unsafe: no checking sync
