@@ -553,6 +553,8 @@ class Hook:
             return
         if self.step < 0 or self._mode_changed:
             self.begin_step()
+        if not (always or self._active):  # an unsaved step keeps nothing: the common case, kept cheap
+            return
         force = always or (not self._collections_of(name, category) and self.saving)
         try:
             self._capture(name, value, category, extra, force=force)
