@@ -54,8 +54,8 @@ class TorchAdapter(Adapter):
         self._feature_layer: Optional[Tuple[str, nn.Module]] = None
         self._layers: List[Tuple[nn.Module, Any]] = []  # (module, its forward hook) whose inputs/outputs may be selected
         self._step_hooks: List[Any] = []  # forward hooks living for one saved step
-        self._grad_params: List[Tuple[str, torch.Tensor]] = []  # parameters whose gradients may be captured
-        self._grad_handles: List[Any] = []  # their hooks, present while steps want gradients
+        self._grad_params: List[Tuple[str, torch.Tensor]] = []  # the model's parameters, (name, parameter)
+        self._grad_handles: Dict[str, Any] = {}  # name -> its gradient hook, present while steps want gradients
         self._loss_hooks: List[Tuple[nn.Module, Any]] = []  # (loss module, its forward hook), added on saved steps
         self._step_args: Optional[tuple] = None
         self._reducer = Reducer()  # reductions of saved steps, computed off the training thread
@@ -71,7 +71,7 @@ class TorchAdapter(Adapter):
         hook = self.hook
         self._batch_grads = root is model and dist_info()[1] == 1
         self.handles.append(root.register_forward_pre_hook(eager(self._on_step)))
-        self._grad_params = [(name, p) for name, p in root.named_parameters() if p.requires_grad]
+        self._grad_params = list(root.named_parameters())
         self.handles.append(Handle(lambda: self._keep_grad_hooks(False)))
         if self._could_select_layers():
             # the hook functions are made once: wrapping them for torch.compile costs more than the hook
@@ -251,6 +251,14 @@ class TorchAdapter(Adapter):
         hook = self.hook
         self._drop_step_hooks()
         hook.begin_step(TRAIN if module.training else EVAL)  # may raise tt.StopTraining (a rule's stop)
+        try:
+            self._start_step(module, args)
+        except Exception as e:  # noqa: BLE001 - a failure here must not stop the user's forward pass
+            hook._report("could not prepare the step's capture", e)
+
+    def _start_step(self, module: nn.Module, args: tuple) -> None:
+        """The step's hooks and the captures at its start (weights, Grad-CAM), once it has begun."""
+        hook = self.hook
         self._calls.clear()
         if self._layers and (hook.wants("inputs") or hook.wants("outputs")):
             # layer hooks exist only during saved steps: an unsaved step runs the bare model
@@ -269,13 +277,22 @@ class TorchAdapter(Adapter):
     def _keep_grad_hooks(self, wanted: bool) -> None:
         """Parameter gradient hooks exist while steps want gradients: added at the boundary of the
         first such step, removed at the first boundary of a step that does not (no churn when
-        every step is saved; an unsaved step's backward runs without them)."""
-        if wanted and not self._grad_handles:
-            self._grad_handles = [self._grad_hook(p, name) for name, p in self._grad_params]
-        elif not wanted and self._grad_handles:
-            handles, self._grad_handles = self._grad_handles, []
-            for h in handles:
-                h.remove()
+        every step is saved; an unsaved step's backward runs without them). Only parameters that
+        require grad at that boundary get one (a layer frozen or unfrozen during training is
+        followed; torch refuses hooks on frozen ones)."""
+        handles = self._grad_handles
+        if not wanted:
+            if handles:
+                self._grad_handles = {}
+                for h in handles.values():
+                    h.remove()
+            return
+        for name, p in self._grad_params:
+            if p.requires_grad and name not in handles:
+                try:
+                    handles[name] = self._grad_hook(p, name)
+                except RuntimeError as e:  # torch would not take the hook: that gradient is not saved
+                    self.hook._report(f"could not watch the gradient of {name!r}", e)
 
     def _drop_step_hooks(self) -> None:
         while self._step_hooks:

@@ -156,6 +156,38 @@ def test_an_unsaved_step_runs_the_bare_model_and_loss(run_dir):
     assert {"loss", "gradients/head.weight"} <= set(trial.tensor_names(step=4))
 
 
+def test_layers_frozen_and_unfrozen_during_training(run_dir):
+    """Fine-tuning freezes and unfreezes layers: gradients follow requires_grad at each saved
+    step's boundary, and a frozen parameter (torch refuses hooks on it) breaks nothing. The stem
+    is frozen during unsaved step 2 (the hooks are re-added at step 3), the head unfrozen at
+    saved step 4 (the hooks of steps 3-5 stay)."""
+    torch.manual_seed(0)
+    model = Net()
+    for p in model.head.parameters():
+        p.requires_grad_(False)
+    hook = tt.Hook(run_dir, include_collections=["gradients"], save_config=tt.SaveConfig(save_steps=[0, 1, 3, 4, 5]))
+    hook.register(model)
+    opt = torch.optim.SGD([p for p in model.parameters()], lr=0.05)
+    for step, (x, y) in enumerate(_data(6)):
+        if step == 2:
+            for p in model.stem.parameters():
+                p.requires_grad_(False)
+        if step == 4:
+            for p in model.head.parameters():
+                p.requires_grad_(True)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    hook.close()
+    assert not hook.errors, hook.errors
+    trial = tt.create_trial(run_dir)
+    assert trial.steps() == [0, 1, 3, 4, 5]
+    seen = {s: {n for n in trial.tensor_names(step=s) if n in ("gradients/stem.weight", "gradients/head.weight")}
+            for s in trial.steps()}
+    assert seen == {0: {"gradients/stem.weight"}, 1: {"gradients/stem.weight"}, 3: set(),
+                    4: {"gradients/head.weight"}, 5: {"gradients/head.weight"}}, seen
+
+
 def test_register_loss_record_loss_and_eval_mode_steps(run_url):
     torch.manual_seed(0)
     model = Net()
