@@ -188,6 +188,29 @@ def test_layers_frozen_and_unfrozen_during_training(run_dir):
                     4: {"gradients/head.weight"}, 5: {"gradients/head.weight"}}, seen
 
 
+def test_a_failure_preparing_a_step_is_reported_and_training_goes_on(run_dir, monkeypatch):
+    """Whatever goes wrong in the forward pre-hook after the step began is reported in
+    hook.errors; the user's forward pass and backward run as without tensortap."""
+    from tensortap_torch.adapter import TorchAdapter
+
+    def broken(self, wanted):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(TorchAdapter, "_keep_grad_hooks", broken)
+    torch.manual_seed(0)
+    model, twin = Net(), Net()
+    twin.load_state_dict(model.state_dict())
+    hook = tt.Hook(run_dir, include_collections=["weights", "gradients"], save_config=tt.SaveConfig(save_interval=1))
+    hook.register(model)
+    for x, y in _data(2):
+        out = model(x)
+        assert torch.equal(out, twin(x))
+        nn.functional.cross_entropy(out, y).backward()
+    hook.close()
+    assert any("could not prepare the step" in e and "simulated failure" in e for e in hook.errors), hook.errors
+    assert tt.create_trial(run_dir).steps() == []  # the failure came before the step's captures
+
+
 def test_register_loss_record_loss_and_eval_mode_steps(run_url):
     torch.manual_seed(0)
     model = Net()
