@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import sys
 import threading
+from operator import methodcaller
 from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
@@ -221,18 +222,28 @@ def _scalar_passes(x: float, heavy) -> Dict[str, float]:
     """`_pass_tensors` of a one-value tensor (a loss) in Python float64 arithmetic: what numpy
     computes for it, without four torch calls and a transfer (~100 us on a CPU). Of one value,
     min, max and sum are the operand itself."""
-    return {key: _scalar_operand(x, of) for p in heavy for key, _, of in _PASSES[p]}
+    return {key: _operand(x, of, float) for p in heavy for key, _, of in _PASSES[p]}
 
 
-def _scalar_operand(x: float, of: str) -> float:
-    """What a `_PASSES` row reduces, of one value."""
+def _operand(x, of: str, count):
+    """What a `_PASSES` row reduces, of float64 values `x`: a Python float, a numpy array or a
+    torch tensor alike (all three take `x * x`, `abs(x)` and comparisons); a 0/1 flag goes
+    through `count`, the cast under which its sum is an exact count."""
     if of == "x":
         return x
     if of == "sq":
         return x * x
     if of == "abs":
         return abs(x)
-    return float(math.isnan(x) if of == "isnan" else math.isinf(x) if of == "isinf" else x != 0)
+    if of == "isnan":
+        return count(x != x)
+    if of == "isinf":
+        return count(abs(x) == math.inf)
+    return count(x != 0)
+
+
+_COUNT_TORCH = methodcaller("double")  # float64 sums of 0/1 are exact up to 2^53
+_COUNT_NUMPY = methodcaller("astype", np.int64)
 
 
 def work(tensor: torch.Tensor) -> Tuple[torch.Tensor, bool, np.dtype]:
@@ -382,7 +393,7 @@ def _segment_passes(flats: List[torch.Tensor], heavy, centred: bool) -> Tuple[to
         for key, how, of in _PASSES[p]:
             data = operands.get(of)
             if data is None:
-                data = operands[of] = _torch_operand(x, of)
+                data = operands[of] = _operand(x, of, _COUNT_TORCH)
             rows[key] = seg(data, how)
     if centred:
         total = rows["sum"] if "sum" in rows else seg(x, "sum")
@@ -392,16 +403,6 @@ def _segment_passes(flats: List[torch.Tensor], heavy, centred: bool) -> Tuple[to
     if not rows:
         return x.new_zeros((0, len(flats))), ()
     return torch.stack(list(rows.values())), tuple(rows)
-
-
-def _torch_operand(x: torch.Tensor, of: str) -> torch.Tensor:
-    """What a `_PASSES` row reduces, of float64 values `x` (flags as float64: exact counts)."""
-    if of == "sq":
-        return x * x
-    if of == "abs":
-        return x.abs()
-    flag = torch.isnan(x) if of == "isnan" else torch.isinf(x) if of == "isinf" else x != 0
-    return flag.double()
 
 
 #: CPU float tensors up to this many values are reduced together (`_small_passes`)
@@ -420,23 +421,13 @@ def _small_passes(flats: List[torch.Tensor], heavy) -> List[Dict[str, float]]:
         for key, how, of in _PASSES[p]:
             data = operands.get(of)
             if data is None:
-                data = operands[of] = _np_operand(x, of)
+                data = operands[of] = _operand(x, of, _COUNT_NUMPY)
             for d, v in zip(out, _NP_REDUCE[how].reduceat(data, starts).tolist()):
                 d[key] = v
     return out
 
 
 _NP_REDUCE = {"min": np.minimum, "max": np.maximum, "sum": np.add}
-
-
-def _np_operand(x: np.ndarray, of: str) -> np.ndarray:
-    """What a `_PASSES` row reduces, of float64 values `x` (flags as int64: exact counts)."""
-    if of == "sq":
-        return x * x
-    if of == "abs":
-        return np.abs(x)
-    flag = np.isnan(x) if of == "isnan" else np.isinf(x) if of == "isinf" else x != 0
-    return flag.astype(np.int64)
 
 
 def _histograms(items, vals, bins: int) -> Dict[int, np.ndarray]:
