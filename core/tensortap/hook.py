@@ -555,7 +555,7 @@ class Hook:
             self.begin_step()
         if not (always or self._active):  # an unsaved step keeps nothing: the common case, kept cheap
             return
-        force = always or (not self._collections_of(name, category) and self.saving)
+        force = always or not self._collections_of(name, category)  # (past the return, the step saves)
         try:
             self._capture(name, value, category, extra, force=force)
         except ConfigError:

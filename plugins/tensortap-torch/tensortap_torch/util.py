@@ -10,6 +10,7 @@ from torch import nn
 
 from tensortap.errors import ConfigError, did_you_mean
 
+
 class _State(threading.local):
     depth = 0  # per thread; a class default, so a thread's first read raises nothing (1.25 -> 0.16 us)
 
