@@ -9,7 +9,7 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 py="${PYTHON:-python3.11}"
 command -v "$py" >/dev/null || py=python3
 stamp="$venv/.tensortap-requirements"
-want="$(cat "$req" "$here/requirements/tools.txt" | sha256sum | cut -c1-16)"
+want="$(cat "$req" "$here"/requirements/*.txt | sha256sum | cut -c1-16)"
 if [ ! -x "$venv/bin/python" ]; then
   echo "creating venv $venv" >&2
   "$py" -m venv "$venv"
