@@ -23,6 +23,7 @@ import numpy as np
 
 from . import modes as _modes
 from .adapter import Adapter
+from .closing import DEFAULT_CLOSE_TIMEOUT, check_close_timeout, record_abandoned, wait_written
 from .collections import CATEGORIES, Collection
 from .errors import ConfigError, StopTraining, TensorTapError, did_you_mean
 from .modes import ModeKeys, to_mode
@@ -56,7 +57,7 @@ def _close_at_exit(ref) -> None:
     if hook is None:
         return
     try:
-        hook.close(timeout=60)
+        hook.close()
     except Exception as e:  # noqa: BLE001
         log.warning("tensortap: could not close the run in %s at exit: %s", hook.out_dir, e)
 
@@ -83,10 +84,12 @@ class Hook:
         queue_bytes: Optional[int] = None,
         on_full: str = "block",
         flush_seconds: Optional[float] = None,
+        close_timeout: Optional[float] = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
         if out_dir is None or (isinstance(out_dir, str) and not out_dir.strip()):
             raise ConfigError("out_dir is required: pass a directory (or an fsspec URL such as s3://bucket/run)")
         self.out_dir = os.fspath(out_dir)
+        self.close_timeout = check_close_timeout(close_timeout)
         self._check_out_dir()
         if save_config is None:
             save_config = SaveConfig()
@@ -131,6 +134,8 @@ class Hook:
         self._closed = False
         self._reported: Dict[Tuple[str, str], int] = {}
         self.errors: List[str] = []
+        #: what close() gave up waiting for (live rules, callbacks, webhooks), by name
+        self.abandoned: List[str] = []
         self._rules = None
         atexit.register(_close_at_exit, weakref.ref(self))
 
@@ -628,14 +633,22 @@ class Hook:
         return self.writer.flush(timeout) if self.writer is not None else True
 
     def close(self, timeout: Optional[float] = None) -> None:
-        """Write everything, record the live rule results, and close the run. Safe to call twice."""
+        """Write everything, record the live rule results, and close the run. Safe to call twice.
+
+        Live rules, callbacks and webhooks get `timeout` seconds (default: the hook's
+        close_timeout, 10 s) to finish; what they have not finished then is abandoned, named in a
+        warning, in `hook.abandoned` and in a `close_abandoned` event of the run. Writing the
+        captured data is not cut short (nor counted in that time): every step is written first."""
         if self._closed:
             return
+        limit = self.close_timeout if timeout is None else check_close_timeout(timeout)
         with self._lock:
             self._hand_over()
             self._closed = True
+        if self.writer is not None:
+            wait_written(self.writer, self.out_dir)
         if self._rules is not None:
-            self._rules.close(timeout)
+            self.abandoned = self._rules.close(limit)
         if self.adapter is not None:
             try:
                 self.adapter.detach()
@@ -647,7 +660,9 @@ class Hook:
             except ConfigError as e:  # register() already failed on this; closing must not raise again
                 log.warning("tensortap: %s closed without a run: %s", self.out_dir, e)
                 return
-        self.writer.close(timeout)
+        record_abandoned(self, self.abandoned, limit)
+        wait_written(self.writer, self.out_dir)
+        self.writer.close()
         self.registry.call_behaviour("tensortap_run_closed", hook=self, out_dir=self.out_dir)
 
     def __enter__(self) -> "Hook":
