@@ -131,6 +131,7 @@ class Hook:
         self._held: List[Tuple[StepBatch, List[TensorItem]]] = []  # handed over, waiting for them
         self._stop_reason: Optional[str] = None
         self._mode_changed = False  # set_mode switched modes: a save before the next begin_step starts one
+        self._early: Dict[Tuple[str, str], tuple] = {}  # saved before the first step, for it
         self._closed = False
         self._reported: Dict[Tuple[str, str], int] = {}
         self.errors: List[str] = []
@@ -259,7 +260,10 @@ class Hook:
     # ---- steps -----------------------------------------------------------------------------
     def set_mode(self, mode) -> None:
         """Fix the mode (tt.modes.TRAIN / EVAL / PREDICT); None returns to the framework's own mode."""
-        self._user_mode = to_mode(mode)
+        new = to_mode(mode)
+        if self._early and self.step < 0 and (new or _modes.TRAIN) != (self._user_mode or _modes.TRAIN):
+            self.begin_step()  # values saved before the first step, in the old mode, make that step
+        self._user_mode = new
         # The switch takes effect at the next step. An adapter starts it with its next forward pass;
         # a save made before that (a manual loop without an adapter) starts it itself. Starting
         # the step here would leave an empty phantom step when an adapter follows.
@@ -296,6 +300,8 @@ class Hook:
                 self._active_key, self._wanted = key, self._wanted_of[key]
             else:  # an unsaved step: nothing is wanted
                 self._active, self._active_key, self._wanted = (), -1, frozenset()
+            if self._early:
+                self._save_held()
             reason, self._stop_reason = self._stop_reason, None
         if reason is not None:
             self._report_event("stop_requested", reason)
@@ -316,7 +322,13 @@ class Hook:
     def end_step(self) -> None:
         """Hand the current step to the writer now instead of at the next begin_step."""
         with self._lock:
+            self._begin_if_held()
             self._hand_over()
+
+    def _begin_if_held(self) -> None:
+        """Values were saved but no step ever began (end_step/flush/close came first): they make step 0."""
+        if self._early and self.step < 0 and not self._closed:
+            self.begin_step()
 
     def _hand_over(self, wait: bool = True) -> None:
         """Queue the current step for the writer. A step whose reductions are still being computed
@@ -556,7 +568,9 @@ class Hook:
             raise ConfigError(f"tensor names must be non-empty strings, got {name!r}")
         if self._closed:
             return
-        if self.step < 0 or self._mode_changed:
+        if self.step < 0:  # before the first step: it belongs to that step, not to one of its own
+            return self._hold(name, value, category, extra, always)
+        if self._mode_changed:
             self.begin_step()
         if not (always or self._active):  # an unsaved step keeps nothing: the common case, kept cheap
             return
@@ -567,6 +581,25 @@ class Hook:
             raise
         except Exception as e:  # noqa: BLE001
             self._report(f"could not save {name!r}", e)
+
+    def _hold(self, name, value, category, extra, always: bool) -> None:
+        """Keep a value saved before the first step (a copy, as it is now) for that step; the
+        last one saved under a name wins, as within a step."""
+        try:
+            arr = self._to_numpy(self._adapter_for_value(value), value, name)
+        except ConfigError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            self._report(f"could not save {name!r}", e)
+            return
+        with self._lock:
+            self._early[(name, category)] = (arr, extra, always)
+
+    def _save_held(self) -> None:
+        """Save the values held for the first step (it has just begun)."""
+        early, self._early = self._early, {}
+        for (name, category), (arr, extra, always) in early.items():
+            self._user_save(name, arr, category, extra, always)
 
     # ---- rules -------------------------------------------------------------------------------
     def add_rule(self, rule, action=None) -> None:
@@ -629,6 +662,7 @@ class Hook:
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Hand over the current step and wait until everything is on disk (readable by a trial)."""
         with self._lock:
+            self._begin_if_held()
             self._hand_over()
         return self.writer.flush(timeout) if self.writer is not None else True
 
@@ -643,6 +677,7 @@ class Hook:
             return
         limit = self.close_timeout if timeout is None else check_close_timeout(timeout)
         with self._lock:
+            self._begin_if_held()
             self._hand_over()
             self._closed = True
         if self.writer is not None:
