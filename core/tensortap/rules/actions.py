@@ -9,9 +9,12 @@ import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from ..hookspecs import hookimpl
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .sending import SendPool
 
 log = logging.getLogger("tensortap")
 
@@ -136,7 +139,7 @@ class Webhook(Action):
         self.where = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
         self._lock = threading.Lock()
         self._sent: Dict[str, List[float]] = {}  # rule -> [time of its last send, firings not sent since]
-        self._pool = None
+        self._pool: Optional["SendPool"] = None
 
     def describe(self) -> str:
         return f"webhook to {self.where}"
@@ -185,7 +188,7 @@ class Webhook(Action):
     def close(self, deadline: Optional[float]) -> List[str]:
         with self._lock:
             pool, self._pool = self._pool, None  # a later run (another hook) gets a fresh pool
-        left = pool.close(deadline) if pool is not None else []
+        left: List[str] = pool.close(deadline) if pool is not None else []
         if not left:
             return []
         shown = "; ".join(left[:3]) + (f"; ... ({len(left) - 3} more)" if len(left) > 3 else "")
