@@ -8,6 +8,7 @@ numpy copies. Everything after `to_numpy` is framework-free.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -55,6 +56,17 @@ class AdapterSpec:
 
     def load(self) -> type:
         return _load_object(self.adapter)
+
+    def framework_missing(self) -> Optional[str]:
+        """The framework's top-level module (the first of model_modules) if it is not installed,
+        else None; looked up without importing it."""
+        module = self.model_modules[0].split(".")[0] if self.model_modules else None
+        if module is None:
+            return None
+        try:
+            return module if importlib.util.find_spec(module) is None else None
+        except (ImportError, ValueError):  # a broken installation counts as missing
+            return module
 
     def load_conformance(self):
         return _load_object(self.conformance) if self.conformance else None

@@ -37,6 +37,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     except TensorTapError as e:
         print(f"tensortap: error: {e}", file=sys.stderr)
         return 2
+    except ImportError as e:  # an optional package is missing: say which extra installs it
+        from .extras import missing_extra
+
+        hint = missing_extra(e)
+        if hint is None:
+            raise
+        print(f"tensortap: error: {hint}", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # `tensortap ls run | head`
         return 0
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import modes as _modes
 from .adapter import Adapter
+from .closing import DEFAULT_CLOSE_TIMEOUT, check_close_timeout, record_abandoned, wait_written
 from .collections import CATEGORIES, Collection
 from .errors import ConfigError, StopTraining, TensorTapError, did_you_mean
 from .modes import ModeKeys, to_mode
@@ -56,7 +57,7 @@ def _close_at_exit(ref) -> None:
     if hook is None:
         return
     try:
-        hook.close(timeout=60)
+        hook.close()
     except Exception as e:  # noqa: BLE001
         log.warning("tensortap: could not close the run in %s at exit: %s", hook.out_dir, e)
 
@@ -83,10 +84,12 @@ class Hook:
         queue_bytes: Optional[int] = None,
         on_full: str = "block",
         flush_seconds: Optional[float] = None,
+        close_timeout: Optional[float] = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
         if out_dir is None or (isinstance(out_dir, str) and not out_dir.strip()):
             raise ConfigError("out_dir is required: pass a directory (or an fsspec URL such as s3://bucket/run)")
         self.out_dir = os.fspath(out_dir)
+        self.close_timeout = check_close_timeout(close_timeout)
         self._check_out_dir()
         if save_config is None:
             save_config = SaveConfig()
@@ -128,9 +131,12 @@ class Hook:
         self._held: List[Tuple[StepBatch, List[TensorItem]]] = []  # handed over, waiting for them
         self._stop_reason: Optional[str] = None
         self._mode_changed = False  # set_mode switched modes: a save before the next begin_step starts one
+        self._early: Dict[Tuple[str, str], tuple] = {}  # saved before the first step, for it
         self._closed = False
         self._reported: Dict[Tuple[str, str], int] = {}
         self.errors: List[str] = []
+        #: what close() gave up waiting for (live rules, callbacks, webhooks), by name
+        self.abandoned: List[str] = []
         self._rules = None
         atexit.register(_close_at_exit, weakref.ref(self))
 
@@ -254,7 +260,10 @@ class Hook:
     # ---- steps -----------------------------------------------------------------------------
     def set_mode(self, mode) -> None:
         """Fix the mode (tt.modes.TRAIN / EVAL / PREDICT); None returns to the framework's own mode."""
-        self._user_mode = to_mode(mode)
+        new = to_mode(mode)
+        if self._early and self.step < 0 and (new or _modes.TRAIN) != (self._user_mode or _modes.TRAIN):
+            self.begin_step()  # values saved before the first step, in the old mode, make that step
+        self._user_mode = new
         # The switch takes effect at the next step. An adapter starts it with its next forward pass;
         # a save made before that (a manual loop without an adapter) starts it itself. Starting
         # the step here would leave an empty phantom step when an adapter follows.
@@ -291,6 +300,8 @@ class Hook:
                 self._active_key, self._wanted = key, self._wanted_of[key]
             else:  # an unsaved step: nothing is wanted
                 self._active, self._active_key, self._wanted = (), -1, frozenset()
+            if self._early:
+                self._save_held()
             reason, self._stop_reason = self._stop_reason, None
         if reason is not None:
             self._report_event("stop_requested", reason)
@@ -311,7 +322,13 @@ class Hook:
     def end_step(self) -> None:
         """Hand the current step to the writer now instead of at the next begin_step."""
         with self._lock:
+            self._begin_if_held()
             self._hand_over()
+
+    def _begin_if_held(self) -> None:
+        """Values were saved but no step ever began (end_step/flush/close came first): they make step 0."""
+        if self._early and self.step < 0 and not self._closed:
+            self.begin_step()
 
     def _hand_over(self, wait: bool = True) -> None:
         """Queue the current step for the writer. A step whose reductions are still being computed
@@ -551,7 +568,9 @@ class Hook:
             raise ConfigError(f"tensor names must be non-empty strings, got {name!r}")
         if self._closed:
             return
-        if self.step < 0 or self._mode_changed:
+        if self.step < 0:  # before the first step: it belongs to that step, not to one of its own
+            return self._hold(name, value, category, extra, always)
+        if self._mode_changed:
             self.begin_step()
         if not (always or self._active):  # an unsaved step keeps nothing: the common case, kept cheap
             return
@@ -562,6 +581,25 @@ class Hook:
             raise
         except Exception as e:  # noqa: BLE001
             self._report(f"could not save {name!r}", e)
+
+    def _hold(self, name, value, category, extra, always: bool) -> None:
+        """Keep a value saved before the first step (a copy, as it is now) for that step; the
+        last one saved under a name wins, as within a step."""
+        try:
+            arr = self._to_numpy(self._adapter_for_value(value), value, name)
+        except ConfigError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            self._report(f"could not save {name!r}", e)
+            return
+        with self._lock:
+            self._early[(name, category)] = (arr, extra, always)
+
+    def _save_held(self) -> None:
+        """Save the values held for the first step (it has just begun)."""
+        early, self._early = self._early, {}
+        for (name, category), (arr, extra, always) in early.items():
+            self._user_save(name, arr, category, extra, always)
 
     # ---- rules -------------------------------------------------------------------------------
     def add_rule(self, rule, action=None) -> None:
@@ -624,18 +662,28 @@ class Hook:
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Hand over the current step and wait until everything is on disk (readable by a trial)."""
         with self._lock:
+            self._begin_if_held()
             self._hand_over()
         return self.writer.flush(timeout) if self.writer is not None else True
 
     def close(self, timeout: Optional[float] = None) -> None:
-        """Write everything, record the live rule results, and close the run. Safe to call twice."""
+        """Write everything, record the live rule results, and close the run. Safe to call twice.
+
+        Live rules, callbacks and webhooks get `timeout` seconds (default: the hook's
+        close_timeout, 10 s) to finish; what they have not finished then is abandoned, named in a
+        warning, in `hook.abandoned` and in a `close_abandoned` event of the run. Writing the
+        captured data is not cut short (nor counted in that time): every step is written first."""
         if self._closed:
             return
+        limit = self.close_timeout if timeout is None else check_close_timeout(timeout)
         with self._lock:
+            self._begin_if_held()
             self._hand_over()
             self._closed = True
+        if self.writer is not None:
+            wait_written(self.writer, self.out_dir)
         if self._rules is not None:
-            self._rules.close(timeout)
+            self.abandoned = self._rules.close(limit)
         if self.adapter is not None:
             try:
                 self.adapter.detach()
@@ -647,7 +695,9 @@ class Hook:
             except ConfigError as e:  # register() already failed on this; closing must not raise again
                 log.warning("tensortap: %s closed without a run: %s", self.out_dir, e)
                 return
-        self.writer.close(timeout)
+        record_abandoned(self, self.abandoned, limit)
+        wait_written(self.writer, self.out_dir)
+        self.writer.close()
         self.registry.call_behaviour("tensortap_run_closed", hook=self, out_dir=self.out_dir)
 
     def __enter__(self) -> "Hook":

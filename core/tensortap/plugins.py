@@ -57,17 +57,39 @@ class PluginInfo:
     registers: Dict[str, List[str]] = field(default_factory=dict)
     error: Optional[str] = None
     disabled: bool = False
+    #: a framework plugin whose framework is not installed: which, and the command that installs it
+    framework_missing: Optional[str] = None
 
     @property
     def ok(self) -> bool:
         return self.error is None and not self.disabled
 
+    @property
+    def state(self) -> str:
+        """What `tensortap plugins` says of it: ok, disabled, ERROR, or framework missing."""
+        if self.disabled:
+            return "disabled"
+        if self.error:
+            return "ERROR"
+        return f"framework missing: {self.framework_missing}" if self.framework_missing else "ok"
+
     def to_dict(self) -> dict:
         return {
             "name": self.name, "distribution": self.distribution, "version": self.version,
             "module": self.module, "builtin": self.builtin, "registers": self.registers,
-            "error": self.error, "disabled": self.disabled,
+            "error": self.error, "disabled": self.disabled, "framework_missing": self.framework_missing,
         }
+
+
+def _install_hint(distribution: str, module: str) -> str:
+    """"torch is not installed: pip install 'tensortap-torch[framework]'" (the plugin's
+    `framework` extra when its distribution declares one, else the module's own package)."""
+    try:
+        extras = md.distribution(distribution).metadata.get_all("Provides-Extra") or []
+    except Exception:  # noqa: BLE001 - not installed as a distribution (a source checkout)
+        extras = []
+    cmd = f"pip install '{distribution}[framework]'" if "framework" in extras else f"pip install {module}"
+    return f"{module} is not installed: {cmd}"
 
 
 def _strict() -> bool:
@@ -197,6 +219,9 @@ class Registry:
             for name in items:
                 self.owner[(table, name)] = info
             info.registers[table] = sorted(items)
+        missing = [m for spec in found.get("adapters", {}).values() for m in (spec.framework_missing(),) if m]
+        if missing:
+            info.framework_missing = "; ".join(_install_hint(info.distribution, m) for m in dict.fromkeys(missing))
         self.plugins.append(info)
 
     # ---- lookups ---------------------------------------------------------------------------

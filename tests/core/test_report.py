@@ -12,7 +12,6 @@ import tensortap as tt
 from tensortap.cli import main as cli
 from tensortap.report import build_report
 from tensortap.testing.fixtures import tt_new_run_url
-from tensortap.vis import Visualizer
 from tests.core.test_report_browser import ARTIFACTS, browser, needs_chromium, problems  # noqa: F401
 from tests.core.test_vis_runs import attention_run, gradcam_run, mlp_run
 
@@ -46,20 +45,12 @@ def test_report_lists_the_run_the_rules_and_each_applicable_visualizer(mlp_url, 
     assert not re.search(r"""(src|href)\s*=\s*["'](?!data:)""", page)
 
 
-def test_a_failing_visualizer_is_reported_in_the_page_not_fatal(runs, tmp_path, monkeypatch):
+def test_a_failing_visualizer_is_reported_in_the_page_with_keep_going(runs, tmp_path, monkeypatch):
     from tensortap.plugins import get_registry
-
-    class Broken(Visualizer):
-        name = "broken_for_test"
-
-        def applies_to(self, trial):
-            return True
-
-        def render(self, trial, out, *, x: int = 1):
-            raise RuntimeError("kaput")
+    from tests.core.test_report_safety import Broken
 
     monkeypatch.setitem(get_registry().visualizers, "broken_for_test", Broken)
-    page = open(build_report(runs["gradcam"], str(tmp_path / "r.html")), encoding="utf-8").read()
+    page = open(build_report(runs["gradcam"], str(tmp_path / "r.html"), keep_going=True), encoding="utf-8").read()
     assert "broken_for_test failed: RuntimeError: kaput" in page and 'id="vis-gradcam"' in page
 
 

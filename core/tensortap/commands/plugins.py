@@ -5,7 +5,7 @@ import json
 
 
 def register(sub) -> None:
-    p = sub.add_parser("plugins", help="list plugins, what they register, and load errors")
+    p = sub.add_parser("plugins", help="list plugins, what they register, load errors, and missing frameworks")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 
@@ -18,9 +18,8 @@ def run(args) -> int:
         print(json.dumps([i.to_dict() for i in infos], indent=1))
         return 0
     for i in infos:
-        state = "disabled" if i.disabled else ("ERROR" if i.error else "ok")
         kind = "built-in" if i.builtin else "plugin"
-        print(f"{i.name}  [{kind}, {i.distribution} {i.version}]  {state}")
+        print(f"{i.name}  [{kind}, {i.distribution} {i.version}]  {i.state}")
         for table, names in sorted(i.registers.items()):
             print(f"    {table}: {', '.join(names)}")
         if i.error:

@@ -7,10 +7,14 @@ import html
 import os
 import tempfile
 import time
-from typing import Any, Dict, Iterable, List, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .._version import __version__
+from ..errors import TensorTapError
+from ..extras import missing_extra
 from ..progress import progress
+from ..vis._common import Rendered, as_trial, csp_hash
 
 #: options the report passes to visualizers by default (keeps a report of a large run quick)
 REPORT_DEFAULTS: Dict[str, Dict[str, Any]] = {
@@ -30,12 +34,46 @@ th{background:#f5f5f5} .fired{color:#b00;font-weight:600} .ok{color:#070} .err{b
 img.plot{max-width:100%;border:1px solid #eee} iframe.view{width:100%;height:720px;border:1px solid #eee}
 code{background:#f5f5f5;padding:0 3px} details{margin:6px 0}
 """
-CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
-       "frame-src 'self' data: about:")
+#: the page's Content-Security-Policy: no script runs but the visualizers' own, each allowed by its
+#: hash ({scripts}: 'none' when no embedded page has one); nothing is fetched
+CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src {scripts}; "
+       "frame-src 'self' data: about:; base-uri 'none'; form-action 'none'")
+
+
+class ReportError(TensorTapError):
+    """A section of the report failed (build_report without keep_going)."""
+
+
+@dataclass
+class _Page:
+    """What the sections of one report share: the failures so far and the scripts to allow."""
+
+    keep_going: bool
+    failures: List[Tuple[str, BaseException]] = field(default_factory=list)
+    scripts: List[str] = field(default_factory=list)
+
+    def section(self, name: str, make: Callable[[], str]) -> str:
+        """`make()`'s HTML, or (keep_going) a box saying the section failed; else ReportError."""
+        try:
+            return make()
+        except Exception as e:  # noqa: BLE001 - any failure of a section is the report's to say
+            if not self.keep_going:
+                raise ReportError(failure_line(name, e)) from e
+            self.failures.append((name, e))
+            hint = missing_extra(e)
+            return (f"<div class=err>{_e(name)} failed: {_e(type(e).__name__)}: {_e(e)}"
+                    + (f"<br>{_e(hint)}" if hint else "") + "</div>")
+
+
+def failure_line(name: str, exc: BaseException) -> str:
+    """"section 'x' failed: Error: why" (one line)."""
+    text = " ".join(str(exc).split())
+    return f"section {name!r} failed: {type(exc).__name__}: {text}"
 
 
 def _e(x: Any) -> str:
-    return html.escape(str(x), quote=True)
+    """`x` as HTML text: markup escaped, and a lone surrogate (a name no UTF-8 can hold) as \\udXXX."""
+    return html.escape(str(x).encode("utf-8", "backslashreplace").decode("utf-8"), quote=True)
 
 
 def _size(n: int) -> str:
@@ -104,7 +142,7 @@ def _rules_section(trial, extra_results=None) -> str:
     for name, rs in sorted(by_rule.items()):
         fired = [r for r in rs if r.get("fired")]
         state = (f"<span class=fired>fired {len(fired)}×</span>" if fired else "<span class=ok>never fired</span>")
-        first = f"step {fired[0]['step']}: {_e(fired[0].get('message', ''))}" if fired else ""
+        first = f"step {_e(fired[0]['step'])}: {_e(fired[0].get('message', ''))}" if fired else ""
         rows.append((_e(name), len(rs), state, first))
     out.append(_table(rows, ["rule", "evaluations", "result", "first firing (step: why)"], raw_cols=(0, 2, 3)))
     fired_all = [r for r in recs if r.get("fired")]
@@ -131,7 +169,7 @@ def _embed(path: str, name: str) -> str:
     return f"<p class=muted>{_e(name)} wrote a {_e(ext)} file, which the report cannot embed.</p>"
 
 
-def _vis_section(trial, skip: Iterable[str], options: Dict[str, Dict[str, Any]]) -> str:
+def _vis_section(trial, skip: Iterable[str], options: Dict[str, Dict[str, Any]], page: _Page) -> str:
     from .. import vis
 
     names = vis.list()
@@ -142,12 +180,14 @@ def _vis_section(trial, skip: Iterable[str], options: Dict[str, Dict[str, Any]])
     for n in names:
         if n in skip:
             continue
-        try:
+
+        def applies(n: str = n) -> str:
             v = vis.get(n)()
             if v.applies_to(trial):
                 applicable.append((n, v))
-        except Exception as e:  # noqa: BLE001 - a broken plugin visualizer must not break the report
-            out.append(f"<div class=err>{_e(n)}: applies_to failed: {_e(type(e).__name__)}: {_e(e)}</div>")
+            return ""
+
+        out.append(page.section(f"{n} (applies_to)", applies))  # a broken plugin visualizer is reported
     if not applicable:
         out.append("<p class=muted>No visualizer applies to the data in this run.</p>")
     with tempfile.TemporaryDirectory(prefix="tensortap-report-") as tmp:
@@ -157,39 +197,70 @@ def _vis_section(trial, skip: Iterable[str], options: Dict[str, Dict[str, Any]])
             known = type(v).options()
             opts = {k: val for k, val in opts.items() if k in known or k in options.get(n, {})}
             out.append(f"<h3 id=\"vis-{_e(n)}\">{_e(n)}</h3><p class=muted>{_e(type(v).describe())}</p>")
-            t0 = time.perf_counter()
-            try:
+
+            def render(n: str = n, v: Any = v, opts: Dict[str, Any] = opts) -> str:
+                t0 = time.perf_counter()
                 path = v.render(trial, os.path.join(tmp, n + v.suffix), **opts)
-                out.append(_embed(str(path), n))
-                out.append(f"<p class=muted>rendered in {time.perf_counter() - t0:.1f} s · "
-                           f"<code>tensortap vis {_e(n)} {_e(trial.path)} --out {_e(n + v.suffix)}</code></p>")
-            except Exception as e:  # noqa: BLE001
-                out.append(f"<div class=err>{_e(n)} failed: {_e(type(e).__name__)}: {_e(e)}</div>")
+                embedded = _embed(str(path), n)
+                if str(path).lower().endswith(".html"):
+                    page.scripts.extend(type(v).inline_scripts())
+                return (embedded + f"<p class=muted>rendered in {time.perf_counter() - t0:.1f} s · "
+                        f"<code>tensortap vis {_e(n)} {_e(trial.path)} --out {_e(n + v.suffix)}</code></p>")
+
+            out.append(page.section(n, render))
     return "".join(out)
 
 
 def build_report(run, out: str, *, title: Optional[str] = None, skip: Iterable[str] = (),
-                 options: Optional[Dict[str, Dict[str, Any]]] = None, rule_results=None) -> str:
+                 options: Optional[Dict[str, Dict[str, Any]]] = None, rule_results=None,
+                 keep_going: bool = False) -> "ReportPath":
     """Write the report of `run` (Trial or path) to `out` and return its path.
 
     `skip` names visualizers to leave out; `options` maps a visualizer name to its render options;
-    `rule_results` adds offline results (from tt.invoke_rule) to the recorded ones."""
+    `rule_results` adds offline results (from tt.invoke_rule) to the recorded ones. A section that
+    fails raises ReportError and nothing is written; with `keep_going` the page is written with
+    each failed section marked, and the returned path's `.failures` lists (section, exception).
+    Every value read from the run is escaped, and no script runs in the page but the visualizers'
+    own (allowed by hash in its Content-Security-Policy)."""
     from ..commands.ls import summary
-    from ..vis._common import Rendered, as_trial
 
     trial = as_trial(run)
-    s = summary(trial)
+    page = _Page(keep_going)
     title = title or f"tensortap report · {trial.name}"
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = [f"<h1>{_e(title)}</h1><p class=muted>{_e(trial.path)} · generated {now} by tensortap {__version__}</p>",
-            _summary_section(trial, s), _rules_section(trial, rule_results),
-            _vis_section(trial, skip, options or {})]
-    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>" + "".join(body) + "</body></html>\n")
+            page.section("run", lambda: _summary_section(trial, summary(trial))),
+            page.section("rules", lambda: _rules_section(trial, rule_results)),
+            _vis_section(trial, skip, options or {}, page)]
+    scripts = " ".join(sorted({csp_hash(x) for x in page.scripts})) or "'none'"
+    doc = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+           f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP.format(scripts=scripts)}\">"
+           "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+           f"<title>{_e(title)}</title><style>{CSS}</style></head><body>" + "".join(body) + "</body></html>\n")
     d = os.path.dirname(os.path.abspath(out))
     os.makedirs(d, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as f:
-        f.write(page)
-    return Rendered(out)
+    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=d)
+    try:  # written whole, then moved into place: a failure never leaves a truncated report
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
+            f.write(doc)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return ReportPath(out, page.failures)
+
+
+class ReportPath(Rendered):
+    """The report's path (a str that displays itself in Jupyter); `.failures` lists the sections
+    that failed as (name, exception) (only with keep_going: without it a failure raises)."""
+
+    failures: List[Tuple[str, BaseException]]
+
+    def __new__(cls, path: str, failures: List[Tuple[str, BaseException]]) -> "ReportPath":
+        self = super().__new__(cls, path)
+        self.failures = failures
+        return self

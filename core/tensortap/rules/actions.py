@@ -4,12 +4,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from ..hookspecs import hookimpl
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .sending import SendPool
 
 log = logging.getLogger("tensortap")
 
@@ -31,6 +36,15 @@ class Action:
 
     def run(self, ctx: ActionContext) -> None:
         raise NotImplementedError
+
+    def describe(self) -> str:
+        """The action in a line (what close() names if it has to abandon it); never a secret."""
+        return self.name
+
+    def close(self, deadline: Optional[float]) -> List[str]:
+        """The run is closing: finish work still pending (sends in flight) until `deadline`
+        (time.monotonic(); None: no limit), abandon the rest and return what it was, by name."""
+        return []
 
     def __repr__(self) -> str:
         return f"<Action {self.name}>"
@@ -79,6 +93,9 @@ class Callback(Action):
         else:
             self.fn(ctx.result)
 
+    def describe(self) -> str:
+        return f"callback {getattr(self.fn, '__qualname__', None) or type(self.fn).__name__}"
+
 
 def _takes_two(fn: Callable) -> bool:
     """Does `fn` accept two positional arguments (result, hook)?"""
@@ -94,23 +111,88 @@ def _takes_two(fn: Callable) -> bool:
 
 
 class Webhook(Action):
-    """POST the result as JSON to `url` (timeout seconds)."""
+    """POST the result as JSON to `url`, off the thread that evaluates rules: up to `workers`
+    sends at once, each given `timeout` seconds; at most `max_pending` wait (more are dropped and
+    reported). `once=True` sends only the first firing of each rule; `cooldown=s` sends a rule's
+    firing only if its last send was at least `s` seconds ago. Firings not sent are counted:
+    the next send of that rule carries the count in "suppressed". hook.close() waits for sends
+    in flight until its time limit (close_timeout) and names those it abandons."""
 
     name = "webhook"
 
-    def __init__(self, url: str, timeout: float = 5.0, headers: Optional[dict] = None) -> None:
+    def __init__(self, url: str, timeout: float = 5.0, headers: Optional[dict] = None, *, once: bool = False,
+                 cooldown: float = 0.0, workers: int = 4, max_pending: int = 256) -> None:
         from ..errors import ConfigError
 
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ConfigError(f"webhook url must start with http:// or https://, got {url!r}")
+        for k, v, lo in (("timeout", timeout, 0.0), ("cooldown", cooldown, 0.0)):
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= lo:
+                raise ConfigError(f"webhook {k} must be a number of seconds >= {lo:g}, got {v!r}")
+        for k, n in (("workers", workers), ("max_pending", max_pending)):
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                raise ConfigError(f"webhook {k} must be a whole number >= 1, got {n!r}")
         self.url, self.timeout, self.headers = url, float(timeout), dict(headers or {})
+        self.once, self.cooldown = bool(once), float(cooldown)
+        self.workers, self.max_pending = workers, max_pending
+        parts = urllib.parse.urlsplit(url)  # host and port only: a webhook's path often holds its secret
+        self.where = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        self._lock = threading.Lock()
+        self._sent: Dict[str, List[float]] = {}  # rule -> [time of its last send, firings not sent since]
+        self._pool: Optional["SendPool"] = None
+
+    def describe(self) -> str:
+        return f"webhook to {self.where}"
 
     def run(self, ctx: ActionContext) -> None:
-        body = json.dumps({**ctx.result.to_record(), "out_dir": getattr(ctx.hook, "out_dir", None)}).encode()
+        rule = str(ctx.result.rule)
+        now = time.monotonic()
+        with self._lock:
+            st = self._sent.get(rule)
+            if st is not None and (self.once or now - st[0] < self.cooldown):
+                st[1] += 1
+                return
+            suppressed = int(st[1]) if st is not None else 0
+            self._sent[rule] = [now, 0]
+        body = json.dumps({**ctx.result.to_record(), "out_dir": getattr(ctx.hook, "out_dir", None),
+                           "suppressed": suppressed}).encode()
+        if ctx.hook is None:  # offline (tt.invoke_rule): no run to close, send now
+            self._post(body)
+            return
+        from .sending import SendPool
+
+        hook = ctx.hook
+        label = f"rule {rule!r} at step {ctx.result.step}"
+
+        def send() -> None:
+            try:
+                self._post(body)
+            except Exception as e:  # noqa: BLE001 - reported like any failing action
+                hook._report(f"action {self.name} for rule {rule} failed", e)
+
+        with self._lock:
+            if self._pool is None:
+                self._pool = SendPool("webhook", self.workers, self.max_pending)
+            pool = self._pool
+        if not pool.submit(label, send):
+            hook._report(f"action {self.name} for rule {rule} failed", RuntimeError(
+                f"{self.max_pending} sends to {self.where} already wait; this firing ({label}) was dropped "
+                "(the endpoint is slow or down; once=True or cooldown=... send fewer)"))
+
+    def _post(self, body: bytes) -> None:
         req = urllib.request.Request(self.url, data=body, method="POST",
                                      headers={"Content-Type": "application/json", **self.headers})
         with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - user-given URL
             resp.read()
+
+    def close(self, deadline: Optional[float]) -> List[str]:
+        with self._lock:
+            pool, self._pool = self._pool, None  # a later run (another hook) gets a fresh pool
+        left: List[str] = pool.close(deadline) if pool is not None else []
+        if not left:
+            return []
+        shown = "; ".join(left[:3]) + (f"; ... ({len(left) - 3} more)" if len(left) > 3 else "")
+        return [f"{self.describe()}: {len(left)} send(s) not completed ({shown})"]
 
 
 class WriteStatus(Action):

@@ -31,6 +31,27 @@ WHERE_ENV = "TENSORTAP_LIVE_RULES"
 LOOK_BACK = 4
 
 
+class Activity:
+    """What a rules thread is busy with now: close() names it when it has to abandon it."""
+
+    __slots__ = ("what", "since")
+
+    def __init__(self) -> None:
+        self.what: Optional[str] = None
+        self.since = 0.0
+
+    def start(self, what: str) -> None:
+        self.since, self.what = time.monotonic(), what
+
+    def stop(self) -> None:
+        self.what = None
+
+    def describe(self) -> Optional[str]:
+        """"rule 'x' at step 3 (running for 9.8 s)", or None when idle."""
+        what, since = self.what, self.since
+        return None if what is None else f"{what} (running for {time.monotonic() - since:.1f} s)"
+
+
 def make_actions(action) -> List[Action]:
     """Normalise an action argument: None, a name, an Action, a callable, or a list of these."""
     from ..plugins import get_registry
@@ -63,6 +84,7 @@ class Evaluator:
         self.rules: Dict[Any, Rule] = {}
         self._trial = None
         self._recent: Deque[int] = deque(maxlen=LOOK_BACK + 1)  # the latest steps evaluated
+        self.activity = Activity()  # the rule being evaluated (named if close() abandons it)
 
     def open(self) -> bool:
         """Open the run, or pick up what was written since; False (reported) if it cannot be read."""
@@ -87,11 +109,15 @@ class Evaluator:
                 self._trial.prefetch(step, self._trial.wanted(self._recent[-1]))
             except Exception as e:  # noqa: BLE001 - the rules read one by one and say what is wrong
                 self.report(f"live rules could not read step {step} ahead", e)
+        act = self.activity
         for key, rule in list(self.rules.items()):
+            act.start(f"rule {rule.name!r} at step {step}")
             try:
                 out.append((key, rule.invoke(self._trial, step)))
             except Exception as e:  # noqa: BLE001
                 self.report(f"rule {rule.name} failed at step {step}", e)
+            finally:
+                act.stop()
         self._recent.append(step)
         self._trial.evict(before=self._recent[0])  # saved steps, not step numbers: save_interval=10 too
         return out
@@ -109,11 +135,14 @@ class Evaluator:
         for key, rule in list(self.rules.items()):
             if rule.idle_interval is None:
                 continue
+            self.activity.start(f"rule {rule.name!r} (idle check)")
             try:
                 res = rule.invoke_idle(self._trial, now)
             except Exception as e:  # noqa: BLE001
                 self.report(f"rule {rule.name} failed while idle", e)
                 continue
+            finally:
+                self.activity.stop()
             if res is not None:
                 out.append((key, res))
         return out
@@ -124,21 +153,41 @@ class Evaluator:
 
 
 def apply_results(hook, items: List[Tuple[Rule, List[Action], RuleResult]], trial=None,
-                  record: Optional[dict] = None) -> None:
+                  record: Optional[dict] = None, activity: Optional[Activity] = None) -> None:
     """Record results in the run, all in ONE index record (`record`, made by results_record in
     the rules process, or made here), then run the actions of those that fired (failures are
-    reported)."""
+    reported; `activity` says which action runs, for close() to name one that hangs)."""
     if not items:
         return
     if hook.writer is not None:
         hook.writer.submit_record(record if record is not None else results_record([res for _, _, res in items]))
+    act = activity or Activity()
     for rule, actions, res in items:
         if res.fired:
             for a in actions:
+                act.start(f"action {a.describe()} for rule {rule.name!r} at step {res.step}")
                 try:
                     a.run(ActionContext(rule, res, hook, trial))
                 except Exception as e:  # noqa: BLE001
                     hook._report(f"action {a.name} for rule {rule.name} failed", e)
+                finally:
+                    act.stop()
+
+
+def close_actions(rules: List[Tuple[Rule, List[Action]]], deadline: Optional[float]) -> List[str]:
+    """Let each distinct action finish its pending work (webhook sends) until `deadline`
+    (time.monotonic(); None: no limit); what is still pending then is abandoned and named."""
+    seen: Dict[int, Action] = {}
+    for _, actions in rules:
+        for a in actions:
+            seen.setdefault(id(a), a)
+    abandoned: List[str] = []
+    for a in seen.values():
+        try:
+            abandoned += a.close(deadline)
+        except Exception as e:  # noqa: BLE001 - an action's close must not stop the run's
+            abandoned.append(f"action {a.describe()} (its close failed: {type(e).__name__}: {e})")
+    return abandoned
 
 
 class ThreadRules:
@@ -149,6 +198,8 @@ class ThreadRules:
         self.rules: List[Tuple[Rule, List[Action]]] = []
         self._eval = Evaluator(hook.out_dir, hook._report)
         self._q: "queue.Queue[Optional[int]]" = queue.Queue()
+        self._acting = Activity()  # the action running now
+        self._abandoned = False  # close() gave up on this thread: it records and acts no more
         self._thread = threading.Thread(target=self._run, name="tensortap-rules", daemon=True)
         self._thread.start()
 
@@ -159,9 +210,26 @@ class ThreadRules:
     def step_saved(self, step: int) -> None:
         self._q.put(step)
 
-    def close(self, timeout: Optional[float] = None) -> None:
+    def begin_close(self) -> None:
+        """No more steps: evaluate those queued, then end."""
         self._q.put(None)
-        self._thread.join(timeout)
+
+    def finish(self, deadline: Optional[float]) -> List[str]:
+        """Wait for the thread until `deadline` (time.monotonic(); None: no limit). A thread still
+        busy then is abandoned (a daemon: it cannot be killed, but records and acts no more);
+        returns what it was doing, by name."""
+        self._thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if not self._thread.is_alive():
+            return []
+        self._abandoned = True
+        doing = self._eval.activity.describe() or self._acting.describe() or "reading the run"
+        left = self._q.qsize() - 1  # the None that ends it is queued too
+        more = f"; {left} more saved step(s) not evaluated" if left > 0 else ""
+        return [f"rules thread: {doing}{more}"]
+
+    def close(self, timeout: Optional[float] = None) -> List[str]:
+        self.begin_close()
+        return self.finish(None if timeout is None else time.monotonic() + timeout)
 
     def _open(self) -> bool:
         try:
@@ -179,13 +247,16 @@ class ThreadRules:
                 if self.hook.writer is not None and not self.hook._closed and self._open():
                     self._apply(self._eval.idle())
                 continue
-            if step is None:
+            if step is None or self._abandoned:
                 return
             if self._open():
                 self._apply(self._eval.at_step(step))
 
     def _apply(self, results) -> None:
-        apply_results(self.hook, [(*self.rules[key], res) for key, res in results], self._eval.trial)
+        if self._abandoned:  # close() gave up on a hung rule: its late results are not the run's
+            return
+        apply_results(self.hook, [(*self.rules[key], res) for key, res in results], self._eval.trial,
+                      activity=self._acting)
 
 
 class LiveRules:
@@ -249,8 +320,14 @@ class LiveRules:
         if self._thread is not None:
             self._thread.step_saved(step)
 
-    def close(self, timeout: Optional[float] = None) -> None:
-        if self._proc is not None:
-            self._proc.close(timeout)
-        if self._thread is not None:
-            self._thread.close(timeout)
+    def close(self, timeout: Optional[float] = None) -> List[str]:
+        """Let the rules evaluate the steps still pending and their actions finish, together,
+        for at most `timeout` seconds (None: no limit); returns what was abandoned, by name."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        backends = [b for b in (self._proc, self._thread) if b is not None]
+        for b in backends:
+            b.begin_close()
+        abandoned: List[str] = []
+        for b in backends:
+            abandoned += b.finish(deadline)
+        return abandoned + close_actions(self.rules, deadline)

@@ -12,12 +12,13 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from ..errors import ConfigError
 from .actions import Action
 from .base import Rule, RuleResult
-from .live import apply_results
+from .live import Activity, apply_results
+from .worker import BUSY_AFTER
 
 _BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
          "from tensortap.rules.worker import main; main(int(sys.argv[2]), int(sys.argv[3]))")
@@ -53,7 +54,8 @@ class RulesProcess:
 
     #: seconds to wait for the child to start and to acknowledge each rule
     start_timeout: float = 60.0
-    #: close(): a child that sends nothing for this long is killed (it hangs or a rule never ends)
+    #: close() without a time limit: a child that sends nothing for this long is killed (it hangs
+    #: or a rule never ends)
     stall_timeout: float = 120.0
 
     def __init__(self, hook) -> None:
@@ -75,6 +77,9 @@ class RulesProcess:
         self._send_lock = threading.Lock()
         self._trial = _LazyTrial(hook.out_dir)
         self._done = self._dead = False
+        self._acting = Activity()  # the action the receiver thread runs now
+        self._child_busy = Activity()  # what the child said it is stuck on ("busy" message)
+        self._sent: Set[int] = set()  # saved steps sent to the child whose results have not come back
         #: what the child said when it closed: steps evaluated, CPU seconds in all ("cpu_s") and
         #: from the first step on ("cpu_steps_s": start-up and loading the rules aside)
         self.stats: Dict[str, Any] = {}
@@ -152,25 +157,53 @@ class RulesProcess:
         if not self._dead:
             self._steps.put(step)
 
-    def close(self, timeout: Optional[float] = None) -> None:
-        """Let the child evaluate what is pending, record its results, and end it. Gives up (and
-        reports) after `timeout` seconds, or when the child sends nothing for stall_timeout s."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def begin_close(self) -> None:
+        """No more steps: the child evaluates those pending, sends its last results and ends."""
         self._steps.put(None)
+
+    def finish(self, deadline: Optional[float]) -> List[str]:
+        """Wait for the child's last results (and their actions) until `deadline` (time.monotonic();
+        None: no limit), or until it has sent nothing for stall_timeout s. A child
+        still busy then is killed; returns what was abandoned, by name."""
+        why = None
         while self._receiver.is_alive():
-            self._receiver.join(0.1)
             now = time.monotonic()
-            late = deadline is not None and now >= deadline
-            if self._receiver.is_alive() and (late or now - self._last_msg > self.stall_timeout):
-                why = "the close() timeout ran out" if late else f"it sent nothing for {self.stall_timeout:.0f} s"
-                self.hook._report("live rules process stopped before it finished",
-                                  RulesProcessError(f"{why}; the remaining steps were not evaluated"))
-                self._dead = True
-                self._kill()
-                self._receiver.join(1.0)
+            left = None if deadline is None else deadline - now
+            self._receiver.join(0.1 if left is None else max(0.0, min(0.1, left)))
+            if not self._receiver.is_alive():
                 break
-        self._sender.join(1.0)
-        self._kill(grace=5.0)
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                why = "the close timeout ran out"
+            elif now - self._last_msg > self.stall_timeout:
+                why = f"it sent nothing for {self.stall_timeout:g} s"
+            if why is not None:
+                break
+        abandoned = []
+        if why is not None:
+            abandoned.append(self._abandon(why))
+            self._dead = True
+            self._kill()
+            self._receiver.join(0.2)
+        self._sender.join(0.2 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic())))
+        self._kill(grace=5.0 if deadline is None else max(0.0, min(5.0, deadline - time.monotonic())))
+        return abandoned
+
+    def close(self, timeout: Optional[float] = None) -> List[str]:
+        """begin_close() and finish() within `timeout` seconds (None: no limit)."""
+        self.begin_close()
+        return self.finish(None if timeout is None else time.monotonic() + timeout)
+
+    def _abandon(self, why: str) -> str:
+        """What close() gives up on when the child is killed ({why}), by name."""
+        acting = self._acting.describe()
+        if acting is not None:  # the receiver thread is stuck in an action (a callback that never returns)
+            doing = acting
+        else:
+            doing = self._child_busy.describe() or "evaluating"
+        steps = sorted(self._sent.copy())  # (copy: atomic while the sender thread adds)
+        pend = f"; saved step(s) {_span(steps)} not evaluated" if steps else ""
+        return f"rules process ({why}): {doing}{pend}"
 
     # ---- pipes ------------------------------------------------------------------------------
     def _send(self, msg: tuple) -> None:
@@ -222,6 +255,7 @@ class RulesProcess:
                         # readable by the child (an object store shows a segment once it is closed);
                         # measured: cheaper for training than the child polling the run for them
                         self.hook.writer.flush()
+                    self._sent.update(steps)
                     self._send(("steps", steps))
                 if None in items:
                     self._send(("close",))
@@ -250,7 +284,8 @@ class RulesProcess:
             except Exception as e:  # noqa: BLE001 - e.g. a result that cannot be unpickled here
                 self.hook._report("live rules sent a result that could not be read", e)
                 continue
-            self._last_msg = time.monotonic()
+            if msg[0] != "busy":  # a rule stuck in a loop is no sign of life
+                self._last_msg = time.monotonic()
             try:
                 self._handle(msg)
             except Exception as e:  # noqa: BLE001
@@ -260,7 +295,11 @@ class RulesProcess:
 
     def _handle(self, msg: tuple) -> None:
         kind = msg[0]
+        if self._dead and kind != "done":  # close() gave up on the child: late results are not the run's
+            return
         if kind == "results":
+            self._child_busy.stop()
+            self._sent.discard(msg[1])
             self._trial._stale = True
             for idx, blob in msg[3].items():  # the rule's state in the child, onto the user's instance
                 if idx in self._rules:
@@ -272,8 +311,10 @@ class RulesProcess:
                     rule.last_result = res
                     items.append((rule, actions, res))
             # the child's record holds every result; made here again if one is not the hook's
-            apply_results(self.hook, items, self._trial, msg[4] if len(items) == len(msg[2]) else None)
+            apply_results(self.hook, items, self._trial, msg[4] if len(items) == len(msg[2]) else None,
+                          activity=self._acting)
         elif kind == "skipped":  # the CPU budget (TENSORTAP_RULES_CPU) skipped these saved steps
+            self._sent.difference_update(msg[1])
             if self.hook.writer is not None:
                 self.hook.writer.submit_record({
                     "type": "event", "event": "rules_skipped", "steps": list(msg[1]), "time": time.time(),
@@ -281,11 +322,21 @@ class RulesProcess:
                               "the newest saved step was evaluated instead"})
         elif kind == "added":
             self._acks.put(msg)
+        elif kind == "busy":  # the child has been on one thing for a while (named if close() gives up)
+            self._child_busy.start(msg[1])
+            self._child_busy.since -= BUSY_AFTER
         elif kind == "error":
             self.hook._report(msg[1], _as_exception(msg[2]))
         elif kind == "done":
             self.stats = msg[1] if len(msg) > 1 else {}
             self._done = True
+
+
+def _span(steps: List[int]) -> str:
+    """"3", "3, 4", "3 ... 40 (38)": a list of steps, short."""
+    if len(steps) <= 3:
+        return ", ".join(map(str, steps))
+    return f"{steps[0]} ... {steps[-1]} ({len(steps)})"
 
 
 def _child_env() -> Dict[str, str]:

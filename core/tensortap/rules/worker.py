@@ -20,6 +20,8 @@ NICE_ENV = "TENSORTAP_RULES_NICE"
 #: environment variable: the share of one CPU the rules process may use on average (e.g. 0.1);
 #: when evaluating costs more, steps saved in between are skipped (unset or 0: every step evaluated)
 CPU_ENV = "TENSORTAP_RULES_CPU"
+#: a rule evaluating for this long is reported to the training process (named if close() gives up)
+BUSY_AFTER = 1.0
 #: environment variable (debugging): profile the rules process (CPU time) with cProfile and write the stats
 #: to "<value>.<pid>" when it exits (read them with python -m pstats)
 PROFILE_ENV = "TENSORTAP_RULES_PROFILE"
@@ -73,6 +75,7 @@ def _serve(fd_in: int, fd_out: int) -> None:
 
     ev = Evaluator(init[1]["out_dir"], report)
     w = _Worker(ev, send, cpu_share())
+    threading.Thread(target=_tell_when_busy, args=(ev.activity, send), name="tensortap-rules-busy", daemon=True).start()
     _warm_up(ev.out_dir)
     send(("ready", os.getpid()))
     while True:
@@ -102,6 +105,22 @@ def _serve(fd_in: int, fd_out: int) -> None:
             return
         except Exception as e:  # noqa: BLE001
             report("live rules process could not evaluate a step", e)
+
+
+def _tell_when_busy(activity, send) -> None:
+    """Tell the training process what a rule that has run for BUSY_AFTER s is (once per rule and
+    step): if close() has to give up on this process, it names the rule. Costs nothing while
+    rules are quick."""
+    told = None
+    while True:
+        time.sleep(BUSY_AFTER / 2)
+        what, since = activity.what, activity.since
+        if what is not None and (what, since) != told and time.monotonic() - since >= BUSY_AFTER:
+            told = (what, since)
+            try:
+                send(("busy", what))
+            except (EOFError, OSError, ValueError):
+                return
 
 
 def cpu_share() -> float:

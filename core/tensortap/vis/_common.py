@@ -28,6 +28,15 @@ def plt():
     return pyplot
 
 
+def csp_hash(script: str) -> str:
+    """The Content-Security-Policy source that allows exactly this inline <script> text."""
+    import base64
+    import hashlib
+
+    text = script.replace("\r\n", "\n").replace("\r", "\n")  # as the HTML parser hands it to the browser
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
 def as_trial(run):
     """A Trial from a Trial or a path."""
     from ..trial import Trial, create_trial
@@ -94,8 +103,9 @@ def fired_steps(trial, rule_results: Optional[Iterable[Any]] = None) -> Dict[str
     for r in rule_results or ():
         recs.append(r if isinstance(r, dict) else {"rule": r.rule, "step": r.step, "fired": r.fired})
     for r in recs:
-        if r.get("fired"):
-            out.setdefault(str(r.get("rule")), set()).add(int(r.get("step")))
+        step = r.get("step")
+        if r.get("fired") and isinstance(step, (int, np.integer)) and not isinstance(step, bool):
+            out.setdefault(str(r.get("rule")), set()).add(int(step))  # (a crafted run's "step" may be text)
     return {k: sorted(v) for k, v in sorted(out.items())}
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..progress import progress
-from ._common import Rendered, as_trial, fig_to_png, natural_key, out_kind, plt, select_steps, write_bytes
+from ._common import Rendered, as_trial, csp_hash, fig_to_png, natural_key, out_kind, plt, select_steps, write_bytes
 from .base import Visualizer
 
 _ASSETS = os.path.join(os.path.dirname(__file__), "assets")
@@ -77,6 +77,10 @@ class AttentionVisualizer(Visualizer):
 
     def applies_to(self, trial) -> bool:
         return bool(attention_layers(trial))
+
+    @classmethod
+    def inline_scripts(cls) -> List[str]:
+        return [_asset("headview.js")]
 
     def render(self, trial, out: str, *, steps=None, max_steps: int = 20, max_tokens: int = 24,
                examples=None, max_examples: int = 4, min_weight: float = 0.02, interval_ms: int = 800,
@@ -154,7 +158,7 @@ class AttentionVisualizer(Visualizer):
         t = html.escape(title)
         return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
                 "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
-                "script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:\">"
+                f"script-src {csp_hash(_asset('headview.js'))}; style-src 'unsafe-inline'; img-src data:\">"
                 f"<title>{t}</title><style>{_asset('headview.css')}</style></head><body>"
                 f"<h2>{t}</h2><p class=\"tt-note\">Left: query tokens, right: key tokens. Line opacity = attention "
                 "weight. Hover a token to see only its lines; double-click a head to show it alone.</p>"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import inspect
 import os
 import tempfile
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 from ..errors import ConfigError, did_you_mean
 
@@ -34,6 +34,13 @@ class Visualizer:
         sig = inspect.signature(cls.render)
         return {p.name: (None if p.default is inspect.Parameter.empty else p.default)
                 for p in list(sig.parameters.values())[3:] if p.kind is p.KEYWORD_ONLY or p.default is not inspect.Parameter.empty}
+
+    @classmethod
+    def inline_scripts(cls) -> List[str]:
+        """The text of each inline <script> an HTML output of this visualizer runs (its own code,
+        never data). The report's Content-Security-Policy allows exactly these, by hash: any other
+        script in an embedded page (one injected through a run's data) does not run."""
+        return []
 
     @classmethod
     def describe(cls) -> str:
