@@ -13,6 +13,13 @@ def tensortap_register_rules():
 
 
 @tensortap.hookimpl
+def tensortap_register_visualizers():
+    from .plot import PruningPlot
+
+    return [PruningPlot]
+
+
+@tensortap.hookimpl
 def tensortap_register_reductions():
     from .importance import vector_reductions
 

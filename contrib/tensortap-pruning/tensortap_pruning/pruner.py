@@ -26,6 +26,7 @@ import torch.nn as nn
 from .graph import BATCH_NORMS, CONVS, ChannelGroup, analyse
 from .importance import CRITERIA, REDUCTION_OF, seed_random
 from .rule import PruningAccuracy
+from .scalars import SCALARS
 from .surgery import count_params, plan_removal, remove_channels, size_mb
 from .taylor import l2_normalise, layer_scores_from_trial
 
@@ -41,6 +42,7 @@ class PruneStep:
     params_before: int
     params_after: int
     ranked_steps: List[int] = field(default_factory=list)
+    channels: Dict[str, List[int]] = field(default_factory=dict)  # group label -> indices removed (before removal)
 
 
 class TaylorPruner:
@@ -145,9 +147,9 @@ class TaylorPruner:
         hook = self._need_hook()
         row = {"iteration": self.iteration, "params": count_params(self.model), "size_mb": size_mb(self.model),
                "accuracy": float(accuracy), "channels": self.channel_counts()}
-        hook.save_scalar("pruning/params", np.int64(row["params"]))
-        hook.save_scalar("pruning/size_mb", np.float64(row["size_mb"]))
-        hook.save_scalar("pruning/accuracy", np.float64(row["accuracy"]))
+        hook.save_scalar(SCALARS["params"], np.int64(row["params"]))
+        hook.save_scalar(SCALARS["size_mb"], np.float64(row["size_mb"]))
+        hook.save_scalar(SCALARS["accuracy"], np.float64(row["accuracy"]))
         step = hook.step
         row["step"] = step
         hook.flush()
@@ -218,14 +220,15 @@ class TaylorPruner:
         by_id = {g.gid: g for g in self.groups}
         plan = plan_removal(scores, by_id, n or self.filters_per_iteration, self.min_channels)
         before = count_params(self.model)
-        removed = {}
+        removed, channels = {}, {}
         for gid, idx in plan.items():
             remove_channels(self.model, by_id[gid], idx)
             removed[self.label(by_id[gid])] = len(idx)
+            channels[self.label(by_id[gid])] = sorted(int(i) for i in idx)
         after = count_params(self.model)
         self._last_ranked_step = max(self._ranked_steps) if self._ranked_steps else hook.step
         hook.register(self.model)  # the parameters are new objects: re-attach
-        step = PruneStep(self.iteration, removed, before, after, list(self._ranked_steps))
+        step = PruneStep(self.iteration, removed, before, after, list(self._ranked_steps), channels)
         self.prune_steps.append(step)
         self.iteration += 1
         if not removed:

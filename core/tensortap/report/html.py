@@ -131,6 +131,16 @@ def _embed(path: str, name: str) -> str:
     return f"<p class=muted>{_e(name)} wrote a {_e(ext)} file, which the report cannot embed.</p>"
 
 
+def _vis_table(v, trial) -> str:
+    """The numbers behind a visualizer's picture, when it gives them (`Visualizer.table`), e.g.
+    accuracy against parameters at each pruning iteration."""
+    got = v.table(trial)
+    if not got:
+        return ""
+    header, rows = got
+    return f"<details open><summary>{_e(len(rows))} rows</summary>" + _table(rows, list(header)) + "</details>"
+
+
 def _vis_section(trial, skip: Iterable[str], options: Dict[str, Dict[str, Any]]) -> str:
     from .. import vis
 
@@ -161,6 +171,7 @@ def _vis_section(trial, skip: Iterable[str], options: Dict[str, Dict[str, Any]])
             try:
                 path = v.render(trial, os.path.join(tmp, n + v.suffix), **opts)
                 out.append(_embed(str(path), n))
+                out.append(_vis_table(v, trial))
                 out.append(f"<p class=muted>rendered in {time.perf_counter() - t0:.1f} s · "
                            f"<code>tensortap vis {_e(n)} {_e(trial.path)} --out {_e(n + v.suffix)}</code></p>")
             except Exception as e:  # noqa: BLE001
