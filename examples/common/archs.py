@@ -241,3 +241,48 @@ class LayerNormMLP(nn.Module):
     def forward(self, x):
         x = F.gelu(self.ln1(self.fc1(torch.flatten(x, 1))))
         return self.head(F.gelu(self.ln2(self.fc2(x))))
+
+
+# ---- ResNet-50: bottleneck blocks, torchvision's layout ---------------------------------------
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        out = planes * self.expansion
+        self.conv1, self.bn1 = nn.Conv2d(cin, planes, 1, bias=False), nn.BatchNorm2d(planes)
+        self.conv2, self.bn2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False), nn.BatchNorm2d(planes)
+        self.conv3, self.bn3 = nn.Conv2d(planes, out, 1, bias=False), nn.BatchNorm2d(out)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = (nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+                           if stride != 1 or cin != out else None)
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.relu(self.bn2(self.conv2(y)))
+        return self.relu(self.bn3(self.conv3(y)) + identity)
+
+
+class ResNet50(nn.Module):
+    """torchvision's resnet50 layout: 7x7 stem, bottleneck stages (3, 4, 6, 3), 25.6 M parameters at 1000 classes."""
+
+    def __init__(self, num_classes: int = 1000, layers: Sequence[int] = (3, 4, 6, 3), width: float = 1.0) -> None:
+        super().__init__()
+        c = _c(64, width)
+        self.conv1, self.bn1 = nn.Conv2d(3, c, 7, 2, 3, bias=False), nn.BatchNorm2d(c)
+        self.relu, self.maxpool = nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
+        for i, n in enumerate(layers):
+            planes = _c(64 * 2 ** i, width)
+            blocks = []
+            for j in range(n):
+                blocks.append(Bottleneck(c, planes, 2 if (j == 0 and i > 0) else 1))
+                c = planes * Bottleneck.expansion
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))

@@ -256,3 +256,53 @@ def test_rankings_from_captured_importance_equal_the_full_tensor_computation(tmp
             np.testing.assert_allclose(got[capture][producer], want[layer], rtol=1e-5)
             assert list(np.argsort(got[capture][producer])) == list(np.argsort(want[layer]))
     assert size["reductions"] * 50 < size["tensors"], size
+
+
+class BNNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.b1, self.r1 = nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU()
+        self.c2, self.b2, self.r2 = nn.Conv2d(6, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(self.r1(self.b1(self.c1(x))), 2)
+        x = self.r2(self.b2(self.c2(x)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+@pytest.mark.parametrize("criterion", ["l1", "bn_scale", "random"])
+def test_other_criteria_rank_by_what_they_say(tmp_path, criterion):
+    """l1 and bn_scale rank by the weights as the last captured step used them (snapshotted by the
+    test itself); random gives a vector in [0, 1) per channel; each prune removes the lowest."""
+    torch.manual_seed(0)
+    x, y, _, _ = _digits(200)
+    model = BNNet()
+    with torch.no_grad():
+        model.b1.weight.uniform_(0.1, 2.0)
+        model.b2.weight.uniform_(-2.0, 2.0)
+    pruner = TaylorPruner(model, x[:4], filters_per_iteration=3, criterion=criterion, capture_interval=2)
+    hook = pruner.make_hook(str(tmp_path / "run"))
+    snap = {}
+    model.register_forward_pre_hook(lambda m, a: snap.update({k: v.detach().clone() for k, v in m.state_dict().items()}))
+    opt = torch.optim.SGD(model.parameters(), 0.05)
+    for step in range(5):  # captured at steps 0, 2, 4: the last one's weights are in `snap`
+        opt.zero_grad()
+        F.cross_entropy(model(x[step * 40:(step + 1) * 40]), y[step * 40:(step + 1) * 40]).backward()
+        opt.step()
+    scores = {pruner.label(g): s for gid, s in pruner.rank().items() for g in pruner.groups if g.gid == gid}
+    assert set(scores) == {"c1", "c2"}  # fc's outputs are the model's: frozen
+    if criterion == "random":
+        trial = tt.create_trial(str(tmp_path / "run"))
+        v = trial.tensor("r2/output_0").reduction_value(4, "random")
+        assert v.shape == (8,) and (v >= 0).all() and (v < 1).all() and len(set(v.tolist())) == 8
+    else:
+        for conv, bn in (("c1", "b1"), ("c2", "b2")):
+            w = (snap[f"{conv}.weight"].abs().reshape(len(snap[f"{conv}.weight"]), -1).sum(1) if criterion == "l1"
+                 else snap[f"{bn}.weight"].abs()).double().numpy()
+            np.testing.assert_allclose(scores[conv], l2_normalise(w), rtol=1e-6)
+    step = pruner.prune()
+    lowest = sorted((v, k, i) for k, s in scores.items() for i, v in enumerate(s))[:3]
+    assert step.channels == {k: sorted(i for _, kk, i in lowest if kk == k) for k in {k for _, k, _ in lowest}}
+    hook.close()
+    assert not hook.errors and model(x[:2]).shape == (2, 10)

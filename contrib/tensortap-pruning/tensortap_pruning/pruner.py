@@ -46,7 +46,8 @@ class PruneStep:
 
 
 class TaylorPruner:
-    """Rank and remove filters of `model` by Taylor importance captured through `hook`.
+    """Rank and remove channels of `model` by the importance `criterion` ("taylor", "l1", "bn_scale",
+    "random"; importance.py) that the Hook computes while capturing.
 
     >>> pruner = TaylorPruner(model, example_batch, filters_per_iteration=8, min_accuracy=0.9)
     >>> hook = pruner.make_hook("runs/prune")          # or add pruner.collections() to your own hook
