@@ -25,7 +25,6 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE)]
 
-import tensortap as tt  # noqa: E402
 from examples.common.archs import ResNet50  # noqa: E402
 from tensortap_pruning import TaylorPruner, count_params, size_mb  # noqa: E402
 

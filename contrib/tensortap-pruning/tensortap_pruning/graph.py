@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -211,7 +211,7 @@ class _Analysis:
     def run(self) -> List[ChannelGroup]:
         for node in self.gm.graph.nodes:
             ins: List[Any] = []
-            torch.fx.node.map_arg((node.args, node.kwargs), lambda a: ins.append(a) or a)  # nested lists too
+            torch.fx.node.map_arg((node.args, node.kwargs), lambda a, ins=ins: ins.append(a) or a)  # nested lists too
             if node.op in ("placeholder", "get_attr"):
                 continue
             if node.op == "output":
@@ -335,9 +335,7 @@ class _Analysis:
             if len(tensors) == 1 and len(lays) == 1:             # x + constant
                 self.lay[node] = lays[0]
                 return True
-            if not lays and not any(a in self.flat for a in ins):
-                return True
-            return False
+            return not lays and not any(a in self.flat for a in ins)
         if tgt is torch.cat or tgt is torch.concat:
             seq = node.args[0] if node.args else node.kwargs.get("tensors")
             dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)

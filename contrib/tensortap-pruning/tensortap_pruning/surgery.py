@@ -149,7 +149,7 @@ def remove_channels(model: nn.Module, group: ChannelGroup, drop: Iterable[int]) 
     """Remove channels `drop` of `group` from every layer of the group in `model`; the offsets of
     the other groups of the same analysis (`group.siblings`) follow. Returns the number of
     parameters removed. Parameters are replaced: rebuild the optimizer."""
-    drop = sorted(set(int(i) for i in drop))
+    drop = sorted({int(i) for i in drop})
     check_removal(group, drop)
     if not drop:
         return 0

@@ -39,7 +39,7 @@ class Held:
 class DeviceVector:
     """A reduction's vector on an accelerator, copied to the host without a sync; done()/result()."""
 
-    __slots__ = ("name", "host", "event", "source")
+    __slots__ = ("event", "host", "name", "source")
 
     def __init__(self, name: str, vec: torch.Tensor) -> None:
         self.name = name
