@@ -11,11 +11,12 @@ from .reductions import ReductionConfig
 from .rules import invoke_rule
 from .save_config import SaveConfig, SaveConfigMode
 from .trial import Tensor, Trial, create_trial
+from .vector_reductions import VectorReduction
 from . import rules, vis, explain, parallel  # noqa: E402,F401  (tt.rules.get, tt.vis.get, tt.explain.gradcam)
 
 __all__ = [
     "__version__", "Hook", "SaveConfig", "SaveConfigMode", "ReductionConfig", "Collection", "modes",
     "create_trial", "Trial", "Tensor", "invoke_rule", "rules", "vis", "explain", "parallel", "hookimpl",
     "Adapter", "AdapterSpec", "Handle", "TensorTapError", "ConfigError", "NotARunError", "CorruptRunError",
-    "TensorNotFound", "StepNotFound", "PluginError", "StopTraining",
+    "TensorNotFound", "StepNotFound", "PluginError", "StopTraining", "VectorReduction",
 ]

@@ -19,6 +19,7 @@ from .reductions import pack, reduce_numpy
 
 if TYPE_CHECKING:  # pragma: no cover
     from .hook import Hook
+    from .vector_reductions import VectorReduction
 
 
 def _module_matches(module: str, prefixes: Sequence[str]) -> bool:
@@ -155,6 +156,18 @@ class Adapter:
         device without a sync): the Hook resolves it before the step goes to the writer, so it
         must snapshot what later in-place updates would change. Default: `reduce` on each."""
         return [pack(self.reduce(t, names, bins), names) for t in tensors]
+
+    def hold(self, tensor: Any) -> Any:
+        """Keep a captured `tensor` until its gradient arrives later in the step, for a vector
+        reduction of both (tensortap.VectorReduction). Default: a numpy copy (whatever the framework
+        does to the tensor later); an adapter may keep the tensor itself and check it is unchanged."""
+        return self.to_numpy(tensor)
+
+    def vector_reduce(self, reduction: "VectorReduction", tensors: Sequence[Any]) -> Any:
+        """`reduction` of `tensors` (the captured value, or what `hold` returned, then its gradient
+        when the reduction takes it): a float64 vector, or a handle with done()/result() giving it
+        later (see `reduce_many`). Default: the reduction's numpy implementation on numpy copies."""
+        return reduction.compute_numpy([t if isinstance(t, np.ndarray) else self.to_numpy(t) for t in tensors])
 
     def register_loss(self, loss_obj: Any, name: str) -> None:
         raise ConfigError(f"the {self.name} adapter cannot register loss objects; call hook.record_loss(loss) instead")

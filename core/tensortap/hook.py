@@ -28,11 +28,12 @@ from .collections import CATEGORIES, Collection
 from .errors import ConfigError, StopTraining, TensorTapError, did_you_mean
 from .modes import ModeKeys, to_mode
 from .plugins import get_registry
-from .reductions import ReductionConfig, canonical, packed_kind, reduce_numpy_packed
+from .reductions import ReductionConfig, packed_kind, reduce_numpy_packed, split_reductions
 from .save_config import SaveConfig
 from .store import StepBatch, StoreWriter, TensorItem
 from .store.fs import resolve
 from .store.index import is_storable
+from .vector_reductions import VectorCapture
 
 log = logging.getLogger("tensortap")
 
@@ -129,6 +130,7 @@ class Hook:
         self._active_key = -1
         self._deferred: List[TensorItem] = []  # reductions of this step still being computed
         self._held: List[Tuple[StepBatch, List[TensorItem]]] = []  # handed over, waiting for them
+        self._vectors = VectorCapture(self._report)  # plugin vector reductions of this step
         self._stop_reason: Optional[str] = None
         self._mode_changed = False  # set_mode switched modes: a save before the next begin_step starts one
         self._early: Dict[Tuple[str, str], tuple] = {}  # saved before the first step, for it
@@ -343,6 +345,7 @@ class Hook:
                 self._report("could not finish the step", e)
             finally:
                 self._mode_changed = changed
+        self._vectors.clear()  # values whose gradient never came (no backward pass this step)
         batch, self._batch = self._batch, None
         deferred, self._deferred = self._deferred, []
         if batch:
@@ -384,6 +387,11 @@ class Hook:
         """Should the adapter capture tensors of `category` at the current step? (cheap)"""
         return category in self._wanted
 
+    def needs_gradient(self, name: str) -> bool:
+        """Does a reduction of `name`, captured this step, wait for its gradient? Then the adapter
+        should capture "gradients/<name>" (category "gradients") even if no collection keeps it."""
+        return self._vectors.needs_gradient(name)
+
     # ---- capture ---------------------------------------------------------------------------
     def _collections_of(self, name: str, category: str) -> Tuple[Collection, ...]:
         key = (name, category)
@@ -411,7 +419,10 @@ class Hook:
                 return 0
             if self.step < 0 or self._mode_changed:
                 self.begin_step()
-            plan = self._plan
+            plan, vectors = self._plan, self._vectors
+            items = list(items)
+            if vectors.waiting:
+                self._queue([v for n, t, c in items if c == "gradients" for v in vectors.on_gradient(n, t)])
             todo = [(n, t, p) for n, t, c in items for p in (plan(n, c),) if p is not None]
             if todo:
                 self._store(todo)
@@ -424,7 +435,7 @@ class Hook:
 
     def _plan(self, name: str, category: str) -> Optional[tuple]:
         """What to store of `name` at steps with the current active collections, cached per name:
-        None (not kept), or (raw, reductions, bins, collection names, packed kind)."""
+        None (not kept), or (raw, reductions, bins, collection names, packed kind, vector reductions)."""
         key = (name, category, self._active_key)
         try:
             return self._plans[key]
@@ -439,10 +450,10 @@ class Hook:
             return None
         rcs = [c.reduction_config or self.reduction_config for c in (active or colls)]
         raw = force or any(rc is None or rc.save_raw_tensor for rc in rcs)
-        reds = canonical(r for rc in rcs if rc is not None for r in rc.reductions)
+        reds, vectors = split_reductions(r for rc in rcs if rc is not None for r in rc.reductions)
         bins = max([rc.histogram_bins for rc in rcs if rc is not None] or [64])
         cnames = tuple(dict.fromkeys(tuple(c.name for c in colls) + ((category,) if force else ()) + tuple(extra_collections)))
-        return raw, reds, bins, cnames, packed_kind(reds)
+        return raw, reds, bins, cnames, packed_kind(reds), vectors
 
     def _forget_plans(self) -> None:
         """Call after changing the hook's collections (their regexes or categories)."""
@@ -456,6 +467,8 @@ class Hook:
             return False
         if self.step < 0 or self._mode_changed:
             self.begin_step()
+        if category == "gradients" and self._vectors.waiting:
+            self._queue(self._vectors.on_gradient(name, tensor))
         if force or extra_collections:
             plan = self._make_plan(name, category, extra_collections, force)
         else:
@@ -470,28 +483,39 @@ class Hook:
         configuration, go to the adapter in one `reduce_many` call."""
         items: List[TensorItem] = []
         groups: Dict[tuple, tuple] = {}
-        for name, tensor, (raw, reds, bins, cnames, kind) in todo:
+        for name, tensor, (raw, reds, bins, cnames, kind, vectors) in todo:
             adapter = self._adapter_for_value(tensor)
             if raw:
                 items.append(TensorItem(name, "value", cnames, self._to_numpy(adapter, tensor, name)))
+            if vectors:
+                items.extend(TensorItem(*v) for v in self._vectors.on_value(name, tensor, adapter, vectors, cnames))
             if reds:
                 g = groups.get((id(adapter), kind, bins))
                 if g is None:
                     g = groups[(id(adapter), kind, bins)] = (adapter, reds, bins, kind, [], [])
                 g[4].append((name, cnames))
                 g[5].append(tensor)
-        deferred = []
         for adapter, reds, bins, kind, named, tensors in groups.values():
             if adapter is not None:
                 values = adapter.reduce_many(tensors, reds, bins)
             else:
                 values = [reduce_numpy_packed(self._to_numpy(None, t, n), reds, bins) for (n, _), t in zip(named, tensors)]
-            for (name, cnames), v in zip(named, values):
-                if not isinstance(v, np.ndarray) and not hasattr(v, "result"):
-                    v = np.asarray(v, dtype=np.float64)
-                it = TensorItem(name, kind, cnames, v)
-                items.append(it)
-                if not isinstance(v, np.ndarray):
+            items.extend(TensorItem(name, kind, cnames, v) for (name, cnames), v in zip(named, values))
+        self._queue(items)
+
+    def _queue(self, items: Iterable) -> None:
+        """Put items (TensorItems, or (name, kind, collections, array) tuples) into this step's
+        batch; an array that is a handle (done()/result()) is resolved before the step is written."""
+        items = [it if isinstance(it, TensorItem) else TensorItem(*it) for it in items]
+        if not items:
+            return
+        deferred = []
+        for it in items:
+            v = it.array
+            if not isinstance(v, np.ndarray):
+                if not hasattr(v, "result"):
+                    it.array = np.asarray(v, dtype=np.float64)
+                else:
                     deferred.append(it)
         with self._lock:
             if self._batch is None:

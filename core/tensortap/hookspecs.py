@@ -82,6 +82,27 @@ def tensortap_register_actions() -> List[type]:
 
 
 @hookspec
+def tensortap_register_reductions() -> List["tensortap.VectorReduction"]:  # noqa: F821
+    """Reductions that give one small vector per captured tensor per saved step, as
+    `tensortap.VectorReduction` objects, each with a unique `name` (not a built-in one). Users
+    list the name in `tt.ReductionConfig(reductions=[...])`; the vector is stored instead of the
+    tensor and read back with `Tensor.reduction_value(step, name)`. `numpy` always computes it;
+    `implementations` may add a framework's own, run where the tensor lives. With
+    `inputs=("value", "gradient")` it takes the captured tensor and its gradient from the same step.
+
+    Example::
+
+        @tensortap.hookimpl
+        def tensortap_register_reductions():
+            return [tensortap.VectorReduction(
+                name="channel_taylor", inputs=("value", "gradient"),
+                numpy="my_plugin.importance:taylor_numpy",        # (activation, gradient) -> (channels,)
+                implementations={"torch": "my_plugin.importance:taylor_torch"},
+                description="|activation x gradient| per channel")]
+    """
+
+
+@hookspec
 def tensortap_step_end(hook, step: int, mode: str) -> None:
     """Called after a saved step was handed to the writer (behaviour hook; return value ignored).
 

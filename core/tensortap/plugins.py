@@ -41,6 +41,7 @@ REGISTRATION_HOOKS = {
     "tensortap_register_rules": "rules",
     "tensortap_register_visualizers": "visualizers",
     "tensortap_register_actions": "actions",
+    "tensortap_register_reductions": "reductions",
 }
 KNOWN_HOOKS = {n for n in dir(hookspecs) if n.startswith("tensortap_")}
 
@@ -108,6 +109,12 @@ def _validate_item(table: str, item: Any) -> str:
     if table == "adapters":
         if not isinstance(item, AdapterSpec):
             raise PluginError(f"tensortap_register_adapters must return AdapterSpec objects, got {item!r}")
+        return item.name
+    if table == "reductions":
+        from .vector_reductions import VectorReduction
+
+        if not isinstance(item, VectorReduction):
+            raise PluginError(f"tensortap_register_reductions must return tt.VectorReduction objects, got {item!r}")
         return item.name
     if table == "collections":
         if not isinstance(item, Collection):
@@ -244,6 +251,11 @@ class Registry:
     @property
     def collections(self) -> Dict[str, Any]:
         return self.tables["collections"]
+
+    @property
+    def reductions(self) -> Dict[str, Any]:
+        """Plugin-registered VectorReductions by name (the built-in scalar ones are not plugins)."""
+        return self.tables["reductions"]
 
     def get(self, table: str, name: str) -> Any:
         """The registered item, or a ConfigError that lists what exists and what is closest."""

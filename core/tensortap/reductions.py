@@ -39,14 +39,37 @@ class ReductionConfig:
             )
         names = tuple(self.reductions)
         for r in names:
-            if r not in REDUCTIONS:
+            if r not in REDUCTIONS and _vector_reduction(r) is None:
+                known = REDUCTIONS + tuple(sorted(_vector_names()))
                 raise ConfigError(
-                    f"unknown reduction {r!r}." + did_you_mean(r, REDUCTIONS)
-                    + f" Known reductions: {', '.join(REDUCTIONS)}"
+                    f"unknown reduction {r!r}." + did_you_mean(r, known)
+                    + f" Known reductions: {', '.join(known)} (plugins add more: `tensortap plugins`)"
                 )
         object.__setattr__(self, "reductions", names)
         if not isinstance(self.histogram_bins, int) or self.histogram_bins < 1:
             raise ConfigError(f"histogram_bins must be a positive int, got {self.histogram_bins!r}")
+
+
+def _vector_reduction(name: str):
+    """The plugin-registered VectorReduction `name`, or None (loads the plugins on first use)."""
+    from .vector_reductions import lookup
+
+    return lookup(name)
+
+
+def _vector_names() -> Tuple[str, ...]:
+    from .vector_reductions import registered
+
+    return tuple(registered())
+
+
+def split_reductions(names: Iterable[str]) -> Tuple[Tuple[str, ...], tuple]:
+    """(the built-in reductions among `names`, in canonical order; the plugin-registered
+    VectorReductions among them, in the order first named)."""
+    names = list(names)
+    vectors = tuple(v for v in (_vector_reduction(n) for n in dict.fromkeys(n for n in names if n not in _ORDER))
+                    if v is not None)
+    return canonical(n for n in names if n in _ORDER), vectors
 
 
 def _as_float(a: np.ndarray) -> np.ndarray:

@@ -437,7 +437,8 @@ class Tensor:
         return out
 
     def reduction_value(self, step: int, name: str, mode=None, worker: Optional[str] = None, abs: bool = False):
-        """A saved reduction ("l2", "mean", ...): a float, or (counts, edges) for "histogram".
+        """A saved reduction ("l2", "mean", ...): a float, or (counts, edges) for "histogram", or a
+        1-D float64 array for a reduction a plugin registered (tt.VectorReduction, e.g. one value per channel).
         `abs=True` asks for the reduction of |x| ("max" -> "abs_max", which min and max also give),
         as in smdebug."""
         if abs and name in ("min", "max", "mean"):
@@ -472,7 +473,7 @@ class Tensor:
                         split_histogram(v) if n == "histogram" else (float(v) if v.ndim == 0 else v))
         if not out:
             self._locate(step, mode, worker, REDUCTION)  # raises the StepNotFound that says why
-        return {n: out[n] for n in sorted(out, key=REDUCTIONS.index)}
+        return {n: out[n] for n in sorted(out, key=_reduction_order)}
 
     def reduction_names(self, step: int, mode=None, worker=None) -> List[str]:
         return sorted({n for *_, names, _p in self._reductions_at(step, mode, worker) for n in names})
@@ -528,6 +529,11 @@ def _expand_results(rec: dict, worker: str) -> List[dict]:
             if isinstance(d.get("rule"), str):
                 out.append({"type": "rule", **d, "time": rec.get("time"), "worker": worker})
     return out
+
+
+def _reduction_order(name: str) -> Tuple[int, str]:
+    """Built-in reductions in their usual order, then plugin-registered (vector) ones by name."""
+    return (REDUCTIONS.index(name) if name in REDUCTIONS else len(REDUCTIONS), name)
 
 
 def _short(steps: List[int]) -> str:

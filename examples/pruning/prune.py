@@ -1,13 +1,16 @@
 """Iterative filter pruning of a ResNet-style and an AlexNet-style CNN, driven by tensortap.
 
-Each iteration: fine-tune with a tt.Hook capturing the ReLU feature maps and their gradients,
-rank filters by the Taylor criterion (Molchanov et al. 2017) read back from the run, remove
-the least important filters (residual channel groups stay aligned), rebuild the optimizer,
-and record parameters / size / held-out accuracy. The `pruning_accuracy` rule stops the loop
-(action "stop_training") once accuracy falls below --min-accuracy.
+Each iteration: fine-tune with a tt.Hook that computes, as it captures, the Taylor importance
+(Molchanov et al. 2017) of every channel of the ReLU feature maps (one small vector per layer
+per saved step, from the feature map and its gradient), rank filters by it, remove the least
+important filters (residual channel groups stay aligned), rebuild the optimizer, and record
+parameters / size / held-out accuracy. The `pruning_accuracy` rule stops the loop (action
+"stop_training") once accuracy falls below --min-accuracy.
 
     python examples/pruning/prune.py --quick                 # well under a minute
     python examples/pruning/prune.py --model resnet          # full run
+    python examples/pruning/prune.py --quick --compare-capture   # also the old capture (whole feature
+                                                             # maps and gradients): bytes of both runs
 Outputs: <out>/<model>/ (the run), <out>/<model>_pruning.png, <out>/summary.json
 """
 from __future__ import annotations
@@ -28,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]
 
 import tensortap as tt  # noqa: E402
-from tensortap_pruning import TaylorPruner, count_params, size_mb  # noqa: E402
+from tensortap_pruning import CRITERIA, TaylorPruner, count_params, size_mb  # noqa: E402
 
 from common.digits import load_digits_images  # noqa: E402
 from common.cnn import MODELS  # noqa: E402
@@ -74,7 +77,13 @@ def accuracy(model: nn.Module, x, y) -> float:
     return correct / len(x)
 
 
-def run_one(name: str, cfg: dict, out: str, min_accuracy: float, seed: int, log=print) -> dict:
+def run_bytes(path: str) -> int:
+    """Bytes of every file of a run directory."""
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+
+
+def run_one(name: str, cfg: dict, out: str, min_accuracy: float, seed: int, log=print, criterion: str = "taylor",
+            capture: str = "reductions", run_name: str = "") -> dict:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     xtr, ytr, xte, yte = load_digits_images(size=16, seed=seed, shift=1)
@@ -94,8 +103,8 @@ def run_one(name: str, cfg: dict, out: str, min_accuracy: float, seed: int, log=
     # pruned ResNet shapes (a stage-1 trunk under 8 channels) on this machine; the native kernels do not.
     torch.backends.mkldnn.enabled = False
     pruner = TaylorPruner(model, xtr[:8], filters_per_iteration=cfg["per_iter"], min_accuracy=min_accuracy,
-                          capture_interval=cfg["capture"])
-    run_dir = os.path.join(out, name)
+                          capture_interval=cfg["capture"], criterion=criterion, capture=capture, seed=seed)
+    run_dir = os.path.join(out, run_name or name)
     if os.path.exists(os.path.join(run_dir, "workers")):  # our own earlier run of this demo
         shutil.rmtree(run_dir)
     hook = pruner.make_hook(run_dir)
@@ -119,7 +128,8 @@ def run_one(name: str, cfg: dict, out: str, min_accuracy: float, seed: int, log=
     return {"model": name, "run": run_dir, "plot": png, "initial_accuracy": acc0, "initial_loss": float(np.mean(losses[:5])),
             "final_loss": float(np.mean(losses[-5:])), "history": pruner.history, "stop_reason": pruner.stop_reason,
             "best": {k: best[k] for k in ("params", "size_mb", "accuracy", "iteration")},
-            "removed": [s.removed for s in pruner.prune_steps]}
+            "removed": [s.removed for s in pruner.prune_steps], "channels": [s.channels for s in pruner.prune_steps],
+            "capture": capture, "criterion": criterion, "run_bytes": run_bytes(run_dir)}
 
 
 def plot(run_dir: str, png: str, title: str, min_accuracy: float) -> str:
@@ -155,20 +165,43 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="runs/pruning")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")
+    ap.add_argument("--criterion", choices=list(CRITERIA), default="taylor", help="channel importance (default taylor)")
+    ap.add_argument("--capture", choices=["reductions", "tensors"], default="reductions",
+                    help="reductions: the importance computed while capturing (default); tensors: whole feature maps "
+                         "and gradients stored, the criterion computed from them when ranking (taylor only)")
+    ap.add_argument("--compare-capture", action="store_true",
+                    help="run each model with both captures (same seed) and print the bytes of both runs and whether "
+                         "they removed the same channels")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     preset = PRESETS["quick" if args.quick else "full"]
     floor = args.min_accuracy if args.min_accuracy is not None else (0.85 if args.quick else 0.90)
     os.makedirs(args.out, exist_ok=True)
     names = ["resnet", "alexnet"] if args.model == "both" else [args.model]
-    summary = {"quick": args.quick, "min_accuracy": floor,
-               "results": [run_one(n, preset[n], args.out, floor, args.seed) for n in names]}
+    summary = {"quick": args.quick, "min_accuracy": floor, "criterion": args.criterion, "capture": args.capture,
+               "results": [run_one(n, preset[n], args.out, floor, args.seed, criterion=args.criterion,
+                                   capture=args.capture) for n in names]}
+    if args.compare_capture:
+        other = "tensors" if args.capture == "reductions" else "reductions"
+        summary["compared"] = []
+        for r in summary["results"]:
+            o = run_one(r["model"], preset[r["model"]], args.out, floor, args.seed, criterion=args.criterion,
+                        capture=other, run_name=f"{r['model']}-{other}")
+            by = {r["capture"]: r, o["capture"]: o}
+            same = o["channels"] == r["channels"] and [h["accuracy"] for h in o["history"]] == \
+                [h["accuracy"] for h in r["history"]]
+            row = {"model": r["model"], "bytes_tensors": by["tensors"]["run_bytes"],
+                   "bytes_reductions": by["reductions"]["run_bytes"], "same_channels_removed": same}
+            summary["compared"].append(row)
+            print(f"{r['model']}: run bytes, whole tensors {row['bytes_tensors']:,} -> importance vectors "
+                  f"{row['bytes_reductions']:,} ({row['bytes_tensors'] / row['bytes_reductions']:,.0f}x less); "
+                  f"same channels removed at every iteration: {same}")
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     for r in summary["results"]:
         h0, b = r["history"][0], r["best"]
         print(f"{r['model']}: {h0['params']:,} -> {b['params']:,} params ({b['params'] / h0['params']:.0%}), "
-              f"accuracy {h0['accuracy']:.3f} -> {b['accuracy']:.3f}; plot {r['plot']}")
+              f"accuracy {h0['accuracy']:.3f} -> {b['accuracy']:.3f}; run {r['run_bytes']:,} bytes; plot {r['plot']}")
     print(f"summary: {os.path.join(args.out, 'summary.json')}")
     return summary
 

@@ -76,19 +76,20 @@ def test_functional_relu_and_view_flatten_are_followed():
 
 
 def test_unknown_ops_and_the_output_freeze_groups():
-    class Cat(nn.Module):
+    class Split(nn.Module):
         def __init__(self):
             super().__init__()
             self.a = nn.Conv2d(3, 4, 3, padding=1)
             self.b = nn.Conv2d(3, 4, 3, padding=1)
-            self.c = nn.Conv2d(8, 2, 1)
+            self.c = nn.Conv2d(2, 2, 1)
 
         def forward(self, x):
-            return self.c(torch.cat([self.a(x), self.b(x)], 1))
+            return self.c(self.a(x)[:, :2]), self.b(x)
 
-    groups = _by_producer(analyse(Cat(), _x()))
-    assert not groups[("a",)].prunable and "cat" in groups[("a",)].frozen
+    groups = _by_producer(analyse(Split(), _x()))
+    assert not groups[("a",)].prunable and "getitem" in groups[("a",)].frozen
     assert not groups[("c",)].prunable and "output" in groups[("c",)].frozen
+    assert "output" in groups[("b",)].frozen
 
 
 def _hand_count_resnet(c_stem: int, c_b1: int, c_b2: int, c_b2in: int) -> int:
@@ -157,7 +158,7 @@ def test_pruned_model_computes_what_the_silenced_original_computes(make):
 def test_plan_respects_min_channels_and_picks_the_lowest():
     model = TinyAlex()
     groups = {g.gid: g for g in analyse(model, _x()) if g.prunable}
-    g1, g2 = sorted(groups)
+    g1, g2 = sorted(gid for gid, g in groups.items() if g.producers[0] in ("c1", "c2"))  # (fc1 is a group too)
     scores = {g1: [0.9, 0.1, 0.8, 0.05, 0.7, 0.6], g2: [0.5] * 9 + [0.01]}
     plan = plan_removal(scores, groups, 3, min_channels=2)
     assert plan == {g1: [3, 1], g2: [9]}
@@ -173,9 +174,8 @@ def test_remove_channels_rejects_bad_requests():
         remove_channels(model, g, [99])
     with pytest.raises(ValueError, match="all"):
         remove_channels(model, g, range(g.size))
-    out_group = analyse(TinyAlex(), _x())[-1]  # fc layers are not conv groups; pick a frozen one below
-    assert out_group.prunable
-    out_group.frozen = "reaches the model output"
+    out_group = analyse(TinyAlex(), _x())[-1]  # fc2's outputs are the model's
+    assert not out_group.prunable and out_group.frozen == "reaches the model output"
     with pytest.raises(ValueError, match="cannot be pruned"):
         remove_channels(model, out_group, [0])
 

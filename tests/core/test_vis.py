@@ -14,7 +14,9 @@ from tensortap.cli import main as cli
 from tensortap.errors import ConfigError
 from tests.core.test_vis_runs import HOT, embedding_run, gradcam_run, mlp_run, pruning_run
 
-BUILTIN = {"scalars", "distributions", "gradcam", "attention", "embedding", "pruning"}
+BUILTIN = {"scalars", "distributions", "gradcam", "attention", "embedding"}
+#: the core pruning plot takes the scalars' names from the plugin that saves them (here: given)
+PRUNING = {"accuracy": "pruning/accuracy", "params": "pruning/params", "size_mb": "pruning/size_mb"}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,7 @@ def test_applies_to_matches_the_data_present(runs):
     assert applies["mlp"] == {"scalars", "distributions"}
     assert applies["gradcam"] == {"scalars", "gradcam"}
     assert applies["embedding"] == {"scalars", "embedding"}
-    assert applies["pruning"] == {"scalars", "pruning"}
+    assert applies["pruning"] == {"scalars"}
 
 
 def test_scalars_draws_train_and_eval_lines_and_marks_fired_rules(runs, tmp_path):
@@ -190,15 +192,21 @@ def test_embedding_with_scikit_learn_backend():
 
 
 def test_pruning_plots_accuracy_against_parameters(runs, tmp_path):
-    from tensortap.vis.pruning import pruning_table
+    from tensortap.vis.pruning import PruningVisualizer, pruning_table
 
     trial = tt.create_trial(runs["pruning"])
-    tab = pruning_table(trial)
+    tab = pruning_table(trial, PRUNING)
     assert len(tab["params"]) == 5 and np.all(np.diff(tab["params"]) < 0)
-    a = rgb(tt.vis.get("pruning")().render(trial, str(tmp_path / "p.png")))
+    assert not PruningVisualizer().applies_to(trial)  # the core hard-codes no plugin's scalar names
+    a = rgb(PruningVisualizer().render(trial, str(tmp_path / "p.png"), **PRUNING))
     assert a.shape[1] > 1000 and near(a, (31, 119, 180)) > 100
+    header, rows = type("Named", (PruningVisualizer,), {"scalars": PRUNING})().table(trial)
+    assert header[2:] == ["parameters", "size (MB)", "accuracy"] and len(rows) == 5
+    assert rows[0][2] == f"{tab['params'][0]:,.0f}" and rows[-1][4] == f"{tab['accuracy'][-1]:.4f}"
     with pytest.raises(ConfigError, match="pruning/accuracy"):
-        tt.vis.get("pruning")().render(tt.create_trial(runs["mlp"]), str(tmp_path / "x.png"))
+        PruningVisualizer().render(tt.create_trial(runs["mlp"]), str(tmp_path / "x.png"), **PRUNING)
+    with pytest.raises(ConfigError, match="name the accuracy scalar"):
+        PruningVisualizer().render(trial, str(tmp_path / "y.png"))
 
 
 def test_cli_vis_list_render_and_bad_option(runs, tmp_path, capsys):
@@ -215,7 +223,9 @@ def test_cli_vis_list_render_and_bad_option(runs, tmp_path, capsys):
 
 
 def test_results_display_in_jupyter(runs, tmp_path):
-    png = tt.vis.get("pruning")().render(runs["pruning"], str(tmp_path / "p.png"))
+    from tensortap.vis.pruning import PruningVisualizer
+
+    png = PruningVisualizer().render(runs["pruning"], str(tmp_path / "p.png"), **PRUNING)
     assert isinstance(png, str) and png._repr_png_()[:4] == b"\x89PNG" and png._repr_html_() is None
     gif = tt.vis.get("gradcam")().render(runs["gradcam"], str(tmp_path / "g.gif"))
     assert gif._repr_png_() is None and gif._repr_html_().startswith('<img src="data:image/gif;base64,')

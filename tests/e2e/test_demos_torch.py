@@ -30,8 +30,13 @@ def test_pruning_demo(tmp_path):
         trial = tt.create_trial(r["run"])
         acc = trial.tensor("pruning/accuracy")
         assert [float(acc.value(s)) for s in acc.steps()] == pytest.approx([x["accuracy"] for x in h])
-        taps = trial.tensor_names(regex=r"^gradients/.*/output_0$")
-        assert taps, "the Taylor criterion's gradients were not captured"
+        taps = trial.tensor_names(collection="pruning_taps")  # the Taylor importance, one vector per step
+        assert taps, "the Taylor importance was not captured"
+        for n in taps:
+            t = trial.tensor(n)
+            assert all(t.reduction_names(s) == ["taylor"] for s in t.steps())
+        assert not trial.tensor_names(regex=r"^gradients/")  # no feature map gradient stored
+        assert r["run_bytes"] < 500_000  # vectors, not feature maps (the old capture: ~100 MB per model)
         if "rule pruning_accuracy" in r["stop_reason"]:          # stopped by the rule: it fired exactly once
             fired = [x for x in trial.rule_results() if x["rule"] == "pruning_accuracy" and x["fired"]]
             assert len(fired) == 1 and h[-1]["accuracy"] < summary["min_accuracy"]

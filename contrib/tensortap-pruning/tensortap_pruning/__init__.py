@@ -1,14 +1,17 @@
 """tensortap-pruning: iterative filter pruning of PyTorch CNNs ranked by the Taylor criterion
-(Molchanov et al. 2017) on activations and gradients captured by tensortap.
+(Molchanov et al. 2017, the default), filter L1 norm, BatchNorm scale or at random, each computed
+by tensortap while it captures (one small vector per layer per saved step).
 
-Importing this package does not import torch (the plugin entry point only registers the
-`pruning_accuracy` rule); the torch parts load on first use.
+Importing this package does not import torch (the plugin entry point registers the
+`pruning_accuracy` rule, the importance reductions and the `pruning` visualizer); the torch parts
+load on first use.
 """
 from __future__ import annotations
 
 from importlib import import_module
 from typing import Any
 
+from .importance import CRITERIA
 from .rule import PruningAccuracy
 from .taylor import group_scores, l2_normalise, layer_scores_from_trial, taylor_per_example, taylor_scores
 
@@ -21,7 +24,7 @@ _LAZY = {
     "count_params": ".surgery", "size_mb": ".surgery",
 }
 
-__all__ = ["PruningAccuracy", "taylor_per_example", "taylor_scores", "l2_normalise", "layer_scores_from_trial",
+__all__ = ["CRITERIA", "PruningAccuracy", "taylor_per_example", "taylor_scores", "l2_normalise", "layer_scores_from_trial",
            "group_scores", *_LAZY]
 
 

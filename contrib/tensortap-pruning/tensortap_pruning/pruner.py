@@ -1,11 +1,14 @@
 """TaylorPruner: iterative filter pruning of a PyTorch model driven by a tensortap run.
 
-Each iteration the user fine-tunes with a tt.Hook attached (it captures the feature maps the
-pruner asked for and their gradients), then calls `record(accuracy)` (saves pruning/params,
-pruning/size_mb, pruning/accuracy; the `pruning_accuracy` rule checks the accuracy) and
-`prune()` (reads the captured tensors back through tt.create_trial, ranks channels with the
-Taylor criterion, removes the least important ones across their whole channel group, and
-re-attaches the hook). Rebuild the optimizer after `prune()`: the parameters are new objects.
+Each iteration the user fine-tunes with a tt.Hook attached, which computes the chosen importance
+(importance.py: Taylor by default, or filter L1 norm, BatchNorm scale, random) as it captures:
+one small vector per tapped tensor per saved step, on the tensor's device, instead of the tensor.
+Then `record(accuracy)` saves pruning/params, pruning/size_mb, pruning/accuracy (the
+`pruning_accuracy` rule checks the accuracy) and `prune()` reads the vectors back through
+tt.create_trial, ranks every channel, removes the least important ones across their whole
+channel group, and re-attaches the hook. Rebuild the optimizer after `prune()`: the parameters
+are new objects. `capture="tensors"` keeps the old way (whole feature maps and their gradients,
+the Taylor criterion computed from them when ranking) to check the two agree.
 """
 from __future__ import annotations
 
@@ -13,17 +16,19 @@ import copy
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensortap as tt
 import torch
 import torch.nn as nn
 
-from .graph import ChannelGroup, analyse
+from .graph import BATCH_NORMS, CONVS, ChannelGroup, analyse
+from .importance import CRITERIA, REDUCTION_OF, seed_random
 from .rule import PruningAccuracy
+from .scalars import SCALARS
 from .surgery import count_params, plan_removal, remove_channels, size_mb
-from .taylor import group_scores, layer_scores_from_trial
+from .taylor import l2_normalise, layer_scores_from_trial
 
 NEVER = tt.SaveConfigMode(start_step=2 ** 62)
 
@@ -37,10 +42,12 @@ class PruneStep:
     params_before: int
     params_after: int
     ranked_steps: List[int] = field(default_factory=list)
+    channels: Dict[str, List[int]] = field(default_factory=dict)  # group label -> indices removed (before removal)
 
 
 class TaylorPruner:
-    """Rank and remove filters of `model` by Taylor importance captured through `hook`.
+    """Rank and remove channels of `model` by the importance `criterion` ("taylor", "l1", "bn_scale",
+    "random"; importance.py) that the Hook computes while capturing.
 
     >>> pruner = TaylorPruner(model, example_batch, filters_per_iteration=8, min_accuracy=0.9)
     >>> hook = pruner.make_hook("runs/prune")          # or add pruner.collections() to your own hook
@@ -50,7 +57,13 @@ class TaylorPruner:
     """
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor, filters_per_iteration: int = 8,
-                 min_accuracy: Optional[float] = None, min_channels: int = 2, capture_interval: int = 1) -> None:
+                 min_accuracy: Optional[float] = None, min_channels: int = 2, capture_interval: int = 1,
+                 criterion: str = "taylor", capture: str = "reductions", seed: int = 0) -> None:
+        if criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {list(CRITERIA)}, got {criterion!r}")
+        if capture not in ("reductions", "tensors") or (capture == "tensors" and criterion != "taylor"):
+            raise ValueError(f"capture must be 'reductions' (the importance computed while capturing) or, for "
+                             f"criterion 'taylor' only, 'tensors' (whole feature maps and gradients); got {capture!r}")
         if filters_per_iteration < 1:
             raise ValueError(f"filters_per_iteration must be >= 1, got {filters_per_iteration}")
         if capture_interval < 1:
@@ -60,6 +73,9 @@ class TaylorPruner:
         self.filters_per_iteration = int(filters_per_iteration)
         self.min_channels = int(min_channels)
         self.capture_interval = int(capture_interval)
+        self.criterion, self.capture = criterion, capture
+        if criterion == "random":
+            seed_random(seed)
         self.groups: List[ChannelGroup] = analyse(model, example_input)
         if not any(g.prunable for g in self.groups):
             raise ValueError("no prunable channel group found: " +
@@ -80,16 +96,33 @@ class TaylorPruner:
         """Layers whose output (and its gradient) the Taylor criterion needs."""
         return [t for g in self.groups if g.prunable for t in g.rank_taps]
 
+    def sources(self, g: ChannelGroup) -> List[Tuple[str, int]]:
+        """(stored tensor name, offset of the group's channels in it) the criterion ranks `g` by:
+        feature maps (taylor, random), producer weights (l1) or norm weights (bn_scale)."""
+        if self.criterion in ("taylor", "random"):
+            return [(f"{t}/output_0", 0) for t in g.rank_taps]
+        if self.criterion == "l1":
+            return [(f"{p}.weight", 0) for p in g.producers]
+        mods = dict(self.model.named_modules())
+        return [(f"{n}.weight", g.offset.get(n, 0)) for n in g.norms if getattr(mods.get(n), "weight", None) is not None]
+
     def collections(self) -> List[tt.Collection]:
-        """The collections to add to a tt.Hook: the tapped feature maps and their gradients
-        (training steps only, every `capture_interval` steps) and the pruning scalars."""
-        names = "|".join(re.escape(t) for t in self.tap_layers)
-        taps = tt.Collection(
-            "pruning_taps", include_regex=(rf"^(?:gradients/)?(?:{names})/output_0$",),
-            save_config=tt.SaveConfig({tt.modes.TRAIN: tt.SaveConfigMode(save_interval=self.capture_interval),
-                                       tt.modes.EVAL: NEVER, tt.modes.PREDICT: NEVER}),
-            categories=("outputs", "gradients"),
-            description="feature maps ranked by tensortap-pruning, and their gradients")
+        """The collections to add to a tt.Hook: the importance of the tapped tensors (training
+        steps only, every `capture_interval` steps) and the pruning scalars."""
+        names = sorted({src for g in self.groups if g.prunable for src, _ in self.sources(g)})
+        pattern = "|".join(re.escape(n) for n in names)
+        save = tt.SaveConfig({tt.modes.TRAIN: tt.SaveConfigMode(save_interval=self.capture_interval),
+                              tt.modes.EVAL: NEVER, tt.modes.PREDICT: NEVER})
+        if self.capture == "tensors":
+            taps = tt.Collection("pruning_taps", include_regex=(rf"^(?:gradients/)?(?:{pattern})$",), save_config=save,
+                                 categories=("outputs", "gradients"),
+                                 description="feature maps ranked by tensortap-pruning, and their gradients")
+        else:
+            red = REDUCTION_OF[self.criterion]
+            cats = {"taylor": ("outputs", "gradients"), "random": ("outputs",)}.get(self.criterion, ("weights",))
+            taps = tt.Collection("pruning_taps", include_regex=(rf"^(?:{pattern})$",), save_config=save,
+                                 categories=cats, reduction_config=tt.ReductionConfig(reductions=(red,)),
+                                 description=f"{red} importance per channel of the tensors tensortap-pruning ranks")
         scalars = tt.Collection("pruning", include_regex=(r"^pruning/",), save_config=tt.SaveConfig(save_interval=1),
                                 categories=("scalars",), description="params, size_mb, accuracy per pruning iteration")
         return [taps, scalars]
@@ -115,9 +148,9 @@ class TaylorPruner:
         hook = self._need_hook()
         row = {"iteration": self.iteration, "params": count_params(self.model), "size_mb": size_mb(self.model),
                "accuracy": float(accuracy), "channels": self.channel_counts()}
-        hook.save_scalar("pruning/params", np.int64(row["params"]))
-        hook.save_scalar("pruning/size_mb", np.float64(row["size_mb"]))
-        hook.save_scalar("pruning/accuracy", np.float64(row["accuracy"]))
+        hook.save_scalar(SCALARS["params"], np.int64(row["params"]))
+        hook.save_scalar(SCALARS["size_mb"], np.float64(row["size_mb"]))
+        hook.save_scalar(SCALARS["accuracy"], np.float64(row["accuracy"]))
         step = hook.step
         row["step"] = step
         hook.flush()
@@ -137,23 +170,48 @@ class TaylorPruner:
         return row
 
     def rank(self) -> Dict[int, np.ndarray]:
-        """Taylor score of every channel of every prunable group, from the steps captured since the last prune."""
+        """The importance of every channel of every prunable group, from the steps captured since the
+        last prune: each tapped tensor's vectors averaged over those steps (l1, bn_scale: the last
+        step's), L2-normalised per tensor, then averaged over the group's tensors."""
         hook = self._need_hook()
         hook.flush()
         trial = tt.create_trial(hook.out_dir)
         steps = [s for s in trial.steps() if s > self._last_ranked_step]
-        layer_scores = layer_scores_from_trial(trial, self.tap_layers, steps)
-        if not layer_scores:
+        scores = self._tensor_scores(trial, steps)
+        if not scores:
             raise RuntimeError(
-                f"no captured feature maps with gradients in {hook.out_dir} since step {self._last_ranked_step}: "
-                "train at least one step with the hook attached (and capture_interval small enough) before prune()")
+                f"no {REDUCTION_OF[self.criterion]} importance captured in {hook.out_dir} since step "
+                f"{self._last_ranked_step}: train at least one step with the hook attached (and capture_interval "
+                "small enough) before prune()")
         self._ranked_steps = steps
         out: Dict[int, np.ndarray] = {}
         for g in self.groups:
-            if g.prunable:
-                s = group_scores(layer_scores, g.rank_taps)
-                if s is not None and len(s) == g.size:
-                    out[g.gid] = s
+            if not g.prunable:
+                continue
+            got = [l2_normalise(v[off:off + g.size]) for src, off in self.sources(g)
+                   for v in (scores.get(src),) if v is not None and len(v[off:off + g.size]) == g.size]
+            if got:
+                out[g.gid] = np.mean(got, axis=0)
+        return out
+
+    def _tensor_scores(self, trial, steps: Sequence[int]) -> Dict[str, np.ndarray]:
+        """Stored tensor name -> its importance vector averaged over `steps`."""
+        if self.capture == "tensors":
+            by_layer = layer_scores_from_trial(trial, self.tap_layers, steps)
+            return {f"{layer}/output_0": v for layer, v in by_layer.items()}
+        red, want = REDUCTION_OF[self.criterion], set(steps)
+        out: Dict[str, np.ndarray] = {}
+        for g in self.groups:
+            for src, _ in (self.sources(g) if g.prunable else ()):
+                if src in out or not trial.has_tensor(src):
+                    continue
+                t = trial.tensor(src)
+                vecs = [v for s in t.steps() if s in want
+                        for v in (t.reduction_values(s).get(red),) if isinstance(v, np.ndarray)]
+                if self.criterion in ("l1", "bn_scale"):
+                    vecs = vecs[-1:]  # magnitudes: the weights as they are now
+                if vecs and all(len(v) == len(vecs[-1]) for v in vecs):
+                    out[src] = np.mean(vecs, axis=0)
         return out
 
     def prune(self, n: Optional[int] = None) -> PruneStep:
@@ -163,14 +221,15 @@ class TaylorPruner:
         by_id = {g.gid: g for g in self.groups}
         plan = plan_removal(scores, by_id, n or self.filters_per_iteration, self.min_channels)
         before = count_params(self.model)
-        removed = {}
+        removed, channels = {}, {}
         for gid, idx in plan.items():
             remove_channels(self.model, by_id[gid], idx)
             removed[self.label(by_id[gid])] = len(idx)
+            channels[self.label(by_id[gid])] = sorted(int(i) for i in idx)
         after = count_params(self.model)
         self._last_ranked_step = max(self._ranked_steps) if self._ranked_steps else hook.step
         hook.register(self.model)  # the parameters are new objects: re-attach
-        step = PruneStep(self.iteration, removed, before, after, list(self._ranked_steps))
+        step = PruneStep(self.iteration, removed, before, after, list(self._ranked_steps), channels)
         self.prune_steps.append(step)
         self.iteration += 1
         if not removed:
@@ -226,9 +285,14 @@ class TaylorPruner:
 
 
 def _sync_sizes(mod: nn.Module) -> None:
-    if isinstance(mod, nn.Conv2d):
-        mod.out_channels, mod.in_channels = mod.weight.shape[0], mod.weight.shape[1] * mod.groups
-    elif isinstance(mod, nn.BatchNorm2d):
+    if isinstance(mod, CONVS):
+        out, per_in = mod.weight.shape[:2]
+        if mod.groups > 1 and per_in == 1 and mod.groups == mod.in_channels == mod.out_channels:
+            mod.groups = out  # a depthwise conv follows its channels
+        mod.out_channels, mod.in_channels = out, per_in * mod.groups
+    elif isinstance(mod, BATCH_NORMS):
         mod.num_features = mod.weight.shape[0] if mod.weight is not None else mod.running_mean.shape[0]
+    elif isinstance(mod, nn.LayerNorm) and mod.weight is not None:
+        mod.normalized_shape = (mod.weight.shape[0],)
     elif isinstance(mod, nn.Linear):
         mod.out_features, mod.in_features = mod.weight.shape

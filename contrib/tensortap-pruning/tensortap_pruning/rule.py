@@ -5,6 +5,8 @@ from typing import List
 
 from tensortap.rules import Rule, RuleResult
 
+from .scalars import SCALARS
+
 
 class PruningAccuracy(Rule):
     """Fires when the scalar `tensor` (default pruning/accuracy) is below `threshold`.
@@ -14,7 +16,7 @@ class PruningAccuracy(Rule):
     name = "pruning_accuracy"
     collections = ("pruning",)
 
-    def __init__(self, threshold: float = 0.9, tensor: str = "pruning/accuracy") -> None:
+    def __init__(self, threshold: float = 0.9, tensor: str = SCALARS["accuracy"]) -> None:
         super().__init__()
         self.threshold = float(threshold)
         self.tensor = str(tensor)

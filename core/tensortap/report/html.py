@@ -169,6 +169,16 @@ def _embed(path: str, name: str) -> str:
     return f"<p class=muted>{_e(name)} wrote a {_e(ext)} file, which the report cannot embed.</p>"
 
 
+def _vis_table(v, trial) -> str:
+    """The numbers behind a visualizer's picture, when it gives them (`Visualizer.table`), e.g.
+    accuracy against parameters at each pruning iteration."""
+    got = v.table(trial)
+    if not got:
+        return ""
+    header, rows = got
+    return f"<details open><summary>{_e(len(rows))} rows</summary>" + _table(rows, list(header)) + "</details>"
+
+
 def _vis_section(trial, skip: Iterable[str], options: Dict[str, Dict[str, Any]], page: _Page) -> str:
     from .. import vis
 
@@ -201,7 +211,7 @@ def _vis_section(trial, skip: Iterable[str], options: Dict[str, Dict[str, Any]],
             def render(n: str = n, v: Any = v, opts: Dict[str, Any] = opts) -> str:
                 t0 = time.perf_counter()
                 path = v.render(trial, os.path.join(tmp, n + v.suffix), **opts)
-                embedded = _embed(str(path), n)
+                embedded = _embed(str(path), n) + _vis_table(v, trial)
                 if str(path).lower().endswith(".html"):
                     page.scripts.extend(type(v).inline_scripts())
                 return (embedded + f"<p class=muted>rendered in {time.perf_counter() - t0:.1f} s · "

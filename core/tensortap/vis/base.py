@@ -4,7 +4,7 @@ from __future__ import annotations
 import inspect
 import os
 import tempfile
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import ConfigError, did_you_mean
 
@@ -28,6 +28,10 @@ class Visualizer:
 
     def render(self, trial, out: str, **options: Any) -> str:
         raise NotImplementedError
+
+    def table(self, trial) -> Optional[Tuple[List[str], List[tuple]]]:
+        """(header, rows) of the numbers behind the picture, shown under it in the report; None: none."""
+        return None
 
     @classmethod
     def options(cls) -> Dict[str, Any]:

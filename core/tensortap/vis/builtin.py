@@ -6,12 +6,11 @@ from .attention import AttentionVisualizer
 from .distributions import DistributionsVisualizer
 from .embedding import EmbeddingVisualizer
 from .gradcam import GradCAMVisualizer
-from .pruning import PruningVisualizer
 from .scalars import ScalarsVisualizer
 
+# (tensortap.vis.pruning.PruningVisualizer is registered by the pruning plugin that names its scalars)
 BUILTIN_VISUALIZERS: list = [
     ScalarsVisualizer, DistributionsVisualizer, GradCAMVisualizer, AttentionVisualizer, EmbeddingVisualizer,
-    PruningVisualizer,
 ]
 
 

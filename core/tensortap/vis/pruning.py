@@ -1,11 +1,13 @@
-"""`pruning`: accuracy against parameter count and model size across pruning iterations.
+"""Accuracy against parameter count and model size across pruning iterations.
 
-Reads the scalars pruning/params, pruning/size_mb and pruning/accuracy, saved once per pruning
-iteration with hook.save_scalar (see contrib/tensortap-pruning).
+Reads three scalars saved once per pruning iteration with hook.save_scalar: accuracy, parameter
+count and model size. Their names belong to the pruning plugin that saves them: it registers a
+subclass naming them (`scalars`; tensortap-pruning registers the `pruning` visualizer this way),
+or they are passed as the options accuracy=, params=, size_mb=.
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -16,17 +18,22 @@ from .base import Visualizer
 KEYS = ("params", "size_mb", "accuracy")
 
 
-def pruning_table(trial, prefix: str = "pruning/") -> Dict[str, np.ndarray]:
-    """{"step", "params", "size_mb", "accuracy"} arrays over the steps where accuracy was saved."""
-    if not trial.has_tensor(prefix + "accuracy"):
-        raise ConfigError(f"no {prefix}accuracy in {trial.path}: save hook.save_scalar('{prefix}accuracy', acc) "
-                          f"with '{prefix}params' and '{prefix}size_mb' once per pruning iteration")
-    acc_t = trial.tensor(prefix + "accuracy")
+def pruning_table(trial, scalars: Dict[str, str]) -> Dict[str, np.ndarray]:
+    """{"step", "params", "size_mb", "accuracy"} arrays over the steps where accuracy was saved;
+    `scalars` names the tensor of each key."""
+    acc_name = scalars.get("accuracy")
+    if not acc_name:
+        raise ConfigError("name the accuracy scalar: render(..., accuracy='<name>', params='<name>', size_mb='<name>')")
+    if not trial.has_tensor(acc_name):
+        raise ConfigError(f"no {acc_name} in {trial.path}: save hook.save_scalar('{acc_name}', acc) with "
+                          f"'{scalars.get('params')}' and '{scalars.get('size_mb')}' once per pruning iteration")
+    acc_t = trial.tensor(acc_name)
     steps = acc_t.steps(kind="value")
     table = {"step": np.array(steps, dtype=np.int64)}
     for k in KEYS:
         vals = []
-        t = trial.tensor(prefix + k) if trial.has_tensor(prefix + k) else None
+        name = scalars.get(k)
+        t = trial.tensor(name) if name and trial.has_tensor(name) else None
         for s in steps:
             try:
                 vals.append(float(np.asarray(t.value(s)).mean()) if t is not None else np.nan)
@@ -40,19 +47,38 @@ class PruningVisualizer(Visualizer):
     """Accuracy against parameter count and against model size over pruning iterations
     (each point labelled with its iteration), plus accuracy per iteration.
 
-    Options: prefix (default "pruning/"), log_x (parameter axis in log scale).
+    Options: accuracy, params, size_mb (the scalars' names; default: those of the plugin that
+    registered it), log_x (parameter axis in log scale).
     """
 
-    name = "pruning"
+    name = "pruning_plot"
     suffix = ".png"
+    #: "accuracy", "params", "size_mb" -> the scalar holding it; set by the plugin saving them
+    scalars: Dict[str, str] = {}
+
+    def names(self, accuracy: str = "", params: str = "", size_mb: str = "") -> Dict[str, str]:
+        """The scalars' names: the class's, overridden by the non-empty arguments."""
+        given = {"accuracy": accuracy, "params": params, "size_mb": size_mb}
+        return {k: given[k] or self.scalars.get(k, "") for k in KEYS}
 
     def applies_to(self, trial) -> bool:
-        return trial.has_tensor("pruning/accuracy") and (trial.has_tensor("pruning/params")
-                                                         or trial.has_tensor("pruning/size_mb"))
+        n = self.names()
+        return bool(n["accuracy"]) and trial.has_tensor(n["accuracy"]) and any(
+            n[k] and trial.has_tensor(n[k]) for k in ("params", "size_mb"))
 
-    def render(self, trial, out: str, *, prefix: str = "pruning/", log_x: bool = False) -> str:
+    def table(self, trial) -> Optional[Tuple[List[str], List[tuple]]]:
+        """(header, rows): accuracy against parameters at each iteration, for the report."""
+        tab = pruning_table(as_trial(trial), self.names())
+        rows = [(i, int(s), "-" if not np.isfinite(p) else f"{p:,.0f}", "-" if not np.isfinite(m) else f"{m:.3f}",
+                 "-" if not np.isfinite(a) else f"{a:.4f}")
+                for i, (s, p, m, a) in enumerate(zip(tab["step"], tab["params"], tab["size_mb"], tab["accuracy"]))]
+        return ["iteration", "step", "parameters", "size (MB)", "accuracy"], rows
+
+    def render(self, trial, out: str, *, accuracy: str = "", params: str = "", size_mb: str = "",
+               log_x: bool = False) -> str:
         trial = as_trial(trial)
-        tab = pruning_table(trial, prefix)
+        names = self.names(accuracy, params, size_mb)
+        tab = pruning_table(trial, names)
         pyplot = plt()
         fig, axes = pyplot.subplots(1, 3, figsize=(14, 4))
         acc = tab["accuracy"]
@@ -60,7 +86,7 @@ class PruningVisualizer(Visualizer):
             x = tab[key]
             ok = np.isfinite(x) & np.isfinite(acc)
             if not ok.any():
-                ax.text(0.5, 0.5, f"no {prefix}{key} saved", ha="center", va="center", transform=ax.transAxes)
+                ax.text(0.5, 0.5, f"no {names[key] or key} saved", ha="center", va="center", transform=ax.transAxes)
                 ax.set_axis_off()
                 continue
             ax.plot(x[ok], acc[ok], "-o", color="tab:blue", markersize=4)

@@ -31,6 +31,7 @@ from .attention import AttentionTap
 from .convert import CopyPool, reduce_torch, reduce_work, to_numpy, work
 from .reducer import Reducer
 from .util import dist_info, eager, eval_mode, is_quiet, quiet, tensors, unwrap
+from .vector import Held, reduce_vector
 
 LAYER_CATEGORIES = ("inputs", "outputs")
 
@@ -114,6 +115,14 @@ class TorchAdapter(Adapter):
         if not off:
             return reduce_work([work(t) for t in tensors], names, bins)
         return self._reducer.add(tensors, names, bins)
+
+    def hold(self, tensor: Any) -> Any:
+        """The tensor itself, not a copy, until its gradient comes (checked unchanged then)."""
+        return Held(tensor) if isinstance(tensor, torch.Tensor) else super().hold(tensor)
+
+    def vector_reduce(self, reduction, tensors):
+        """A plugin's vector reduction with its torch implementation, on the tensors' device (vector.py)."""
+        return reduce_vector(reduction, tensors)
 
     def finish_step(self) -> None:
         """Start computing this step's reductions (one job, one wake-up of the reducer thread per
@@ -317,7 +326,8 @@ class TorchAdapter(Adapter):
             oname = f"{base}/output_{i}"
             kept = hook.capture(oname, t, "outputs") if wo else False
             gname = f"gradients/{oname}"
-            if wg and t.requires_grad and (kept or self._selected_by_regex(gname)) and self._selects(gname, "gradients"):
+            if t.requires_grad and ((wg and (kept or self._selected_by_regex(gname)) and self._selects(gname, "gradients"))
+                                    or (kept and hook.needs_gradient(oname) and torch.is_grad_enabled())):
                 try:
                     t.register_hook(partial(self._on_output_grad, gname, hook.step))
                 except RuntimeError as e:  # e.g. a view modified in place by autograd-unfriendly code
