@@ -9,12 +9,14 @@ imported. It patches the framework (the optimizer, `Model.fit`, the Gluon Traine
 from __future__ import annotations
 
 import atexit
+import functools
 import inspect
 import json
 import logging
 import os
 import sys
 import threading
+import weakref
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from ..adapter import Handle
@@ -57,6 +59,51 @@ class Instrumentation:
 
     def install(self) -> None:
         raise NotImplementedError
+
+    def after(self, what: str, fn: Callable[..., None]) -> Callable[[Callable], Callable]:
+        """For session.patch: a method that runs the original, then fn(self_obj, *args, **kwargs);
+        a failure in fn is reported (`could not {what}`) and the user's call goes on."""
+        session = self.session
+
+        def make(original: Callable) -> Callable:
+            @functools.wraps(original)
+            def wrapper(obj, *args, **kwargs):
+                out = original(obj, *args, **kwargs)
+                try:
+                    fn(obj, *args, **kwargs)
+                except Exception as e:  # noqa: BLE001 - the user's object is made whatever happens here
+                    session.report(f"could not {what}", e)
+                return out
+            return wrapper
+
+        return make
+
+
+class Losses:
+    """Loss modules/blocks of a script, in creation order (weakly held); each is registered with
+    the run's hook once there is one: the first as "loss", later ones "loss_1", "loss_2", ..."""
+
+    def __init__(self, session: "Session") -> None:
+        self.session = session
+        self._made: List[Any] = []
+        self.registered: "weakref.WeakSet" = weakref.WeakSet()
+
+    def made(self, obj: Any, *_args, **_kwargs) -> None:
+        """A loss object was constructed (use as `Instrumentation.after(..., losses.made)`)."""
+        self._made.append(weakref.ref(obj))
+        if self.session.model is not None:
+            self.register()
+
+    def register(self) -> None:
+        hook = self.session.hook
+        if hook is None:
+            return
+        for obj in [r() for r in self._made]:
+            if obj is None or obj in self.registered:
+                continue
+            k = len(self.registered)
+            self.registered.add(obj)
+            hook.register_loss(obj, "loss" if k == 0 else f"loss_{k}")
 
 
 class Session:
@@ -234,6 +281,17 @@ def objects_in_frames(accept: Callable[[Any], bool], skip_modules: Iterable[str]
     finally:
         del frame
     return out
+
+
+def holder_of(param_ids: set, candidates: Iterable[Any], params_of: Callable[[Any], Iterable[Any]]) -> Optional[Any]:
+    """The candidate model holding every parameter in `param_ids` (by id), the largest if several
+    do (the whole model rather than one of its layers); None if none does."""
+    best, best_n = None, -1
+    for m in candidates:
+        pids = {id(p) for p in params_of(m)}
+        if param_ids <= pids and len(pids) > best_n:
+            best, best_n = m, len(pids)
+    return best
 
 
 _session: Optional[Session] = None

@@ -2,12 +2,12 @@
 
 - The model: the torch.nn.Module whose parameters the first optimizer is built from (the module
   among the script's variables at that moment that holds all of the optimizer's parameters, the
-  largest if several do; a Hugging Face Trainer's model is a candidate too).
+  largest if several do; a Hugging Face or Lightning Trainer's model is a candidate too).
 - The loss: every nn loss module (torch.nn.modules.loss._Loss) is registered with
   hook.register_loss (the first as "loss", later ones "loss_1", ...); when the script has none,
   the scalar that backward() is called on is recorded as "loss".
 - Steps: see StepDriver. Hugging Face / Lightning Trainers get tensortap_torch.integrations'
-  callbacks when that module exists, otherwise the plain-loop path above.
+  callbacks when that module has them, otherwise the plain-loop path above.
 This module does not import torch at top level (the run's summary reads `looks_for` without it).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import functools
 import weakref
 from typing import Any, Callable, List, Optional
 
-from tensortap.zerocode.session import Instrumentation, objects_in_frames
+from tensortap.zerocode.session import Instrumentation, Losses, holder_of, objects_in_frames
 
 #: modules whose frames are not the user's when looking for the model variable
 FRAMEWORK_MODULES = ("torch", "tensortap_torch", "transformers", "accelerate", "lightning", "pytorch_lightning",
@@ -50,60 +50,34 @@ class TorchInstrumentation(Instrumentation):
     def __init__(self, session, framework: str) -> None:
         super().__init__(session, framework)
         self.driver = StepDriver(session)
-        self.losses: "weakref.WeakSet" = weakref.WeakSet()
-        self._loss_order: List[Any] = []  # weak references, in creation order
-        self._registered: "weakref.WeakSet" = weakref.WeakSet()
+        self.losses = Losses(session)
         self._hints: List[Any] = []  # weak references to models a Trainer holds
 
     def install(self) -> None:
         import torch
 
         s = self.session
-        s.patch(torch.optim.Optimizer, "__init__", self._optimizer_init)
-        s.patch(torch.nn.modules.loss._Loss, "__init__", self._loss_init)
+        s.patch(torch.optim.Optimizer, "__init__", self.after("find the model of an optimizer", self._optimizer))
+        s.patch(torch.nn.modules.loss._Loss, "__init__", self.after("follow a loss module", self.losses.made))
         s.patch(torch.Tensor, "backward", self._backward)
         s.when_imported("transformers", self._transformers)
         for name in ("lightning", "pytorch_lightning"):
             s.when_imported(name, self._lightning)
 
     # ---- the plain loop -----------------------------------------------------------------------
-    def _optimizer_init(self, original: Callable) -> Callable:
-        inst = self
-
-        @functools.wraps(original)
-        def __init__(opt, *args, **kwargs):
-            original(opt, *args, **kwargs)
-            try:
-                inst._found_optimizer(opt)
-            except Exception as e:  # noqa: BLE001 - the user's optimizer is made whatever happens here
-                inst.session.report("could not find the model of an optimizer", e)
-
-        return __init__
-
-    def _found_optimizer(self, opt: Any) -> None:
-        if self.session.model is not None or self.session.disabled:
-            if self.session.model is not None:
-                self._check_same_model(opt)
-            return
+    def _optimizer(self, opt: Any, *_args, **_kwargs) -> None:
         model = self.model_of(opt)
+        how = f"{type(model).__name__ if model is not None else 'no module'} (the parameters of {type(opt).__name__})"
+        if self.session.model is not None:  # a second optimizer over another module (a GAN's): said once
+            if model is not self.session.model:
+                self.session.attach(model if model is not None else opt, how)
+            return
         if model is None:
-            self.session.report("an optimizer was built", RuntimeError(
+            self.session.report("find the model of an optimizer", RuntimeError(
                 "no torch.nn.Module among the script's variables holds its parameters; nothing attached"))
             return
-        hook = self.driver.attach(model, f"{type(model).__name__} (the parameters of {type(opt).__name__})")
-        if hook is not None:
-            self._register_losses(hook)
-
-    def _check_same_model(self, opt: Any) -> None:
-        """A second optimizer (a GAN's discriminator, say) over another module: said once."""
-        from torch import nn
-
-        ids = {id(p) for g in opt.param_groups for p in g["params"]}
-        model = self.session.model
-        if isinstance(model, nn.Module) and not ids <= {id(p) for p in model.parameters()}:
-            other = self.model_of(opt)
-            name = type(other).__name__ if other is not None else "other parameters"
-            self.session.attach(other if other is not None else opt, f"{name} (the parameters of {type(opt).__name__})")
+        if self.driver.attach(model, how) is not None:
+            self.losses.register()
 
     def model_of(self, opt: Any) -> Optional[Any]:
         """The module whose parameters `opt` was built from (see the module docstring)."""
@@ -114,37 +88,7 @@ class TorchInstrumentation(Instrumentation):
             return None
         cands = [h() for h in self._hints if h() is not None]
         cands += objects_in_frames(lambda o: isinstance(o, nn.Module), FRAMEWORK_MODULES)
-        best, best_n = None, -1
-        for m in cands:
-            pids = {id(p) for p in m.parameters()}
-            if ids <= pids and len(pids) > best_n:
-                best, best_n = m, len(pids)
-        return best
-
-    def _loss_init(self, original: Callable) -> Callable:
-        inst = self
-
-        @functools.wraps(original)
-        def __init__(module, *args, **kwargs):
-            original(module, *args, **kwargs)
-            try:
-                inst._loss_order.append(weakref.ref(module))
-                hook = inst.session.hook
-                if hook is not None and inst.session.model is not None:
-                    inst._register_losses(hook)
-            except Exception as e:  # noqa: BLE001
-                inst.session.report("could not follow a loss module", e)
-
-        return __init__
-
-    def _register_losses(self, hook) -> None:
-        alive = [m for m in (r() for r in self._loss_order) if m is not None]
-        for m in alive:
-            if m in self._registered:
-                continue
-            k = len(self._registered)
-            self._registered.add(m)
-            hook.register_loss(m, "loss" if k == 0 else f"loss_{k}")
+        return holder_of(ids, cands, lambda m: m.parameters())
 
     def _backward(self, original: Callable) -> Callable:
         inst = self
@@ -152,11 +96,11 @@ class TorchInstrumentation(Instrumentation):
         @functools.wraps(original)
         def backward(tensor, *args, **kwargs):
             hook = inst.session.hook
-            if hook is not None and not len(inst._registered) and tensor.dim() == 0:
+            if hook is not None and not len(inst.losses.registered) and tensor.dim() == 0:
                 try:
                     hook.record_loss(tensor.detach())
                 except Exception as e:  # noqa: BLE001
-                    inst.session.report("could not record the loss", e)
+                    inst.session.report("record the loss", e)
             return original(tensor, *args, **kwargs)
 
         return backward
@@ -165,20 +109,10 @@ class TorchInstrumentation(Instrumentation):
     def _transformers(self, module) -> None:
         import transformers
 
-        inst = self
+        def made(trainer, *_args, **_kwargs) -> None:
+            self._trainer(trainer, trainer.model, "TransformersCallback", "transformers.Trainer", trainer.add_callback)
 
-        def make(original: Callable) -> Callable:
-            @functools.wraps(original)
-            def __init__(trainer, *args, **kwargs):
-                original(trainer, *args, **kwargs)
-                try:
-                    inst._trainer_made(trainer, "TransformersCallback", "transformers.Trainer",
-                                       lambda cb: trainer.add_callback(cb))
-                except Exception as e:  # noqa: BLE001
-                    inst.session.report("could not instrument a transformers.Trainer", e)
-            return __init__
-
-        self.session.patch(transformers.Trainer, "__init__", make)
+        self.session.patch(transformers.Trainer, "__init__", self.after("instrument a transformers.Trainer", made))
 
     def _lightning(self, module) -> None:
         trainer_cls = getattr(getattr(module, "pytorch", module), "Trainer", None)
@@ -190,30 +124,26 @@ class TorchInstrumentation(Instrumentation):
             @functools.wraps(original)
             def fit(trainer, model, *args, **kwargs):
                 try:
-                    inst._trainer_made(trainer, "LightningCallback", "lightning.Trainer",
-                                       lambda cb: trainer.callbacks.append(cb), model)
+                    inst._trainer(trainer, model, "LightningCallback", "lightning.Trainer", trainer.callbacks.append)
                 except Exception as e:  # noqa: BLE001
-                    inst.session.report("could not instrument a Lightning Trainer", e)
+                    inst.session.report("instrument a Lightning Trainer", e)
                 return original(trainer, model, *args, **kwargs)
             return fit
 
         self.session.patch(trainer_cls, "fit", make)
 
-    def _trainer_made(self, trainer: Any, callback: str, what: str, add: Callable[[Any], None],
-                      model: Any = None) -> None:
+    def _trainer(self, trainer: Any, model: Any, callback: str, what: str, add: Callable[[Any], None]) -> None:
         """With tensortap_torch.integrations: its callback, added to the trainer. Without it: the
         plain-loop path (the trainer's model is the candidate its optimizer is matched with)."""
-        model = model if model is not None else getattr(trainer, "model", None)
         if model is None:
             return
         cls = integration_callback(callback)
         if cls is None:
             self._hints.append(weakref.ref(model))
             return
-        hook = self.session.attach(model, f"{type(model).__name__} ({what}, {callback})",
-                                   register=lambda hook: add(cls(hook)))
-        if hook is not None:
-            self._register_losses(hook)
+        if self.session.attach(model, f"{type(model).__name__} ({what}, {callback})",
+                               register=lambda hook: add(cls(hook))) is not None:
+            self.losses.register()
 
 
 def integration_callback(name: str) -> Optional[type]:
