@@ -59,7 +59,7 @@ class Collection:
             raise ConfigError(f"collection {self.name!r}: include() takes regex strings, got {regex!r}")
         pattern = _compile(self.name, self.include_regex + new)
         self.include_regex, self._pattern = self.include_regex + new, pattern
-        self._changed()
+        self.changed()
         return self
 
     def add_tensor_name(self, name: str) -> "Collection":
@@ -67,14 +67,16 @@ class Collection:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"collection {self.name!r}: tensor names are non-empty strings, got {name!r}")
         self.tensor_names = self.tensor_names | {name}
-        self._changed()
+        self.changed()
         return self
 
     def on_change(self, fn: Callable[[], None]) -> None:
         """Call `fn()` after include()/add_tensor_name() (the Hook forgets what it decided per name)."""
         self._listeners.append(fn)
 
-    def _changed(self) -> None:
+    def changed(self) -> None:
+        """Tell the hook(s) using this collection that it changed (after setting its
+        reduction_config, say): they decide again what to store of each tensor."""
         for fn in list(self._listeners):
             fn()
 
