@@ -221,7 +221,8 @@ def _parse_toml(path: str, text: str) -> Any:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"line (\d+)", str(e))
-        where = f"{path}:{m.group(1)}" if m else path
+        line = m.group(1) if m else (len(text.splitlines()) if "end of document" in str(e) else None)
+        where = f"{path}:{line}" if line else path
         raise ConfigError(f"{where}: not valid TOML: {e}") from None
 
 

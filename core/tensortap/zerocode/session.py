@@ -283,6 +283,24 @@ def objects_in_frames(accept: Callable[[Any], bool], skip_modules: Iterable[str]
     return out
 
 
+def made_by_user(framework: Iterable[str], libraries: Iterable[str]) -> bool:
+    """Is the first caller outside the framework's own modules (and tensortap's) the user's code,
+    rather than a library under `libraries` (a model's forward building a loss module, say)?"""
+    skip = tuple(framework)
+    libs = tuple(libraries)
+    frame = inspect.currentframe()
+    try:
+        f = frame.f_back if frame is not None else None
+        while f is not None:
+            mod = f.f_globals.get("__name__", "") or ""
+            if not mod.startswith("tensortap") and not any(mod == s or mod.startswith(s + ".") for s in skip):
+                return not any(mod == s or mod.startswith(s + ".") for s in libs)
+            f = f.f_back
+        return False
+    finally:
+        del frame
+
+
 def holder_of(param_ids: set, candidates: Iterable[Any], params_of: Callable[[Any], Iterable[Any]]) -> Optional[Any]:
     """The candidate model holding every parameter in `param_ids` (by id), the largest if several
     do (the whole model rather than one of its layers); None if none does."""

@@ -3,20 +3,22 @@
 - The model: the torch.nn.Module whose parameters the first optimizer is built from (the module
   among the script's variables at that moment that holds all of the optimizer's parameters, the
   largest if several do; a Hugging Face or Lightning Trainer's model is a candidate too).
-- The loss: every nn loss module (torch.nn.modules.loss._Loss) is registered with
-  hook.register_loss (the first as "loss", later ones "loss_1", ...); when the script has none,
+- The loss: every nn loss module (torch.nn.modules.loss._Loss) the script makes (not those a
+  library makes inside its model's forward) is registered with hook.register_loss (the first as "loss", later ones "loss_1", ...); when the script has none,
   the scalar that backward() is called on is recorded as "loss".
 - Steps: see StepDriver. Hugging Face / Lightning Trainers get tensortap_torch.integrations'
-  callbacks when that module has them, otherwise the plain-loop path above.
+  callbacks when that module has them, otherwise (or with TENSORTAP_RUN_INTEGRATIONS=0) the
+  plain-loop path above.
 This module does not import torch at top level (the run's summary reads `looks_for` without it).
 """
 from __future__ import annotations
 
 import functools
+import os
 import weakref
 from typing import Any, Callable, List, Optional
 
-from tensortap.zerocode.session import Instrumentation, Losses, holder_of, objects_in_frames
+from tensortap.zerocode.session import Instrumentation, Losses, holder_of, made_by_user, objects_in_frames
 
 #: modules whose frames are not the user's when looking for the model variable
 FRAMEWORK_MODULES = ("torch", "tensortap_torch", "transformers", "accelerate", "lightning", "pytorch_lightning",
@@ -58,7 +60,7 @@ class TorchInstrumentation(Instrumentation):
 
         s = self.session
         s.patch(torch.optim.Optimizer, "__init__", self.after("find the model of an optimizer", self._optimizer))
-        s.patch(torch.nn.modules.loss._Loss, "__init__", self.after("follow a loss module", self.losses.made))
+        s.patch(torch.nn.modules.loss._Loss, "__init__", self.after("follow a loss module", self._loss_made))
         s.patch(torch.Tensor, "backward", self._backward)
         s.when_imported("transformers", self._transformers)
         for name in ("lightning", "pytorch_lightning"):
@@ -78,6 +80,11 @@ class TorchInstrumentation(Instrumentation):
             return
         if self.driver.attach(model, how) is not None:
             self.losses.register()
+
+    def _loss_made(self, module: Any, *_args, **_kwargs) -> None:
+        """A loss module the script made (not one a library makes inside its model's forward)."""
+        if made_by_user(("torch",), FRAMEWORK_MODULES):
+            self.losses.made(module)
 
     def model_of(self, opt: Any) -> Optional[Any]:
         """The module whose parameters `opt` was built from (see the module docstring)."""
@@ -147,7 +154,10 @@ class TorchInstrumentation(Instrumentation):
 
 
 def integration_callback(name: str) -> Optional[type]:
-    """tensortap_torch.integrations.<name>, or None where that module (or the name) does not exist."""
+    """tensortap_torch.integrations.<name>, or None where that module (or the name) does not exist,
+    or TENSORTAP_RUN_INTEGRATIONS=0 asks for the plain-loop path."""
+    if os.environ.get("TENSORTAP_RUN_INTEGRATIONS", "1").strip() in ("0", "false", "no", "off"):
+        return None
     try:
         from . import integrations  # type: ignore[attr-defined]
     except ImportError:
