@@ -175,3 +175,17 @@ def test_smdebug_json_bad_input(tmp_path):
     bad = dict(SMDEBUG, HookParameters={"reductions": "prod"})
     with pytest.raises(tt.ConfigError, match="reduction 'prod' has no counterpart in tensortap"):
         load(write(tmp_path, "d2.json", json.dumps(bad, indent=2)))
+
+
+def test_run_directory_defaults_and_an_existing_run_is_refused(tmp_path):
+    from tensortap.zerocode.prepare import prepare
+
+    empty = write(tmp_path, "defaults.json", "{}")
+    assert prepare(empty, None, "tensortap-runs/train-1")["out_dir"] == "tensortap-runs/train-1"
+    assert prepare(write(tmp_path, "c.toml", 'out_dir = "mine"\n'), None, "x")["out_dir"] == "mine"
+    with pytest.raises(tt.ConfigError, match="out_dir is not set"):
+        prepare(empty)
+    run = str(tmp_path / "run")
+    tt.Hook(run).close()
+    with pytest.raises(tt.ConfigError, match="already holds a run; give each run a new directory"):
+        prepare(empty, run)

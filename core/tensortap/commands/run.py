@@ -58,9 +58,7 @@ def run_command(args) -> int:
             config = os.path.join(status_dir, "defaults.json")
             with open(config, "w", encoding="utf-8") as f:
                 f.write("{}\n")
-    info = prepare(config, args.out)  # a bad configuration stops here, before the script starts
-    if info["config"].out_dir is None and args.out is None:
-        info["out_dir"] = _default_out(command)
+    info = prepare(config, args.out, _default_out(command))  # a bad configuration stops here, before the script starts
     out = info["out_dir"]
     if "://" not in out:
         out = os.path.abspath(out)

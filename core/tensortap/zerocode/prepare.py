@@ -22,12 +22,13 @@ def watch_list(framework: Optional[str] = None) -> List[str]:
     return out
 
 
-def prepare(config_path: str, out_dir: Optional[str] = None) -> Dict[str, object]:
-    """Load and check the configuration; the run directory must be known and must not hold a run."""
+def prepare(config_path: str, out_dir: Optional[str] = None, default_out: Optional[str] = None) -> Dict[str, object]:
+    """Load and check the configuration; the run directory (`out_dir`, else the configuration's,
+    else `default_out`) must be known and must not hold a run."""
     from .config import load
 
     cfg = load(config_path)
-    out = out_dir or cfg.out_dir
+    out = out_dir or cfg.out_dir or default_out
     if not out:
         raise ConfigError(f'{config_path}: out_dir is not set; add out_dir = "runs/name" to it (or run the script '
                           "with `tensortap run --out DIR`)")
