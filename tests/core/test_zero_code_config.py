@@ -129,10 +129,12 @@ def test_smdebug_json_means_what_smdebug_made_of_it(tmp_path):
     hook = cfg.make_hook(str(tmp_path / "run"))
     try:
         colls = {c.name: c for c in hook.collections}
-        # the configured collections, "losses"/"metrics" always (smdebug's framework defaults), "default" for include_regex
+        # the configured collections, "losses"/"metrics" always (smdebug's framework defaults),
+        # "default" for include_regex
         assert list(colls) == ["weights", "gradients", "relu_activations", "losses", "metrics", "default"]
         assert colls["default"].include_regex == ("fc1.*", "relu")
-        # smdebug's step rule: step % interval == 0 inside [start_step, end); the interval is not counted from start_step
+        # smdebug's step rule: step % interval == 0 inside [start_step, end); the interval is not
+        # counted from start_step
         train = [s for s in range(20) if colls["weights"].save_config.should_save("train", s)]
         assert train == [4, 8, 12, 16]
         assert [s for s in range(5) if colls["weights"].save_config.should_save("eval", s)] == [2, 3, 4]

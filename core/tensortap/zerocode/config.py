@@ -89,7 +89,9 @@ class RunConfig:
         """Where the run is exported for TensorBoard when it closes (None: not exported)."""
         if not self.export_tensorboard:
             return None
-        return os.path.expanduser(self.tensorboard_dir) if self.tensorboard_dir else os.path.join(out_dir, "tensorboard")
+        if self.tensorboard_dir:
+            return os.path.expanduser(self.tensorboard_dir)
+        return os.path.join(out_dir, "tensorboard")
 
     def make_rules(self) -> List[Tuple[Any, Any]]:
         """Fresh (rule, actions) pairs, as hook.add_rule takes them."""
@@ -313,7 +315,8 @@ def _read_top(src: Source, data: Dict[str, Any], cfg: RunConfig) -> None:
         cfg.rules = [read_rule(src, ("rules", i), r) for i, r in enumerate(rules)]
     if "include_workers" in data:
         if data["include_workers"] not in ("all", "one"):
-            raise src.error(("include_workers",), f'include_workers must be "all" or "one", got {data["include_workers"]!r}')
+            raise src.error(("include_workers",),
+                            f'include_workers must be "all" or "one", got {data["include_workers"]!r}')
         cfg.include_workers = data["include_workers"]
     if "tensorboard_dir" in data:
         cfg.tensorboard_dir = str(data["tensorboard_dir"])

@@ -4,8 +4,9 @@
   among the script's variables at that moment that holds all of the optimizer's parameters, the
   largest if several do; a Hugging Face or Lightning Trainer's model is a candidate too).
 - The loss: every nn loss module (torch.nn.modules.loss._Loss) the script makes (not those a
-  library makes inside its model's forward) is registered with hook.register_loss (the first as "loss", later ones "loss_1", ...); when the script has none,
-  the scalar that backward() is called on is recorded as "loss".
+  library makes inside its model's forward) is registered with hook.register_loss (the first as
+  "loss", later ones "loss_1", ...); when the script has none, the scalar that backward() is
+  called on is recorded as "loss".
 - Steps: see StepDriver. Hugging Face / Lightning Trainers get tensortap_torch.integrations'
   callbacks when that module has them, otherwise (or with TENSORTAP_RUN_INTEGRATIONS=0) the
   plain-loop path above.
