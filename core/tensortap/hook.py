@@ -186,7 +186,8 @@ class Hook:
             elif isinstance(c, str):
                 if c in known:
                     k = known[c]
-                    out[c] = Collection(k.name, k.include_regex, k.tensor_names, None, None, k.categories, k.description)
+                    out[c] = Collection(k.name, k.include_regex, k.tensor_names, None, None, k.categories,
+                                        k.description)
                 else:
                     out[c] = user_collection(c, known)
             else:

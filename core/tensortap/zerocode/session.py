@@ -116,7 +116,8 @@ class Session:
         self.config = load(config_path)
         self.out_dir = out_dir or self.config.out_dir
         if not self.out_dir:
-            raise ConfigError(f'{config_path}: out_dir is not set; add out_dir = "..." or use `tensortap run --out DIR`')
+            raise ConfigError(f'{config_path}: out_dir is not set; add out_dir = "..." or use '
+                              "`tensortap run --out DIR`")
         self.hook = None
         self.model: Any = None
         self.attached: List[str] = []
