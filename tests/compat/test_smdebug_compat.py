@@ -252,3 +252,35 @@ def test_smdebug_json_under_tensortap_run(tmp_path):
     assert trial.tensor("gradients/0.weight").steps() == [1, 2, 5, 10]  # its save_steps, and the hook's interval
     assert trial.tensor("1/output_0").steps() == [5, 10]  # include_regex: collection "default"
     assert trial.tensor("loss").steps() == [5, 10]  # "losses" is always included
+
+
+def test_collection_calls_module_tensors_and_own_save_config(tmp_path):
+    out = str(tmp_path / "run")
+    torch.manual_seed(0)
+    net = Net()
+    hook = smd.Hook(out_dir=out, include_collections=["fc2_inputs", "weights"],
+                    save_config=smd.SaveConfig(save_interval=2))
+    hook.register_module(net)
+    coll = hook.get_collection("fc2_inputs")
+    coll.add_module_tensors(net.fc2, inputs=True, outputs=False)
+    coll.save_config = {smd.modes.TRAIN: smd.SaveConfigMode(save_interval=3)}  # other modes: the hook's
+    hook.get_collection("weights").reduction_config = smd.ReductionConfig(norms=["l2"])
+    hook.get_collection("not_included").include("fc1")  # made, but not saved: not in include_collections
+    seen = {}
+    for step in range(10):
+        x = torch.randn(4, 10)
+        seen[step] = net.relu(net.fc1(x)).detach().numpy()
+        net(x)
+    hook.set_mode(smd.modes.EVAL)
+    net(torch.randn(4, 10))
+    hook.close()
+    trial = create_trial(out)
+    assert trial.tensor_names(collection="fc2_inputs") == ["fc2/input_0"]
+    t = trial.tensor("fc2_input_0")  # smdebug's spelling
+    assert t.steps(mode=smd.modes.TRAIN) == [0, 3, 6, 9] and t.steps(mode=smd.modes.EVAL) == [0]
+    assert t.value(3).tobytes() == seen[3].tobytes()
+    w = trial.tensor("fc1.weight")
+    assert w.steps() == [0, 2, 4, 6, 8, 10] and w.reduction_value(2, "l2") > 0
+    with pytest.raises(TensorUnavailableForStep):  # reductions only, as asked
+        w.value(2)
+    assert not trial.tensor_names(collection="not_included")

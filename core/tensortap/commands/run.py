@@ -78,15 +78,17 @@ def run_command(args) -> int:
 
 
 def _wait(proc: subprocess.Popen) -> int:
-    """Wait for the child; Ctrl-C and SIGTERM go to it (it closes its run), its status comes back
-    (a signal N as 128+N, as shells report it)."""
+    """Wait for the child and return its status (a signal N as 128+N, as shells report it).
+    Ctrl-C reaches the child from the terminal (its process group): this process waits for it to
+    close its run instead of dying first; a SIGTERM sent to this process is passed on."""
     def forward(signum, _frame):
         try:
             proc.send_signal(signum)
         except OSError:
             pass
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+           signal.SIGTERM: signal.signal(signal.SIGTERM, forward)}
     try:
         rc = proc.wait()
     finally:
