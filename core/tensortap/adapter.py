@@ -34,6 +34,9 @@ class AdapterSpec:
     model_modules: top-level modules whose classes belong to the framework ("torch",)
     adapter:       "package.module:AdapterClass", imported only when a model needs it
     conformance:   optional "package.module:ConformanceKit" for tests/conformance
+    instrument:    optional "package.module:Instrumentation" for `tensortap run` (zero code change):
+                   a class taking the run session, whose `install()` patches the framework once one
+                   of `model_modules` is imported (see tensortap.zerocode.session)
     """
 
     name: str
@@ -41,6 +44,7 @@ class AdapterSpec:
     adapter: str
     description: str = ""
     conformance: Optional[str] = None
+    instrument: Optional[str] = None
 
     def __post_init__(self) -> None:
         if ":" not in self.adapter:
@@ -71,6 +75,9 @@ class AdapterSpec:
 
     def load_conformance(self):
         return _load_object(self.conformance) if self.conformance else None
+
+    def load_instrument(self):
+        return _load_object(self.instrument) if self.instrument else None
 
 
 def _load_object(path: str):
@@ -130,6 +137,14 @@ class Adapter:
     def detach(self) -> None:
         while self.handles:
             self.handles.pop().remove()
+
+    def collections_changed(self) -> None:
+        """The hook's collections gained regexes or tensor names after `attach` (a user collection
+        filled by `get_collection(name).include(...)`): install what they may now need. Default:
+        detach and attach the model again (between steps)."""
+        if self.model is not None:
+            self.detach()
+            self.attach(self.model)
 
     def finish_step(self) -> None:
         """Called just before the Hook hands the current step to the writer (next begin_step, end_step,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import FrozenSet, Iterable, Optional, Tuple
+from typing import Callable, FrozenSet, Iterable, List, Optional, Tuple, Union
 
 from .errors import ConfigError
 from .reductions import ReductionConfig
@@ -34,6 +34,7 @@ class Collection:
     categories: Optional[Tuple[str, ...]] = None
     description: str = ""
     _pattern: Optional["re.Pattern"] = field(default=None, repr=False, compare=False)
+    _listeners: List[Callable[[], None]] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -44,17 +45,40 @@ class Collection:
         self.tensor_names = frozenset(self.tensor_names or ())
         if self.categories is not None:
             self.categories = tuple(self.categories)
-        if self.include_regex:
-            try:
-                self._pattern = re.compile("|".join(f"(?:{p})" for p in self.include_regex))
-            except re.error as e:
-                raise ConfigError(
-                    f"collection {self.name!r}: invalid include_regex {list(self.include_regex)}: {e}"
-                ) from None
+        self._pattern = _compile(self.name, self.include_regex)
         if self.save_config is not None and not isinstance(self.save_config, SaveConfig):
             raise ConfigError(f"collection {self.name!r}: save_config must be a tt.SaveConfig")
         if self.reduction_config is not None and not isinstance(self.reduction_config, ReductionConfig):
             raise ConfigError(f"collection {self.name!r}: reduction_config must be a tt.ReductionConfig")
+
+    def include(self, regex: Union[str, Iterable[str]]) -> "Collection":
+        """Add tensor-name regexes (one or a list) to this collection, also after the hook was made:
+        `hook.get_collection("relu_activations").include("relu.*")`; the hook picks the change up."""
+        new = (regex,) if isinstance(regex, str) else tuple(regex)
+        if not all(isinstance(r, str) for r in new):
+            raise ConfigError(f"collection {self.name!r}: include() takes regex strings, got {regex!r}")
+        pattern = _compile(self.name, self.include_regex + new)
+        self.include_regex, self._pattern = self.include_regex + new, pattern
+        self.changed()
+        return self
+
+    def add_tensor_name(self, name: str) -> "Collection":
+        """Add one exact tensor name to this collection."""
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"collection {self.name!r}: tensor names are non-empty strings, got {name!r}")
+        self.tensor_names = self.tensor_names | {name}
+        self.changed()
+        return self
+
+    def on_change(self, fn: Callable[[], None]) -> None:
+        """Call `fn()` after include()/add_tensor_name() (the Hook forgets what it decided per name)."""
+        self._listeners.append(fn)
+
+    def changed(self) -> None:
+        """Tell the hook(s) using this collection that it changed (after setting its
+        reduction_config, say): they decide again what to store of each tensor."""
+        for fn in list(self._listeners):
+            fn()
 
     def wants_category(self, category: str) -> bool:
         """Could this collection include some tensor of `category`?"""
@@ -70,6 +94,15 @@ class Collection:
         if self._pattern is None or (self.categories is not None and category not in self.categories):
             return False
         return self._pattern.search(name) is not None
+
+
+def _compile(name: str, regexes: Tuple[str, ...]) -> Optional["re.Pattern"]:
+    if not regexes:
+        return None
+    try:
+        return re.compile("|".join(f"(?:{p})" for p in regexes))
+    except re.error as e:
+        raise ConfigError(f"collection {name!r}: invalid include_regex {list(regexes)}: {e}") from None
 
 
 def builtin_collections() -> Iterable[Collection]:

@@ -16,6 +16,7 @@ import os
 import re
 import threading
 import time
+import warnings
 import weakref
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -25,7 +26,7 @@ from . import modes as _modes
 from .adapter import Adapter
 from .closing import DEFAULT_CLOSE_TIMEOUT, check_close_timeout, record_abandoned, wait_written
 from .collections import CATEGORIES, Collection
-from .errors import ConfigError, StopTraining, TensorTapError, did_you_mean
+from .errors import ConfigError, StopTraining, TensorTapError, did_you_mean, edit_distance
 from .modes import ModeKeys, to_mode
 from .plugins import get_registry
 from .reductions import ReductionConfig, packed_kind, reduce_numpy_packed, split_reductions
@@ -50,6 +51,18 @@ def _env_rank() -> Optional[int]:
         if v is not None and v.strip().isdigit():
             return int(v)
     return None
+
+
+def user_collection(name: str, known) -> Collection:
+    """An empty collection of the user's own (filled by get_collection(name).include(...) or by
+    save_tensor(..., collections=name)); a name one edit away from a built-in one is most likely a
+    typo, so it is warned about."""
+    close = [k for k in known if edit_distance(name, k) <= 1]
+    if close:
+        warnings.warn(
+            f"tensortap: include_collections has {name!r}, which is not a built-in collection; it is made as an "
+            f'empty collection of your own. Did you mean "{close[0]}"?', UserWarning, stacklevel=4)
+    return Collection(name, description="user collection")
 
 
 def _close_at_exit(ref) -> None:
@@ -179,14 +192,12 @@ class Hook:
             if isinstance(c, Collection):
                 out[c.name] = c
             elif isinstance(c, str):
-                if c not in known:
-                    raise ConfigError(
-                        f"unknown collection {c!r}." + did_you_mean(c, known)
-                        + f" Known collections: {', '.join(sorted(known))}. For your own group of tensors "
-                        f"pass tt.Collection({c!r}, include_regex=[...])"
-                    )
-                k = known[c]
-                out[c] = Collection(k.name, k.include_regex, k.tensor_names, None, None, k.categories, k.description)
+                if c in known:
+                    k = known[c]
+                    out[c] = Collection(k.name, k.include_regex, k.tensor_names, None, None, k.categories,
+                                        k.description)
+                else:
+                    out[c] = user_collection(c, known)
             else:
                 raise ConfigError(f"include_collections items must be names or tt.Collection, got {c!r}")
         if include_regex:
@@ -195,14 +206,33 @@ class Hook:
             out["default"] = Collection("default", tuple(include_regex))
         if save_all:
             out["all"] = Collection("all", (".*",))
+        for c in out.values():
+            c.on_change(self._collection_changed)
         return list(out.values())
 
+    def _collection_changed(self) -> None:
+        """A collection gained regexes or names (`get_collection(name).include(...)`): selections
+        are decided again, and an attached adapter is told (it may need hooks it did not install)."""
+        with self._lock:
+            self._forget_plans()
+            if self._active_key >= 0:  # the current step too
+                self._wanted = self._wanted_of[self._active_key]
+            adapter = self.adapter
+        if adapter is not None:
+            try:
+                adapter.collections_changed()
+            except Exception as e:  # noqa: BLE001
+                self._report("could not apply the changed collections", e)
+
     def get_collection(self, name: str) -> Collection:
+        """One of the hook's collections, e.g. to fill a user collection:
+        `hook.get_collection("relu_activations").include("relu.*")`."""
         for c in self.collections:
             if c.name == name:
                 return c
         raise ConfigError(f"collection {name!r} is not included in this hook." +
-                          did_you_mean(name, [c.name for c in self.collections]))
+                          did_you_mean(name, [c.name for c in self.collections])
+                          + f" Include it when making the hook: tt.Hook(..., include_collections=[..., {name!r}])")
 
     # ---- registration -----------------------------------------------------------------------
     def register(self, model: Any) -> "Hook":
@@ -723,6 +753,11 @@ class Hook:
         wait_written(self.writer, self.out_dir)
         self.writer.close()
         self.registry.call_behaviour("tensortap_run_closed", hook=self, out_dir=self.out_dir)
+
+    def disown(self) -> None:
+        """Stop capturing in this process without writing or closing anything: for a forked child
+        (a DataLoader worker) that inherited the hook of the process whose run it is."""
+        self._closed = True
 
     def __enter__(self) -> "Hook":
         return self

@@ -1,6 +1,8 @@
 """Hook semantics with the numpy MLP, which really trains: steps, modes, collections, saves."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -158,9 +160,45 @@ def test_reductions_instead_of_values(run_url):
         t.value(1)
 
 
-def test_unknown_collection_did_you_mean(run_dir):
-    with pytest.raises(tt.ConfigError, match='unknown collection \'gradient\'. Did you mean "gradients"'):
-        tt.Hook(run_dir, include_collections=["weights", "gradient"])
+def test_unknown_collection_name_is_a_user_collection_with_did_you_mean(run_dir):
+    """As in smdebug: a name that is not built in makes an empty collection of the user's own; one
+    edit away from a built-in name (a likely typo) it is warned about, naming the built-in."""
+    with pytest.warns(UserWarning, match='\'gradient\', which is not a built-in collection.*Did you mean "gradients"'):
+        hook = tt.Hook(run_dir, include_collections=["weights", "gradient"])
+    c = hook.get_collection("gradient")
+    assert c.include_regex == () and not c.tensor_names
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # far from every built-in name: no warning
+        tt.Hook(run_dir + "2", include_collections=["relu_activations"]).close()
+    hook.close()
+
+
+def test_user_collection_filled_after_register(run_dir):
+    """`get_collection(name).include(regex)` after register() and `save_tensor(..., collections=name)`
+    both fill a user collection, on the steps the hook's save config saves."""
+    model = NumpyMLP(seed=0)
+    hook = tt.Hook(run_dir, include_collections=["weights", "relu_acts", "my_labels"],
+                   save_config=tt.SaveConfig(save_interval=2))
+    hook.register(model)
+    hook.get_collection("relu_acts").include("^relu/")
+    x, y = make_data(64, seed=1)
+    outs = {}
+    for s in range(4):
+        out = model.forward(x[s * 8:(s + 1) * 8])
+        outs[s] = np.maximum(model._cache[1], 0)
+        hook.save_tensor("labels", y[s * 8:(s + 1) * 8], collections="my_labels")
+        model.loss(out, y[s * 8:(s + 1) * 8])
+        model.backward()
+        model.sgd_step(0.1)
+    hook.close()
+    trial = tt.create_trial(run_dir)
+    assert trial.tensor_names(collection="relu_acts") == ["relu/input_0", "relu/output_0"]
+    assert trial.tensor("relu/output_0").steps() == [0, 2]
+    np.testing.assert_array_equal(trial.tensor("relu/output_0").value(2), outs[2])
+    assert trial.tensor_names(collection="my_labels") == ["labels"]
+    assert trial.tensor("labels").steps() == [0, 2]
+    np.testing.assert_array_equal(trial.tensor("labels").value(2), y[16:24])
+    assert "fc1/output_0" not in trial.tensor_names()
 
 
 def test_invalid_regex(run_dir):

@@ -17,7 +17,10 @@ def register(sub) -> None:
     pl.set_defaults(func=run_list)
     pr = rsub.add_parser("run", help="evaluate a rule over a run; exit 0 = nothing fired, 1 = fired, 2 = error")
     pr.add_argument("run", help="run directory or fsspec URL")
-    pr.add_argument("--rule", required=True, help="rule name (see `tensortap rules list`)")
+    pr.add_argument("--rule", default=None, help="rule name (see `tensortap rules list`)")
+    pr.add_argument("--rule-file", default=None, metavar="FILE",
+                    help="a Python file defining the rule instead (a tensortap Rule, or a rule written for smdebug)")
+    pr.add_argument("--rule-class", default=None, metavar="NAME", help="with --rule-file: which of its rule classes")
     pr.add_argument("--param", action="append", default=[], metavar="K=V",
                     help="rule parameter; V is read as JSON when it parses (1e-7, true, [1,2]), else as text")
     pr.add_argument("--start-step", type=int, default=0)
@@ -70,6 +73,19 @@ def make_rule(name: str, params: Dict[str, Any]):
         raise ConfigError(f"rule {name!r}: bad parameter value ({e})") from None
 
 
+def rule_from_args(args):
+    """--rule NAME, or --rule-file FILE [--rule-class NAME], with the --param values."""
+    from ..errors import ConfigError
+
+    if (args.rule is None) == (args.rule_file is None):
+        raise ConfigError("pass --rule NAME (see `tensortap rules list`) or --rule-file FILE [--rule-class NAME]")
+    if args.rule_file is not None:
+        from ..rules.rulefile import load_rule_file
+
+        return load_rule_file(args.rule_file, args.rule_class, parse_params(args.param))
+    return make_rule(args.rule, parse_params(args.param))
+
+
 def rule_table() -> List[dict]:
     from .. import rules
     from ..plugins import get_registry
@@ -101,7 +117,7 @@ def run_rule(args) -> int:
     from ..rules import invoke_rule
     from ..trial import create_trial
 
-    rule = make_rule(args.rule, parse_params(args.param))
+    rule = rule_from_args(args)
     trial = create_trial(args.run, wait_seconds=30.0 if args.follow else 0.0)
     results = invoke_rule(rule, trial, start_step=args.start_step, end_step=args.end_step,
                           follow=args.follow, timeout=args.timeout)

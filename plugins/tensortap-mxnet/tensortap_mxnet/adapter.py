@@ -80,6 +80,9 @@ class MXNetAdapter(Adapter):
         self.handles.append(Handle(lambda: _trainer.remove_listener(self)))
         self.handles.append(Handle(self._end_forward))
 
+    def collections_changed(self) -> None:
+        """Nothing to do: layer taps are chosen from the hook's collections at each saved step."""
+
     def register_loss(self, loss_obj: Any, name: str) -> None:
         """Record the batch mean of `loss_obj`'s output (a Gluon loss block) each time it runs on a saved step."""
         _check_block(loss_obj, "register_loss needs a Gluon loss block; it")

@@ -8,4 +8,5 @@ import tensortap
 def tensortap_register_adapters():
     return [tensortap.AdapterSpec(name="mxnet", model_modules=("mxnet", "gluonnlp"),
                                   adapter="tensortap_mxnet.adapter:MXNetAdapter",
-                                  conformance="tensortap_mxnet.conformance:Kit")]
+                                  conformance="tensortap_mxnet.conformance:Kit",
+                                  instrument="tensortap_mxnet.instrument:GluonInstrumentation")]

@@ -492,7 +492,8 @@ class TensorFlowAdapter(Adapter):
             if self._active:
                 if cbs is None:
                     kwargs["callbacks"] = [cb]
-                elif isinstance(cbs, (list, tuple)) and not any(c is cb for c in cbs):
+                elif isinstance(cbs, (list, tuple)) and not any(
+                        c is cb or getattr(c, "tensortap_callback", None) is cb for c in cbs):  # a hook standing for it
                     kwargs["callbacks"] = list(cbs) + [cb]
             return original(*args, **kwargs)
 

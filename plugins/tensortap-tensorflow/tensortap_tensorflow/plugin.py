@@ -8,4 +8,5 @@ import tensortap
 def tensortap_register_adapters():
     return [tensortap.AdapterSpec(name="tensorflow", model_modules=("tensorflow", "keras", "tf_keras"),
                                   adapter="tensortap_tensorflow.adapter:TensorFlowAdapter",
-                                  conformance="tensortap_tensorflow.conformance:Kit")]
+                                  conformance="tensortap_tensorflow.conformance:Kit",
+                                  instrument="tensortap_tensorflow.instrument:KerasInstrumentation")]

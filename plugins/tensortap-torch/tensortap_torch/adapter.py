@@ -88,6 +88,12 @@ class TorchAdapter(Adapter):
             fm.categories = ("feature_maps",)  # its regex names a layer, not tensors of other categories
             hook._forget_plans()
 
+    def collections_changed(self) -> None:
+        """A collection gained regexes after attach: add the layer hooks it may now select (kept idle
+        on steps that select nothing, like those installed at attach)."""
+        if self.root is not None and not self._layers and self._could_select_layers():
+            self._layers = [(m, eager(partial(self._on_layer, name))) for name, m in self.root.named_modules() if name]
+
     def named_parameters(self, model: Any) -> Iterator[Tuple[str, Any]]:
         return iter(unwrap(model).named_parameters())
 

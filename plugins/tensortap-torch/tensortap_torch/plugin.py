@@ -8,4 +8,5 @@ import tensortap
 def tensortap_register_adapters():
     return [tensortap.AdapterSpec(name="torch", model_modules=("torch",),
                                   adapter="tensortap_torch.adapter:TorchAdapter",
-                                  conformance="tensortap_torch.conformance:Kit")]
+                                  conformance="tensortap_torch.conformance:Kit",
+                                  instrument="tensortap_torch.instrument:TorchInstrumentation")]

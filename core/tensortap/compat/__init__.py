@@ -1,0 +1,1 @@
+"""Compatibility layers for scripts written against other tools' APIs (see `tensortap.compat.smdebug`)."""

@@ -1,0 +1,2 @@
+"""`smdebug.core.collection`."""
+from ..collection import Collection, CollectionKeys  # noqa: F401
