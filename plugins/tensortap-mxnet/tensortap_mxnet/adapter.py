@@ -56,7 +56,7 @@ class MXNetAdapter(Adapter):
         self._param_ids: frozenset = frozenset()
         self._layers: Dict[int, Tuple[str, Any]] = {}
         self._grads_step = -1
-        self._pending: List[Tuple[str, Any]] = []      # output gradients from taps (copies)
+        self._pending: List[Tuple[str, Any]] = []      # (name, zero leaf) of output gradients (gradtap.py)
         self._staged: List[Tuple[str, Any, str]] = []  # on-device copies, numpy at the step's end
         self._losses: List[Tuple[str, Any]] = []
         self._deferred: List[Tuple[str, Any, str]] = []
@@ -260,7 +260,9 @@ class MXNetAdapter(Adapter):
             staged[-1][1].wait_to_read()  # the last copy queued: once it is done, most others are too
         for name, arr, cat in staged:
             hook.capture(name, arr, cat)
-        for name, arr in pending:
+        from .gradtap import gradients
+
+        for name, arr in gradients(pending):
             hook.capture(name, arr, "gradients")
         for name, value in losses:
             hook.record_loss(value.asnumpy().reshape(()), name)  # a scalar, like the other frameworks' losses
