@@ -4,6 +4,8 @@ One extra forward in `autograd.record(train_mode=False)` (BatchNorm uses its run
 does not update them, dropout is off), hybridization off for that call, with the target block's
 output replaced by a detached leaf A. Then `autograd.grad(sum_i y[i, target_i], [A])` returns
 dy_c/dA as a new array: parameters' `.grad` buffers and the training graph are not touched.
+Pooling runs in train mode during that forward (same output): on oneDNN builds a max pool recorded
+in predict mode gets wrong gradients otherwise (see onednn.py).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import numpy as np
 from tensortap.errors import ConfigError, did_you_mean
 
 from .blocks import Deactivated, layer_names, walk
+from .onednn import pooling_in_train_mode
 from .quiet import quiet
 
 
@@ -76,7 +79,7 @@ def gradcam_tensors(model: Any, inputs: Any, target_layer: Any, targets: Optiona
 
     layer.forward = forward
     try:
-        with quiet(), Deactivated(model), autograd.record(train_mode=False):
+        with quiet(), Deactivated(model), pooling_in_train_mode(), autograd.record(train_mode=False):
             logits = model(x)
             if isinstance(logits, (list, tuple)):
                 logits = logits[0]
