@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, List, Tuple
 
 import numpy as np
 
-from .blocks import flat_arrays
+from .blocks import flat_arrays, override_forward
 
 
 def _tappable(a: Any) -> bool:
@@ -70,10 +70,4 @@ def wrap_forward(block: Any, layer: str, sink: List[Tuple[str, Any]], counter: C
             return type(out)(tapped)
         return tapped[0]
 
-    block.forward = forward
-
-    def undo() -> None:
-        if block.__dict__.get("forward") is forward:
-            del block.__dict__["forward"]
-
-    return undo
+    return override_forward(block, forward)

@@ -50,3 +50,25 @@ def pooling_in_train_mode() -> Iterator[None]:
         yield
     finally:
         register._imperative_invoke = original
+
+
+def enabled() -> bool:
+    """True when this mxnet runs oneDNN kernels (a oneDNN build, MXNET_MKLDNN_ENABLED not "0")."""
+    import os
+
+    import mxnet as mx
+
+    return bool(mx.runtime.Features().is_enabled("MKLDNN")) and os.environ.get("MXNET_MKLDNN_ENABLED", "1") != "0"
+
+
+def has_max_pooling(symbol_block: Any) -> bool:
+    """True if the graph of an imported SymbolBlock contains max pooling (Pooling's default type).
+    Its cached graph runs as one op, out of reach of `pooling_in_train_mode`."""
+    import json
+
+    graph = getattr(symbol_block, "_cached_graph", None)
+    if not graph:
+        return False
+    nodes = json.loads(graph[1].tojson()).get("nodes", [])
+    return any(n.get("op") in ("Pooling", "_npx_pooling") and n.get("attrs", {}).get("pool_type", "max") == "max"
+               for n in nodes)
