@@ -49,6 +49,8 @@ class MXNetAdapter(Adapter):
     """Gluon capture for tensortap (weights, gradients, layer tensors, losses, BERT attention)."""
 
     name = "mxnet"
+    attention_support = ("gluonnlp 0.10 BERT self-attention (DotProductSelfAttentionCell) in gluonnlp.model.BERTModel "
+                         "or a model containing one, e.g. BERTClassifier")
 
     def __init__(self, hook) -> None:
         super().__init__(hook)
