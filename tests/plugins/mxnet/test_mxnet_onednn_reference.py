@@ -121,3 +121,43 @@ def test_pooling_in_train_mode_leaves_outputs_and_mode_alone():
         assert not autograd.is_training()
         y = nd.relu(x)
     assert np.array_equal(got, want) and y.shape == x.shape
+
+
+@pytest.mark.parametrize("hybridize", [False, True], ids=["imperative", "hybridized"])
+def test_gradcam_inside_the_users_record_pause_and_predict_mode(tmp_path, hybridize):
+    """Called inside the user's autograd.record() between forward and backward, inside pause() or
+    predict_mode(): the same map as outside, the user's pending backward gives the same gradients,
+    no step is counted, and the user's recording/training state is back afterwards."""
+    import tensortap as tt
+    from mxnet import autograd, gluon
+
+    net, target = ref.signs_cnn(hybridize)
+    ref.fit(net)
+    hook = tt.Hook(str(tmp_path / "run"), include_collections=["weights"], save_config=tt.SaveConfig(save_interval=1))
+    hook.register(net)
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    x, y = ref.data(16, seed=7)
+    probe = ref.data(6, seed=8)[0]
+    want = ref.torch_gradcam(ref.snapshot(net), net, target, probe)["cam"]
+
+    def backward(explain: bool):
+        with autograd.record():
+            loss = loss_fn(net(mx.nd.array(x)), mx.nd.array(y)).mean()
+            step = hook.step
+            cam = tt.explain.gradcam(net, probe, target_layer=target) if explain else None
+            assert autograd.is_recording() and autograd.is_training() and hook.step == step
+        loss.backward()
+        return cam, {n: p.grad().asnumpy().copy() for n, p in net.collect_params().items()}
+
+    _, plain = backward(False)
+    cam, grads = backward(True)
+    for n, g in plain.items():
+        assert np.array_equal(grads[n], g), n
+    assert ref.rel(cam.raw, want) < 1e-4
+    for scope in (autograd.pause, autograd.predict_mode):
+        with scope():
+            cam = tt.explain.gradcam(net, probe, target_layer=target)
+            assert not autograd.is_training()
+        assert ref.rel(cam.raw, want) < 1e-4
+    hook.close()
+    assert not hook.errors and hook.step == 1
