@@ -3,9 +3,9 @@
 The model runs once more, in eval mode (restored afterwards, module by module), with grad
 enabled even where the caller disabled it (`torch.no_grad()`, `torch.inference_mode()`: inputs
 created in inference mode are cloned into ordinary tensors). The target layer's output is
-replaced by a detached leaf clone so that `torch.autograd.grad(y_c, A)` touches nothing upstream and no parameter's `.grad`; BatchNorm
-statistics do not move (eval mode). In eval mode the images of a batch are independent, so one
-backward of sum_i y_{c_i} gives every image's own gradient.
+replaced by a detached leaf clone so that `torch.autograd.grad(y_c, A)` touches nothing upstream
+and no parameter's `.grad`; BatchNorm statistics do not move (eval mode). In eval mode the images
+of a batch are independent, so one backward of sum_i y_{c_i} gives every image's own gradient.
 """
 from __future__ import annotations
 
@@ -74,7 +74,8 @@ def run(model: nn.Module, inputs: Any, target_layer: Union[str, nn.Module],
             args = _ordinary(args, root)
             out = root(*args)
             if not captured:
-                raise ConfigError("the target layer was not called by the model's forward pass; pick a layer the model uses")
+                raise ConfigError("the target layer was not called by the model's forward pass; "
+                                  "pick a layer the model uses")
             logits = _logits(out)
             t = _targets(logits, targets)
             (grad,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), captured[0])

@@ -133,7 +133,8 @@ class Twin:
 
     def __init__(self, params: Dict[str, np.ndarray], train: bool = False, requires_grad: bool = False,
                  replace: Optional[Callable[[Any, torch.Tensor], torch.Tensor]] = None) -> None:
-        self.p = {k: torch.tensor(v, dtype=torch.float32, requires_grad=requires_grad and not k.endswith(("running_mean", "running_var")))
+        stats = ("running_mean", "running_var")
+        self.p = {k: torch.tensor(v, dtype=torch.float32, requires_grad=requires_grad and not k.endswith(stats))
                   for k, v in params.items()}
         self.train, self.replace = train, replace
         self.outputs: Dict[int, Any] = {}
