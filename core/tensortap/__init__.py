@@ -3,8 +3,8 @@ from . import modes
 from ._version import __version__
 from .adapter import Adapter, AdapterSpec, Handle
 from .collections import Collection
-from .errors import (ConfigError, CorruptRunError, NotARunError, PluginError, StepNotFound, StopTraining,
-                     TensorNotFound, TensorTapError)
+from .errors import (AttentionNotFound, ConfigError, CorruptRunError, NotARunError, PluginError, StepNotFound,
+                     StopTraining, TensorNotFound, TensorTapError)
 from .hook import Hook
 from .hookspecs import hookimpl
 from .reductions import ReductionConfig
@@ -18,5 +18,5 @@ __all__ = [
     "__version__", "Hook", "SaveConfig", "SaveConfigMode", "ReductionConfig", "Collection", "modes",
     "create_trial", "Trial", "Tensor", "invoke_rule", "rules", "vis", "explain", "parallel", "hookimpl",
     "Adapter", "AdapterSpec", "Handle", "TensorTapError", "ConfigError", "NotARunError", "CorruptRunError",
-    "TensorNotFound", "StepNotFound", "PluginError", "StopTraining", "VectorReduction",
+    "TensorNotFound", "StepNotFound", "PluginError", "StopTraining", "VectorReduction", "AttentionNotFound",
 ]

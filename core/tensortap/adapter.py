@@ -110,6 +110,7 @@ class Adapter:
     """
 
     name: str = "base"
+    attention_support: str = ""  # what `attention` reads, named by AttentionNotFound ("nn.MultiheadAttention modules")
 
     def __init__(self, hook: "Hook") -> None:
         self.hook = hook
@@ -197,5 +198,7 @@ class Adapter:
         raise NotImplementedError(f"the {self.name} adapter does not support Grad-CAM")
 
     def attention(self, model: Any, *inputs: Any) -> List[np.ndarray]:
-        """Attention probabilities of every attention layer, (batch, heads, query, key), in call order."""
+        """Attention probabilities of every attention layer, (batch, heads, query, key), in call order;
+        [] when the model has none this adapter reads (tt.explain.attention then raises
+        AttentionNotFound naming `attention_support`)."""
         raise NotImplementedError(f"the {self.name} adapter does not support attention capture")

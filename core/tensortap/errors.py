@@ -13,6 +13,10 @@ class ConfigError(TensorTapError, ValueError):
     """A Hook, SaveConfig, collection or rule was configured with a bad value."""
 
 
+class AttentionNotFound(ConfigError):
+    """tt.explain.attention found no attention it can read in the model (every framework, one message)."""
+
+
 class NotARunError(TensorTapError):
     """The path given to create_trial is not a tensortap run."""
 

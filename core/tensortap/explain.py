@@ -12,7 +12,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import AttentionNotFound, ConfigError
 
 
 @dataclass
@@ -95,8 +95,23 @@ def gradcam(model: Any, inputs: Any, target_layer: Any, targets: Optional[Sequen
 
 
 def attention(model: Any, *inputs: Any, framework: Optional[str] = None) -> List[np.ndarray]:
-    """Attention probabilities of every attention layer, (batch, heads, query, key), in call order."""
-    return _adapter(model, framework).attention(model, *inputs)
+    """Attention probabilities of every attention layer, (batch, heads, query, key), in call order.
+    Raises AttentionNotFound when the model has no attention the framework's plugin can read."""
+    adapter = _adapter(model, framework)
+    found = adapter.attention(model, *inputs)
+    if not found:
+        raise no_attention_found(model, adapter.name, adapter.attention_support)
+    return found
+
+
+def no_attention_found(model: Any, framework: str, supported: str) -> AttentionNotFound:
+    """The one error every framework gives when a model has no attention tensortap can read."""
+    reads = f"reads {supported}" if supported else "reads no attention layers"
+    return AttentionNotFound(
+        f"tt.explain.attention found no attention it can read in {type(model).__name__}: for {framework} models "
+        f"tensortap {reads}, and only those that run during the model's forward pass. Pass a model that contains "
+        "one, or compute the probabilities yourself and save them with hook.save_tensor('attention/<layer>', "
+        "probs, collections=['attention']) as a (batch, heads, query, key) array")
 
 
 def record_gradcam(hook, layer: str, activations: np.ndarray, gradients: np.ndarray, images: np.ndarray,

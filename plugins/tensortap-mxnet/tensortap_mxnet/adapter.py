@@ -49,6 +49,8 @@ class MXNetAdapter(Adapter):
     """Gluon capture for tensortap (weights, gradients, layer tensors, losses, BERT attention)."""
 
     name = "mxnet"
+    attention_support = ("gluonnlp 0.10 BERT self-attention (DotProductSelfAttentionCell) in gluonnlp.model.BERTModel "
+                         "or a model containing one, e.g. BERTClassifier")
 
     def __init__(self, hook) -> None:
         super().__init__(hook)
@@ -56,7 +58,7 @@ class MXNetAdapter(Adapter):
         self._param_ids: frozenset = frozenset()
         self._layers: Dict[int, Tuple[str, Any]] = {}
         self._grads_step = -1
-        self._pending: List[Tuple[str, Any]] = []      # output gradients from taps (copies)
+        self._pending: List[Tuple[str, Any]] = []      # (name, zero leaf) of output gradients (gradtap.py)
         self._staged: List[Tuple[str, Any, str]] = []  # on-device copies, numpy at the step's end
         self._losses: List[Tuple[str, Any]] = []
         self._deferred: List[Tuple[str, Any, str]] = []
@@ -263,7 +265,9 @@ class MXNetAdapter(Adapter):
             staged[-1][1].wait_to_read()  # the last copy queued: once it is done, most others are too
         for name, arr, cat in staged:
             hook.capture(name, arr, cat)
-        for name, arr in pending:
+        from .gradtap import gradients
+
+        for name, arr in gradients(pending):
             hook.capture(name, arr, "gradients")
         for name, value in losses:
             hook.record_loss(value.asnumpy().reshape(()), name)  # a scalar, like the other frameworks' losses

@@ -8,7 +8,7 @@ operators, so the values are those of the hybridized run (checked bit for bit in
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 
 def walk(block: Any, path: str = "") -> Iterator[Tuple[str, Any]]:
@@ -67,6 +67,17 @@ class Deactivated:
 
     def __exit__(self, *exc) -> None:
         self.restore()
+
+
+def override_forward(block: Any, forward: Callable[..., Any]) -> Callable[[], None]:
+    """Make `forward` this block instance's forward (an instance attribute); returns the undo."""
+    block.forward = forward
+
+    def undo() -> None:
+        if block.__dict__.get("forward") is forward:
+            del block.__dict__["forward"]
+
+    return undo
 
 
 def is_symbol(x: Any) -> bool:

@@ -4,16 +4,19 @@ One extra forward in `autograd.record(train_mode=False)` (BatchNorm uses its run
 does not update them, dropout is off), hybridization off for that call, with the target block's
 output replaced by a detached leaf A. Then `autograd.grad(sum_i y[i, target_i], [A])` returns
 dy_c/dA as a new array: parameters' `.grad` buffers and the training graph are not touched.
+Pooling runs in train mode during that forward (same output): on oneDNN builds a max pool recorded
+in predict mode gets wrong gradients otherwise (see onednn.py).
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from tensortap.errors import ConfigError, did_you_mean
 
-from .blocks import Deactivated, layer_names, walk
+from .blocks import Deactivated, layer_names, override_forward, walk
+from .onednn import enabled as onednn_enabled, has_max_pooling, pooling_in_train_mode
 from .quiet import quiet
 
 
@@ -56,6 +59,30 @@ def _as_input(model: Any, inputs: Any):
     return x
 
 
+def _guard_symbol_blocks(model: Any, held: dict) -> List[Callable[[], None]]:
+    """On oneDNN builds, an imported SymbolBlock with max pooling that runs after the target layer
+    would get wrong gradients (its cached graph pools in predict mode, see onednn.py): refuse it
+    with an error rather than return a wrong map. Returns the undo functions."""
+    from mxnet.gluon import SymbolBlock
+
+    if not onednn_enabled():
+        return []
+    undo = []
+    for _, b in walk(model):
+        if isinstance(b, SymbolBlock) and has_max_pooling(b):
+            def forward(*args, _b=b, _orig=type(b).forward):
+                if "a" in held:
+                    raise ConfigError(
+                        f"Grad-CAM would be wrong: the imported SymbolBlock {_b.name!r} runs after the target layer "
+                        "and contains max pooling, whose gradient mxnet 1.9 with oneDNN computes from an unwritten "
+                        "buffer in predict mode. Explain a layer after it, rebuild that part from Gluon blocks, or "
+                        "run with MXNET_MKLDNN_ENABLED=0 (set before mxnet is imported)")
+                return _orig(_b, *args)
+
+            undo.append(override_forward(b, forward))
+    return undo
+
+
 def gradcam_tensors(model: Any, inputs: Any, target_layer: Any, targets: Optional[Sequence[int]] = None):
     """(activations, d score/d activations, (H, W), targets) as numpy, for tensortap.explain.gradcam."""
     from mxnet import autograd, nd
@@ -74,9 +101,9 @@ def gradcam_tensors(model: Any, inputs: Any, target_layer: Any, targets: Optiona
         held["a"] = a
         return a
 
-    layer.forward = forward
+    undo = [override_forward(layer, forward)] + _guard_symbol_blocks(model, held)
     try:
-        with quiet(), Deactivated(model), autograd.record(train_mode=False):
+        with quiet(), Deactivated(model), pooling_in_train_mode(), autograd.record(train_mode=False):
             logits = model(x)
             if isinstance(logits, (list, tuple)):
                 logits = logits[0]
@@ -94,8 +121,8 @@ def gradcam_tensors(model: Any, inputs: Any, target_layer: Any, targets: Optiona
             raise ConfigError(f"Grad-CAM needs a (batch, channels, h, w) feature map; {target_layer!r} gives {acts.shape}")
         return acts, grad.asnumpy(), (int(x.shape[2]), int(x.shape[3])), t
     finally:
-        if layer.__dict__.get("forward") is forward:
-            del layer.__dict__["forward"]
+        for fn in undo:
+            fn()
 
 
 def record(hook: Any, model: Any, inputs: Any, target_layer: Any, targets: Optional[Sequence[int]] = None,

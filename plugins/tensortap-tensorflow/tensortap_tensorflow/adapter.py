@@ -35,6 +35,7 @@ class TensorFlowAdapter(Adapter):
     """Drives a tensortap Hook from Keras fit/evaluate/predict, custom GradientTape loops and tf.function."""
 
     name = "tensorflow"
+    attention_support = "keras.layers.MultiHeadAttention layers"
 
     def __init__(self, hook) -> None:
         super().__init__(hook)

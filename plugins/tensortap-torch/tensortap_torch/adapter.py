@@ -40,6 +40,7 @@ class TorchAdapter(Adapter):
     """The torch plugin's adapter (found by `tt.Hook(...).register(model)`)."""
 
     name = "torch"
+    attention_support = "torch.nn.MultiheadAttention modules (also inside nn.TransformerEncoderLayer)"
     #: images of a batch that training-time Grad-CAM (collection "feature_maps") explains
     gradcam_max_images: int = 8
     #: where reductions are computed: True on a background thread from snapshots, False on the

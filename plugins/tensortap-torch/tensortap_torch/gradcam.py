@@ -1,15 +1,17 @@
 """Grad-CAM inputs for torch models: activations of a layer and gradients of the class score y_c.
 
 The model runs once more, in eval mode (restored afterwards, module by module), with grad
-enabled. The target layer's output is replaced by a detached leaf clone so that
-`torch.autograd.grad(y_c, A)` touches nothing upstream and no parameter's `.grad`; BatchNorm
-statistics do not move (eval mode). In eval mode the images of a batch are independent, so one
-backward of sum_i y_{c_i} gives every image's own gradient.
+enabled even where the caller disabled it (`torch.no_grad()`, `torch.inference_mode()`: inputs
+created in inference mode are cloned into ordinary tensors). The target layer's output is
+replaced by a detached leaf clone so that `torch.autograd.grad(y_c, A)` touches nothing upstream
+and no parameter's `.grad`; BatchNorm statistics do not move (eval mode). In eval mode the images
+of a batch are independent, so one backward of sum_i y_{c_i} gives every image's own gradient.
 """
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -32,6 +34,22 @@ def _logits(out: Any) -> torch.Tensor:
     return found[0]
 
 
+@contextlib.contextmanager
+def grad_enabled() -> Iterator[None]:
+    """Autograd on for tensortap's own pass, whatever the caller's context (no_grad, inference_mode)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def _ordinary(args: tuple, root: nn.Module) -> tuple:
+    """`args` with inference tensors (made under torch.inference_mode) cloned into ordinary ones,
+    which autograd may save; a model whose own parameters are inference tensors cannot be explained."""
+    if any(t.is_inference() for t in root.parameters()):
+        raise ConfigError("Grad-CAM needs gradients, but this model's parameters were created inside "
+                          "torch.inference_mode(); create (or load) the model outside it")
+    return tuple(a.clone() if isinstance(a, torch.Tensor) and a.is_inference() else a for a in args)
+
+
 def run(model: nn.Module, inputs: Any, target_layer: Union[str, nn.Module],
         targets: Optional[Sequence[int]] = None) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int], np.ndarray, np.ndarray]:
     """(activations NCHW, d y_c / d activations NCHW, input (H, W), targets, softmax score of each target)."""
@@ -52,27 +70,33 @@ def run(model: nn.Module, inputs: Any, target_layer: Union[str, nn.Module],
 
     h = layer.register_forward_hook(grab)
     try:
-        with quiet(), eval_mode(root), torch.enable_grad():
+        with quiet(), eval_mode(root), grad_enabled():
+            args = _ordinary(args, root)
             out = root(*args)
+            if not captured:
+                raise ConfigError("the target layer was not called by the model's forward pass; "
+                                  "pick a layer the model uses")
+            logits = _logits(out)
+            t = _targets(logits, targets)
+            (grad,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), captured[0])
     finally:
         h.remove()
-    if not captured:
-        raise ConfigError("the target layer was not called by the model's forward pass; pick a layer the model uses")
-    logits = _logits(out)
-    if targets is None:
-        t = logits.argmax(dim=1)
-    else:
-        t = torch.as_tensor(np.asarray(targets), dtype=torch.long, device=logits.device).reshape(-1)
-        if t.numel() == 1:
-            t = t.expand(logits.shape[0])
-        if t.numel() != logits.shape[0] or int(t.min()) < 0 or int(t.max()) >= logits.shape[1]:
-            raise ConfigError(f"targets must be one class index in [0, {logits.shape[1]}) per image "
-                              f"({logits.shape[0]} images), got {np.asarray(targets).tolist()}")
-    y = logits.gather(1, t[:, None])
-    (grad,) = torch.autograd.grad(y.sum(), captured[0])
     scores = torch.softmax(logits.detach().float(), dim=1).gather(1, t[:, None])[:, 0]
     size = tuple(int(s) for s in tensors(args)[0].shape[-2:])
     return (to_numpy(captured[0]), to_numpy(grad), size, to_numpy(t).astype(np.int64), to_numpy(scores))
+
+
+def _targets(logits: torch.Tensor, targets: Optional[Sequence[int]]) -> torch.Tensor:
+    """One class index per image: the predicted class, or `targets` (one index broadcasts)."""
+    if targets is None:
+        return logits.argmax(dim=1)
+    t = torch.as_tensor(np.asarray(targets), dtype=torch.long, device=logits.device).reshape(-1)
+    if t.numel() == 1:
+        t = t.expand(logits.shape[0])
+    if t.numel() != logits.shape[0] or int(t.min()) < 0 or int(t.max()) >= logits.shape[1]:
+        raise ConfigError(f"targets must be one class index in [0, {logits.shape[1]}) per image "
+                          f"({logits.shape[0]} images), got {np.asarray(targets).tolist()}")
+    return t
 
 
 def images_nhwc(x: torch.Tensor) -> np.ndarray:

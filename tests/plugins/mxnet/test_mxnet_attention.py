@@ -56,8 +56,13 @@ def test_attention_equals_gluonnlp_output_attention_in_eval_mode():
         for b in range(3):
             assert np.all(att[layer][b, :, :, v[b]:] == 0)
             assert np.allclose(att[layer][b].sum(-1), 1, atol=1e-5)
-    with pytest.raises(tt.ConfigError, match="DotProductSelfAttentionCell"):
-        tt.explain.attention(gluon.nn.Dense(2), ids)
+    from tensortap.explain import no_attention_found
+    from tensortap_mxnet.adapter import MXNetAdapter
+
+    dense = gluon.nn.Dense(2)  # the same error class and message template as torch and Keras
+    with pytest.raises(tt.AttentionNotFound, match="DotProductSelfAttentionCell") as err:
+        tt.explain.attention(dense, ids)
+    assert str(err.value) == str(no_attention_found(dense, "mxnet", MXNetAdapter.attention_support))
 
 
 class Classifier(gluon.HybridBlock):

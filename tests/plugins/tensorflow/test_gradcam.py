@@ -125,3 +125,26 @@ def test_watch_gradcam_saves_maps_on_saved_train_steps(cnns, tmp_path):
     np.testing.assert_allclose(trial.tensor("gradcam/c2/cam").value(1), want, rtol=1e-5, atol=1e-6)
     assert trial.tensor("gradcam/c2/activations").value(1).shape == (2, 6, 8, 8)
     assert trial.tensor("gradcam/c2/targets").value(1).tolist() == [1, 2]
+
+
+def test_works_inside_the_users_gradient_tape(cnns):
+    """TensorFlow has no no_grad(): the places a user calls Grad-CAM from are inside a GradientTape
+    (between forward and tape.gradient), inside tape.stop_recording(), or outside any tape. Each gives
+    the same map, and the user's own gradient is unchanged."""
+    functional, _, x = cnns
+    want = tt.explain.gradcam(functional, x, target_layer="c2")
+    xt = tf.constant(x)
+
+    def user_gradient(explain):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(functional(xt, training=False) ** 2)
+            cam = tt.explain.gradcam(functional, x, target_layer="c2") if explain == "tape" else None
+            with tape.stop_recording():
+                cam = tt.explain.gradcam(functional, x, target_layer="c2") if explain == "stopped" else cam
+        return cam, [g.numpy() for g in tape.gradient(loss, functional.trainable_variables)]
+
+    _, plain = user_gradient(None)
+    for where in ("tape", "stopped"):
+        cam, grads = user_gradient(where)
+        np.testing.assert_array_equal(cam.raw, want.raw)
+        assert all(np.array_equal(a, b) for a, b in zip(grads, plain)), where

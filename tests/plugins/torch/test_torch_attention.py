@@ -134,3 +134,45 @@ def test_training_capture_leaves_outputs_bit_identical(run_dir):
     assert t.value(0).shape == (B, H, L, L)
     np.testing.assert_allclose(t.value(0).sum(-1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(t.value(0), manual_probs(model[0].layers[0].self_attn, x), rtol=1e-4, atol=1e-6)
+
+
+class HandMadeAttention(nn.Module):
+    """softmax(QK^T / sqrt(d)) V written out by hand: attention tensortap cannot see as such."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(E, 3 * E)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        return torch.softmax(q @ k.transpose(-1, -2) / E ** 0.5, dim=-1) @ v
+
+
+class UnusedAttention(nn.Module):
+    """Holds an nn.MultiheadAttention that its forward never calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(E, H, batch_first=True)
+        self.proj = nn.Linear(E, E)
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+def test_no_readable_attention_is_the_one_clear_error():
+    """An MLP, attention computed by hand, an attention module never called: tt.explain.attention
+    raises AttentionNotFound with the message every framework gives, never returns []."""
+    import pytest
+
+    from tensortap.explain import no_attention_found
+    from tensortap_torch.adapter import TorchAdapter
+
+    x = _inputs()[0]
+    mlp = nn.Sequential(nn.Linear(E, 16), nn.ReLU(), nn.Linear(16, 2))
+    for model in (mlp, HandMadeAttention(), UnusedAttention()):
+        with pytest.raises(tt.AttentionNotFound) as err:
+            tt.explain.attention(model, x)
+        assert str(err.value) == str(no_attention_found(model, "torch", TorchAdapter.attention_support))
+        assert "nn.MultiheadAttention" in str(err.value) and "hook.save_tensor('attention/" in str(err.value)
+        assert isinstance(err.value, tt.ConfigError)

@@ -152,3 +152,48 @@ def test_explaining_a_hooked_model_does_not_count_a_step(run_dir):
     trial = tt.create_trial(run_dir)
     assert trial.steps() == [0, 1]
     assert "layer1#1/output_0" not in trial.tensor_names()
+
+
+@pytest.mark.parametrize("context", ["no_grad", "inference_mode", "inference_mode_inputs"])
+def test_works_where_autograd_is_off_and_leaves_no_trace(run_dir, context):
+    """Inside torch.no_grad() and torch.inference_mode() (inputs made there too) the map is the one
+    computed outside; the model's modes, parameters, .grad, the caller's grad mode and the hook's
+    step count are untouched."""
+    torch.manual_seed(0)
+    model = SmallResNet()
+    nn.functional.cross_entropy(model(torch.randn(6, 3, 12, 12)), torch.arange(6) % 5).backward()
+    model.train()
+    model.layer1.eval()
+    hook = tt.Hook(run_dir, include_collections=["weights"], save_config=tt.SaveConfig(save_interval=1))
+    hook.register(model)
+    model(torch.randn(2, 3, 12, 12))
+    imgs = torch.randn(3, 3, 12, 12)
+    want = tt.explain.gradcam(model, imgs, target_layer=model.layer2)
+    grads_before = {n: p.grad.clone() for n, p in model.named_parameters()}
+    state_before = copy.deepcopy(model.state_dict())
+    modes = [m.training for m in model.modules()]
+    step = hook.step
+    ctx = torch.no_grad() if context == "no_grad" else torch.inference_mode()
+    with ctx:
+        x = imgs.clone() if context == "inference_mode_inputs" else imgs
+        cam = tt.explain.gradcam(model, x, target_layer=model.layer2)
+        assert not torch.is_grad_enabled()
+        assert torch.is_inference_mode_enabled() == (context != "no_grad")
+    np.testing.assert_array_equal(cam.raw, want.raw)
+    np.testing.assert_array_equal(cam.targets, want.targets)
+    assert cam.raw.max() > 0
+    assert [m.training for m in model.modules()] == modes
+    for n, p in model.named_parameters():
+        assert torch.equal(p.grad, grads_before[n]), n
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state_before[k]), k
+    assert hook.step == step
+    hook.close()
+    assert not hook.errors
+
+
+def test_model_built_in_inference_mode_is_a_clear_error():
+    with torch.inference_mode():
+        model = SmallResNet()
+    with pytest.raises(tt.ConfigError, match="inference_mode"):
+        tt.explain.gradcam(model, torch.randn(1, 3, 8, 8), target_layer="layer2")
