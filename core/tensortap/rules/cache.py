@@ -4,7 +4,8 @@ tensors the rules read at one saved step are read together at the next (one requ
 neighbouring records instead of one each)."""
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional, Set, Tuple
+from contextlib import contextmanager
+from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 
@@ -20,9 +21,32 @@ class CachedTrial:
         self.max_bytes = int(max_bytes)
         self._wanted: Dict[int, Set[str]] = {}  # step -> names whose value (any mode/worker) was asked for
         self._stats: Dict[Tuple[str, int, str], float] = {}  # (name, step, what) -> a statistic of the value
+        self._readers: List[Set[str]] = []  # open reading() scopes: names read in each
 
     def __getattr__(self, name: str):
         return getattr(self._trial, name)
+
+    @contextmanager
+    def reading(self) -> Iterator[Set[str]]:
+        """Collect the names of the tensors whose values, reductions or statistics are read
+        through this view inside the block (what a rule evaluation checked); scopes nest."""
+        seen: Set[str] = set()
+        self._readers.append(seen)
+        try:
+            yield seen
+        finally:  # by identity: two scopes may have read the same names
+            self._readers[:] = [r for r in self._readers if r is not seen]
+
+    def note(self, name: str) -> None:
+        """Count `name` as read by the open reading() scopes."""
+        for seen in self._readers:
+            seen.add(name)
+
+    def values_at(self, names: Iterable[str], step: int, mode=None, worker=None) -> Dict[str, np.ndarray]:
+        got = self._trial.values_at(names, step, mode=mode, worker=worker)
+        for n in got:
+            self.note(n)
+        return got
 
     def tensor(self, name: str) -> "_CachedTensor":
         return _CachedTensor(self, self._trial.tensor(name))
@@ -38,6 +62,8 @@ class CachedTrial:
 
     def _value(self, t, step, mode, worker) -> np.ndarray:
         key = (t.name, int(step), mode, worker)
+        if self._readers:
+            self.note(t.name)
         if mode is None and worker is None:
             self._wanted.setdefault(key[1], set()).add(t.name)
         v = self._values.get(key)
@@ -52,6 +78,8 @@ class CachedTrial:
         v = self._values.get(key)
         if v is None:
             return self.tensor(name).value(step)
+        if self._readers:
+            self.note(name)
         want = self._wanted.get(step)
         if want is None:
             want = self._wanted[step] = set()
@@ -60,6 +88,8 @@ class CachedTrial:
 
     def stat(self, name: str, step: int, what: str) -> Optional[float]:
         """A statistic of a value ("l2", "mean_abs") a rule computed already, or None."""
+        if self._readers:
+            self.note(name)
         return self._stats.get((name, step, what))
 
     def keep_stat(self, name: str, step: int, what: str, x: float) -> None:
@@ -103,3 +133,15 @@ class _CachedTensor:
 
     def value(self, step: int, mode=None, worker=None) -> np.ndarray:
         return self._owner._value(self._tensor, step, mode, worker)
+
+    def values(self, mode=None, worker=None) -> Dict[int, np.ndarray]:
+        self._owner.note(self._tensor.name)
+        return self._tensor.values(mode=mode, worker=worker)
+
+    def reduction_value(self, step: int, name: str, mode=None, worker=None, abs: bool = False):
+        self._owner.note(self._tensor.name)
+        return self._tensor.reduction_value(step, name, mode=mode, worker=worker, abs=abs)
+
+    def reduction_values(self, step: int, mode=None, worker=None) -> Dict[str, object]:
+        self._owner.note(self._tensor.name)
+        return self._tensor.reduction_values(step, mode=mode, worker=worker)
