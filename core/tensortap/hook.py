@@ -358,7 +358,7 @@ class Hook:
     def _submit(self, sb: StepBatch) -> None:
         if sb.items and self._ensure_writer().submit(sb):
             if self._rules is not None:
-                if self._needs is not None and self._needs.waiting:  # the layers are known by now
+                if self._needs is not None and self._needs.pending:  # the layers are known by now
                     self._needs.step_saved()
                 self._rules.step_saved(sb.step)
             self.registry.call_behaviour("tensortap_step_end", hook=self, step=sb.step, mode=sb.mode)

@@ -81,7 +81,7 @@ def as_needs(value: Union[Need, Sequence[Need], None]) -> Needs:
     return (value,) if isinstance(value, Need) else tuple(value)
 
 
-def _kinds_text(layers: Dict[str, LayerInfo], io: str, limit: int = 6) -> str:
+def _kinds_text(layers: Dict[str, LayerInfo], limit: int = 6) -> str:
     """"Linear ×2, Sequential" for messages: the classes of the recorded layers."""
     counts = Counter(info.class_name.rsplit(".", 1)[-1] for info in layers.values())
     items = [f"{c} ×{n}" if n > 1 else c for c, n in counts.most_common()]
@@ -95,15 +95,15 @@ def _fused(layers: Dict[str, LayerInfo], kinds: Sequence[str]) -> List[LayerInfo
 def why_missing(need: Need, trial, step: int) -> str:
     """Why `trial` holds nothing `need` names at `step`, and what to change: the reason of a
     skipped evaluation ("no saved tensor is the output of a ReLU layer; ...")."""
-    saved = trial.tensor_names(collection=need.collection, step=step)
-    if not saved:
-        if trial.tensor_names(collection=need.collection):
-            return f"no {need.describe()} saved at this step"
-        return f"this run saves no {need.describe()}: {need.fix()}"
-    if not need.layer_kinds:
-        return f"no {need.describe()} at this step"
     kinds = " or ".join(display_kind(k) for k in need.layer_kinds)
-    head = f"no saved tensor is the {need.io} of a {kinds} layer"
+    head = f"no saved tensor is the {need.io} of a {kinds} layer" if need.layer_kinds else \
+        f"no {need.describe()} saved at this step"
+    if not trial.tensor_names(collection=need.collection, step=step):
+        if trial.tensor_names(collection=need.collection):
+            return f"{head} (collection {need.collection!r} has none at this step; it has at others)"
+        return f"{head}; {need.fix()}"
+    if not need.layer_kinds:
+        return head
     layers = trial.layers()
     if not layers:
         return (f"{head}: this run records no layer classes (saved by hand or by an older tensortap), so layers "
@@ -113,7 +113,7 @@ def why_missing(need: Need, trial, step: int) -> str:
         names = ", ".join(info.name for info in fused[:4])
         return (f"{head}: {kinds} is applied inside {len(fused)} layer(s) ({names}, e.g. Dense(activation=...)), "
                 f"whose {kinds} inputs are never captured; use a separate activation layer")
-    return f"{head} (the model's layers: {_kinds_text(layers, need.io)}); {INVISIBLE}"
+    return f"{head} (the model's layers: {_kinds_text(layers)}); {INVISIBLE}"
 
 
 def nothing_checked(needs: Needs, trial, step: int) -> str:
@@ -141,11 +141,25 @@ class NeedsCheck:
     def __init__(self, hook: "Hook") -> None:
         self.hook = hook
         self.waiting: List[Any] = []  # rules whose layer kinds are checked at the next saved step
+        self.notes: List[str] = []  # warnings given before the run had a writer: recorded at the next saved step
+
+    @property
+    def pending(self) -> bool:
+        """Something to do at the next saved step."""
+        return bool(self.waiting or self.notes)
 
     def _warn(self, rule, text: str, stacklevel: int) -> None:
         msg = f"tensortap: {text}"
         warnings.warn(msg, RuleNeedsWarning, stacklevel=stacklevel + 1)
-        self.hook._report_event("rule_needs", msg)
+        self.notes.append(msg)
+        if self.hook.writer is not None:
+            self._record()
+
+    def _record(self) -> None:
+        """The warnings as events in the run (`tensortap ls` and the report show them)."""
+        notes, self.notes = self.notes, []
+        for msg in notes:
+            self.hook._report_event("rule_needs", msg)
 
     def added(self, rule) -> None:
         needs = as_needs(rule.requirements())
@@ -161,6 +175,7 @@ class NeedsCheck:
             self.waiting.append(rule)
 
     def step_saved(self) -> None:
+        self._record()
         waiting, self.waiting = self.waiting, []
         layers = self.hook.layers
         if not layers:  # no adapter described its layers (saved by hand, the numpy test adapter): no opinion
@@ -173,4 +188,5 @@ class NeedsCheck:
                 continue
             what = " or ".join(n.describe() for n in needs)
             self._warn(rule, f"rule {rule.name} reads {what}, but the registered model has no such layer tensortap "
-                       f"can see (its layers: {_kinds_text(layers, 'output')}); {INVISIBLE}", stacklevel=4)
+                       f"can see (its layers: {_kinds_text(layers)}); {INVISIBLE}", stacklevel=4)
+        self._record()
