@@ -187,6 +187,9 @@ class NeedsCheck:
             if any(info.kind_of(n.io) in n.layer_kinds for n in needs for info in layers.values()):
                 continue
             what = " or ".join(n.describe() for n in needs)
+            fused = [info.name for n in needs if n.io == "input" for info in _fused(layers, n.layer_kinds)]
+            why = (f"{', '.join(fused[:4])} apply the activation inside the layer (activation=...), so its input is "
+                   "never captured: use a separate activation layer" if fused else INVISIBLE)
             self._warn(rule, f"rule {rule.name} reads {what}, but the registered model has no such layer tensortap "
-                       f"can see (its layers: {_kinds_text(layers)}); {INVISIBLE}", stacklevel=4)
+                       f"can see (its layers: {_kinds_text(layers)}); {why}", stacklevel=4)
         self._record()
