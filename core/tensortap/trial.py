@@ -80,6 +80,7 @@ class Trial:
         self._watch = DirWatch(join(self.root, layout.WORKERS_DIR)) if is_local(self.fs) else None
         self._layer_map: Dict[str, LayerInfo] = {}  # what the "layers" records read so far say
         self._layers_read: Dict[str, int] = {}  # worker -> how many of its records were looked at for them
+        self._layers_version = 0  # bumped by every "layers" record read
         self.refresh()
 
     def _check_format(self) -> None:
@@ -269,8 +270,13 @@ class Trial:
             msteps = set(self.steps(mode=mode, worker=worker))
             out = [n for n in out if msteps & set(self.tensor(n).steps(mode=mode, worker=worker))]
         if layer_kind is not None:
-            kinds = {layer_kind} if isinstance(layer_kind, str) else set(layer_kind)
-            out = [n for n in out if self.layer_kind(n) in kinds]
+            kinds = frozenset([layer_kind] if isinstance(layer_kind, str) else layer_kind)
+            self._layer_infos()
+            lkey = ("lkind", kinds, worker, self._layers_version)  # until names or layer records change
+            of_kind = self._struct.get(lkey)
+            if of_kind is None:
+                of_kind = self._struct[lkey] = {n for n in self._names(worker) if self.layer_kind(n) in kinds}
+            out = [n for n in out if n in of_kind]
         return sorted(out)
 
     # ---- layers -------------------------------------------------------------------------------
@@ -284,6 +290,7 @@ class Trial:
                 for rec in recs[start:]:
                     if rec.get("type") == "layers":
                         self._layer_map.update((info.name, info) for info in read_layers(rec))
+                        self._layers_version += 1
                 self._layers_read[w] = len(recs)
         return self._layer_map
 

@@ -149,3 +149,18 @@ def test_a_quiet_rule_that_read_nothing_is_skipped_for_free(tmp_path):
     hook.close()
     got = ReadsReductions().invoke(tt.create_trial(red), 0)
     assert got.outcome == "quiet" and got.checked == 1
+
+
+def test_the_walkthrough_rule_skips_a_run_without_weights(tmp_path):
+    """docs/writing-a-rule-plugin.md's big_weights, unchanged: on a run that saves no weights it
+    reads nothing, so every evaluation is skipped (it would have been quiet, "nothing fired")."""
+    from test_rules_plugin_walkthrough import doc_files
+
+    space: dict = {}
+    exec(compile(doc_files()["big-weights/big_weights.py"], "big_weights.py", "exec"), space)
+    run = train(str(tmp_path / "g"), ["gradients"], steps=3)
+    res = tt.invoke_rule(space["BigWeights"](), tt.create_trial(run))
+    assert [(r.outcome, r.checked) for r in res] == [("skipped", 0)] * 3
+    assert res[0].message == "skipped: found no tensor to check at step 0 (trial.tensor_names(step=0) lists what was saved)"
+    assert [r.outcome for r in tt.invoke_rule(space["BigWeights"](), tt.create_trial(train(
+        str(tmp_path / "w"), ["weights"], steps=3)))] == ["quiet"] * 3
