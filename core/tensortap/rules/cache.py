@@ -4,8 +4,7 @@ tensors the rules read at one saved step are read together at the next (one requ
 neighbouring records instead of one each)."""
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import Dict, Iterable, Optional, Set, Tuple
 
 import numpy as np
 
@@ -21,25 +20,21 @@ class CachedTrial:
         self.max_bytes = int(max_bytes)
         self._wanted: Dict[int, Set[str]] = {}  # step -> names whose value (any mode/worker) was asked for
         self._stats: Dict[Tuple[str, int, str], float] = {}  # (name, step, what) -> a statistic of the value
-        self._readers: List[Set[str]] = []  # open reading() scopes: names read in each
+        self._seen: Optional[Set[str]] = None  # names read in the innermost open reading() scope
 
     def __getattr__(self, name: str):
         return getattr(self._trial, name)
 
-    @contextmanager
-    def reading(self) -> Iterator[Set[str]]:
-        """Collect the names of the tensors whose values, reductions or statistics are read
-        through this view inside the block (what a rule evaluation checked); scopes nest."""
-        seen: Set[str] = set()
-        self._readers.append(seen)
-        try:
-            yield seen
-        finally:  # by identity: two scopes may have read the same names
-            self._readers[:] = [r for r in self._readers if r is not seen]
+    def reading(self) -> "Reading":
+        """`with view.reading() as seen:` collects the names of the tensors whose values,
+        reductions or statistics are read through this view inside the block (what a rule
+        evaluation checked); scopes nest (an outer one sees what an inner one read)."""
+        return Reading(self)
 
     def note(self, name: str) -> None:
-        """Count `name` as read by the open reading() scopes."""
-        for seen in self._readers:
+        """Count `name` as read by the open reading() scope."""
+        seen = self._seen
+        if seen is not None:
             seen.add(name)
 
     def values_at(self, names: Iterable[str], step: int, mode=None, worker=None) -> Dict[str, np.ndarray]:
@@ -62,8 +57,9 @@ class CachedTrial:
 
     def _value(self, t, step, mode, worker) -> np.ndarray:
         key = (t.name, int(step), mode, worker)
-        if self._readers:
-            self.note(t.name)
+        seen = self._seen
+        if seen is not None:
+            seen.add(t.name)
         if mode is None and worker is None:
             self._wanted.setdefault(key[1], set()).add(t.name)
         v = self._values.get(key)
@@ -78,8 +74,9 @@ class CachedTrial:
         v = self._values.get(key)
         if v is None:
             return self.tensor(name).value(step)
-        if self._readers:
-            self.note(name)
+        seen = self._seen
+        if seen is not None:
+            seen.add(name)
         want = self._wanted.get(step)
         if want is None:
             want = self._wanted[step] = set()
@@ -88,8 +85,7 @@ class CachedTrial:
 
     def stat(self, name: str, step: int, what: str) -> Optional[float]:
         """A statistic of a value ("l2", "mean_abs") a rule computed already, or None."""
-        if self._readers:
-            self.note(name)
+        self.note(name)
         return self._stats.get((name, step, what))
 
     def keep_stat(self, name: str, step: int, what: str, x: float) -> None:
@@ -122,6 +118,26 @@ class CachedTrial:
 
     def __repr__(self) -> str:
         return f"<CachedTrial {self._trial!r}>"
+
+
+class Reading:
+    """The context CachedTrial.reading() returns: while open, the view adds the names read to `seen`."""
+
+    __slots__ = ("owner", "seen", "outer")
+
+    def __init__(self, owner: CachedTrial) -> None:
+        self.owner = owner
+        self.seen: Set[str] = set()
+        self.outer: Optional[Set[str]] = None
+
+    def __enter__(self) -> Set[str]:
+        self.outer, self.owner._seen = self.owner._seen, self.seen
+        return self.seen
+
+    def __exit__(self, *exc) -> None:
+        self.owner._seen = self.outer
+        if self.outer is not None:
+            self.outer.update(self.seen)
 
 
 class _CachedTensor:
