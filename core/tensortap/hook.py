@@ -359,7 +359,10 @@ class Hook:
         if sb.items and self._ensure_writer().submit(sb):
             if self._rules is not None:
                 if self._needs is not None and self._needs.pending:  # the layers are known by now
-                    self._needs.step_saved()
+                    try:
+                        self._needs.step_saved()
+                    except Exception as e:  # noqa: BLE001 - a rule's declaration must not stop training
+                        self._report("could not check what the live rules read", e)
                 self._rules.step_saved(sb.step)
             self.registry.call_behaviour("tensortap_step_end", hook=self, step=sb.step, mode=sb.mode)
 

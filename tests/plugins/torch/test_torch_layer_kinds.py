@@ -14,7 +14,7 @@ from torch import nn  # noqa: E402
 
 import tensortap as tt  # noqa: E402
 from tensortap.cli import main as cli  # noqa: E402
-from tensortap.rules import RuleNeedsWarning  # noqa: E402
+from tensortap.rules import RuleNeedsWarning, RuleResult  # noqa: E402
 
 torch.set_num_threads(1)
 R = tt.rules.get
@@ -142,14 +142,14 @@ def test_add_rule_warns_once_naming_the_collection(tmp_path):
     assert got[0].filename == __file__  # points at the add_rule call
     model = dead_relu_model()
     hook.register(model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuleNeedsWarning)  # the layer check does not warn a second time
+    with warnings.catch_warnings(record=True) as later:
+        warnings.simplefilter("always")
         model(torch.randn(4, 20)).sum().backward()
         hook.close()
-    # what it needs saved: no warning at all
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuleNeedsWarning)
+        # what it needs saved: no warning at all
         train(str(tmp_path / "ok"), dead_relu_model(), steps=2, rules=[R("dead_relu")(), R("vanishing_gradient")()])
+    assert not [w for w in later if issubclass(w.category, RuleNeedsWarning)]  # once per rule, none when saved
+    assert not hook.errors
 
 
 def test_saturated_activation_thresholds_by_recorded_kind(tmp_path):
@@ -210,3 +210,32 @@ def test_poor_weight_initialization_finds_relu_inputs_by_kind(tmp_path):
     res = tt.invoke_rule(R("poor_weight_initialization")(), tt.create_trial(run))
     assert res[0].fired and res[0].checked == 4
     assert res[0].values["activation_variance_ratio"] == pytest.approx(max(variances) / min(variances), rel=1e-4)
+
+
+class BrokenNeeds(tt.rules.Rule):
+    """A rule whose declaration raises once training runs (the layer check happens then)."""
+
+    name = "broken_needs"
+    calls = 0
+
+    def requirements(self):
+        BrokenNeeds.calls += 1
+        if BrokenNeeds.calls > 1:
+            raise RuntimeError("broken declaration")
+        return (tt.rules.Need("outputs", ("relu",)),)
+
+    def invoke_at_step(self, trial, step):
+        return RuleResult(self.name, step, False, "fine", checked=1)
+
+
+def test_a_broken_declaration_never_stops_training(tmp_path):
+    run = str(tmp_path / "run")
+    hook = tt.Hook(run, include_collections=SAVE, save_config=tt.SaveConfig(save_interval=1))
+    hook.add_rule(BrokenNeeds())
+    model = dead_relu_model()
+    hook.register(model)
+    for _ in range(3):
+        model(torch.randn(4, 20)).sum().backward()
+    hook.close()
+    assert tt.create_trial(run).steps() == [0, 1, 2]
+    assert any("could not check what the live rules read" in e and "broken declaration" in e for e in hook.errors)
