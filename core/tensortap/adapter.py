@@ -106,7 +106,10 @@ class Adapter:
     Subclasses implement `attach`, `named_parameters`, `named_layers` and `to_numpy`;
     the rest have working defaults. During training the adapter drives the Hook:
     `hook.begin_step(mode)` at the start of each iteration, then
-    `hook.wants(category)` / `hook.capture(name, tensor, category)` for what it sees.
+    `hook.wants(category)` / `hook.capture(name, tensor, category)` for what it sees. An adapter
+    that captures layer inputs/outputs also tells, once per layer (not per step), what each layer
+    is: `hook.describe_layers([tensortap.layers.LayerInfo.of(name, layer)])`, so rules find
+    layers by kind ("relu") rather than by name.
     """
 
     name: str = "base"

@@ -27,6 +27,7 @@ from .adapter import Adapter
 from .closing import DEFAULT_CLOSE_TIMEOUT, check_close_timeout, record_abandoned, wait_written
 from .collections import CATEGORIES, Collection
 from .errors import ConfigError, StopTraining, TensorTapError, did_you_mean, edit_distance
+from .layers import LayerInfo, layers_record
 from .modes import ModeKeys, to_mode
 from .plugins import get_registry
 from .reductions import ReductionConfig, packed_kind, reduce_numpy_packed, split_reductions
@@ -153,6 +154,8 @@ class Hook:
         #: what close() gave up waiting for (live rules, callbacks, webhooks), by name
         self.abandoned: List[str] = []
         self._rules = None
+        self._layers: Dict[str, LayerInfo] = {}  # what describe_layers recorded, by layer name
+        self._needs = None  # rules.requirements.NeedsCheck, made by the first add_rule
         atexit.register(_close_at_exit, weakref.ref(self))
 
     # ---- configuration -----------------------------------------------------------------------
@@ -405,6 +408,11 @@ class Hook:
     def _submit(self, sb: StepBatch) -> None:
         if sb.items and self._ensure_writer().submit(sb):
             if self._rules is not None:
+                if self._needs is not None and self._needs.pending:  # the layers are known by now
+                    try:
+                        self._needs.step_saved()
+                    except Exception as e:  # noqa: BLE001 - a rule's declaration must not stop training
+                        self._report("could not check what the live rules read", e)
                 self._rules.step_saved(sb.step)
             self.registry.call_behaviour("tensortap_step_end", hook=self, step=sb.step, mode=sb.mode)
 
@@ -582,6 +590,27 @@ class Hook:
             arr = np.ascontiguousarray(arr)
         return arr
 
+    # ---- what the layers are ------------------------------------------------------------------
+    def describe_layers(self, layers: Iterable[LayerInfo]) -> None:
+        """Record what each layer is (class, kind: tensortap.layers.LayerInfo) in the run, once per
+        layer: adapters call this when they attach (or first see a layer), never per step. Rules
+        find layers by kind through it (trial.layer_kind); a layer described again unchanged costs
+        a dict lookup."""
+        try:
+            with self._lock:
+                new = [info for info in layers if self._layers.get(info.name) != info]
+                if not new or self._closed:
+                    return
+                self._layers.update((info.name, info) for info in new)
+                self._ensure_writer().submit_record(layers_record(new))
+        except Exception as e:  # noqa: BLE001 - a description must never stop training
+            self._report("could not record the model's layer classes", e)
+
+    @property
+    def layers(self) -> Dict[str, LayerInfo]:
+        """layer name -> LayerInfo of every layer described so far (describe_layers)."""
+        return dict(self._layers)
+
     # ---- user-facing saves -------------------------------------------------------------------
     def record_loss(self, loss: Any, name: str = "loss") -> None:
         """Record a loss value (a framework scalar tensor or a number) in collection "losses"."""
@@ -661,10 +690,15 @@ class Hook:
         ("stop_training", "log", an Action, a callable, or a list of these)."""
         from .rules.live import LiveRules
 
+        from .rules.requirements import NeedsCheck
+
         with self._lock:
             if self._rules is None:
                 self._rules = LiveRules(self)
             self._rules.add(rule, action)
+            if self._needs is None:
+                self._needs = NeedsCheck(self)
+        self._needs.added(rule)
 
     def request_stop(self, reason: str) -> None:
         """Ask training to stop at the next step boundary (what the stop_training action calls)."""

@@ -13,6 +13,7 @@ from typing import Dict, Iterable, List, Optional, Tuple, Union
 import numpy as np
 
 from .errors import ConfigError, NotARunError, StepNotFound, TensorNotFound, did_you_mean
+from .layers import LayerInfo, read_layers, split_layer_tensor
 from .modes import ModeKeys, to_mode
 from .reductions import REDUCTIONS, parse_packed, split_histogram, unpack
 from .store import WorkerReader, layout
@@ -77,6 +78,9 @@ class Trial:
         self._versions: tuple = ()
         self._names_versions: tuple = ()
         self._watch = DirWatch(join(self.root, layout.WORKERS_DIR)) if is_local(self.fs) else None
+        self._layer_map: Dict[str, LayerInfo] = {}  # what the "layers" records read so far say
+        self._layers_read: Dict[str, int] = {}  # worker -> how many of its records were looked at for them
+        self._layers_version = 0  # bumped by every "layers" record read
         self.refresh()
 
     def _check_format(self) -> None:
@@ -246,8 +250,10 @@ class Trial:
         return got
 
     def tensor_names(self, collection: Union[str, Iterable[str], None] = None, regex=None, step=None,
-                     mode=None, worker: Optional[str] = None) -> List[str]:
-        """Names of saved tensors, filtered by collection(s), regex (any match), and presence at a step."""
+                     mode=None, worker: Optional[str] = None,
+                     layer_kind: Union[str, Iterable[str], None] = None) -> List[str]:
+        """Names of saved tensors, filtered by collection(s), regex (any match), presence at a step,
+        and `layer_kind`: inputs/outputs of layers of that kind ("relu", or several; see layer_kind())."""
         colls = None
         if collection is not None:
             colls = frozenset([collection] if isinstance(collection, str) else collection)
@@ -263,7 +269,51 @@ class Trial:
         elif mode is not None:
             msteps = set(self.steps(mode=mode, worker=worker))
             out = [n for n in out if msteps & set(self.tensor(n).steps(mode=mode, worker=worker))]
+        if layer_kind is not None:
+            kinds = frozenset([layer_kind] if isinstance(layer_kind, str) else layer_kind)
+            self._layer_infos()
+            lkey = ("lkind", kinds, worker, self._layers_version)  # until names or layer records change
+            of_kind = self._struct.get(lkey)
+            if of_kind is None:
+                of_kind = self._struct[lkey] = {n for n in self._names(worker) if self.layer_kind(n) in kinds}
+            out = [n for n in out if n in of_kind]
         return sorted(out)
+
+    # ---- layers -------------------------------------------------------------------------------
+    def _layer_infos(self) -> Dict[str, LayerInfo]:
+        """The layer descriptions read so far, updated from records not looked at yet (incremental:
+        the records also hold every rule result)."""
+        for w, r in self._workers.items():
+            recs = r.records
+            start = self._layers_read.get(w, 0)
+            if start < len(recs):
+                for rec in recs[start:]:
+                    if rec.get("type") == "layers":
+                        self._layer_map.update((info.name, info) for info in read_layers(rec))
+                        self._layers_version += 1
+                self._layers_read[w] = len(recs)
+        return self._layer_map
+
+    def layers(self) -> Dict[str, LayerInfo]:
+        """layer name -> LayerInfo (class, kind, fused activation) of every layer the adapter
+        described; {} for a run that recorded none (written before tensortap recorded layer
+        classes, saved by hand, or without layer inputs/outputs)."""
+        return dict(self._layer_infos())
+
+    def layer_of(self, tensor_name: str) -> Optional[LayerInfo]:
+        """The recorded layer whose input or output `tensor_name` is ("1/output_0" -> layer "1"), or None."""
+        split = split_layer_tensor(tensor_name)
+        return self._layer_infos().get(split[0]) if split is not None else None
+
+    def layer_kind(self, tensor_name: str) -> Optional[str]:
+        """The kind of layer `tensor_name` is the input or output of ("relu" for "1/output_0" of an
+        nn.ReLU); for the outputs of a layer with a fused activation (Keras Dense(activation="relu"))
+        that activation's kind. None when the layer was not recorded or the tensor is no layer's."""
+        split = split_layer_tensor(tensor_name)
+        if split is None:
+            return None
+        info = self._layer_infos().get(split[0])
+        return info.kind_of(split[1]) if info is not None else None
 
     def _nids(self, r: WorkerReader) -> Dict[str, List[int]]:
         """name -> its name ids (value and reductions) in one worker, cached until refresh."""
@@ -350,8 +400,12 @@ class Trial:
     # ---- records beside the tensors -----------------------------------------------------------
     def rule_results(self) -> List[dict]:
         """Every rule evaluation recorded in the run (live rules), in write order per worker: one
-        dict per result (rule, step, fired, message, values, skipped, time, worker), whether it
-        was written as a record of its own ("rule") or with the others of its step ("rules")."""
+        dict per result (rule, step, fired, message, values, skipped, checked, outcome, time,
+        worker), whether it was written as a record of its own ("rule") or with the others of its
+        step ("rules"). `outcome` is "fired", "quiet" or "skipped"; `checked` (tensors checked) is
+        None in records written before tensortap counted them."""
+        from .rules.base import outcome_of
+
         out = []
         for r in self._readers():
             for rec in r.records:
@@ -360,6 +414,9 @@ class Trial:
                     out.append(dict(rec, worker=r.worker))
                 elif kind == "rules":
                     out.extend(_expand_results(rec, r.worker))
+        for d in out:
+            d.setdefault("checked", None)
+            d["outcome"] = outcome_of(d.get("fired"), d.get("skipped"))
         return out
 
     def events(self) -> List[dict]:

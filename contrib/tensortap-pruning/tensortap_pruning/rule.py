@@ -24,9 +24,13 @@ class PruningAccuracy(Rule):
         self.seen: List[int] = []
 
     def steps(self, trial) -> List[int]:
-        return trial.tensor(self.tensor).steps() if trial.has_tensor(self.tensor) else []
+        """The steps the accuracy was saved at; every step when it never was (each says why it is skipped)."""
+        return trial.tensor(self.tensor).steps() if trial.has_tensor(self.tensor) else trial.steps()
 
     def invoke_at_step(self, trial, step: int) -> RuleResult:
+        if step not in (trial.tensor(self.tensor).steps() if trial.has_tensor(self.tensor) else ()):
+            return self.skip(step, f"no {self.tensor!r} saved at this step: tensortap_pruning's Pruner saves it "
+                             "(hook.save_scalar) once per pruning iteration; pass tensor=NAME to watch another scalar")
         acc = float(trial.tensor(self.tensor).value(step))
         fired = acc < self.threshold
         self.seen.append(step)

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Deque, Dict, List, Optional
+from typing import Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 
 import tensortap as tt
-from tensortap.rules import Rule, RuleResult
+from tensortap.rules import Need, Rule, RuleResult
 
 
 def _names(value) -> Optional[List[str]]:
@@ -24,6 +24,11 @@ def _top(d: Dict[str, float], n: int = 4) -> str:
     return ", ".join(f"{k}={v:.3g}" for k, v in list(d.items())[:n]) + (f" (+{len(d) - n} more)" if len(d) > n else "")
 
 
+def _needs(collection_names: Optional[List[str]], tensor_regex: Optional[List[str]]) -> Tuple[Need, ...]:
+    """What a rule given these selection parameters reads (nothing known for a regex)."""
+    return () if tensor_regex else tuple(Need(c) for c in collection_names or ())
+
+
 class _GradientRule(Rule):
     """Shared: which gradient tensors a rule reads at a step."""
 
@@ -31,6 +36,9 @@ class _GradientRule(Rule):
         super().__init__()
         self.collection_names = _names(collection_names)
         self.tensor_regex = _names(tensor_regex)
+
+    def requirements(self) -> Tuple[Need, ...]:
+        return _needs(self.collection_names or ["gradients"], self.tensor_regex)
 
     def gradient_names(self, trial, step: int) -> List[str]:
         return self.select(trial, step, self.collection_names, self.tensor_regex, default_collections=["gradients"])
@@ -54,8 +62,10 @@ class GradientSNR(_GradientRule):
     def invoke_at_step(self, trial, step: int):
         if not _train(trial, step):
             return RuleResult(self.name, step, False, "skipped: not a train step", skipped=True)
-        snr = {}
-        for n in self.gradient_names(trial, step):
+        snr, names = {}, self.gradient_names(trial, step)
+        if not names:
+            return self.skip(step, self.nothing_to_check(trial, step))
+        for n in names:
             h = self._hist.setdefault(n, deque(maxlen=self.window))
             h.append(np.asarray(trial.tensor(n).value(step), np.float64).ravel())
             if len(h) == self.window:
@@ -83,8 +93,10 @@ class GradientNormSpike(_GradientRule):
         self._norms: Dict[str, Deque[float]] = {}
 
     def invoke_at_step(self, trial, step: int):
-        spikes, seen = {}, 0
-        for n in self.gradient_names(trial, step):
+        spikes, seen, names = {}, 0, self.gradient_names(trial, step)
+        if not names:
+            return self.skip(step, self.nothing_to_check(trial, step))
+        for n in names:
             norm = float(np.linalg.norm(np.asarray(trial.tensor(n).value(step), np.float64)))
             h = self._norms.setdefault(n, deque(maxlen=self.window))
             if len(h) >= self.min_history:
@@ -114,11 +126,17 @@ class UpdateSizeTrend(Rule):
         self._prev: Dict[str, np.ndarray] = {}
         self._ratios: Dict[str, Deque[float]] = {}
 
+    def requirements(self) -> Tuple[Need, ...]:
+        return _needs(self.collection_names or ["weights"], self.tensor_regex)
+
     def invoke_at_step(self, trial, step: int):
         if not _train(trial, step):
             return RuleResult(self.name, step, False, "skipped: not a train step", skipped=True)
         grown, full = {}, 0
-        for n in self.select(trial, step, self.collection_names, self.tensor_regex, default_collections=["weights"]):
+        names = self.select(trial, step, self.collection_names, self.tensor_regex, default_collections=["weights"])
+        if not names:
+            return self.skip(step, self.nothing_to_check(trial, step))
+        for n in names:
             w = np.asarray(trial.tensor(n).value(step), np.float64)
             prev, self._prev[n] = self._prev.get(n), w
             if prev is None or prev.shape != w.shape:

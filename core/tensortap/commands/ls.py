@@ -27,8 +27,11 @@ def summary(trial) -> dict:
         s = trial.steps(mode=m)
         if s:
             modes[m] = len(s)
+    from ..rules.outcomes import step_label, summarise
+
     rules = trial.rule_results()
     fired = [r for r in rules if r.get("fired")]
+    per_rule = summarise(rules)
     return {
         "run": trial.path,
         "framework": trial.framework,
@@ -42,7 +45,9 @@ def summary(trial) -> dict:
         "tensors": len(trial.tensor_names()),
         "bytes": trial.total_bytes(),
         "rule_evaluations": len(rules),
-        "rules_fired": [{"rule": r["rule"], "step": r["step"], "message": r.get("message", "")} for r in fired],
+        "rules": [p.to_dict() for p in per_rule],
+        "rules_fired": [{"rule": r["rule"], "step": r["step"], "step_label": step_label(trial, r["step"]),
+                         "message": r.get("message", "")} for r in fired],
         "problems": trial.problems,
         "events": [e for e in trial.events()],
     }
@@ -67,9 +72,15 @@ def run(args) -> int:
     print(f"tensors    {s['tensors']}, {_size(s['bytes'])}")
     print("collections " + ", ".join(f"{c} ({n})" for c, n in s["collections"].items()))
     if s["rule_evaluations"]:
-        print(f"rules      {s['rule_evaluations']} evaluations, {len(s['rules_fired'])} fired")
+        n = {k: sum(p[k] for p in s["rules"]) for k in ("quiet", "skipped")}
+        print(f"rules      {s['rule_evaluations']} evaluations, {len(s['rules_fired'])} fired, {n['quiet']} quiet, "
+              f"{n['skipped']} skipped (nothing to check)")
+        for p in s["rules"]:
+            reasons = "; ".join(list(p["skip_reasons"])[:2])
+            print(f"  {p['state']:<8} {p['rule']}: {p['fired']} fired, {p['quiet']} quiet, {p['skipped']} skipped"
+                  + (f" ({reasons})" if p["state"] == "no data" and reasons else ""))
         for r in s["rules_fired"][:20]:
-            print(f"  fired    {r['rule']} at step {r['step']}: {r['message']}")
+            print(f"  fired    {r['rule']} at {r['step_label']}: {r['message']}")
     for e in s["events"][:20]:
         print(f"event      {e.get('event')}: {e.get('what') or e.get('detail') or e.get('why', '')} {e.get('error', '')}")
     for p in s["problems"][:20]:

@@ -1,6 +1,7 @@
 """`tensortap rules list [--json]` and `tensortap rules run RUN --rule NAME [--param k=v ...] [--follow]`.
 
-Exit status of `rules run`: 0 nothing fired, 1 the rule fired, 2 error."""
+Exit status of `rules run`: 0 quiet (it checked data and nothing fired), 1 the rule fired, 2 error,
+3 nothing to check (every evaluation was skipped, or there was none)."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,8 @@ def register(sub) -> None:
     pl = rsub.add_parser("list", help="every registered rule with its parameters and defaults")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
     pl.set_defaults(func=run_list)
-    pr = rsub.add_parser("run", help="evaluate a rule over a run; exit 0 = nothing fired, 1 = fired, 2 = error")
+    pr = rsub.add_parser("run", help="evaluate a rule over a run; exit 0 = quiet (it checked data), 1 = fired, "
+                         "2 = error, 3 = nothing to check")
     pr.add_argument("run", help="run directory or fsspec URL")
     pr.add_argument("--rule", default=None, help="rule name (see `tensortap rules list`)")
     pr.add_argument("--rule-file", default=None, metavar="FILE",
@@ -113,25 +115,38 @@ def run_list(args) -> int:
     return 0
 
 
+#: exit status of `rules run` per summary state
+EXIT = {"quiet": 0, "fired": 1, "no data": 3}
+
+
 def run_rule(args) -> int:
     from ..rules import invoke_rule
+    from ..rules.outcomes import RuleSummary, step_label, summarise
     from ..trial import create_trial
 
     rule = rule_from_args(args)
     trial = create_trial(args.run, wait_seconds=30.0 if args.follow else 0.0)
     results = invoke_rule(rule, trial, start_step=args.start_step, end_step=args.end_step,
                           follow=args.follow, timeout=args.timeout)
+    summary = (summarise(results) or [RuleSummary(rule.name)])[0]
     fired = [r for r in results if r.fired]
     if args.json:
-        print(json.dumps({"rule": rule.name, "run": trial.path, "evaluations": len(results),
-                          "skipped": sum(r.skipped for r in results), "fired": len(fired),
+        print(json.dumps({"rule": rule.name, "run": trial.path, "state": summary.state,
+                          "evaluations": len(results), "fired": summary.fired, "quiet": summary.quiet,
+                          "skipped": summary.skipped, "checked": summary.checked,
+                          "skip_reasons": summary.to_dict()["skip_reasons"],
                           "first_fired_step": fired[0].step if fired else None,
-                          "results": [r.to_record() for r in results]}, indent=1, default=str))
+                          "results": [dict(r.to_record(), step_label=step_label(trial, r.step)) for r in results]},
+                         indent=1, default=str))
     else:
         for r in results:
             if r.fired or args.all:
-                tag = "FIRED" if r.fired else ("skip " if r.skipped else "ok   ")
-                print(f"{tag} step {r.step}: {r.message}")
-        first = f", first at step {fired[0].step}" if fired else ""
-        print(f"{rule.name}: {len(results)} evaluations, {len(fired)} fired{first}", file=sys.stderr)
-    return 1 if fired else 0
+                tag = {"fired": "FIRED", "quiet": "quiet", "skipped": "skip "}[r.outcome]
+                checked = f" [checked {r.checked}]" if r.outcome == "quiet" and r.checked is not None else ""
+                print(f"{tag} {step_label(trial, r.step)}{checked}: {r.message}")
+        first = f", first at {step_label(trial, fired[0].step)}" if fired else ""
+        print(f"{rule.name}: {summary.counts()}{first}", file=sys.stderr)
+        if summary.state == "no data":
+            why = summary.top_reasons() or ["no saved step to evaluate in the range asked for"]
+            print(f"{rule.name} checked nothing at any step (exit 3): " + "; ".join(why), file=sys.stderr)
+    return EXIT[summary.state]

@@ -30,7 +30,7 @@ body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;
 h1{font-size:22px;margin-bottom:4px} h2{font-size:18px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}
 h3{font-size:15px;margin:18px 0 6px} .muted{color:#666;font-size:13px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0} td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
-th{background:#f5f5f5} .fired{color:#b00;font-weight:600} .ok{color:#070} .err{background:#fff0f0;border:1px solid #e99;padding:8px;font-size:13px}
+th{background:#f5f5f5} .fired{color:#b00;font-weight:600} .ok{color:#070} .nodata{color:#8a5a00;font-weight:600} .err{background:#fff0f0;border:1px solid #e99;padding:8px;font-size:13px}
 img.plot{max-width:100%;border:1px solid #eee} iframe.view{width:100%;height:720px;border:1px solid #eee}
 code{background:#f5f5f5;padding:0 3px} details{margin:6px 0}
 """
@@ -126,30 +126,36 @@ def _summary_section(trial, s: dict) -> str:
 
 
 def _rules_section(trial, extra_results=None) -> str:
-    recs = list(trial.rule_results())
-    for r in extra_results or ():
-        recs.append(r if isinstance(r, dict) else {"rule": r.rule, "step": r.step, "fired": r.fired,
-                                                   "message": r.message, "skipped": getattr(r, "skipped", False)})
+    """Per rule: fired (red), quiet: it checked data and never fired (green), or no data: it never
+    had anything to check (amber, never green), with the skip reasons; then every firing."""
+    from ..rules.outcomes import as_record, step_label, summarise
+
+    recs = [as_record(r) for r in list(trial.rule_results()) + list(extra_results or ())]
     out = ["<h2>Rules</h2>"]
     if not recs:
         out.append("<p class=muted>No rule results recorded in this run (add rules with hook.add_rule, or run "
                    "<code>tensortap rules run RUN --rule NAME</code>).</p>")
         return "".join(out)
-    by_rule: Dict[str, List[dict]] = {}
-    for r in recs:
-        by_rule.setdefault(str(r.get("rule")), []).append(r)
     rows = []
-    for name, rs in sorted(by_rule.items()):
-        fired = [r for r in rs if r.get("fired")]
-        state = (f"<span class=fired>fired {len(fired)}×</span>" if fired else "<span class=ok>never fired</span>")
-        first = f"step {_e(fired[0]['step'])}: {_e(fired[0].get('message', ''))}" if fired else ""
-        rows.append((_e(name), len(rs), state, first))
-    out.append(_table(rows, ["rule", "evaluations", "result", "first firing (step: why)"], raw_cols=(0, 2, 3)))
-    fired_all = [r for r in recs if r.get("fired")]
+    for s in summarise(recs):
+        if s.state == "fired":
+            state = f"<span class=fired>fired {s.fired}×</span>"
+        elif s.state == "quiet":
+            state = f"<span class=ok>quiet</span> (checked {s.checked} tensors)"
+        else:
+            state = "<span class=nodata>no data: nothing to check</span>"
+        counts = f"{s.fired} fired, {s.quiet} quiet, {s.skipped} skipped"
+        first = (f"{_e(step_label(trial, s.first_fired.get('step')))}: {_e(s.first_fired.get('message', ''))}"
+                 if s.first_fired is not None else "")
+        why = "; ".join(_e(r) for r in s.top_reasons())
+        rows.append((_e(s.rule), _e(counts), state, first, why))
+    out.append(_table(rows, ["rule", "evaluations", "result", "first firing (step: why)", "skipped because"],
+                      raw_cols=(0, 1, 2, 3, 4)))
+    fired_all = [r for r in recs if r["outcome"] == "fired"]
     if fired_all:
         out.append(f"<details open><summary>{len(fired_all)} firings</summary>")
-        out.append(_table([(r.get("step"), r.get("rule"), r.get("message", "")) for r in fired_all[:500]],
-                          ["step", "rule", "why"]))
+        out.append(_table([(step_label(trial, r.get("step")), r.get("rule"), r.get("message", ""))
+                           for r in fired_all[:500]], ["step", "rule", "why"]))
         if len(fired_all) > 500:
             out.append("<p class=muted>(first 500 shown)</p>")
         out.append("</details>")

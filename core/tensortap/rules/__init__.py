@@ -5,6 +5,8 @@ from typing import List
 
 from .actions import Action, ActionContext
 from .base import Rule, RuleResult, invoke_rule
+from .outcomes import RuleSummary, step_label, summarise
+from .requirements import Need, RuleNeedsWarning
 
 
 def list() -> List[str]:  # noqa: A001 - mirrors the documented tt.rules.list()
@@ -33,4 +35,5 @@ def get_action(name: str) -> type:
     return get_registry().get("actions", name)
 
 
-__all__ = ["Rule", "RuleResult", "Action", "ActionContext", "invoke_rule", "list", "get", "list_actions", "get_action"]
+__all__ = ["Rule", "RuleResult", "Need", "RuleNeedsWarning", "RuleSummary", "summarise", "step_label", "Action",
+           "ActionContext", "invoke_rule", "list", "get", "list_actions", "get_action"]

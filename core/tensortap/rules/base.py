@@ -2,16 +2,26 @@
 from __future__ import annotations
 
 import inspect
+import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Union
 
 from ..errors import StepNotFound, TensorNotFound
+from .requirements import Need, Needs, as_needs, nothing_checked
+
+#: the three outcomes of an evaluation, everywhere results are shown
+FIRED, QUIET, SKIPPED = "fired", "quiet", "skipped"
 
 
 @dataclass
 class RuleResult:
-    """One evaluation of a rule at a step."""
+    """One evaluation of a rule at a step: `outcome` is "fired", "quiet" (it checked `checked`
+    tensors and found nothing wrong) or "skipped" (it had nothing to check; `message` says why).
+
+    `checked`: how many tensors the evaluation looked at. None when the rule did not say: then
+    `Rule.invoke` counts the tensors it read through the trial, and a result that is not fired
+    and read none becomes skipped."""
 
     rule: str
     step: int
@@ -19,18 +29,29 @@ class RuleResult:
     message: str = ""
     values: Dict[str, Any] = field(default_factory=dict)
     skipped: bool = False
+    checked: Optional[int] = None
+
+    @property
+    def outcome(self) -> str:
+        return outcome_of(self.fired, self.skipped)
 
     def to_record(self) -> dict:
         return {"type": "rule", "rule": self.rule, "step": self.step, "fired": bool(self.fired),
                 "message": self.message, "values": _jsonable(self.values), "skipped": self.skipped,
-                "time": time.time()}
+                "checked": self.checked, "outcome": self.outcome, "time": time.time()}
 
     def __bool__(self) -> bool:
         return bool(self.fired)
 
 
-#: the fields of each result in a "rules" record (Trial.rule_results expands them)
-RESULT_FIELDS = ("rule", "step", "fired", "message", "values", "skipped")
+def outcome_of(fired: Any, skipped: Any) -> str:
+    """"fired", "skipped" or "quiet" from a result's flags (a fired result is never skipped)."""
+    return FIRED if fired else (SKIPPED if skipped else QUIET)
+
+
+#: the fields of each result in a "rules" record (Trial.rule_results expands them; records
+#: written before "checked" existed lack it and read as checked=None)
+RESULT_FIELDS = ("rule", "step", "fired", "message", "values", "skipped", "checked")
 
 
 def results_record(results: List[RuleResult]) -> dict:
@@ -38,7 +59,8 @@ def results_record(results: List[RuleResult]) -> dict:
     evaluation writes, cheaper for training than a "rule" record each. `Trial.rule_results()`
     reads it back as one dict per result, like the older per-result records."""
     return {"type": "rules", "time": time.time(), "fields": list(RESULT_FIELDS),
-            "results": [[r.rule, r.step, bool(r.fired), r.message, _jsonable(r.values), r.skipped] for r in results]}
+            "results": [[r.rule, r.step, bool(r.fired), r.message, _jsonable(r.values), r.skipped, r.checked]
+                        for r in results]}
 
 
 def _jsonable(v):
@@ -78,6 +100,10 @@ class Rule:
     name: str = "rule"
     #: collections whose tensors the rule reads (documentation and the report)
     collections: tuple = ()
+    #: what the rule reads: it can check something when any one of these is saved (see
+    #: `requirements`). Hook.add_rule warns when the hook saves none of them, and an evaluation
+    #: that read nothing is skipped with a reason made from them. Empty: one Need per `collections`.
+    needs: ClassVar[Needs] = ()
     #: seconds between `invoke_idle` calls while no new step arrives (None: the rule has no idle check)
     idle_interval: Optional[float] = None
 
@@ -95,6 +121,34 @@ class Rule:
     def implied_actions(self) -> List[str]:
         """Names of actions the rule's own parameters ask for (e.g. stop_training_on_fire)."""
         return []
+
+    def requirements(self) -> Needs:
+        """What this instance reads (`needs`, or one Need per entry of `collections`); override when
+        the parameters change it (a rule given tensor_regex may read anything: return ())."""
+        return as_needs(self.needs) or tuple(Need(c) for c in self.collections)
+
+    def skip(self, step: int, why: str) -> RuleResult:
+        """A skipped result: the rule had nothing to check at `step`; `why` says what is missing
+        and how to get it saved."""
+        return RuleResult(self.name, step, False, f"skipped: {why}", skipped=True, checked=0)
+
+    def nothing_to_check(self, trial, step: int) -> str:
+        """The reason given when an evaluation read no tensor (default: made from requirements())."""
+        return nothing_checked(self.requirements(), trial, step)
+
+    def select_layers(self, trial, step: int, kinds: Union[str, Sequence[str]], io: str = "output",
+                      name_regex: Union[str, Sequence[str], None] = None) -> List[str]:
+        """Names of the tensors saved at `step` that are the `io` ("input"/"output") of a layer of
+        one of `kinds` ("relu"), found through the layer classes the run records; plus, for layers
+        the run has no class for (runs saved by hand, or by an older tensortap), those whose
+        name matches `name_regex`. Gradients of layer tensors are never included."""
+        kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+        end = re.compile(rf"/{io}_\d+$")
+        out = {n for n in trial.tensor_names(layer_kind=kinds, step=step) if end.search(n)}
+        if name_regex is not None:
+            out.update(n for n in trial.tensor_names(regex=name_regex, step=step)
+                       if not n.startswith("gradients/") and trial.layer_of(n) is None)
+        return sorted(out)
 
     def select(self, trial, step: int, collection_names=None, tensor_regex=None,
                default_collections: Optional[Sequence[str]] = None) -> List[str]:
@@ -118,11 +172,17 @@ class Rule:
         return trial.steps()
 
     def invoke(self, trial, step: int) -> RuleResult:
-        """Evaluate at `step`, normalising the return value; missing data gives a skipped result."""
-        try:
-            out = self.invoke_at_step(trial, step)
-        except (StepNotFound, TensorNotFound) as e:
-            return RuleResult(self.name, step, False, f"skipped: {e}", skipped=True)
+        """Evaluate at `step`, normalising the return value. Missing data gives a skipped result;
+        so does an evaluation that is not fired and read no tensor through the trial (unless the
+        rule said how many it checked: RuleResult.checked), with `nothing_to_check`'s reason."""
+        from .cache import CachedTrial
+
+        view = trial if isinstance(trial, CachedTrial) else CachedTrial(trial)
+        with view.reading() as seen:
+            try:
+                out = self.invoke_at_step(view, step)
+            except (StepNotFound, TensorNotFound) as e:
+                out = self.skip(step, str(e))
         if isinstance(out, RuleResult):
             res = out
             res.rule = res.rule or self.name
@@ -131,7 +191,16 @@ class Rule:
             vals = out[2] if len(out) > 2 else {}
             res = RuleResult(self.name, step, bool(fired), str(msg), dict(vals))
         else:
-            res = RuleResult(self.name, step, bool(out), f"{self.name} fired at step {step}" if out else "")
+            from .outcomes import step_label
+
+            res = RuleResult(self.name, step, bool(out), f"{self.name} fired at {step_label(view, step)}" if out
+                             else "")
+        if res.skipped and not res.fired:
+            res.checked = 0
+        elif res.checked is None:
+            res.checked = len(seen)
+        if not res.fired and not res.skipped and res.checked == 0:
+            res = self.skip(res.step, self.nothing_to_check(view, res.step))
         self.last_result = res
         return res
 

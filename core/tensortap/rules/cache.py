@@ -20,9 +20,28 @@ class CachedTrial:
         self.max_bytes = int(max_bytes)
         self._wanted: Dict[int, Set[str]] = {}  # step -> names whose value (any mode/worker) was asked for
         self._stats: Dict[Tuple[str, int, str], float] = {}  # (name, step, what) -> a statistic of the value
+        self._seen: Optional[Set[str]] = None  # names read in the innermost open reading() scope
 
     def __getattr__(self, name: str):
         return getattr(self._trial, name)
+
+    def reading(self) -> "Reading":
+        """`with view.reading() as seen:` collects the names of the tensors whose values,
+        reductions or statistics are read through this view inside the block (what a rule
+        evaluation checked); scopes nest (an outer one sees what an inner one read)."""
+        return Reading(self)
+
+    def note(self, name: str) -> None:
+        """Count `name` as read by the open reading() scope."""
+        seen = self._seen
+        if seen is not None:
+            seen.add(name)
+
+    def values_at(self, names: Iterable[str], step: int, mode=None, worker=None) -> Dict[str, np.ndarray]:
+        got = self._trial.values_at(names, step, mode=mode, worker=worker)
+        for n in got:
+            self.note(n)
+        return got
 
     def tensor(self, name: str) -> "_CachedTensor":
         return _CachedTensor(self, self._trial.tensor(name))
@@ -38,6 +57,9 @@ class CachedTrial:
 
     def _value(self, t, step, mode, worker) -> np.ndarray:
         key = (t.name, int(step), mode, worker)
+        seen = self._seen
+        if seen is not None:
+            seen.add(t.name)
         if mode is None and worker is None:
             self._wanted.setdefault(key[1], set()).add(t.name)
         v = self._values.get(key)
@@ -52,6 +74,9 @@ class CachedTrial:
         v = self._values.get(key)
         if v is None:
             return self.tensor(name).value(step)
+        seen = self._seen
+        if seen is not None:
+            seen.add(name)
         want = self._wanted.get(step)
         if want is None:
             want = self._wanted[step] = set()
@@ -60,6 +85,7 @@ class CachedTrial:
 
     def stat(self, name: str, step: int, what: str) -> Optional[float]:
         """A statistic of a value ("l2", "mean_abs") a rule computed already, or None."""
+        self.note(name)
         return self._stats.get((name, step, what))
 
     def keep_stat(self, name: str, step: int, what: str, x: float) -> None:
@@ -94,6 +120,26 @@ class CachedTrial:
         return f"<CachedTrial {self._trial!r}>"
 
 
+class Reading:
+    """The context CachedTrial.reading() returns: while open, the view adds the names read to `seen`."""
+
+    __slots__ = ("owner", "seen", "outer")
+
+    def __init__(self, owner: CachedTrial) -> None:
+        self.owner = owner
+        self.seen: Set[str] = set()
+        self.outer: Optional[Set[str]] = None
+
+    def __enter__(self) -> Set[str]:
+        self.outer, self.owner._seen = self.owner._seen, self.seen
+        return self.seen
+
+    def __exit__(self, *exc) -> None:
+        self.owner._seen = self.outer
+        if self.outer is not None:
+            self.outer.update(self.seen)
+
+
 class _CachedTensor:
     def __init__(self, owner: CachedTrial, tensor) -> None:
         self._owner, self._tensor = owner, tensor
@@ -103,3 +149,15 @@ class _CachedTensor:
 
     def value(self, step: int, mode=None, worker=None) -> np.ndarray:
         return self._owner._value(self._tensor, step, mode, worker)
+
+    def values(self, mode=None, worker=None) -> Dict[int, np.ndarray]:
+        self._owner.note(self._tensor.name)
+        return self._tensor.values(mode=mode, worker=worker)
+
+    def reduction_value(self, step: int, name: str, mode=None, worker=None, abs: bool = False):
+        self._owner.note(self._tensor.name)
+        return self._tensor.reduction_value(step, name, mode=mode, worker=worker, abs=abs)
+
+    def reduction_values(self, step: int, mode=None, worker=None) -> Dict[str, object]:
+        self._owner.note(self._tensor.name)
+        return self._tensor.reduction_values(step, mode=mode, worker=worker)

@@ -4,6 +4,7 @@ a stop request takes effect at the hook's next step boundary). Training never wa
 a rules process that dies or hangs is reported through hook._report and closed with time-outs."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -365,4 +366,4 @@ def result_message(res: RuleResult) -> RuleResult:
     except Exception:  # noqa: BLE001
         from .base import _jsonable
 
-        return RuleResult(res.rule, res.step, res.fired, res.message, _jsonable(res.values), res.skipped)
+        return dataclasses.replace(res, values=_jsonable(res.values))

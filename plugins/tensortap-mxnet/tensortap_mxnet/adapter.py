@@ -27,7 +27,7 @@ from tensortap.errors import ConfigError
 from tensortap.modes import EVAL, TRAIN
 
 from . import trainer as _trainer
-from .blocks import Deactivated, flat_arrays, is_symbol, layer_names
+from .blocks import Deactivated, flat_arrays, is_symbol, layer_info, layer_names
 from .quiet import suspended
 
 _IO_PROBES = ("output_0", "output_1", "input_0", "input_1")
@@ -117,7 +117,11 @@ class MXNetAdapter(Adapter):
     def _refresh(self) -> None:
         self._params = list(self.model.collect_params().items())
         self._param_ids = frozenset(id(p) for _, p in self._params)
-        self._layers = layer_names(self.model)
+        old, self._layers = self._layers, layer_names(self.model)
+        if self.hook is not None and self._layers.keys() != old.keys() and any(
+                c.wants_category("inputs") or c.wants_category("outputs") for c in self.hook.collections):
+            # what each block is (Activation("relu"), Dense, ...), recorded once: rules find layers by kind
+            self.hook.describe_layers(layer_info(n, b) for n, b in self._layers.values())
 
     # ---- framework facts ---------------------------------------------------------------------
     def named_parameters(self, model: Any) -> Iterator[Tuple[str, Any]]:

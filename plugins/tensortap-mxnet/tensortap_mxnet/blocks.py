@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 
+from tensortap.layers import LayerInfo
+
 
 def walk(block: Any, path: str = "") -> Iterator[Tuple[str, Any]]:
     """(attribute path, block) of `block` and every descendant, each block once, depth first."""
@@ -41,6 +43,18 @@ def layer_names(model: Any) -> Dict[int, Tuple[str, Any]]:
             n = path or type(b).__name__.lower()
         out[id(b)] = (n, b)
     return out
+
+
+def layer_info(name: str, block: Any) -> LayerInfo:
+    """What a Gluon block is: nn.Activation's kind is its act_type ("relu", "tanh", "softrelu");
+    Dense/Conv built with `activation=` hold such an Activation as a child block, described on its
+    own; BatchNormReLU's output is a ReLU's."""
+    act = getattr(block, "_act_type", None)
+    if isinstance(act, str):
+        return LayerInfo.of(name, block, kind=act)
+    if any(c.__name__ == "BatchNormReLU" for c in type(block).__mro__):
+        return LayerInfo.of(name, block, kind="batch_norm", activation="relu")
+    return LayerInfo.of(name, block)
 
 
 class Deactivated:

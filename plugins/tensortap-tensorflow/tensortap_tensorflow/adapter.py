@@ -21,7 +21,7 @@ from tensortap.errors import StopTraining
 from tensortap.modes import EVAL, PREDICT, TRAIN
 
 from . import attention as _att
-from .naming import float_variables, is_bias, layer_name, sub_layers, variable_name
+from .naming import float_variables, is_bias, layer_info, layer_name, sub_layers, variable_name
 from .patching import is_quiet, patch
 from .taps import BatchReader, Slots, Switches, in_xla_context, replica_info, send
 
@@ -55,6 +55,7 @@ class TensorFlowAdapter(Adapter):
         self._xla_reported = False
         self._late_weights = False
         self._gradcams: List[Tuple[np.ndarray, Any, Any]] = []
+        self._described: Dict[int, str] = {}  # id(layer) -> the name its description was recorded under
 
     # ---- framework basics ----------------------------------------------------------------
     @property
@@ -211,7 +212,11 @@ class TensorFlowAdapter(Adapter):
         idx = [i for i, t in enumerate(flat) if tf.is_tensor(t)]
         if not idx:
             return out
-        base = self._call_base(layer_name(layer))
+        name = layer_name(layer)
+        if self._described.get(id(layer)) != name:  # once per layer (its name is final once it is called)
+            self._described[id(layer)] = name
+            self.hook.describe_layers([layer_info(name, layer)])
+        base = self._call_base(name)
         regex = self._regex_collections()
         items = []
         if self._may_want("inputs") or regex:

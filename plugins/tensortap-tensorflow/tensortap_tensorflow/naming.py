@@ -1,7 +1,9 @@
 """How tensortap names Keras/TF things: variables by `variable.path`, layers by `layer.path`."""
 from __future__ import annotations
 
-from typing import Any, Iterator, List, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
+
+from tensortap.layers import LayerInfo
 
 
 def variable_name(v: Any) -> str:
@@ -23,6 +25,19 @@ def layer_name(layer: Any) -> str:
     """A layer's `path` once built ("mlp/fc1"), else its name."""
     path = getattr(layer, "path", None)
     return path if isinstance(path, str) and path else str(getattr(layer, "name", type(layer).__name__))
+
+
+def layer_info(name: str, layer: Any) -> LayerInfo:
+    """What a Keras layer is: an Activation layer's kind is its function's ("relu"); a layer built
+    with `activation=` (Dense, Conv2D, SimpleRNN) applies it to its own result, so its outputs
+    are that activation's outputs (its inputs are not its inputs). LSTM/GRU have a
+    recurrent_activation too and no single activation of their output: none is recorded."""
+    act = getattr(layer, "activation", None)
+    act_name: Optional[str] = act if isinstance(act, str) else getattr(act, "__name__", None)
+    if any(c.__name__ == "Activation" for c in type(layer).__mro__):
+        return LayerInfo.of(name, layer, kind=act_name)
+    fused = act_name if act_name and not hasattr(layer, "recurrent_activation") else None
+    return LayerInfo.of(name, layer, activation=fused)
 
 
 def sub_layers(model: Any) -> List[Any]:

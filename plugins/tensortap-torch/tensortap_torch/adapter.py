@@ -24,6 +24,7 @@ from torch import nn
 
 from tensortap.adapter import Adapter, Handle
 from tensortap.explain import record_gradcam
+from tensortap.layers import LayerInfo
 from tensortap.modes import EVAL, TRAIN
 
 from . import gradcam as _gradcam
@@ -78,6 +79,8 @@ class TorchAdapter(Adapter):
         if self._could_select_layers():
             # the hook functions are made once: wrapping them for torch.compile costs more than the hook
             self._layers = [(m, eager(partial(self._on_layer, name))) for name, m in root.named_modules() if name]
+            # what each layer is (nn.ReLU, nn.Tanh, ...), recorded once: rules find layers by kind
+            hook.describe_layers(LayerInfo.of(name, m) for name, m in root.named_modules() if name)
         self.handles.append(Handle(self._drop_step_hooks))
         self.handles.append(Handle(self._reducer.close))
         if self._collection("attention") is not None or self._has_regex_collection():

@@ -14,8 +14,8 @@ from ..base import RuleResult, as_list
 from ..cache import CachedTrial
 
 __all__ = ["activations", "parameter_gradients", "as_list", "as_bool", "as_float_pair", "value", "listing", "result",
-           "mode_of", "is_numeric", "ConfigError", "sample", "all_finite", "surely_not_close", "any_nonzero",
-           "mean_abs", "l2", "l2_diff", "norm_of", "mean_abs_of", "finite_of"]
+           "no_match", "mode_of", "is_numeric", "ConfigError", "sample", "all_finite", "surely_not_close",
+           "any_nonzero", "mean_abs", "l2", "l2_diff", "norm_of", "mean_abs_of", "finite_of"]
 
 #: arrays bigger than this get a cheap look at a spread-out sample of SAMPLE values first
 SAMPLE = 256
@@ -62,8 +62,15 @@ def listing(values: Dict[str, float], limit: int = 5, fmt: str = "{:.3g}") -> st
     return text + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
-def result(rule, step: int, fired: bool, message: str, values: Optional[dict] = None) -> RuleResult:
-    return RuleResult(rule.name, step, bool(fired), message, dict(values or {}))
+def result(rule, step: int, fired: bool, message: str, values: Optional[dict] = None,
+           checked: Optional[int] = None) -> RuleResult:
+    """A fired or quiet result; `checked` None lets Rule.invoke count the tensors read."""
+    return RuleResult(rule.name, step, bool(fired), message, dict(values or {}), checked=checked)
+
+
+def no_match(regex) -> str:
+    """The skip reason of a rule whose tensor_regex matched nothing saved at the step."""
+    return f"no tensor saved at this step matches tensor_regex {regex}"
 
 
 def check_mode(mode) -> Optional[str]:

@@ -8,8 +8,12 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..base import Rule
-from ._common import activations, ConfigError, as_bool, as_list, listing, result, value
+from ..requirements import Need, Needs
+from ._common import activations, ConfigError, as_bool, as_list, listing, no_match, result, value
 from .gradients import skipped
+
+SAVE_LABELS = ("save them at each step with hook.save_tensor('labels', y, collections=['labels']) and "
+               "hook.save_tensor('predictions', logits_or_ids, collections=['predictions'])")
 
 
 def _labels(arr: np.ndarray, argmax: bool) -> np.ndarray:
@@ -39,6 +43,7 @@ class ClassImbalance(Rule):
     predictions that are per-class scores (float, last axis > 1) are argmax-ed, or always with argmax=True."""
 
     name = "class_imbalance"
+    needs = (Need("labels", what="labels"),)
 
     def __init__(self, threshold_imbalance: float = 10.0, threshold_misprediction: float = 0.7, samples: int = 500,
                  argmax: bool = False, labels_regex: str = ".*labels", predictions_regex: str = ".*predictions") -> None:
@@ -55,7 +60,8 @@ class ClassImbalance(Rule):
     def invoke_at_step(self, trial, step: int):
         y, p = _pair(trial, step, self.labels_regex, self.predictions_regex, self.argmax)
         if y is None:
-            return skipped(self, step, f"no tensor matching {self.labels_regex!r} at this step")
+            return skipped(self, step, f"no labels at this step (a tensor matching {self.labels_regex!r}): "
+                           f"{SAVE_LABELS}")
         for c, k in zip(*np.unique(y, return_counts=True)):
             self._count[int(c)] = self._count.get(int(c), 0) + int(k)
         if p is not None:
@@ -92,6 +98,7 @@ class Confusion(Rule):
     predictions_collection. Integer class ids; score arrays are argmax-ed."""
 
     name = "confusion"
+    needs = (Need("labels", what="labels and predictions"),)
 
     def __init__(self, category_no: Optional[int] = None, labels: str = "labels", predictions: str = "predictions",
                  labels_collection: str = "labels", predictions_collection: str = "predictions",
@@ -112,7 +119,10 @@ class Confusion(Rule):
         ln = self._find(trial, step, self.labels, self.labels_collection)
         pn = self._find(trial, step, self.predictions, self.predictions_collection)
         if ln is None or pn is None:
-            return skipped(self, step, "no labels and predictions at this step")
+            missing = " and ".join(w for w, n in (("labels", ln), ("predictions", pn)) if n is None)
+            return skipped(self, step, f"no {missing} at this step (tensors named {self.labels!r} / "
+                           f"{self.predictions!r} or in collections {self.labels_collection!r} / "
+                           f"{self.predictions_collection!r}): {SAVE_LABELS}")
         y, p = _labels(value(trial, ln, step), False), _labels(value(trial, pn, step), False)
         k = self.category_no or int(max(y.max(initial=0), p.max(initial=0)) + 1)
         cm = np.zeros((k, k), np.int64)
@@ -143,6 +153,7 @@ class CheckInputImages(Rule):
     network's first layer input qualifies, deeper feature maps do not)."""
 
     name = "check_input_images"
+    needs = (Need("inputs", what="image batches (the input of the first layer)"),)
 
     def __init__(self, threshold_mean: float = 0.2, threshold_samples: int = 500, regex: str = r".*/input_0",
                  channel: int = 1) -> None:
@@ -167,7 +178,9 @@ class CheckInputImages(Rule):
             self._pix[n] = self._pix.get(n, 0) + x.shape[0] * x.shape[2] * x.shape[3]
             found.append(n)
         if not found:
-            return skipped(self, step, "no image input at this step")
+            return skipped(self, step, f"no image batch at this step: no 4-D tensor matching {self.regex} with 1, 3 "
+                           f"or 4 channels on axis {self.channel}" + ("" if trial.tensor_names(collection="inputs")
+                                                                     else "; add 'inputs' to include_collections"))
         means = {n: self._sum[n] / self._pix[n] for n in self._n if self._n[n] >= self.threshold_samples}
         if not means:
             return skipped(self, step, f"{max(self._n.values())} of {self.threshold_samples} images seen")
@@ -185,11 +198,13 @@ class NlpSequenceRatio(Rule):
     to an embedding exceeds its threshold percentage.
 
     token_values and token_thresholds_percent are comma-separated and paired in order; a single
-    threshold applies to every token."""
+    threshold applies to every token. Embeddings: by the layer classes the run records, or by names
+    matching ".*embedding.*/input_N" where it records none; tensor_regex replaces both."""
 
     name = "nlp_sequence_ratio"
+    needs = (Need("inputs", ("embedding",)),)
 
-    def __init__(self, tensor_regex: str = r".*embedding.*/input_\d+", token_values: str = "0",
+    def __init__(self, tensor_regex: Optional[str] = None, token_values: str = "0",
                  token_thresholds_percent: str = "50") -> None:
         super().__init__()
         self.tensor_regex = as_list(tensor_regex)
@@ -206,8 +221,17 @@ class NlpSequenceRatio(Rule):
                               "token_thresholds_percent; give one threshold per token, or one for all")
         self.thresholds = th
 
+    def requirements(self) -> Needs:
+        return () if self.tensor_regex else self.needs
+
     def invoke_at_step(self, trial, step: int):
-        names = activations(trial.tensor_names(regex=self.tensor_regex, step=step))
+        if self.tensor_regex:
+            names = activations(trial.tensor_names(regex=self.tensor_regex, step=step))
+        else:
+            names = self.select_layers(trial, step, "embedding", "input", name_regex=r".*embedding.*/input_\d+")
+        if not names:
+            return self.skip(step, no_match(self.tensor_regex) if self.tensor_regex
+                             else self.nothing_to_check(trial, step))
         shares: Dict[str, float] = {}
         bad: Dict[str, float] = {}
         for n in names:
@@ -220,7 +244,8 @@ class NlpSequenceRatio(Rule):
                 if share > th:
                     bad[f"token {tok} in {n}"] = share
         if not shares:
-            return skipped(self, step, "no integer token ids matching the regex at this step")
+            return skipped(self, step, f"none of the {len(names)} embedding inputs at this step holds integer "
+                           "token ids")
         if bad:
             return result(self, step, True, "token share above threshold: " + listing(bad, fmt="{:.1f}%"),
                           {"percent": shares})

@@ -7,12 +7,31 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..base import Rule, RuleResult
-from ._common import (activations, finite_of, l2_diff, mean_abs_of, norm_of, parameter_gradients, ConfigError,
+from ..requirements import Need, Needs
+from ._common import (activations, finite_of, l2_diff, mean_abs_of, no_match, norm_of, parameter_gradients, ConfigError,
                       as_bool, as_list, listing, mode_of, result, value)
+
+#: the name-based selection of ReLU inputs, for runs that record no layer classes
+RELU_INPUTS = r".*relu.*/input_\d+"
 
 
 def skipped(rule: Rule, step: int, why: str) -> RuleResult:
-    return RuleResult(rule.name, step, False, f"skipped: {why}", skipped=True)
+    return rule.skip(step, why)
+
+
+def selection_needs(collection_names, tensor_regex, default: Needs = ()) -> Needs:
+    """What a rule taking collection_names / tensor_regex reads: the collections named; nothing
+    known when a regex may pick anything; else `default`."""
+    if tensor_regex:
+        return ()
+    if collection_names:
+        return tuple(Need(c) for c in collection_names)
+    return default
+
+
+def nothing_selected(rule: Rule, trial, step: int, tensor_regex) -> RuleResult:
+    """The skip of a rule whose selection (collections, or its tensor_regex) found nothing at `step`."""
+    return rule.skip(step, no_match(tensor_regex) if tensor_regex else rule.nothing_to_check(trial, step))
 
 
 class VanishingGradient(Rule):
@@ -23,6 +42,7 @@ class VanishingGradient(Rule):
 
     name = "vanishing_gradient"
     collections = ("gradients",)
+    needs = (Need("gradients"),)
 
     def __init__(self, threshold: float = 1e-7) -> None:
         super().__init__()
@@ -31,7 +51,7 @@ class VanishingGradient(Rule):
     def invoke_at_step(self, trial, step: int):
         names = parameter_gradients(self.select(trial, step, default_collections=["gradients"]))
         if not names:
-            return skipped(self, step, "no gradients saved at this step")
+            return self.skip(step, self.nothing_to_check(trial, step))
         means = {}
         for n in names:
             means[n] = mean_abs_of(trial, n, step)
@@ -57,8 +77,13 @@ class ExplodingTensor(Rule):
         self.tensor_regex = as_list(tensor_regex)
         self.only_nan = as_bool(only_nan)
 
+    def requirements(self) -> Needs:
+        return selection_needs(self.collection_names, self.tensor_regex)
+
     def invoke_at_step(self, trial, step: int):
         names = self.select(trial, step, self.collection_names, self.tensor_regex)
+        if not names:
+            return nothing_selected(self, trial, step, self.tensor_regex)
         bad: Dict[str, str] = {}
         for n in names:
             if finite_of(trial, n, step):  # one fast pass (or a sum another rule made) clears a clean tensor
@@ -83,6 +108,7 @@ class WeightUpdateRatio(Rule):
 
     name = "weight_update_ratio"
     collections = ("weights",)
+    needs = (Need("weights"),)
 
     def __init__(self, num_steps: Optional[int] = None, large_threshold: float = 10.0,
                  small_threshold: float = 1e-8, epsilon: float = 1e-9) -> None:
@@ -101,7 +127,7 @@ class WeightUpdateRatio(Rule):
         ms = trial.mode_step(step)
         names = self.select(trial, step, default_collections=["weights"])
         if not names:
-            return skipped(self, step, "no weights saved at this step")
+            return self.skip(step, self.nothing_to_check(trial, step))
         ratios, compared = {}, 0
         for n in names:
             hist = self._hist.setdefault(n, [])
@@ -132,11 +158,15 @@ class PoorWeightInitialization(Rule):
     """Within the first `steps` TRAIN steps, fires when (a) the variance of activation inputs
     differs across layers by more than a factor `threshold`, (b) the 5th-95th percentile spread
     of a gradient is below `distribution_range`, or (c) the loss made no new minimum for
-    `patience` consecutive steps."""
+    `patience` consecutive steps.
+
+    Activation inputs: the inputs of ReLU layers (found by the layer classes the run records, or
+    by names matching ".*relu.*/input_N" where it records none); activation_inputs_regex overrides."""
 
     name = "poor_weight_initialization"
+    needs = (Need("inputs", ("relu",)), Need("gradients"), Need("losses"))
 
-    def __init__(self, activation_inputs_regex: str = r".*relu.*/input_\d+", threshold: float = 10.0,
+    def __init__(self, activation_inputs_regex: Optional[str] = None, threshold: float = 10.0,
                  distribution_range: float = 0.001, patience: int = 5, steps: int = 10) -> None:
         super().__init__()
         self.activation_inputs_regex = as_list(activation_inputs_regex)
@@ -146,6 +176,9 @@ class PoorWeightInitialization(Rule):
         self.steps_ = int(steps)
         self._best: Dict[str, tuple] = {}  # loss name -> (best value, steps since it)
 
+    def requirements(self) -> Needs:
+        return () if self.activation_inputs_regex else self.needs
+
     def invoke_at_step(self, trial, step: int):
         if mode_of(trial, step) != "train":
             return skipped(self, step, "not a TRAIN step")
@@ -153,7 +186,10 @@ class PoorWeightInitialization(Rule):
         if ms >= self.steps_:
             return skipped(self, step, f"past the first {self.steps_} train steps")
         why, vals = [], {}
-        acts = activations(trial.tensor_names(regex=self.activation_inputs_regex, step=step))
+        if self.activation_inputs_regex:
+            acts = activations(trial.tensor_names(regex=self.activation_inputs_regex, step=step))
+        else:
+            acts = self.select_layers(trial, step, "relu", "input", name_regex=RELU_INPUTS)
         var = {n: float(np.var(value(trial, n, step))) for n in acts}
         if len(var) >= 2:
             hi, lo = max(var.values()), min(var.values())
@@ -172,7 +208,8 @@ class PoorWeightInitialization(Rule):
         if narrow:
             vals["narrow_gradients"] = narrow
             why.append(f"gradient 5-95 percentile spread below {self.distribution_range:g}: {listing(narrow)}")
-        for n in trial.tensor_names(collection="losses", step=step):
+        losses = trial.tensor_names(collection="losses", step=step)
+        for n in losses:
             loss = float(np.mean(value(trial, n, step)))
             best, since = self._best.get(n, (float("inf"), -1))
             best, since = (loss, 0) if loss < best else (best, since + 1)
@@ -182,4 +219,5 @@ class PoorWeightInitialization(Rule):
                 why.append(f"loss {n} made no new minimum in {since} steps (best {best:.4g})")
         if why:
             return result(self, step, True, "; ".join(why), vals)
-        return result(self, step, False, "initialisation looks fine", vals)
+        return result(self, step, False, f"initialisation looks fine ({len(var)} activation inputs, "
+                      f"{len(spreads)} gradients, {len(losses)} losses checked)", vals)

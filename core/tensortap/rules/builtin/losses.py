@@ -6,8 +6,12 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..base import Rule
-from ._common import ConfigError, as_bool, as_list, check_mode, listing, mode_of, result, value
-from .gradients import skipped
+from ..outcomes import step_label
+from ..requirements import Need, Needs
+from ._common import ConfigError, as_bool, as_list, check_mode, listing, mode_of, no_match, result, value
+from .gradients import selection_needs, skipped
+
+LOSSES = (Need("losses"),)
 
 
 def scalar(trial, name: str, step: int) -> float:
@@ -25,6 +29,7 @@ class LossNotDecreasing(Rule):
 
     name = "loss_not_decreasing"
     collections = ("losses",)
+    needs = LOSSES
 
     def __init__(self, collection_names=None, tensor_regex=None, use_losses_collection: bool = True,
                  num_steps: int = 10, diff_percent: float = 0.0, mode: Optional[str] = None) -> None:
@@ -41,8 +46,12 @@ class LossNotDecreasing(Rule):
             raise ConfigError("loss_not_decreasing: diff_percent must be in [0, 100)")
         if not (self.use_losses_collection or self.collection_names or self.tensor_regex):
             raise ConfigError("loss_not_decreasing: with use_losses_collection=False give collection_names or tensor_regex")
-        self._hist: Dict[Tuple[str, str], List[Tuple[int, float]]] = {}
+        self._hist: Dict[Tuple[str, str], List[Tuple[int, float, int]]] = {}  # (mode step, loss, global step)
         self._last: Dict[Tuple[str, str], int] = {}
+
+    def requirements(self) -> Needs:
+        colls = list(self.collection_names or []) + (["losses"] if self.use_losses_collection else [])
+        return selection_needs(colls, self.tensor_regex, LOSSES)
 
     def _names(self, trial, step: int) -> List[str]:
         colls = list(self.collection_names or []) + (["losses"] if self.use_losses_collection else [])
@@ -55,33 +64,37 @@ class LossNotDecreasing(Rule):
         key_mode, k = ("global", step) if self.mode == "global" else (m, trial.mode_step(step))
         names = self._names(trial, step)
         if not names:
-            return skipped(self, step, "no loss saved at this step")
+            return self.skip(step, self.nothing_to_check(trial, step))
         bad, checked = {}, {}
         for n in names:
             key = (n, key_mode)
             v = scalar(trial, n, step)
             hist = self._hist.setdefault(key, [])
-            hist.append((k, v))
+            hist.append((k, v, step))
             last = self._last.setdefault(key, k)
             if k - last < self.num_steps:
                 continue
-            before = [(kk, vv) for kk, vv in hist if kk <= k - self.num_steps]
+            before = [h for h in hist if h[0] <= k - self.num_steps]
             if not before:
                 continue
-            k0, v0 = before[-1]
+            k0, v0, g0 = before[-1]
             self._last[key] = k
             del hist[:len(before) - 1]
             need = v0 - abs(v0) * self.diff_percent / 100.0
-            checked[n] = (k0, v0, v)
+            checked[n] = (g0, v0, v, k0)
             if not (v < need if self.diff_percent == 0 else v <= need):
-                bad[n] = f"{v0:.4g} at {key_mode} step {k0} -> {v:.4g} at {key_mode} step {k}"
+                bad[n] = f"{v0:.4g} at {step_label(trial, g0)} -> {v:.4g} at {step_label(trial, step)}"
         if bad:
             want = "decrease" if self.diff_percent == 0 else f"decrease by {self.diff_percent:g}%"
-            return result(self, step, True, f"loss did not {want} over {self.num_steps} steps: {listing(bad)}",
-                          {n: {"from_step": c[0], "from": c[1], "to": c[2]} for n, c in checked.items() if n in bad})
+            over = f"{self.num_steps} steps" if self.mode == "global" else f"{self.num_steps} {m} steps"
+            return result(self, step, True, f"loss did not {want} over {over}: {listing(bad)}",
+                          {n: {"from_step": c[0], "from_mode_step": c[3], "from": c[1], "to": c[2]}
+                           for n, c in checked.items() if n in bad}, checked=len(checked))
         if checked:
-            return result(self, step, False, "loss decreased: " + listing({n: f"{c[1]:.4g}->{c[2]:.4g}" for n, c in checked.items()}))
-        return skipped(self, step, "not a checking step")
+            return result(self, step, False, "loss decreased: " + listing(
+                {n: f"{c[1]:.4g}->{c[2]:.4g}" for n, c in checked.items()}), checked=len(checked))
+        return skipped(self, step, f"not a checking step (each loss is compared with its value {self.num_steps} "
+                       f"{'' if self.mode == 'global' else (m or '') + ' '}steps earlier)")
 
 
 class Overfit(Rule):
@@ -91,6 +104,7 @@ class Overfit(Rule):
 
     name = "overfit"
     collections = ("losses",)
+    needs = LOSSES
 
     def __init__(self, tensor_regex=None, start_step: int = 0, patience: int = 1, ratio_threshold: float = 0.1) -> None:
         super().__init__()
@@ -111,8 +125,11 @@ class Overfit(Rule):
     def invoke_at_step(self, trial, step: int):
         m = mode_of(trial, step)
         loss = self._loss(trial, step)
-        if loss is None or m not in ("train", "eval"):
-            return skipped(self, step, "no train/eval loss at this step")
+        if loss is None:
+            return self.skip(step, no_match(self.tensor_regex) if self.tensor_regex
+                             else self.nothing_to_check(trial, step))
+        if m not in ("train", "eval"):
+            return skipped(self, step, f"a {m} step (overfit compares TRAIN with EVAL losses)")
         if m != self._phase:
             if m == "train":
                 self._train = []
@@ -121,7 +138,10 @@ class Overfit(Rule):
             self._phase = m
         if m == "train":
             self._train.append(loss)
-            return skipped(self, step, "training step (overfit is checked at EVAL steps)")
+            none = "" if trial.steps(mode="eval") else (
+                "; no EVAL step saved so far: evaluate with hook.set_mode(tt.modes.EVAL) (torch: model.eval(); "
+                "Keras: validation_data)")
+            return skipped(self, step, f"training step (overfit is checked at EVAL steps){none}")
         self._val.append(loss)
         if step < self.start_step or not self._train:
             return skipped(self, step, "before start_step or no training loss yet")
@@ -141,6 +161,7 @@ class Overtraining(Rule):
 
     name = "overtraining"
     collections = ("losses",)
+    needs = LOSSES
 
     def __init__(self, patience_train: int = 5, patience_validation: int = 10, delta: float = 0.1) -> None:
         super().__init__()
@@ -151,8 +172,10 @@ class Overtraining(Rule):
     def invoke_at_step(self, trial, step: int):
         m = mode_of(trial, step)
         names = trial.tensor_names(collection="losses", step=step)
-        if m not in self.patience or not names:
-            return skipped(self, step, "no train/eval loss at this step")
+        if not names:
+            return self.skip(step, self.nothing_to_check(trial, step))
+        if m not in self.patience:
+            return skipped(self, step, f"a {m} step (overtraining watches TRAIN and EVAL losses)")
         losses = [scalar(trial, n, step) for n in names]
         loss = losses[0] if len(losses) == 1 else float(np.mean(losses))
         best, since = self._best.get(m, (float("inf"), 0))

@@ -6,12 +6,14 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..base import Rule
-from ._common import (ConfigError, any_nonzero, as_bool, as_list, check_mode, is_numeric, listing, mode_of, result,
-                      surely_not_close, value)
-from .gradients import skipped
+from ..requirements import Need, Needs
+from ._common import (ConfigError, any_nonzero, as_bool, as_list, check_mode, is_numeric, listing, mode_of,
+                      result, surely_not_close, value)
+from .gradients import nothing_selected, selection_needs, skipped
 
 #: what all_zero / unchanged_tensor look at when given neither collection_names nor tensor_regex
 PARAMETER_COLLECTIONS = ("weights", "gradients", "outputs")
+PARAMETER_NEEDS = tuple(Need(c) for c in PARAMETER_COLLECTIONS)
 
 
 def close(a: np.ndarray, b: np.ndarray, rtol: float, atol: float, equal_nan: bool) -> bool:
@@ -47,10 +49,13 @@ class AllZero(Rule):
         self.tensor_regex = as_list(tensor_regex)
         self.threshold = float(threshold)
 
+    def requirements(self) -> Needs:
+        return selection_needs(self.collection_names, self.tensor_regex, PARAMETER_NEEDS)
+
     def invoke_at_step(self, trial, step: int):
         names = self.select(trial, step, self.collection_names, self.tensor_regex, PARAMETER_COLLECTIONS)
         if not names:
-            return skipped(self, step, "no matching tensor at this step")
+            return nothing_selected(self, trial, step, self.tensor_regex)
         zeros = {}
         for n in names:
             v = value(trial, n, step)
@@ -62,8 +67,10 @@ class AllZero(Rule):
         bad = {n: z for n, z in zeros.items() if z >= self.threshold}  # nan (not counted) is never >=
         if bad:
             return result(self, step, True, f"{len(bad)} tensors are >= {self.threshold:g}% zeros: "
-                          f"{listing(bad, fmt='{:.1f}%')}", {"zero_percent": bad})
-        return result(self, step, False, f"{len(zeros)} tensors below {self.threshold:g}% zeros")
+                          f"{listing(bad, fmt='{:.1f}%')}", {"zero_percent": bad}, checked=len(zeros))
+        if not zeros:
+            return skipped(self, step, f"none of the {len(names)} tensors selected is a non-empty numeric array")
+        return result(self, step, False, f"{len(zeros)} tensors below {self.threshold:g}% zeros", checked=len(zeros))
 
 
 class UnchangedTensor(Rule):
@@ -86,12 +93,15 @@ class UnchangedTensor(Rule):
         self.mode = check_mode(mode)
         self._steps: Dict[str, List[int]] = {}
 
+    def requirements(self) -> Needs:
+        return selection_needs(self.collection_names, self.tensor_regex, PARAMETER_NEEDS)
+
     def invoke_at_step(self, trial, step: int):
         if self.mode not in (None, "global") and mode_of(trial, step) != self.mode:
             return skipped(self, step, f"not a {self.mode} step")
         names = self.select(trial, step, self.collection_names, self.tensor_regex, PARAMETER_COLLECTIONS)
         if not names:
-            return skipped(self, step, "no matching tensor at this step")
+            return nothing_selected(self, trial, step, self.tensor_regex)
         same, pairs = {}, []
         for n in names:
             seen = self._steps.setdefault(n, [])
@@ -132,8 +142,13 @@ class TensorVariance(Rule):
             raise ConfigError("tensor_variance needs max_threshold and/or min_threshold, "
                               "e.g. tt.rules.get('tensor_variance')(max_threshold=1e3, min_threshold=1e-6)")
 
+    def requirements(self) -> Needs:
+        return selection_needs(self.collection_names, self.tensor_regex)
+
     def invoke_at_step(self, trial, step: int):
         names = self.select(trial, step, self.collection_names, self.tensor_regex)
+        if not names:
+            return nothing_selected(self, trial, step, self.tensor_regex)
         var = {}
         for n in names:
             v = value(trial, n, step)
@@ -144,8 +159,11 @@ class TensorVariance(Rule):
         if hi or lo:
             parts = ([f"variance above {self.max_threshold:g}: {listing(hi)}"] if hi else []) + \
                     ([f"variance below {self.min_threshold:g}: {listing(lo)}"] if lo else [])
-            return result(self, step, True, "; ".join(parts), {"high": hi, "low": lo})
-        return result(self, step, False, f"{len(var)} tensors within variance bounds")
+            return result(self, step, True, "; ".join(parts), {"high": hi, "low": lo}, checked=len(var))
+        if not var:
+            return skipped(self, step, f"none of the {len(names)} tensors selected is a numeric array of more "
+                           "than one element")
+        return result(self, step, False, f"{len(var)} tensors within variance bounds", checked=len(var))
 
 
 class SimilarAcrossRuns(Rule):
@@ -165,6 +183,9 @@ class SimilarAcrossRuns(Rule):
         self.tensor_regex = as_list(tensor_regex)
         self.rtol, self.atol = float(rtol), float(atol)
 
+    def requirements(self) -> Needs:
+        return selection_needs(self.collection_names, self.tensor_regex)
+
     def _other(self):
         if isinstance(self.other, (str, bytes)) or hasattr(self.other, "__fspath__"):
             from ...trial import create_trial
@@ -179,7 +200,13 @@ class SimilarAcrossRuns(Rule):
             if step not in other.steps():
                 return skipped(self, step, f"step {step} not saved in {other.path}")
         theirs = set(other.tensor_names(step=step))
-        names = [n for n in self.select(trial, step, self.collection_names, self.tensor_regex) if n in theirs]
+        mine = self.select(trial, step, self.collection_names, self.tensor_regex)
+        names = [n for n in mine if n in theirs]
+        if not names:
+            if not mine:
+                return nothing_selected(self, trial, step, self.tensor_regex)
+            return skipped(self, step, f"none of the {len(mine)} tensors selected at this step is saved at "
+                           f"step {step} of {other.path} (their names: trial.tensor_names(step={step}))")
         diff = {}
         for n in names:
             a, b = value(trial, n, step), value(other, n, step)

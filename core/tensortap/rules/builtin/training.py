@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import List, Optional
 
 from ..base import Rule, RuleResult
+from ..outcomes import step_label
 from ._common import as_bool, result
 
 
@@ -30,13 +31,18 @@ class StalledTraining(Rule):
     def invoke_at_step(self, trial, step: int):
         t = trial.step_time(step)
         prev, self._prev = self._prev, t
-        if prev is None or t is None:
-            return result(self, step, False, "first step seen")
+        if t is None:
+            return self.skip(step, "the run holds no write time for this step")
+        if prev is None:
+            return self.skip(step, "first saved step: no earlier step to measure the gap from")
         gap = t - prev
+        # it checks the time between two saved steps, not tensors: one check per evaluation
         if gap > self.threshold:
-            return result(self, step, True, f"no step saved for {gap:.1f} s: step {step} was written {gap:.1f} s "
-                          f"after the previous saved step (threshold {self.threshold:g} s)", {"gap_seconds": gap})
-        return result(self, step, False, f"{gap:.2f} s since the previous saved step", {"gap_seconds": gap})
+            return result(self, step, True, f"no step saved for {gap:.1f} s: {step_label(trial, step)} was written "
+                          f"{gap:.1f} s after the previous saved step (threshold {self.threshold:g} s)",
+                          {"gap_seconds": gap}, checked=1)
+        return result(self, step, False, f"{gap:.2f} s since the previous saved step", {"gap_seconds": gap},
+                      checked=1)
 
     def invoke_idle(self, trial, now: float) -> Optional[RuleResult]:
         if trial.is_complete():
@@ -46,5 +52,6 @@ class StalledTraining(Rule):
         if t is None or last == self._fired_for or now - t <= self.threshold:
             return None
         self._fired_for = last
-        return result(self, last, True, f"training stalled: no step saved for {now - t:.1f} s after step {last} "
-                      f"(threshold {self.threshold:g} s)", {"idle_seconds": now - t, "last_step": last})
+        return result(self, last, True, f"training stalled: no step saved for {now - t:.1f} s after "
+                      f"{step_label(trial, last)} (threshold {self.threshold:g} s)",
+                      {"idle_seconds": now - t, "last_step": last})
