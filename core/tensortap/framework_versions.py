@@ -146,12 +146,13 @@ def _distribution_of(owner: str) -> str:
     ("tensortap_torch.adapter:TorchAdapter" -> "tensortap-torch 0.1.0"), for the messages."""
     top = owner.split(":")[0].split(".")[0]
     try:
-        for ep in md.entry_points(group="tensortap"):
-            dist = getattr(ep, "dist", None)
-            if dist is not None and ep.value.split(":")[0].split(".")[0] == top:
-                return f"{dist.metadata['Name']} {dist.version}"
-    except Exception:  # noqa: BLE001 - only the message's wording depends on it
-        pass
+        eps = md.entry_points(group="tensortap")
+    except TypeError:  # Python < 3.10: name the package instead
+        eps = ()
+    for ep in eps:
+        dist = getattr(ep, "dist", None)
+        if dist is not None and ep.value.split(":")[0].split(".")[0] == top:
+            return f"{dist.metadata['Name']} {dist.version}"
     return top.replace("_", "-")
 
 

@@ -228,7 +228,8 @@ class Registry:
             for name in items:
                 self.owner[(table, name)] = info
             info.registers[table] = sorted(items)
-        info.supports = tuple(dict.fromkeys(v for spec in found.get("adapters", {}).values() for v in spec.versions))
+        specs = found.get("adapters", {}).values()
+        info.supports = tuple(dict.fromkeys(v for spec in specs for v in spec.versions))
         missing = [m for spec in found.get("adapters", {}).values() for m in (spec.framework_missing(),) if m]
         if missing:
             info.framework_missing = "; ".join(_install_hint(info.distribution, m) for m in dict.fromkeys(missing))

@@ -117,7 +117,8 @@ def test_tensortap_plugins_shows_each_range_and_whether_the_installed_version_is
     fake.mkdir()
     (fake / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 3.0.0\n")
     r = plugins_cli(path_first=str(tmp_path))
-    assert "    supports: torch >=2.1,<3 (installed 3.0.0: NOT SUPPORTED, expect failures)" in r.stdout.splitlines(), r.stdout
+    line = "    supports: torch >=2.1,<3 (installed 3.0.0: NOT SUPPORTED, expect failures)"
+    assert line in r.stdout.splitlines(), r.stdout
     r = plugins_cli("--json", path_first=str(tmp_path))
     torch_info = next(p for p in json.loads(r.stdout) if p["name"] == "torch")
     assert torch_info["frameworks"] == [{"module": "torch", "supported": ">=2.1,<3", "required": "", "optional": False,

@@ -38,8 +38,8 @@ EXPECTED = {
     "tensortap-mxnet": ("tensortap_mxnet", ["[tensortap]", "mxnet = tensortap_mxnet.plugin"], ["tensortap"]),
     "tensortap-pruning": ("tensortap_pruning", ["[tensortap]", "pruning = tensortap_pruning.plugin"],
                           ["tensortap", "tensortap-torch"]),
-    "tensortap-rules-health": ("tensortap_rules_health", ["[tensortap]", "rules_health = tensortap_rules_health.plugin"],
-                               ["tensortap"]),
+    "tensortap-rules-health": ("tensortap_rules_health",
+                               ["[tensortap]", "rules_health = tensortap_rules_health.plugin"], ["tensortap"]),
 }
 
 
@@ -103,7 +103,8 @@ def test_versions_move_together_and_each_plugin_pins_the_core(tmp_path):
     toml = tmp_path / "contrib" / "tensortap-pruning" / "pyproject.toml"
     toml.write_text(toml.read_text().replace('"tensortap-torch>=', '"tensortap-torch>=0.0.1,<9", "x>='))
     problems = versions.drift(tmp_path)
-    assert f"plugins/tensortap-torch/tensortap_torch/__init__.py: tensortap-torch 9.9.9, but tensortap is {V}" in problems
+    drifted = f"plugins/tensortap-torch/tensortap_torch/__init__.py: tensortap-torch 9.9.9, but tensortap is {V}"
+    assert drifted in problems
     assert any(p.startswith("contrib/tensortap-pruning/pyproject.toml: 'tensortap-torch>=0.0.1,<9'") for p in problems)
     versions.set_version("1.2.0", tmp_path)
     assert versions.drift(tmp_path) == []

@@ -31,7 +31,8 @@ def run(args) -> int:
 
 def describe(v: dict) -> str:
     """'torch >=2.1,<3 (installed 2.13.0: supported)', or what is wrong with the installed version."""
-    ranges = v["supported"] + (f", needs {v['required']}" if v["required"] else "") + (", optional" if v["optional"] else "")
+    ranges = v["supported"] + (f", needs {v['required']}" if v["required"] else "")
+    ranges += ", optional" if v["optional"] else ""
     if v["installed"] is None:
         state = "not installed"
     elif not v["usable"]:

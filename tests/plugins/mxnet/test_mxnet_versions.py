@@ -7,8 +7,7 @@ from tests.conftest import require
 
 require("mxnet")
 
-import tensortap  # noqa: E402
-from tests.version_check import run_with_versions, version_warnings  # noqa: E402
+from tests.version_check import HOOK_ARGS, expected_warning, run_with_versions, version_warnings  # noqa: E402
 
 TRAIN = """
 import sys, mxnet as mx, tensortap as tt
@@ -17,7 +16,7 @@ mx.random.seed(0)
 net = gluon.nn.HybridSequential()
 net.add(gluon.nn.Dense(16, activation="relu"), gluon.nn.Dense(3))
 net.initialize()
-hook = tt.Hook(sys.argv[1], include_collections=["weights", "gradients", "losses"], save_config=tt.SaveConfig(save_interval=1))
+hook = tt.Hook(HOOK_ARGS)
 hook.register(net)
 hook.register(net)  # registered again: still one message
 loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
@@ -32,20 +31,13 @@ for _ in range(3):
 hook.close()
 trial = tt.create_trial(sys.argv[1])
 print("steps", trial.steps(), len(trial.tensor_names(collection="gradients")), "gluonnlp" in sys.modules)
-"""
-
-
-def expected(module: str, supported: str, fake: str) -> str:
-    return (f"tensortap-mxnet {tensortap.__version__} supports {module} {supported}, but {module} {fake} is installed: "
-            f"capture may fail or be wrong. Install a supported version (pip install '{module}{supported}') or a "
-            f"tensortap-mxnet release that supports {module} {fake}. (Shown once; silence it with "
-            "warnings.filterwarnings('ignore', category=tensortap.FrameworkVersionWarning).)")
+""".replace("HOOK_ARGS", HOOK_ARGS)
 
 
 def test_an_mxnet_outside_the_range_gets_one_warning_and_training_goes_on(tmp_path):
     r = run_with_versions(TRAIN, {"mxnet": "2.0.0"}, str(tmp_path / "run"))
     assert r.returncode == 0, r.stderr[-3000:]
-    assert version_warnings(r.stderr) == [expected("mxnet", ">=1.9,<2", "2.0.0")]
+    assert version_warnings(r.stderr) == [expected_warning("tensortap-mxnet", "mxnet", ">=1.9,<2", "2.0.0")]
     assert "steps [0, 1, 2] 4 False" in r.stdout  # gluonnlp not imported by the check
 
 
@@ -53,7 +45,7 @@ def test_gluonnlp_is_checked_where_the_script_imported_it(tmp_path):
     require("gluonnlp")
     r = run_with_versions(TRAIN, {"mxnet": "1.9.1", "gluonnlp": "0.9.2"}, str(tmp_path / "run"))
     assert r.returncode == 0, r.stderr[-3000:]
-    assert version_warnings(r.stderr) == [expected("gluonnlp", ">=0.10,<0.11", "0.9.2")]
+    assert version_warnings(r.stderr) == [expected_warning("tensortap-mxnet", "gluonnlp", ">=0.10,<0.11", "0.9.2")]
     assert "steps [0, 1, 2] 4 True" in r.stdout
 
 

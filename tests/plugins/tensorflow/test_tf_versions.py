@@ -8,14 +8,14 @@ from tests.conftest import require
 require("tensorflow", "keras")
 
 import tensortap  # noqa: E402
-from tests.version_check import run_with_versions, version_warnings  # noqa: E402
+from tests.version_check import HOOK_ARGS, expected_warning, run_with_versions, version_warnings  # noqa: E402
 
 FIT = """
 import sys, numpy as np, keras, tensortap as tt
 keras.utils.set_random_seed(0)
 model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)])
 model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-hook = tt.Hook(sys.argv[1], include_collections=["weights", "gradients", "losses"], save_config=tt.SaveConfig(save_interval=1))
+hook = tt.Hook(HOOK_ARGS)
 try:
     callback = hook.keras_callback()
 except tt.ConfigError as e:
@@ -27,18 +27,13 @@ hook.register(model)  # the adapter again: still one message
 hook.close()
 trial = tt.create_trial(sys.argv[1])
 print("steps", trial.steps(), len(trial.tensor_names(collection="gradients")))
-"""
+""".replace("HOOK_ARGS", HOOK_ARGS)
 
 
 def test_a_tensorflow_outside_the_range_gets_one_warning_and_fit_goes_on(tmp_path):
     r = run_with_versions(FIT, {"tensorflow": "2.15.1"}, str(tmp_path / "run"))
     assert r.returncode == 0, r.stderr[-3000:]
-    v = tensortap.__version__
-    assert version_warnings(r.stderr) == [
-        f"tensortap-tensorflow {v} supports tensorflow >=2.16,<3, but tensorflow 2.15.1 is installed: capture may "
-        "fail or be wrong. Install a supported version (pip install 'tensorflow>=2.16,<3') or a tensortap-tensorflow "
-        "release that supports tensorflow 2.15.1. (Shown once; silence it with "
-        "warnings.filterwarnings('ignore', category=tensortap.FrameworkVersionWarning).)"]
+    assert version_warnings(r.stderr) == [expected_warning("tensortap-tensorflow", "tensorflow", ">=2.16,<3", "2.15.1")]
     assert "steps [0, 1, 2] 4" in r.stdout
 
 

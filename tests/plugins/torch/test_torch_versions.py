@@ -6,14 +6,13 @@ from tests.conftest import require
 
 require("torch")
 
-import tensortap  # noqa: E402
-from tests.version_check import run_with_versions, version_warnings  # noqa: E402
+from tests.version_check import HOOK_ARGS, expected_warning, run_with_versions, version_warnings  # noqa: E402
 
 TRAIN = """
 import sys, torch, tensortap as tt
 torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
-hook = tt.Hook(sys.argv[1], include_collections=["weights", "gradients", "losses"], save_config=tt.SaveConfig(save_interval=1))
+hook = tt.Hook(HOOK_ARGS)
 hook.register(model)
 hook.register(model)  # registered again: still one message
 opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -27,18 +26,14 @@ for _ in range(3):
 hook.close()
 trial = tt.create_trial(sys.argv[1])
 print("steps", trial.steps(), len(trial.tensor_names(collection="gradients")))
-"""
+""".replace("HOOK_ARGS", HOOK_ARGS)
 
 
 def test_a_torch_outside_the_range_gets_one_warning_and_training_goes_on(tmp_path):
     fake = "3.0.0"
     r = run_with_versions(TRAIN, {"torch": fake}, str(tmp_path / "run"))
     assert r.returncode == 0, r.stderr[-3000:]
-    assert version_warnings(r.stderr) == [
-        f"tensortap-torch {tensortap.__version__} supports torch >=2.1,<3, but torch {fake} is installed: capture may fail or be wrong. "
-        f"Install a supported version (pip install 'torch>=2.1,<3') or a tensortap-torch release that supports "
-        f"torch {fake}. (Shown once; silence it with "
-        "warnings.filterwarnings('ignore', category=tensortap.FrameworkVersionWarning).)"]
+    assert version_warnings(r.stderr) == [expected_warning("tensortap-torch", "torch", ">=2.1,<3", fake)]
     assert "steps [0, 1, 2] 4" in r.stdout
 
 
