@@ -12,12 +12,13 @@ PY_ALL := $(VENV_ALL)/bin/python
 PY_NP2 := $(VENV_NP2)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help venvs venv-all venv-np2 test test-all test-np2 demo bench lint
+.PHONY: help venvs venv-all venv-np2 test test-all test-np2 demo bench lint dist
 
 help:
 	@echo "make demo   - set up the venv if needed, run the quick demo, print where the run and report are"
 	@echo "make test   - set up both venvs if needed, run the whole suite in each"
 	@echo "make bench  - overhead and throughput benchmarks (prints ratios)"
+	@echo "make dist   - build every distribution's sdist and wheel into dist/ and check them"
 
 venv-all:
 	@tools/venv.sh $(VENV_ALL) requirements/all-frameworks.txt
@@ -40,6 +41,12 @@ test-np2: venv-np2
 
 demo: venv-all
 	$(PY_ALL) examples/quickstart.py --out runs/demo
+
+# Every distribution's sdist and wheel into dist/, built offline with the venv's hatchling, then
+# checked: twine check --strict, each wheel's package, py.typed, README, LICENSE and entry points,
+# one version for all and matching pins (tools/versions.py; `--set X.Y.Z` moves them together).
+dist: venv-all
+	$(PY_ALL) tools/dist.py --outdir dist
 
 # Every benchmark prints ratios measured side by side in one run (medians of several runs).
 # smdebug 1.0.34, the peer, needs its own numpy<2 venv: tools/smdebug-venv.sh builds it.

@@ -5,6 +5,7 @@ from .adapter import Adapter, AdapterSpec, Handle
 from .collections import Collection
 from .errors import (AttentionNotFound, ConfigError, CorruptRunError, NotARunError, PluginError, StepNotFound,
                      StopTraining, TensorNotFound, TensorTapError)
+from .framework_versions import FrameworkVersionWarning, SupportedVersions
 from .hook import Hook
 from .hookspecs import hookimpl
 from .reductions import ReductionConfig
@@ -19,4 +20,5 @@ __all__ = [
     "create_trial", "Trial", "Tensor", "invoke_rule", "rules", "vis", "explain", "parallel", "hookimpl",
     "Adapter", "AdapterSpec", "Handle", "TensorTapError", "ConfigError", "NotARunError", "CorruptRunError",
     "TensorNotFound", "StepNotFound", "PluginError", "StopTraining", "VectorReduction", "AttentionNotFound",
+    "SupportedVersions", "FrameworkVersionWarning",
 ]

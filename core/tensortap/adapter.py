@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional,
 import numpy as np
 
 from .errors import ConfigError, StopTraining
+from .framework_versions import SupportedVersions, check_versions
 from .reductions import pack, reduce_numpy
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,6 +38,7 @@ class AdapterSpec:
     instrument:    optional "package.module:Instrumentation" for `tensortap run` (zero code change):
                    a class taking the run session, whose `install()` patches the framework once one
                    of `model_modules` is imported (see tensortap.zerocode.session)
+    versions:      the framework versions the plugin supports, checked when the adapter loads
     """
 
     name: str
@@ -45,11 +47,16 @@ class AdapterSpec:
     description: str = ""
     conformance: Optional[str] = None
     instrument: Optional[str] = None
+    versions: Tuple[SupportedVersions, ...] = ()
 
     def __post_init__(self) -> None:
         if ":" not in self.adapter:
             raise ConfigError(f"AdapterSpec {self.name!r}: adapter must be 'module:Class', got {self.adapter!r}")
         object.__setattr__(self, "model_modules", tuple(self.model_modules))
+        object.__setattr__(self, "versions", tuple(self.versions))
+        for v in self.versions:
+            if not isinstance(v, SupportedVersions):
+                raise ConfigError(f"AdapterSpec {self.name!r}: versions must be tt.SupportedVersions, got {v!r}")
 
     def recognises(self, obj: Any) -> bool:
         """Is `obj` (a model, layer or tensor) an instance of one of this framework's classes?"""
@@ -60,6 +67,9 @@ class AdapterSpec:
         return any(_module_matches(getattr(c, "__module__", "") or "", self.model_modules) for c in mro)
 
     def load(self) -> type:
+        """The Adapter class, after checking the installed framework versions against `versions`
+        (a one-time warning outside the supported range, a ConfigError where it cannot work)."""
+        check_versions(self.versions, self.adapter)
         return _load_object(self.adapter)
 
     def framework_missing(self) -> Optional[str]:

@@ -23,6 +23,7 @@ import pluggy
 from . import hookspecs
 from ._version import __version__
 from .errors import ConfigError, PluginError, did_you_mean
+from .framework_versions import SupportedVersions
 
 log = logging.getLogger("tensortap")
 
@@ -60,6 +61,8 @@ class PluginInfo:
     disabled: bool = False
     #: a framework plugin whose framework is not installed: which, and the command that installs it
     framework_missing: Optional[str] = None
+    #: the framework versions its adapters support (AdapterSpec.versions)
+    supports: Tuple[SupportedVersions, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -79,7 +82,13 @@ class PluginInfo:
             "name": self.name, "distribution": self.distribution, "version": self.version,
             "module": self.module, "builtin": self.builtin, "registers": self.registers,
             "error": self.error, "disabled": self.disabled, "framework_missing": self.framework_missing,
+            "frameworks": self.framework_versions(),
         }
+
+    def framework_versions(self) -> List[Dict[str, Any]]:
+        """Each supported range with the installed version and whether it is in the range, read
+        from package metadata (no framework is imported)."""
+        return [v.status() for v in self.supports]
 
 
 def _install_hint(distribution: str, module: str) -> str:
@@ -226,6 +235,8 @@ class Registry:
             for name in items:
                 self.owner[(table, name)] = info
             info.registers[table] = sorted(items)
+        specs = found.get("adapters", {}).values()
+        info.supports = tuple(dict.fromkeys(v for spec in specs for v in spec.versions))
         missing = [m for spec in found.get("adapters", {}).values() for m in (spec.framework_missing(),) if m]
         if missing:
             info.framework_missing = "; ".join(_install_hint(info.distribution, m) for m in dict.fromkeys(missing))

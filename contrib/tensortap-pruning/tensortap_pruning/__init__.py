@@ -11,6 +11,9 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from tensortap.framework_versions import check_versions
+from tensortap_torch.plugin import TORCH
+
 from .importance import CRITERIA
 from .rule import PruningAccuracy
 from .taylor import group_scores, l2_normalise, layer_scores_from_trial, taylor_per_example, taylor_scores
@@ -30,5 +33,6 @@ __all__ = ["CRITERIA", "PruningAccuracy", "taylor_per_example", "taylor_scores",
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
+        check_versions((TORCH,), __name__)  # the torch versions tensortap-torch supports, once, before torch loads
         return getattr(import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module 'tensortap_pruning' has no attribute {name!r}")

@@ -22,6 +22,23 @@ def run(args) -> int:
         print(f"{i.name}  [{kind}, {i.distribution} {i.version}]  {i.state}")
         for table, names in sorted(i.registers.items()):
             print(f"    {table}: {', '.join(names)}")
+        for v in i.framework_versions():
+            print(f"    supports: {describe(v)}")
         if i.error:
             print(f"    error: {i.error}")
     return 0
+
+
+def describe(v: dict) -> str:
+    """'torch >=2.1,<3 (installed 2.13.0: supported)', or what is wrong with the installed version."""
+    ranges = v["supported"] + (f", needs {v['required']}" if v["required"] else "")
+    ranges += ", optional" if v["optional"] else ""
+    if v["installed"] is None:
+        state = "not installed"
+    elif not v["usable"]:
+        state = f"installed {v['installed']}: CANNOT WORK with it"
+    elif not v["in_range"]:
+        state = f"installed {v['installed']}: NOT SUPPORTED, expect failures"
+    else:
+        state = f"installed {v['installed']}: supported"
+    return f"{v['module']} {ranges} ({state})"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
+__version__ = "0.1.0"
 __all__ = ["set_tokens", "record_gradcam"]
 
 
