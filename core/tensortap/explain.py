@@ -94,9 +94,10 @@ def gradcam(model: Any, inputs: Any, target_layer: Any, targets: Optional[Sequen
     return gradcam_from_tensors(acts, grads, size, tgt)
 
 
-def attention(model: Any, *inputs: Any, framework: Optional[str] = None) -> List[np.ndarray]:
-    """Attention probabilities of every attention layer, (batch, heads, query, key), in call order."""
-    return _adapter(model, framework).attention(model, *inputs)
+def attention(model: Any, *inputs: Any, framework: Optional[str] = None, **kw_inputs: Any) -> List[np.ndarray]:
+    """Attention probabilities of every attention layer, (batch, heads, query, key), in call order.
+    Inputs go to the model as given: `attention(model, x)` or `attention(hf_model, **tokenizer(texts))`."""
+    return _adapter(model, framework).attention(model, *inputs, **kw_inputs)
 
 
 def record_gradcam(hook, layer: str, activations: np.ndarray, gradients: np.ndarray, images: np.ndarray,
