@@ -32,7 +32,7 @@ def as_number(value: Any) -> Optional[Any]:
         return None
     if isinstance(value, numbers.Real):
         return float(value)
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and (value.is_floating_point() or not value.is_complex()):
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
         return value.detach().reshape(())
     return None
 
