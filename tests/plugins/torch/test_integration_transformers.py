@@ -98,6 +98,29 @@ def test_a_rules_stop_ends_training_cleanly_with_a_message(tmp_path, caplog, mon
                for r in caplog.records)
 
 
+class BrokenTokenizer:
+    """A user's tokenizer that fails when tensortap asks it for token strings."""
+
+    def convert_ids_to_tokens(self, ids):
+        raise KeyError("no such id")
+
+
+def test_a_failure_inside_the_callback_is_reported_and_training_goes_on(tmp_path, caplog):
+    tok = tokenizer()
+    hook = tt.Hook(str(tmp_path / "run"), include_collections=["attention", "losses"],
+                   save_config=tt.SaveConfig(save_interval=1))
+    trainer = T.Trainer(model=classifier(), args=training_args(str(tmp_path / "hf"), max_steps=2),
+                        train_dataset=Texts(tok, 16, 1), processing_class=tok,
+                        callbacks=[TransformersCallback(hook, tokenizer=BrokenTokenizer())])
+    with caplog.at_level(logging.WARNING, logger="tensortap"):
+        trainer.train()
+    hook.close()
+    assert trainer.state.global_step == 2
+    assert [r.getMessage() for r in caplog.records if "KeyError" in r.getMessage()][0].startswith("tensortap: ")
+    trial = tt.create_trial(str(tmp_path / "run"))
+    assert trial.tensor(LAYER0).steps(mode=TRAIN) == [0, 1] and not trial.has_tensor("attention/tokens")
+
+
 def test_torch_compile_as_the_trainer_enables_it(tmp_path):
     tok = tokenizer()
     hook = tt.Hook(str(tmp_path / "run"), include_collections=["gradients", "losses"],

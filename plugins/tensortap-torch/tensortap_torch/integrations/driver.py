@@ -2,15 +2,41 @@
 process together, recording what the trainer logs, and token strings read from a batch."""
 from __future__ import annotations
 
+import functools
 import logging
 import numbers
-from typing import Any, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Set, Tuple, TypeVar
 
 import torch
 
+from tensortap.errors import ConfigError
+
 from ..util import dist_info, unwrap
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 log = logging.getLogger("tensortap")
+_warned: Set[str] = set()
+
+
+def guarded(method: F) -> F:
+    """A trainer callback method whose failure inside tensortap is reported (once per method) and
+    swallowed: training goes on. The user's own configuration errors (tt.ConfigError) still raise."""
+
+    @functools.wraps(method)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except ConfigError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            if method.__qualname__ not in _warned:
+                _warned.add(method.__qualname__)
+                log.warning("tensortap: %s failed: %s: %s (training continues; not reported again)",
+                            method.__qualname__, type(e).__name__, e)
+            return None
+
+    return run  # type: ignore[return-value]
 
 
 def attach_model(hook: Any, model: Any) -> None:

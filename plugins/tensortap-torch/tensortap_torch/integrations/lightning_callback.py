@@ -11,17 +11,13 @@ metrics when logged; a rule's stop action sets `trainer.should_stop`.
 from __future__ import annotations
 
 import functools
-import logging
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from tensortap.modes import EVAL, PREDICT, TRAIN, ModeKeys
 
-from .driver import Stopper, TokenFeed, attach_model, record_logged
-
-log = logging.getLogger("tensortap")
-
+from .driver import Stopper, TokenFeed, attach_model, guarded, record_logged
 
 def _is_metric_object(value: Any) -> bool:
     """A torchmetrics Metric (its value is computed at the epoch's end, not when logged)."""
@@ -60,17 +56,14 @@ class LightningCallback(Callback):
         self._module = None
 
     def _wrap(self, module: LightningModule, name: str, after: Callable[..., None]) -> None:
-        """Call `after(*args, **kwargs)` once the module's own `name` method has run (an instance
-        attribute over the method, removed at teardown)."""
+        """Call `after(*args, **kwargs)` (a guarded method) once the module's own `name` method has
+        run (an instance attribute over the method, removed at teardown)."""
         inner = getattr(module, name)
 
         @functools.wraps(inner)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             out = inner(*args, **kwargs)
-            try:
-                after(*args, **kwargs)
-            except Exception as e:  # noqa: BLE001 - tensortap must not break the user's step
-                log.warning("tensortap: after %s: %s: %s (training continues)", name, type(e).__name__, e)
+            after(*args, **kwargs)
             return out
 
         setattr(module, name, wrapper)
@@ -86,6 +79,7 @@ class LightningCallback(Callback):
             self._restore.pop()()
 
     # ---- what the module logs ----------------------------------------------------------------
+    @guarded
     def _after_log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
         module = self._module
         trainer = module.trainer if module is not None else None
@@ -104,19 +98,23 @@ class LightningCallback(Callback):
             record_logged(self.hook, {n: values[n] for n in names if n in values})
 
     # ---- training steps ----------------------------------------------------------------------
+    @guarded
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         self.hook.begin_step(TRAIN, step=trainer.global_step)  # the same number again: the next micro-batch
         if not self._stepped:
             self._tokens(batch)
 
+    @guarded
     def _after_clipping(self, *args: Any, **kwargs: Any) -> None:
         self.hook.capture_gradients()
         self._stepped = True
 
+    @guarded
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
         if not pl_module.automatic_optimization:  # no clipping hook runs: the gradients are final now
             self._after_clipping()
 
+    @guarded
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         if self._stepped:  # the optimizer stepped: the step is complete
@@ -124,33 +122,41 @@ class LightningCallback(Callback):
             if self.stopper.at_step_end():
                 trainer.should_stop = True
 
+    @guarded
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._record_metric_objects(trainer, TRAIN)
 
     # ---- evaluation and prediction -----------------------------------------------------------
+    @guarded
     def on_sanity_check_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.hook.end_step()  # between steps: the sanity check's batches count no step, save nothing
 
+    @guarded
     def on_validation_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int,
                                   dataloader_idx: int = 0) -> None:
         if not trainer.sanity_checking:
             self._begin(EVAL, batch)
 
+    @guarded
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.sanity_checking:
             self._end(trainer, EVAL)
 
+    @guarded
     def on_test_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int,
                             dataloader_idx: int = 0) -> None:
         self._begin(EVAL, batch)
 
+    @guarded
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._end(trainer, EVAL)
 
+    @guarded
     def on_predict_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int,
                                dataloader_idx: int = 0) -> None:
         self._begin(PREDICT, batch)
 
+    @guarded
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._end(trainer, PREDICT)
 

@@ -19,7 +19,7 @@ from transformers import Trainer, TrainerCallback
 from tensortap.modes import EVAL, PREDICT, TRAIN
 
 from ..util import eager, unwrap
-from .driver import Stopper, TokenFeed, attach_model, includes, record_logged
+from .driver import Stopper, TokenFeed, attach_model, guarded, includes, record_logged
 
 log = logging.getLogger("tensortap")
 
@@ -62,6 +62,7 @@ class TransformersCallback(TrainerCallback):
                 self._token_hook = unwrap(model).register_forward_pre_hook(eager(self._on_forward), with_kwargs=True)
         self._find_trainer()
 
+    @guarded
     def _on_forward(self, module, args, kwargs) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
         self._feed.offer(ids)
@@ -98,27 +99,34 @@ class TransformersCallback(TrainerCallback):
         trainer.predict = predict_in_predict_mode
 
     # ---- training steps ----------------------------------------------------------------------
+    @guarded
     def on_step_begin(self, args, state, control, **kwargs):
         self.hook.begin_step(TRAIN, step=state.global_step)
 
+    @guarded
     def on_substep_end(self, args, state, control, **kwargs):
         self.hook.begin_step(TRAIN, step=state.global_step)  # the step's next micro-batch: same step
 
+    @guarded
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         self.hook.capture_gradients()
 
+    @guarded
     def on_step_end(self, args, state, control, **kwargs):
         if self.stopper.at_step_end():
             control.should_training_stop = True
 
+    @guarded
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and self.hook.step >= 0:
             record_logged(self.hook, logs)
 
+    @guarded
     def on_evaluate(self, args, state, control, **kwargs):
         if self.hook.mode == EVAL:
             self.hook.end_step()  # the last evaluation step goes to the writer now
 
+    @guarded
     def on_train_end(self, args, state, control, **kwargs):
         if self.stopper.vote.finish() and self.stopper.reason is None:
             log.warning("tensortap: another process's rule asked to stop at the last step")
