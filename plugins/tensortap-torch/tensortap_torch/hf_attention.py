@@ -31,12 +31,12 @@ _SOFTMAX = frozenset({F.softmax, torch.softmax, torch.Tensor.softmax})
 
 def is_hf_attention(module: nn.Module) -> bool:
     """Is `module` a transformers attention module (one that calls the attention-function interface)?"""
-    cls = type(module)
+    cls: Any = type(module)
     return cls.__module__.startswith("transformers.") and _calls_attention_interface(cls)
 
 
 @functools.lru_cache(maxsize=None)
-def _calls_attention_interface(cls: type) -> bool:
+def _calls_attention_interface(cls: Any) -> bool:
     try:
         src = inspect.getsource(inspect.unwrap(cls.forward))
     except (OSError, TypeError):

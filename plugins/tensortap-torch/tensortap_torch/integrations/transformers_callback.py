@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+from types import FrameType
 from typing import Any, Optional
 
 from transformers import Trainer, TrainerCallback
@@ -64,15 +65,15 @@ class TransformersCallback(TrainerCallback):
 
     @guarded
     def _on_forward(self, module, args, kwargs) -> None:
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        self._feed.offer(ids)
+        if self._feed is not None:
+            self._feed.offer(kwargs.get("input_ids", args[0] if args else None))
 
     def _find_trainer(self) -> None:
         """The Trainer calling us (the frame that runs its callbacks), so that `trainer.predict`
         can run in PREDICT mode; the callback API itself does not say which loop is running."""
         if self._trainer is not None:
             return
-        frame = sys._getframe(1)
+        frame: Optional[FrameType] = sys._getframe(1)
         for _ in range(12):
             if frame is None:
                 break
@@ -96,7 +97,7 @@ class TransformersCallback(TrainerCallback):
                 hook.set_mode(None)
                 hook.end_step()
 
-        trainer.predict = predict_in_predict_mode
+        setattr(trainer, "predict", predict_in_predict_mode)  # this instance only
 
     # ---- training steps ----------------------------------------------------------------------
     @guarded
