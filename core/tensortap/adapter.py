@@ -165,6 +165,19 @@ class Adapter:
         flush, close): capture what the adapter still holds for it (e.g. on-device copies not yet
         turned into numpy, gradients no optimizer call picked up). Default: nothing."""
 
+    def start_driven_step(self, first_pass: bool = True) -> None:
+        """A driver began a step (`Hook.begin_step` for a mode `Hook.drive_steps` hands to it): set up
+        the step's capture as at a step boundary the adapter finds itself (e.g. the weights).
+        `first_pass=False`: the driver continues the current step with another forward/backward pass
+        (gradient accumulation); tensors of forward passes are kept from the first pass only.
+        Default: nothing."""
+
+    def capture_gradients(self) -> int:
+        """Capture the parameters' gradients as they are now (`Hook.capture_gradients`, called just
+        before the optimizer step); returns how many were kept."""
+        raise ConfigError(f"the {self.name} adapter cannot capture gradients on request; it captures them "
+                          "itself at its own step boundaries (do not drive its steps with hook.drive_steps)")
+
     def rank(self) -> int:
         return 0
 
@@ -210,7 +223,7 @@ class Adapter:
         activations/gradients as (batch, channels, h, w) numpy arrays."""
         raise NotImplementedError(f"the {self.name} adapter does not support Grad-CAM")
 
-    def attention(self, model: Any, *inputs: Any) -> List[np.ndarray]:
+    def attention(self, model: Any, *inputs: Any, **kw_inputs: Any) -> List[np.ndarray]:
         """Attention probabilities of every attention layer, (batch, heads, query, key), in call order;
         [] when the model has none this adapter reads (tt.explain.attention then raises
         AttentionNotFound naming `attention_support`)."""

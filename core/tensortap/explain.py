@@ -94,11 +94,12 @@ def gradcam(model: Any, inputs: Any, target_layer: Any, targets: Optional[Sequen
     return gradcam_from_tensors(acts, grads, size, tgt)
 
 
-def attention(model: Any, *inputs: Any, framework: Optional[str] = None) -> List[np.ndarray]:
+def attention(model: Any, *inputs: Any, framework: Optional[str] = None, **kw_inputs: Any) -> List[np.ndarray]:
     """Attention probabilities of every attention layer, (batch, heads, query, key), in call order.
+    Inputs go to the model as given: `attention(model, x)` or `attention(hf_model, **tokenizer(texts))`.
     Raises AttentionNotFound when the model has no attention the framework's plugin can read."""
     adapter = _adapter(model, framework)
-    found = adapter.attention(model, *inputs)
+    found = adapter.attention(model, *inputs, **kw_inputs)
     if not found:
         raise no_attention_found(model, adapter.name, adapter.attention_support)
     return found

@@ -18,7 +18,7 @@ import threading
 import time
 import warnings
 import weakref
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -35,6 +35,7 @@ from .save_config import SaveConfig
 from .store import StepBatch, StoreWriter, TensorItem
 from .store.fs import resolve
 from .store.index import is_storable
+from .tokens import token_array
 from .vector_reductions import VectorCapture
 
 log = logging.getLogger("tensortap")
@@ -146,6 +147,8 @@ class Hook:
         self._held: List[Tuple[StepBatch, List[TensorItem]]] = []  # handed over, waiting for them
         self._vectors = VectorCapture(self._report)  # plugin vector reductions of this step
         self._stop_reason: Optional[str] = None
+        self._driven: FrozenSet[ModeKeys] = frozenset()  # modes whose steps a driver begins (drive_steps)
+        self._tokens: Optional[np.ndarray] = None  # set_tokens: saved beside attention until replaced
         self._mode_changed = False  # set_mode switched modes: a save before the next begin_step starts one
         self._early: Dict[Tuple[str, str], tuple] = {}  # saved before the first step, for it
         self._closed = False
@@ -304,17 +307,27 @@ class Hook:
         # the step here would leave an empty phantom step when an adapter follows.
         self._mode_changed = self._user_mode is not None and self._user_mode != self.mode and self.step >= 0
 
-    def begin_step(self, mode=None) -> None:
-        """Start the next step (adapters call this once per training iteration)."""
+    def begin_step(self, mode=None, *, step: Optional[int] = None) -> None:
+        """Start the next step (adapters call this once per training iteration; a driver, see
+        `drive_steps`, for the modes it drives).
+
+        `step` numbers the step within its mode, e.g. a trainer's global_step: numbers must grow
+        (a smaller one is reported and the next free number used, so nothing saved is overwritten),
+        and the current step's number again continues that step (another forward/backward pass of
+        gradient accumulation) instead of starting one. The global step stays the hook's own count
+        of all steps, unique and increasing across modes, but at least `step`: a run of one mode
+        keeps the caller's numbers as its global steps too."""
         if self._closed:
+            return
+        if step is not None and self._continue_step(mode, int(step)):
             return
         with self._lock:
             self._hand_over(wait=False)
             self._mode_changed = False
             m = self._user_mode or to_mode(mode) or _modes.TRAIN
-            self.step += 1
+            self.mode_step = self._next_mode_step(m, step)
+            self.step = self.step + 1 if step is None else max(self.step + 1, self.mode_step)
             self.mode = m
-            self.mode_step = self._mode_counters.get(m, -1) + 1
             self._mode_counters[m] = self.mode_step
             # one should_save per distinct SaveConfig (most collections share the hook's)
             hook_sc, saves, active = self.save_config, {}, []
@@ -337,13 +350,101 @@ class Hook:
                 self._active, self._active_key, self._wanted = (), -1, frozenset()
             if self._early:
                 self._save_held()
-            reason, self._stop_reason = self._stop_reason, None
+            reason = None
+            if not self._driven:  # a driver takes stop requests itself (take_stop_request)
+                reason, self._stop_reason = self._stop_reason, None
+        if self._driven or self._tokens is not None:
+            self._step_begun(m)
         if reason is not None:
             self._report_event("stop_requested", reason)
             if self.adapter is not None:
                 self.adapter.stop_training(reason)
             else:
                 raise StopTraining(reason)
+
+    def _continue_step(self, mode, step: int) -> bool:
+        """begin_step with the current step's own number: another pass of that step, no new step."""
+        m = self._user_mode or to_mode(mode) or _modes.TRAIN
+        if not (self.step >= 0 and m == self.mode and step == self.mode_step):
+            return False
+        if m in self._driven and self.adapter is not None:
+            try:
+                self.adapter.start_driven_step(first_pass=False)
+            except Exception as e:  # noqa: BLE001
+                self._report("could not prepare the step's capture", e)
+        return True
+
+    def _next_mode_step(self, m: ModeKeys, step: Optional[int]) -> int:
+        last = self._mode_counters.get(m, -1)
+        if step is None:
+            return last + 1
+        if int(step) <= last:
+            self._report(f"step {int(step)} of mode {m.value} is not after its step {last}",
+                         ConfigError(f"step numbers must grow within a mode; numbered it {last + 1} instead, "
+                                     "so that no saved step is overwritten"))
+            return last + 1
+        return int(step)
+
+    def _step_begun(self, m: ModeKeys) -> None:
+        """After a step began: a driven step's adapter set-up, and the tokens beside its attention."""
+        if m in self._driven and self.adapter is not None:
+            try:
+                self.adapter.start_driven_step(first_pass=True)
+            except Exception as e:  # noqa: BLE001
+                self._report("could not prepare the step's capture", e)
+        if self._tokens is not None and "attention" in self._wanted:
+            self.capture("attention/tokens", self._tokens, "attention")
+
+    def drive_steps(self, modes: Optional[Iterable[Union[ModeKeys, str]]] = None) -> None:
+        """Steps of `modes` (default: TRAIN, EVAL and PREDICT) begin only when you call
+        `begin_step(mode, step=...)`: the adapter no longer starts them itself (torch: at each forward
+        of the model). For trainer integrations and loops that know their steps (an optimizer step).
+        While driving: call `capture_gradients()` just before the optimizer step (the gradients the
+        optimizer applies), `take_stop_request()` at step boundaries (begin_step no longer raises
+        tt.StopTraining), and `end_step()` leaves the hook between steps (nothing captured until the
+        next begin_step). `drive_steps([])` hands steps back to the adapter."""
+        driven = frozenset(_modes.ModeKeys(to_mode(m)) for m in
+                           ((_modes.TRAIN, _modes.EVAL, _modes.PREDICT) if modes is None else modes))
+        if _modes.GLOBAL in driven:
+            raise ConfigError("drive_steps takes tt.modes.TRAIN, EVAL or PREDICT (GLOBAL is not a mode steps run in)")
+        self._driven = driven
+
+    def is_driven(self, mode=None) -> bool:
+        """Does a driver begin the steps of `mode` (after set_mode's override)? Adapters ask this at a
+        would-be step boundary and start a step themselves only when it is False."""
+        return bool(self._driven) and (self._user_mode or to_mode(mode) or _modes.TRAIN) in self._driven
+
+    def capture_gradients(self) -> int:
+        """Capture the parameters' gradients as they are now, into the current step; returns how many
+        were kept (0 when the step saves none). A driver calls it after the step's last backward pass,
+        just before the optimizer step: with gradient accumulation, clipping or DDP's all-reduce, what
+        is saved is what the optimizer applies."""
+        if self._closed or self.adapter is None or not self.wants("gradients"):
+            return 0
+        try:
+            return self.adapter.capture_gradients()
+        except ConfigError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            self._report("could not capture the gradients", e)
+            return 0
+
+    def take_stop_request(self) -> Optional[str]:
+        """The reason training was asked to stop (a rule's stop_training action, request_stop), or None;
+        taking it clears it. Drivers call this at step boundaries and stop their trainer their own way."""
+        with self._lock:
+            reason, self._stop_reason = self._stop_reason, None
+        if reason is not None:
+            self._report_event("stop_requested", reason)
+        return reason
+
+    def set_tokens(self, tokens: Any) -> None:
+        """Token strings of the batch about to run: one list per sequence (or one list for all of
+        them). Saved as attention/tokens beside the attention of this and every later step that saves
+        attention, until replaced; None clears them. The attention head view labels its rows with them."""
+        self._tokens = None if tokens is None else token_array(tokens)
+        if self._tokens is not None and self.step >= 0 and "attention" in self._wanted:
+            self.capture("attention/tokens", self._tokens, "attention")
 
     def _wanted_for(self, active) -> frozenset:
         """The categories adapters should capture while `active` collections save."""
@@ -355,10 +456,13 @@ class Hook:
         return frozenset(wanted)
 
     def end_step(self) -> None:
-        """Hand the current step to the writer now instead of at the next begin_step."""
+        """Hand the current step to the writer now instead of at the next begin_step. While steps
+        are driven (drive_steps), nothing more is captured until the next begin_step."""
         with self._lock:
             self._begin_if_held()
             self._hand_over()
+            if self._driven:
+                self._active, self._active_key, self._wanted = (), -1, frozenset()
 
     def _begin_if_held(self) -> None:
         """Values were saved but no step ever began (end_step/flush/close came first): they make step 0."""
@@ -625,13 +729,13 @@ class Hook:
             self._ensure_writer()
         adapter.register_loss(loss_obj, name)
 
-    def save_scalar(self, name: str, value: Any) -> None:
-        """Save a number (accuracy, learning rate, ...) in collection "scalars", at the current
-        step, every time it is called: scalars are cheap and often once-per-epoch, so they do
-        not follow the hook's save_interval (give the "scalars" collection its own save_config
-        to thin them)."""
-        own = next((c for c in self.collections if c.name == "scalars" and c.save_config is not None), None)
-        self._user_save(name, value, "scalars", always=own is None)
+    def save_scalar(self, name: str, value: Any, *, collection: str = "scalars") -> None:
+        """Save a number (accuracy, learning rate, ...) in `collection` ("scalars"; trainer
+        integrations pass "losses" / "metrics" for what the trainer logs), at the current step,
+        every time it is called: scalars are cheap and often once-per-epoch, so they do not follow
+        the hook's save_interval (give that collection its own save_config to thin them)."""
+        own = next((c for c in self.collections if c.name == collection and c.save_config is not None), None)
+        self._user_save(name, value, collection, always=own is None)
 
     def save_tensor(self, name: str, value: Any, collections: Union[str, Sequence[str]] = ("default",)) -> None:
         """Save any array under `name` at the current step, tagged with `collections`.

@@ -29,15 +29,12 @@ sys.path[:0] = [os.path.dirname(HERE)]
 
 import tensortap as tt  # noqa: E402
 
+from common.colour_task import COLOURS, FILLER, cls_attention_on_colour  # noqa: E402
 from common.saving import eval_steps_only, every_step  # noqa: E402
 
 PRESETS = {"quick": dict(steps=240, probe_every=24, units=32, hidden=64, n_test=300),
            "full": dict(steps=1500, probe_every=150, units=64, hidden=128, n_test=1000)}
 SEQ, HEADS, LAYERS, BATCH = 24, 4, 2, 32
-COLOURS = ("red", "green", "blue")
-FILLER = ("the", "a", "car", "road", "sign", "turns", "left", "right", "stops", "near", "old", "new", "big",
-          "small", "house", "tree", "river", "city", "light", "slow", "fast", "on", "at", "by", "with", "door",
-          "wall", "bird", "cat", "dog", "runs", "sits", "over", "under", "and", "then")
 VOCAB = ("[PAD]", "[CLS]", "[SEP]") + FILLER + COLOURS
 
 
@@ -78,20 +75,6 @@ def build(units: int, hidden: int):
     model.initialize(mx.init.Normal(0.02))
     model.hybridize()
     return model
-
-
-def cls_attention_on_colour(trial, layer: str, pos: np.ndarray, valid: np.ndarray) -> dict:
-    """Attention of [CLS] (query 0) on the colour word, mean over heads and probe sentences, at the
-    first and last capture, next to what a uniform spread over the valid tokens would give."""
-    t = trial.tensor(layer)
-    steps = t.steps()
-
-    def at(step):
-        a = t.value(step)  # (batch, heads, query, key)
-        return float(np.mean([a[b, :, 0, pos[b]].mean() for b in range(len(pos))]))
-
-    return {"first": at(steps[0]), "last": at(steps[-1]), "uniform": float(np.mean(1 / valid)),
-            "steps": [int(steps[0]), int(steps[-1])]}
 
 
 def main(argv=None) -> dict:

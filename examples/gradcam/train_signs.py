@@ -9,6 +9,12 @@ probe passes (EVAL mode), so every frame explains the same images.
 
     python examples/gradcam/train_signs.py --quick     # well under a minute
     python examples/gradcam/train_signs.py             # full run
+    python examples/gradcam/train_signs.py --quick --trainer lightning   # the same, trained by Lightning
+
+With `--trainer lightning` the same model trains in a LightningModule (lightning_signs.py) with
+tensortap's LightningCallback: the probe images are the validation set, so Grad-CAM runs during
+training at each validation (an EVAL step; the sanity check counts none), and the logged
+train_loss / held_out_accuracy land in the run as losses / metrics.
 Outputs: <out>/run (the run), <out>/gradcam.png (images x steps), <out>/gradcam.gif, <out>/summary.json
 """
 from __future__ import annotations
@@ -47,16 +53,17 @@ def probe_indices(y: np.ndarray, n: int = 8) -> np.ndarray:
 
 def make_hook(out: str, probe_n: int) -> tt.Hook:
     """Losses on every training step; Grad-CAM of LAYER on every EVAL step (the probe passes) only."""
-    fm = eval_steps_only("feature_maps", [f"^{LAYER}$"])  # the torch plugin: the layer to explain
-    return tt.Hook(out, include_collections=["losses", "scalars", fm], save_config=tt.SaveConfig(save_interval=1))
+    fm = eval_steps_only("feature_maps", [f"(^|\\.){LAYER}$"])  # the layer to explain (net.layer3 in Lightning)
+    return tt.Hook(out, include_collections=["losses", "metrics", "scalars", fm],
+                   save_config=tt.SaveConfig(save_interval=1))
 
 
-def cam_mass_on_sign(trial, masks: np.ndarray) -> dict:
+def cam_mass_on_sign(trial, masks: np.ndarray, layer: str = LAYER) -> dict:
     """Share of each probe image's Grad-CAM mass that lies on the sign, at the first and last probe
     pass (mean over images), next to the share of the image the sign covers (what a flat map scores)."""
     from tensortap.explain import upsample
 
-    t = trial.tensor(f"gradcam/{LAYER}/cam")
+    t = trial.tensor(f"gradcam/{layer}/cam")
     steps = t.steps()
 
     def share(step: int) -> float:
@@ -67,31 +74,11 @@ def cam_mass_on_sign(trial, masks: np.ndarray) -> dict:
             "steps": [int(steps[0]), int(steps[-1])]}
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", default="runs/gradcam")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")
-    args = ap.parse_args(argv)
-    cfg = PRESETS["quick" if args.quick else "full"]
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    t0 = time.time()
-    xtr, ytr = make_signs(cfg["n_train"], seed=args.seed)
-    xte, yte, masks = make_signs(cfg["n_test"], seed=args.seed + 1, masks=True)
-    print(f"generated {len(xtr)} training and {len(xte)} held-out signs in {time.time() - t0:.0f}s")
-    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))  # noqa: E731
-    xtr_t, xte_t, ytr_t, yte_t = to_t(xtr), to_t(xte), torch.from_numpy(ytr), torch.from_numpy(yte)
-    probe = probe_indices(yte)
+def train_loop(model, hook: tt.Hook, data, cfg: dict, rng: np.random.Generator):
+    """The plain PyTorch loop: a probe pass (EVAL, Grad-CAM saved) every `probe_every` steps;
+    returns (training losses, held-out accuracy per epoch, the explained layer's name)."""
+    xtr_t, ytr_t, xte_t, yte_t, probe = data
     xprobe = xte_t[probe]
-
-    run = os.path.join(args.out, "run")
-    if os.path.exists(os.path.join(run, "workers")):
-        shutil.rmtree(run)
-    model = ResNetSmall(num_classes=len(CLASSES), width=cfg["width"], blocks=1, in_ch=3)
-    hook = make_hook(run, len(probe))
     hook.register(model)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
 
@@ -133,6 +120,42 @@ def main(argv=None) -> dict:
         print(f"epoch {epoch}: loss {np.mean(losses[-10:]):.3f}, held-out accuracy {accs[-1]:.3f}")
     probe_pass()
     hook.close()
+    return losses, accs, LAYER
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default="runs/gradcam")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")
+    ap.add_argument("--trainer", choices=("loop", "lightning"), default="loop",
+                    help="train in a plain loop, or with Lightning and tensortap's LightningCallback")
+    args = ap.parse_args(argv)
+    cfg = PRESETS["quick" if args.quick else "full"]
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    t0 = time.time()
+    xtr, ytr = make_signs(cfg["n_train"], seed=args.seed)
+    xte, yte, masks = make_signs(cfg["n_test"], seed=args.seed + 1, masks=True)
+    print(f"generated {len(xtr)} training and {len(xte)} held-out signs in {time.time() - t0:.0f}s")
+    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))  # noqa: E731
+    xtr_t, xte_t, ytr_t, yte_t = to_t(xtr), to_t(xte), torch.from_numpy(ytr), torch.from_numpy(yte)
+    probe = probe_indices(yte)
+
+    run = os.path.join(args.out, "run")
+    if os.path.exists(os.path.join(run, "workers")):
+        shutil.rmtree(run)
+    model = ResNetSmall(num_classes=len(CLASSES), width=cfg["width"], blocks=1, in_ch=3)
+    hook = make_hook(run, len(probe))
+    data = (xtr_t, ytr_t, xte_t, yte_t, probe)
+    if args.trainer == "lightning":
+        from lightning_signs import train_lightning
+
+        losses, accs, layer = train_lightning(model, hook, data, cfg, args.seed)
+    else:
+        losses, accs, layer = train_loop(model, hook, data, cfg, rng)
 
     trial = tt.create_trial(run)
     vis = tt.vis.get("gradcam")()
@@ -140,8 +163,9 @@ def main(argv=None) -> dict:
                      class_names=list(CLASSES))
     gif = vis.render(trial, os.path.join(args.out, "gradcam.gif"), max_images=4, max_steps=24, cell=96,
                      class_names=list(CLASSES))
-    centre = cam_mass_on_sign(trial, masks[probe])
-    summary = {"quick": args.quick, "run": run, "png": str(png), "gif": str(gif), "chance": 1 / len(CLASSES),
+    centre = cam_mass_on_sign(trial, masks[probe], layer)
+    summary = {"quick": args.quick, "trainer": args.trainer, "run": run, "layer": layer, "png": str(png),
+               "gif": str(gif), "chance": 1 / len(CLASSES),
                "first_loss": float(np.mean(losses[:5])), "last_loss": float(np.mean(losses[-5:])),
                "held_out_accuracy": accs, "cam_mass_on_sign": centre}
     with open(os.path.join(args.out, "summary.json"), "w") as f:

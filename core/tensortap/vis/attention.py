@@ -20,6 +20,8 @@ from ._common import Rendered, as_trial, csp_hash, fig_to_png, natural_key, out_
 from .base import Visualizer
 
 _ASSETS = os.path.join(os.path.dirname(__file__), "assets")
+NO_TOKENS = ("No tokens were saved with this run: the labels are positions 0, 1, 2, ... Save them with "
+             "hook.set_tokens(tokens), or give the trainer integration a tokenizer.")
 
 
 def attention_layers(trial) -> List[str]:
@@ -107,7 +109,8 @@ class AttentionVisualizer(Visualizer):
             return Rendered(self._heatmaps(trial, names, s, int(example), int(max_tokens), out))
         chosen = select_steps(avail, steps, max_steps)
         data = self._collect(trial, names, chosen, examples, int(max_examples), int(max_tokens))
-        data.update(interval_ms=int(interval_ms), min_weight=float(min_weight))
+        data.update(interval_ms=int(interval_ms), min_weight=float(min_weight),
+                    positions_only=not trial.has_tensor("attention/tokens"))
         return Rendered(write_bytes(out, self.page(data, title or f"Attention · {trial.name}").encode("utf-8")))
 
     # ---- data -------------------------------------------------------------------------------
@@ -162,6 +165,7 @@ class AttentionVisualizer(Visualizer):
                 f"<title>{t}</title><style>{_asset('headview.css')}</style></head><body>"
                 f"<h2>{t}</h2><p class=\"tt-note\">Left: query tokens, right: key tokens. Line opacity = attention "
                 "weight. Hover a token to see only its lines; double-click a head to show it alone.</p>"
+                + (f"<p class=\"tt-note\">{NO_TOKENS}</p>" if data.get("positions_only") else "") +
                 "<div id=\"tt-headview\"></div><noscript>This view needs JavaScript.</noscript>"
                 f"<script id=\"tt-data\" type=\"application/json\">{safe_json(data)}</script>"
                 f"<script>{_asset('headview.js')}</script></body></html>\n")
@@ -200,7 +204,8 @@ class AttentionVisualizer(Visualizer):
                     ax.set_title(f"head {h}", fontsize=8)
                 if h == 0:
                     ax.set_ylabel(n[len("attention/"):], fontsize=8)
-        fig.suptitle(f"attention at step {step}, example {example} (query rows, key columns)", fontsize=9)
+        where = "" if trial.has_tensor("attention/tokens") else "; labels are positions, no tokens saved"
+        fig.suptitle(f"attention at step {step}, example {example} (query rows, key columns{where})", fontsize=9)
         fig.tight_layout()
         return write_bytes(out, fig_to_png(fig))
 

@@ -110,7 +110,7 @@ class MXNetAdapter(Adapter):
 
     def set_tokens(self, tokens: Sequence) -> None:
         """Token strings of the next batch, stored as attention/tokens beside captured attention."""
-        from .attention import token_array
+        from tensortap.tokens import token_array
 
         self._tokens = None if tokens is None else token_array(tokens)
 

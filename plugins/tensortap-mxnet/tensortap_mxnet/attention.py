@@ -40,18 +40,6 @@ def probabilities(cell: Any, dropout_input: Any) -> Any:
     return dropout_input.reshape((n // heads, heads, q, k))
 
 
-def token_array(tokens: Sequence) -> np.ndarray:
-    """Token strings as a fixed-width unicode array: (seq,) for one sequence, (batch, seq) for several
-    (shorter sequences padded with "")."""
-    if isinstance(tokens, np.ndarray):
-        return tokens.astype(str)
-    rows = list(tokens)
-    if rows and all(isinstance(t, str) for t in rows):
-        return np.asarray(rows, dtype=str)
-    width = max((len(r) for r in rows), default=0)
-    return np.asarray([list(map(str, r)) + [""] * (width - len(r)) for r in rows], dtype=str)
-
-
 def compute(model: Any, inputs: Sequence[Any]) -> List[np.ndarray]:
     """Run `model(*inputs)` once in predict mode (no dropout, nothing recorded, hybridization off for
     that call) and return the attention probabilities of every cell, in call order ([] without cells:

@@ -1,7 +1,9 @@
 """TorchAdapter: drives a tensortap Hook from a torch.nn.Module.
 
 - step boundary: a forward pre-hook on the (unwrapped) top-level module calls
-  `hook.begin_step(TRAIN if model.training else EVAL)`, then captures weights/biases;
+  `hook.begin_step(TRAIN if model.training else EVAL)`, then captures weights/biases; for modes a
+  driver begins itself (`hook.drive_steps`, the trainer integrations) the forward starts no step:
+  `start_driven_step` sets the step up and `capture_gradients` takes `.grad` before the optimizer step;
 - parameter gradients: `register_post_accumulate_grad_hook` on each parameter (fires once
   `.grad` holds this backward's result, before any optimizer step), registered at the boundary
   of a step that wants gradients and kept while the following steps want them too;
@@ -41,7 +43,8 @@ class TorchAdapter(Adapter):
     """The torch plugin's adapter (found by `tt.Hook(...).register(model)`)."""
 
     name = "torch"
-    attention_support = "torch.nn.MultiheadAttention modules (also inside nn.TransformerEncoderLayer)"
+    attention_support = ("torch.nn.MultiheadAttention modules (also inside nn.TransformerEncoderLayer) and the "
+                         "self-attention of Hugging Face transformers models (BERT, RoBERTa, DistilBERT, GPT-2, ViT, ...)")
     #: images of a batch that training-time Grad-CAM (collection "feature_maps") explains
     gradcam_max_images: int = 8
     #: where reductions are computed: True on a background thread from snapshots, False on the
@@ -65,6 +68,8 @@ class TorchAdapter(Adapter):
         self._grads: List[Tuple[str, torch.Tensor, int]] = []  # this backward pass's (name, grad, version)
         self._batch_grads = True  # capture a backward pass's gradients together at its end (not with DDP)
         self._copies = CopyPool()  # host arrays of raw captures, reused once written
+        self._first_pass = True  # a driven step's first forward/backward pass (forward-pass tensors come from it)
+        self._gradcam_due = False  # a driven step's Grad-CAM waits for its first forward (the batch)
 
     # ---- Adapter contract ------------------------------------------------------------------
     def attach(self, model: Any) -> None:
@@ -202,7 +207,7 @@ class TorchAdapter(Adapter):
         acts, grads, size, tgt, _ = _gradcam.run(model, inputs, target_layer, targets)
         return acts, grads, size, tgt
 
-    def attention(self, model: Any, *inputs: Any) -> List[np.ndarray]:
+    def attention(self, model: Any, *inputs: Any, **kw_inputs: Any) -> List[np.ndarray]:
         """Attention probabilities of every attention module, in call order; the model runs once
         under no_grad in eval mode (flags restored), so BatchNorm statistics and .grad stay put."""
         root = unwrap(model)
@@ -214,7 +219,7 @@ class TorchAdapter(Adapter):
         handles = AttentionTap(lambda n, p: found.append(to_numpy(p)), lambda n: True, fail).attach(root)
         try:
             with quiet(), eval_mode(root), torch.no_grad():
-                root(*inputs)
+                root(*inputs, **kw_inputs)
         finally:
             for h in reversed(handles):
                 h.remove()
@@ -264,10 +269,33 @@ class TorchAdapter(Adapter):
                 hook.capture(gname, g, "gradients")
         return p.register_hook(on_grad_old)
 
+    def start_driven_step(self, first_pass: bool = True) -> None:
+        """A step begun by a driver (hook.drive_steps, e.g. a trainer callback): the step-start
+        captures now (weights: what the step's forward passes use); gradients come from
+        `capture_gradients`, Grad-CAM from the step's first forward. A later pass of the same step
+        (gradient accumulation) captures no more layer tensors or attention."""
+        self._drop_step_hooks()
+        self._first_pass = first_pass
+        if first_pass and self.root is not None:
+            self._start_step(self.root, None, driven=True)
+
+    def capture_gradients(self) -> int:
+        """`.grad` of every parameter as it is now (after accumulation, clipping, DDP's all-reduce)."""
+        if is_quiet():
+            return 0
+        return self.hook.capture_many((f"gradients/{name}", p.grad, "gradients")
+                                      for name, p in self._grad_params if p.grad is not None)
+
     def _on_step(self, module: nn.Module, args: tuple) -> None:
         if is_quiet():
             return
         hook = self.hook
+        if hook.is_driven(TRAIN if module.training else EVAL):  # a driver begins the steps
+            if self._gradcam_due and self._first_pass:
+                self._gradcam_due = False
+                self._record_gradcam(module, args)
+            return
+        self._first_pass = True
         self._drop_step_hooks()
         hook.begin_step(TRAIN if module.training else EVAL)  # may raise tt.StopTraining (a rule's stop)
         try:
@@ -275,8 +303,9 @@ class TorchAdapter(Adapter):
         except Exception as e:  # noqa: BLE001 - a failure here must not stop the user's forward pass
             hook._report("could not prepare the step's capture", e)
 
-    def _start_step(self, module: nn.Module, args: tuple) -> None:
-        """The step's hooks and the captures at its start (weights, Grad-CAM), once it has begun."""
+    def _start_step(self, module: nn.Module, args: Optional[tuple], driven: bool = False) -> None:
+        """The step's hooks and the captures at its start (weights, Grad-CAM), once it has begun.
+        `driven`: begun by a driver, which captures gradients itself; Grad-CAM waits for the batch."""
         hook = self.hook
         self._calls.clear()
         if self._layers and (hook.wants("inputs") or hook.wants("outputs")):
@@ -284,13 +313,15 @@ class TorchAdapter(Adapter):
             self._step_hooks = [m.register_forward_hook(fn) for m, fn in self._layers]
         if self._loss_hooks and hook.saving:
             self._step_hooks.extend(m.register_forward_hook(fn) for m, fn in self._loss_hooks)
-        self._keep_grad_hooks(hook.wants("gradients"))
+        self._keep_grad_hooks(hook.wants("gradients") and not driven)
         ww, wb = hook.wants("weights"), hook.wants("biases")
         if ww or wb:
             hook.capture_many((name, p, cat) for name, p in module.named_parameters()
                               for cat in (("biases" if name.endswith("bias") else "weights"),)
                               if (wb if cat == "biases" else ww))
-        if self._feature_layer is not None and hook.wants("feature_maps"):
+        want_cam = self._feature_layer is not None and hook.wants("feature_maps")
+        self._gradcam_due = want_cam and args is None
+        if want_cam and args is not None:
             self._record_gradcam(module, args)
 
     def _keep_grad_hooks(self, wanted: bool) -> None:
@@ -354,7 +385,8 @@ class TorchAdapter(Adapter):
 
     def _wants_attention(self, name: str) -> bool:
         hook = self.hook
-        return hook.wants("attention") and not is_quiet() and self._selects(f"attention/{name}", "attention")
+        return (hook.wants("attention") and self._first_pass and not is_quiet()
+                and self._selects(f"attention/{name}", "attention"))
 
     def _on_attention(self, name: str, probs: torch.Tensor) -> None:
         self.hook.capture(f"attention/{self._call_name('attention/' + name)[len('attention/'):]}", probs, "attention")

@@ -1,4 +1,5 @@
-"""Attention probabilities of every nn.MultiheadAttention, without changing what the model computes.
+"""Attention probabilities of every nn.MultiheadAttention (and of transformers models: hf_attention.py),
+without changing what the model computes.
 
 The call itself is never altered (need_weights stays as the caller passed it, fast paths stay
 fast): after a module returns, the probabilities are recomputed from the same inputs with the
@@ -24,7 +25,8 @@ from torch import nn
 
 from tensortap.adapter import Handle
 
-from .util import eager, quiet
+from . import hf_attention
+from .util import eager, override_forward, quiet
 
 Sink = Callable[[str, torch.Tensor], None]
 
@@ -100,10 +102,10 @@ class AttentionTap:
                 handles.append(self._wrap(m, prefix, _encoder_layer_probs))
             elif isinstance(m, nn.MultiheadAttention) and id(m) not in covered:
                 handles.append(self._wrap(m, name, mha_probs))
+        handles.extend(hf_attention.attach(model, self.sink, self.active, self.report))  # transformers models
         return handles
 
     def _wrap(self, module: nn.Module, name: str, probs_fn) -> Handle:
-        had_own = "forward" in module.__dict__
         inner = module.forward
         sig = inspect.signature(inner)
 
@@ -128,13 +130,4 @@ class AttentionTap:
             record(args, kwargs)
             return out
 
-        module.forward = forward
-
-        def remove():
-            if module.__dict__.get("forward") is forward:
-                if had_own:
-                    module.forward = inner
-                else:
-                    del module.forward
-
-        return Handle(remove)
+        return override_forward(module, forward)
