@@ -42,11 +42,12 @@ def record_abandoned(hook, abandoned: List[str], limit: Optional[float]) -> None
                                    "detail": detail, "time": time.time()})
 
 
-def wait_written(writer, out_dir) -> None:
+def wait_written(writer, out_dir, readable: bool = True) -> None:
     """Wait until everything queued is written, as long as that takes; on a slow disk say every
-    SLOW_DISK_NOTICE s that close() is still writing (and how far it got)."""
+    SLOW_DISK_NOTICE s that close() is still writing (and how far it got). `readable`: also make
+    it readable now on object stores (closes the open segment there; see StoreWriter.flush)."""
     t0 = time.monotonic()
-    while not writer.flush(SLOW_DISK_NOTICE):
+    while not writer.flush(SLOW_DISK_NOTICE, roll=readable):
         log.warning("tensortap: close() is still writing the captured data to %s after %.0f s (%d steps written "
                     "so far; the disk is slow); it returns once every step is written",
                     out_dir, time.monotonic() - t0, writer.stats.steps_written)

@@ -872,8 +872,8 @@ class Hook:
             self._begin_if_held()
             self._hand_over()
             self._closed = True
-        if self.writer is not None:
-            wait_written(self.writer, self.out_dir)
+        if self.writer is not None:  # live rules read the last steps back: readable first
+            wait_written(self.writer, self.out_dir, readable=self._rules is not None)
         if self._rules is not None:
             self.abandoned = self._rules.close(limit)
         if self.adapter is not None:
@@ -888,7 +888,7 @@ class Hook:
                 log.warning("tensortap: %s closed without a run: %s", self.out_dir, e)
                 return
         record_abandoned(self, self.abandoned, limit)
-        wait_written(self.writer, self.out_dir)
+        wait_written(self.writer, self.out_dir, readable=False)  # close() below makes it readable
         self.writer.close()
         self.registry.call_behaviour("tensortap_run_closed", hook=self, out_dir=self.out_dir)
 

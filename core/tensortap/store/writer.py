@@ -218,13 +218,14 @@ class StoreWriter:
             if self._idle:
                 self._cv.notify_all()
 
-    def flush(self, timeout: Optional[float] = None) -> bool:
+    def flush(self, timeout: Optional[float] = None, roll: bool = True) -> bool:
         """Wait until everything queued so far is written and readable. False on timeout.
         On object stores an object becomes readable only once closed, so this also closes
-        the open segment there (the next write starts a new one)."""
+        the open segment there (the next write starts a new one); `roll=False` only waits for
+        the queue to be written (readable there once the segment closes)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cv:
-            if not self.local and not self._closed and (self._q or self._busy or self._data is not None):
+            if roll and not self.local and not self._closed and (self._q or self._busy or self._data is not None):
                 self._q.append(_ROLL)
             self._urgent += 1  # no lingering while someone waits
             self._cv.notify_all()
