@@ -1,13 +1,17 @@
 """`tensortap run`: unmodified scripts of each framework give the same run (tensor names, steps,
-modes, values bit-exact) as the same script with an explicit tt.Hook; the child's exit code is
-kept; a rule's stop ends the script cleanly; torchrun gives one worker per rank; DataLoader
-workers get no hook; a bad configuration stops before the script starts; a script with nothing
-to instrument ends with a warning saying what was looked for."""
+modes, values bit-exact) as the same script with an explicit tt.Hook written into it: for a PyTorch
+loop, a hook whose TRAIN steps the script drives by hand at its optimizer steps (hook.drive_steps,
+begin_step before the step's forward, capture_gradients before optimizer.step()); for Keras and
+Gluon, `hook.register(model)`. The child's exit code is kept; a rule's stop ends the script cleanly
+at an optimizer step boundary; torchrun gives one worker per rank; DataLoader workers get no hook;
+a bad configuration stops before the script starts; a script with nothing to instrument ends with
+a warning saying what was looked for."""
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -37,8 +41,9 @@ def write(tmp_path, name, text):
     return str(p)
 
 
-def assert_same_run(a: str, b: str) -> None:
-    """Same steps, modes, tensor names, collections, and values bit-exact."""
+def assert_same_run(a: str, b: str, clock: str = "") -> None:
+    """Same steps, modes, tensor names, collections, and values bit-exact (except the values of the
+    names that regex `clock` matches: wall-clock figures a trainer logs, such as train_runtime)."""
     ta, tb = tt.create_trial(a), tt.create_trial(b)
     assert ta.steps() == tb.steps() and ta.steps()
     assert [ta.mode(s) for s in ta.steps()] == [tb.mode(s) for s in tb.steps()]
@@ -46,6 +51,8 @@ def assert_same_run(a: str, b: str) -> None:
     assert ta.collections() == tb.collections()
     for name in ta.tensor_names():
         assert ta.tensor(name).steps() == tb.tensor(name).steps(), name
+        if clock and re.search(clock, name):
+            continue
         for s in ta.tensor(name).steps(kind="value"):
             va, vb = ta.tensor(name).value(s), tb.tensor(name).value(s)
             assert va.dtype == vb.dtype and va.shape == vb.shape and va.tobytes() == vb.tobytes(), (name, s)
@@ -62,7 +69,7 @@ import os, sys
 import torch
 from torch import nn
 
-EXPLICIT = os.environ.get("TWIN_OUT")  # the twin: the same script with an explicit tt.Hook
+EXPLICIT = os.environ.get("TWIN_OUT")  # the twin: the same script with an explicit tt.Hook driving its steps
 torch.manual_seed(0)
 torch.set_num_threads(1)
 
@@ -85,15 +92,22 @@ if EXPLICIT:
                    save_config=tt.SaveConfig(save_interval=3))
     hook.register(model)
     hook.register_loss(crit)
+    hook.drive_steps([tt.modes.TRAIN])  # one TRAIN step per optimizer step; eval forwards start EVAL steps
 g = torch.Generator().manual_seed(1)
 x, y = torch.randn(96, 8, generator=g), torch.randint(0, 4, (96,), generator=g)
+step = 0
 for epoch in range(2):
     model.train()
     for i in range(0, 80, 16):
         opt.zero_grad()
+        if EXPLICIT:
+            hook.begin_step(tt.modes.TRAIN, step=step)
         loss = crit(model(x[i:i + 16]), y[i:i + 16])
         loss.backward()
+        if EXPLICIT:
+            hook.capture_gradients()  # what the optimizer applies
         opt.step()
+        step += 1
     model.eval()
     with torch.no_grad():
         model(x[80:])
@@ -264,18 +278,22 @@ def test_tensortap_config_alone_without_the_wrapper(tmp_path):
 
 
 STOP_SCRIPT = """\
-import time
+import atexit, time
 import torch
 from torch import nn
 
 torch.manual_seed(0)
 model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-opt = torch.optim.SGD(model.parameters(), lr=0.01)
+opt = torch.optim.Adam(model.parameters(), lr=0.01)
+sched = torch.optim.lr_scheduler.StepLR(opt, 100)
+# at exit: the optimizer steps applied (Adam counts them) and the iterations that ran to their end
+atexit.register(lambda: print("applied", int(opt.state[model[0].weight]["step"]), "completed", sched.last_epoch))
 for step in range(3000):
     opt.zero_grad()
     model(torch.randn(4, 4)).pow(2).mean().backward()
     opt.step()
     time.sleep(0.005)
+    sched.step()
 print("finished all steps")
 """
 
@@ -300,6 +318,9 @@ def test_stop_training_ends_the_script_cleanly(tmp_path):
     assert "tensortap: training stopped: rule vanishing_gradient fired at step 0" in r.stderr
     assert "Traceback" not in r.stderr
     assert "vanishing_gradient: " in r.stderr and "first at step 0" in r.stderr  # the rules' summary
+    # it stopped at an optimizer step boundary: every applied step's iteration ran to its end
+    applied, completed = (int(v) for v in r.stdout.split("applied ")[1].split()[::2])
+    assert applied == completed > 0
     assert tt.create_trial(out).is_complete()  # the run was closed at exit
 
 

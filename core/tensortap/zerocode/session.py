@@ -166,6 +166,13 @@ class Session:
         self._handles.append(h)
         return h
 
+    def on_close(self, remove: Callable[[], None]) -> Handle:
+        """Call `remove` when the run closes (after the hook): for what an instrumentation added
+        besides patches, e.g. a framework hook's removal."""
+        h = Handle(remove)
+        self._handles.append(h)
+        return h
+
     def attach(self, model: Any, how: str, register: Optional[Callable[[Any], None]] = None) -> Optional[Any]:
         """Make the run's hook and register `model` with it (`register(hook)` if given, else
         hook.register(model)); the first model is the run's, later ones are noted and skipped.

@@ -3,18 +3,21 @@
 - The model: the torch.nn.Module whose parameters the first optimizer is built from (the module
   among the script's variables at that moment that holds all of the optimizer's parameters, the
   largest if several do; a Hugging Face or Lightning Trainer's model is a candidate too).
+- Steps: one TRAIN step per step of that optimizer (step_driver.StepDriver).
 - The loss: every nn loss module (torch.nn.modules.loss._Loss) the script makes (not those a
   library makes inside its model's forward) is registered with hook.register_loss (the first as
-  "loss", later ones "loss_1", ...); when the script has none, the scalar that backward() is
-  called on is recorded as "loss".
-- Steps: see StepDriver. Hugging Face / Lightning Trainers get tensortap_torch.integrations'
-  callbacks when that module has them, otherwise (or with TENSORTAP_RUN_INTEGRATIONS=0) the
-  plain-loop path above.
+  "loss", later ones "loss_1", ...); when the script has none, the sum of the scalars backward()
+  is called on during a step is recorded as "loss".
+- Hugging Face / Lightning Trainers get tensortap_torch.integrations' callbacks, which register
+  the trainer's model and drive its steps themselves; nothing else here then touches that model
+  (no optimizer hooks, no loss modules, no backward values: the losses are what the trainer logs).
+  Without the integrations (or with TENSORTAP_RUN_INTEGRATIONS=0) the plain-loop path above runs.
 This module does not import torch at top level (the run's summary reads `looks_for` without it).
 """
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import weakref
 from typing import Any, Callable, List, Optional
@@ -26,34 +29,24 @@ FRAMEWORK_MODULES = ("torch", "tensortap_torch", "transformers", "accelerate", "
                      "lightning_fabric")
 
 
-class StepDriver:
-    """Where the plain loop's steps begin: at each forward pass of the model, exactly as
-    `tt.Hook(...).register(model)` gives (the adapter's forward pre-hook), so a script run under
-    `tensortap run` saves the same steps as the same script with an explicit hook. This is the one
-    place to move the boundaries to optimizer.step() (tensortap_torch.integrations' step API)."""
-
-    def __init__(self, session) -> None:
-        self.session = session
-
-    def attach(self, model: Any, how: str):
-        return self.session.attach(model, how)
-
-
 class TorchInstrumentation(Instrumentation):
     """Patches torch.optim.Optimizer.__init__, nn loss modules, Tensor.backward, and the
     Hugging Face / Lightning Trainers once those are imported."""
 
     looks_for = (
         "PyTorch: a torch.optim optimizer built over the parameters of a torch.nn.Module (the module is the model; "
-        "steps begin at its forward pass; the loss comes from nn loss modules, or from the value backward() is "
+        "one step per optimizer.step(); the loss comes from nn loss modules, or from the value backward() is "
         "called on)",
         "Hugging Face transformers.Trainer and Lightning Trainer (their model)",
     )
 
     def __init__(self, session, framework: str) -> None:
         super().__init__(session, framework)
+        from .step_driver import StepDriver
+
         self.driver = StepDriver(session)
         self.losses = Losses(session)
+        self.via_trainer = False  # the run's model is a trainer's, driven by its integration callback
         self._hints: List[Any] = []  # weak references to models a Trainer holds
 
     def install(self) -> None:
@@ -69,22 +62,25 @@ class TorchInstrumentation(Instrumentation):
 
     # ---- the plain loop -----------------------------------------------------------------------
     def _optimizer(self, opt: Any, *_args, **_kwargs) -> None:
+        ids = {id(p) for g in opt.param_groups for p in g["params"]}
+        run_model = self.session.model
+        if run_model is not None and holder_of(ids, [run_model], lambda m: m.parameters()) is not None:
+            return  # the run's model's own optimizer (a trainer's, or a second one over it): already driven
         model = self.model_of(opt)
         how = f"{type(model).__name__ if model is not None else 'no module'} (the parameters of {type(opt).__name__})"
-        if self.session.model is not None:  # a second optimizer over another module (a GAN's): said once
-            if model is not self.session.model:
-                self.session.attach(model if model is not None else opt, how)
+        if run_model is not None:  # a second optimizer over another module (a GAN's): said once
+            self.session.attach(model if model is not None else opt, how)
             return
         if model is None:
             self.session.report("find the model of an optimizer", RuntimeError(
                 "no torch.nn.Module among the script's variables holds its parameters; nothing attached"))
             return
-        if self.driver.attach(model, how) is not None:
+        if self.driver.attach(model, opt, how) is not None:
             self.losses.register()
 
     def _loss_made(self, module: Any, *_args, **_kwargs) -> None:
         """A loss module the script made (not one a library makes inside its model's forward)."""
-        if made_by_user(("torch",), FRAMEWORK_MODULES):
+        if not self.via_trainer and made_by_user(("torch",), FRAMEWORK_MODULES):
             self.losses.made(module)
 
     def model_of(self, opt: Any) -> Optional[Any]:
@@ -103,10 +99,9 @@ class TorchInstrumentation(Instrumentation):
 
         @functools.wraps(original)
         def backward(tensor, *args, **kwargs):
-            hook = inst.session.hook
-            if hook is not None and not len(inst.losses.registered) and tensor.dim() == 0:
+            if not inst.via_trainer and not len(inst.losses.registered):
                 try:
-                    hook.record_loss(tensor.detach())
+                    inst.driver.backward_called(tensor)
                 except Exception as e:  # noqa: BLE001
                     inst.session.report("record the loss", e)
             return original(tensor, *args, **kwargs)
@@ -117,10 +112,35 @@ class TorchInstrumentation(Instrumentation):
     def _transformers(self, module) -> None:
         import transformers
 
-        def made(trainer, *_args, **_kwargs) -> None:
-            self._trainer(trainer, trainer.model, "TransformersCallback", "transformers.Trainer", trainer.add_callback)
+        inst = self
+        what = ("TransformersCallback", "transformers.Trainer")
 
-        self.session.patch(transformers.Trainer, "__init__", self.after("instrument a transformers.Trainer", made))
+        def make(original: Callable) -> Callable:
+            signature = inspect.signature(original)
+
+            @functools.wraps(original)
+            def init(trainer, *args, **kwargs):
+                model = None
+                try:  # the callback joins the user's `callbacks=[...]`, where a user would have put it
+                    bound = signature.bind(trainer, *args, **kwargs)
+                    model = bound.arguments.get("model")
+                    added: List[Any] = []
+                    inst._trainer(model, *what, added.append)
+                    if added:
+                        bound.arguments["callbacks"] = list(bound.arguments.get("callbacks") or []) + added
+                        args, kwargs = tuple(bound.args[1:]), dict(bound.kwargs)
+                except Exception as e:  # noqa: BLE001
+                    inst.session.report("could not instrument a transformers.Trainer", e)
+                out = original(trainer, *args, **kwargs)
+                if model is None:  # made by model_init: it exists only now
+                    try:
+                        inst._trainer(trainer.model, *what, trainer.add_callback)
+                    except Exception as e:  # noqa: BLE001
+                        inst.session.report("could not instrument a transformers.Trainer", e)
+                return out
+            return init
+
+        self.session.patch(transformers.Trainer, "__init__", make)
 
     def _lightning(self, module) -> None:
         trainer_cls = getattr(getattr(module, "pytorch", module), "Trainer", None)
@@ -132,7 +152,7 @@ class TorchInstrumentation(Instrumentation):
             @functools.wraps(original)
             def fit(trainer, model, *args, **kwargs):
                 try:
-                    inst._trainer(trainer, model, "LightningCallback", "lightning.Trainer", trainer.callbacks.append)
+                    inst._trainer(model, "LightningCallback", "lightning.Trainer", trainer.callbacks.append)
                 except Exception as e:  # noqa: BLE001
                     inst.session.report("instrument a Lightning Trainer", e)
                 return original(trainer, model, *args, **kwargs)
@@ -140,7 +160,7 @@ class TorchInstrumentation(Instrumentation):
 
         self.session.patch(trainer_cls, "fit", make)
 
-    def _trainer(self, trainer: Any, model: Any, callback: str, what: str, add: Callable[[Any], None]) -> None:
+    def _trainer(self, model: Any, callback: str, what: str, add: Callable[[Any], None]) -> None:
         """With tensortap_torch.integrations: its callback, added to the trainer. Without it: the
         plain-loop path (the trainer's model is the candidate its optimizer is matched with)."""
         if model is None:
@@ -149,9 +169,12 @@ class TorchInstrumentation(Instrumentation):
         if cls is None:
             self._hints.append(weakref.ref(model))
             return
-        if self.session.attach(model, f"{type(model).__name__} ({what}, {callback})",
-                               register=lambda hook: add(cls(hook))) is not None:
-            self.losses.register()
+
+        def register(hook: Any) -> None:  # the callback registers the model and drives the steps
+            add(cls(hook))
+            self.via_trainer = True
+
+        self.session.attach(model, f"{type(model).__name__} ({what}, {callback})", register=register)
 
 
 def integration_callback(name: str) -> Optional[type]:
