@@ -4,18 +4,19 @@ from ._version import __version__
 from .adapter import Adapter, AdapterSpec, Handle
 from .collections import Collection
 from .errors import (ConfigError, CorruptRunError, NotARunError, PluginError, StepNotFound, StopTraining,
-                     TensorNotFound, TensorTapError)
+                     TensorNotFound, TensorTapError, WriterGoneError)
 from .hook import Hook
 from .hookspecs import hookimpl
 from .reductions import ReductionConfig
 from .rules import invoke_rule
 from .save_config import SaveConfig, SaveConfigMode
-from .trial import Tensor, Trial, create_trial
+from .trial import Tensor, Trial, WorkerStatus, WriterStatus, create_trial
 from . import rules, vis, explain, parallel  # noqa: E402,F401  (tt.rules.get, tt.vis.get, tt.explain.gradcam)
 
 __all__ = [
     "__version__", "Hook", "SaveConfig", "SaveConfigMode", "ReductionConfig", "Collection", "modes",
     "create_trial", "Trial", "Tensor", "invoke_rule", "rules", "vis", "explain", "parallel", "hookimpl",
     "Adapter", "AdapterSpec", "Handle", "TensorTapError", "ConfigError", "NotARunError", "CorruptRunError",
-    "TensorNotFound", "StepNotFound", "PluginError", "StopTraining",
+    "TensorNotFound", "StepNotFound", "PluginError", "StopTraining", "WriterGoneError", "WriterStatus",
+    "WorkerStatus",
 ]

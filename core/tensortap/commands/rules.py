@@ -22,7 +22,8 @@ def register(sub) -> None:
                     help="rule parameter; V is read as JSON when it parses (1e-7, true, [1,2]), else as text")
     pr.add_argument("--start-step", type=int, default=0)
     pr.add_argument("--end-step", type=int, default=None, help="stop before this step")
-    pr.add_argument("--follow", action="store_true", help="keep evaluating new steps until the run closes")
+    pr.add_argument("--follow", action="store_true", help="keep evaluating new steps until the run closes "
+                    "(exit 2 if its writer dies without closing it)")
     pr.add_argument("--timeout", type=float, default=None, help="with --follow: give up after this many seconds")
     pr.add_argument("--all", action="store_true", help="print every evaluation, not only firings")
     pr.add_argument("--json", action="store_true", help="one JSON object: every result and a summary")
@@ -102,7 +103,8 @@ def run_rule(args) -> int:
     from ..trial import create_trial
 
     rule = make_rule(args.rule, parse_params(args.param))
-    trial = create_trial(args.run, wait_seconds=30.0 if args.follow else 0.0)
+    wait = 0.0 if not args.follow else 30.0 if args.timeout is None else min(30.0, args.timeout)
+    trial = create_trial(args.run, wait_seconds=wait)
     results = invoke_rule(rule, trial, start_step=args.start_step, end_step=args.end_step,
                           follow=args.follow, timeout=args.timeout)
     fired = [r for r in results if r.fired]
@@ -118,4 +120,6 @@ def run_rule(args) -> int:
                 print(f"{tag} step {r.step}: {r.message}")
         first = f", first at step {fired[0].step}" if fired else ""
         print(f"{rule.name}: {len(results)} evaluations, {len(fired)} fired{first}", file=sys.stderr)
+    if args.follow and not trial.is_complete():
+        trial.check_writer()  # a writer gone without closing the run: WriterGoneError, exit 2
     return 1 if fired else 0

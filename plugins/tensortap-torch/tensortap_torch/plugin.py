@@ -1,6 +1,8 @@
 """Registers the torch adapter. Imports nothing from torch: the spec recognises its classes by module."""
 from __future__ import annotations
 
+import sys
+
 import tensortap
 
 
@@ -9,3 +11,15 @@ def tensortap_register_adapters():
     return [tensortap.AdapterSpec(name="torch", model_modules=("torch",),
                                   adapter="tensortap_torch.adapter:TorchAdapter",
                                   conformance="tensortap_torch.conformance:Kit")]
+
+
+@tensortap.hookimpl
+def tensortap_process_rank():
+    """torch.distributed's rank when the user's script already initialised it (torch not imported here)."""
+    dist = sys.modules.get("torch.distributed")
+    try:
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            return int(dist.get_rank())
+    except Exception:  # noqa: BLE001 - a broken distributed setup must not break the Hook
+        pass
+    return None
