@@ -75,7 +75,7 @@ class Trial:
                 f"{self.path!r} is not a tensortap run (no {layout.RUN_MARKER} or workers/ inside); "
                 "pass the out_dir given to tt.Hook"
             )
-        self._real = os.path.realpath(self.root) if is_local(self.fs) else None
+        self._real = os.path.realpath(self.root) if is_local(self.fs) else ""
         self._check_format()
         self._workers: Dict[str, WorkerReader] = {}
         self._cache: Dict[tuple, object] = {}  # what the index says; cleared when it changes

@@ -19,7 +19,6 @@ import pytest
 
 import tensortap as tt
 from tensortap.store import StoreWriter, layout
-from tensortap.store.claim import Holder
 
 # Trains 40 steps of a numpy MLP, flushes, says so, and holds the run open until told to close.
 HOLDER = textwrap.dedent("""
@@ -120,6 +119,8 @@ def _dead_pid() -> int:
 
 
 def _plant_claim(run: str, **fields) -> str:
+    from tensortap.store.claim import Holder
+
     wdir = _worker_dir(run)
     os.makedirs(wdir, exist_ok=True)
     h = Holder(token="ab" * 16, pid=fields.pop("pid", _dead_pid()), host=fields.pop("host", socket.gethostname()),

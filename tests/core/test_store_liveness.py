@@ -18,7 +18,6 @@ import time
 import pytest
 
 import tensortap as tt
-from tensortap.store import claim as claim_mod
 from tensortap.store import layout
 from test_store_hostile import within
 from tt_store_helpers import train_mlp
@@ -108,6 +107,8 @@ def test_a_writer_on_another_machine_is_judged_by_its_heartbeat(tmp_path, age, s
 
 
 def test_the_heartbeat_is_refreshed_with_the_last_step(tmp_path, monkeypatch):
+    from tensortap.store import claim as claim_mod
+
     monkeypatch.setattr(claim_mod, "HEARTBEAT_SECONDS", 0.05)
     run = str(tmp_path / "run")
     hook = tt.Hook(run, include_collections=["scalars"])

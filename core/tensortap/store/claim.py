@@ -197,7 +197,7 @@ def judge(holder: Holder, dead_after: float = DEAD_AFTER_SECONDS, now: Optional[
     return ALIVE, f"heartbeat from host {holder.host!r} {max(age, 0):.0f} s ago"
 
 
-def read_holder(fs, local: bool, root_real: Optional[str], worker_dir: str) -> Optional[Holder]:
+def read_holder(fs, local: bool, root_real: str, worker_dir: str) -> Optional[Holder]:
     """The holder named by a worker's claim file, or None (no claim: a run from before format 3).
     A claim caught while being rewritten is read again."""
     path = join(worker_dir, layout.CLAIM)

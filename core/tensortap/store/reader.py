@@ -158,7 +158,7 @@ class WorkerReader:
         self.root = root
         self.worker = worker
         self.dir = join(root, layout.WORKERS_DIR, worker)
-        self.root_real = (root_real or os.path.realpath(root)) if self.local else None
+        self.root_real = (root_real or os.path.realpath(root)) if self.local else ""  # "": not a local run
         if self.local:
             safe_io.inside(self.root_real, self.dir)  # a worker folder linked from elsewhere is refused
         m = layout.WORKER_RE.match(worker)
@@ -431,7 +431,7 @@ class WorkerReader:
         the torn tail it left (bytes of the step it was writing)."""
         with self._lock:
             out = []
-            used = set()
+            used: set = set()
             for si in self.steps.values():
                 used.update(si.segs.tolist() if si.segs is not None else (si.seg,))
             for seg in sorted(used - self._data_segs):

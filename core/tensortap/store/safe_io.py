@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-from typing import Optional
-
 from ..errors import CorruptRunError
 
 #: the most any small JSON file of a run (meta.json, the run marker, the writer claim) may hold
@@ -53,9 +51,10 @@ def open_regular(root_real: str, path: str):
         raise
 
 
-def read_small(fs, local: bool, root_real: Optional[str], path: str, limit: int = MAX_JSON_BYTES) -> bytes:
-    """The bytes of a small file of the run (at most `limit`; a bigger one is refused)."""
-    if local and root_real is not None:
+def read_small(fs, local: bool, root_real: str, path: str, limit: int = MAX_JSON_BYTES) -> bytes:
+    """The bytes of a small file of the run (at most `limit`; a bigger one is refused). `root_real`:
+    the run's real path (local runs)."""
+    if local:
         with open_regular(root_real, path) as f:
             raw = f.read(limit + 1)
     else:

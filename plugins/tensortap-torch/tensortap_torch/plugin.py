@@ -13,8 +13,7 @@ def tensortap_register_adapters():
                                   conformance="tensortap_torch.conformance:Kit")]
 
 
-@tensortap.hookimpl
-def tensortap_process_rank():
+def _process_rank():
     """torch.distributed's rank when the user's script already initialised it (torch not imported here)."""
     dist = sys.modules.get("torch.distributed")
     try:
@@ -23,3 +22,8 @@ def tensortap_process_rank():
     except Exception:  # noqa: BLE001 - a broken distributed setup must not break the Hook
         pass
     return None
+
+
+# the hook only where the core knows it: an older tensortap skips a plugin implementing an unknown hook
+if hasattr(tensortap.hookspecs, "tensortap_process_rank"):
+    tensortap_process_rank = tensortap.hookimpl(specname="tensortap_process_rank")(_process_rank)
