@@ -144,24 +144,28 @@ class Trial:
                        poll: float = 0.2) -> bool:
         """Block until every step in `steps` is readable; False on timeout or if the run closed without
         them. WriterGoneError when the writer stopped without closing the run (no more steps will
-        come: killed, crashed), naming the last step it wrote; it is checked whenever nothing new
-        arrived for a second."""
+        come: killed, crashed), naming the last step it wrote; that is looked at (at most once a
+        second) whenever a look found nothing new, and before returning False on timeout."""
         want = set(int(s) for s in steps)
         deadline = None if timeout is None else time.monotonic() + timeout
-        quiet_since = time.monotonic()
+        checked, progressed = -1.0e9, False
         while True:
             have = set(self.steps(mode=mode))
             if want <= have:
                 return True
-            now = time.monotonic()
-            if self.is_complete() or (deadline is not None and now >= deadline):
+            if self.is_complete():
                 return False
-            if now - quiet_since >= 1.0:  # no progress for a while: is anyone still writing?
-                quiet_since = now
+            now = time.monotonic()
+            timed_out = deadline is not None and now >= deadline
+            if timed_out or (not progressed and now - checked >= 1.0):  # is anyone still writing?
+                checked = now
                 self.check_writer()
+                if want <= set(self.steps(mode=mode)):  # check_writer took a last look
+                    return True
+            if timed_out:
+                return False
             time.sleep(poll)
-            if self.refresh():
-                quiet_since = time.monotonic()
+            progressed = bool(self.refresh())
 
     def writer_status(self, dead_after: float = DEAD_AFTER_SECONDS) -> WriterStatus:
         """Whether the run is still being written: "complete", "alive", "dead" (stopped without

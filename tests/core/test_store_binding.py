@@ -165,3 +165,11 @@ def test_the_torn_tail_of_a_crashed_run_is_listed(tmp_path):
     assert any(f"pid {p.pid} on this machine is gone" in q for q in problems), problems
     last_step = trial.steps()[-1]
     assert float(trial.tensor("s").value(last_step)) == last_step
+
+
+def test_a_missing_meta_json_is_listed_and_the_values_still_read(run):
+    root, truth = run
+    os.remove(os.path.join(_wdir(root), layout.META))
+    trial, ok, refused = _read_all(root, truth)
+    assert ok == len(truth) and not refused
+    assert any("meta.json is missing" in p for p in trial.problems), trial.problems

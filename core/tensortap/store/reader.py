@@ -434,6 +434,9 @@ class WorkerReader:
             used: set = set()
             for si in self.steps.values():
                 used.update(si.segs.tolist() if si.segs is not None else (si.seg,))
+            if self._meta_missing and self._seg_list:
+                out.append(f"{self.worker}/{layout.META} is missing (deleted?): the worker's framework, rank and "
+                           "configuration are unknown")
             for seg in sorted(used - self._data_segs):
                 out.append(f"{self.worker} {layout.data_file(seg)} is missing (deleted?): the values of the steps "
                            f"indexed in {layout.index_file(seg)} cannot be read")
