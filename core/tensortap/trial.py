@@ -17,7 +17,7 @@ from .errors import (ConfigError, CorruptRunError, NotARunError, StepNotFound, T
 from .modes import ModeKeys, to_mode
 from .reductions import REDUCTIONS, parse_packed, split_histogram, unpack
 from .store import WorkerReader, layout, safe_io
-from .store.claim import DEAD_AFTER_SECONDS
+from .store.liveness import DEAD_AFTER_SECONDS
 from .store.fs import is_local, join, resolve
 from .store.reader import DirWatch
 from .store.status import DEAD, WorkerStatus, WriterStatus, run_status, worker_status

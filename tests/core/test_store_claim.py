@@ -119,7 +119,7 @@ def _dead_pid() -> int:
 
 
 def _plant_claim(run: str, **fields) -> str:
-    from tensortap.store.claim import Holder
+    from tensortap.store.liveness import Holder
 
     wdir = _worker_dir(run)
     os.makedirs(wdir, exist_ok=True)

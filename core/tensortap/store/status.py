@@ -5,11 +5,11 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from ..errors import CorruptRunError
-from . import claim
+from . import liveness
 from .reader import WorkerReader
 
 #: the states a writer can be in
-COMPLETE, ALIVE, DEAD, UNKNOWN = "complete", claim.ALIVE, claim.DEAD, claim.UNKNOWN
+COMPLETE, ALIVE, DEAD, UNKNOWN = "complete", liveness.ALIVE, liveness.DEAD, liveness.UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,11 @@ class WriterStatus:
         return self.state == COMPLETE
 
 
-def worker_status(reader: WorkerReader, dead_after: float = claim.DEAD_AFTER_SECONDS) -> WorkerStatus:
+def worker_status(reader: WorkerReader, dead_after: float = liveness.DEAD_AFTER_SECONDS) -> WorkerStatus:
     """Judge one worker's writer from its claim file (format 3) or, for older runs, its meta.json."""
     last = max(reader.steps) if reader.steps else None
     try:
-        holder = claim.read_holder(reader.fs, reader.local, reader.root_real, reader.dir)
+        holder = liveness.read_holder(reader.fs, reader.local, reader.root_real, reader.dir)
     except CorruptRunError as e:  # a hostile claim file (a FIFO, a link out of the run): not opened
         holder = None
         if not reader.ended:
@@ -62,8 +62,8 @@ def worker_status(reader: WorkerReader, dead_after: float = claim.DEAD_AFTER_SEC
         return _status(reader, COMPLETE, holder, last, "closed cleanly")
     if holder is None:
         return _status(reader, UNKNOWN, None, last, "no writer has claimed it yet, or its claim is unreadable")
-    state, why = claim.judge(holder, dead_after)
-    if state == claim.CLOSED:  # the claim says closed, the index has no end record
+    state, why = liveness.judge(holder, dead_after)
+    if state == liveness.CLOSED:  # the claim says closed, the index has no end record
         reader.refresh()
         if reader.ended:
             return _status(reader, COMPLETE, holder, last, "closed cleanly")
@@ -71,15 +71,15 @@ def worker_status(reader: WorkerReader, dead_after: float = claim.DEAD_AFTER_SEC
     return _status(reader, state, holder, last, why)
 
 
-def _holder_from_meta(meta: dict) -> Optional[claim.Holder]:
+def _holder_from_meta(meta: dict) -> Optional[liveness.Holder]:
     """What meta.json tells of a writer from before store format 3 (pid, host, creation time)."""
     pid, host, created = meta.get("pid"), meta.get("hostname"), meta.get("created")
     if not (isinstance(pid, int) and isinstance(host, str) and isinstance(created, (int, float))):
         return None
-    return claim.Holder(token="", pid=pid, host=host, started=float(created))
+    return liveness.Holder(token="", pid=pid, host=host, started=float(created))
 
 
-def _status(reader: WorkerReader, state: str, h: Optional[claim.Holder], last: Optional[int], detail: str
+def _status(reader: WorkerReader, state: str, h: Optional[liveness.Holder], last: Optional[int], detail: str
             ) -> WorkerStatus:
     return WorkerStatus(worker=reader.worker, state=state, pid=h.pid if h else None, host=h.host if h else None,
                         started=h.started if h else None, heartbeat=h.heartbeat if h else None, last_step=last,
