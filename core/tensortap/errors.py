@@ -25,6 +25,10 @@ class CorruptRunError(TensorTapError):
     """A run's files are damaged beyond what the reader can skip safely."""
 
 
+class WriterGoneError(TensorTapError):
+    """A live run's writer stopped (killed, crashed) without closing it: no more steps will come."""
+
+
 class TensorNotFound(TensorTapError, KeyError):
     """No tensor of that name in the run."""
 

@@ -33,6 +33,7 @@ from .plugins import get_registry
 from .reductions import ReductionConfig, packed_kind, reduce_numpy_packed, split_reductions
 from .save_config import SaveConfig
 from .store import StepBatch, StoreWriter, TensorItem
+from .store.claim import WorkerClaim
 from .store.fs import resolve
 from .store.index import is_storable
 from .tokens import token_array
@@ -159,6 +160,8 @@ class Hook:
         self._rules = None
         self._layers: Dict[str, LayerInfo] = {}  # what describe_layers recorded, by layer name
         self._needs = None  # rules.requirements.NeedsCheck, made by the first add_rule
+        # Claim this worker of the run now, not at the first write: a second writer is refused here.
+        self._claim = WorkerClaim.acquire(self.out_dir, self._initial_rank())
         atexit.register(_close_at_exit, weakref.ref(self))
 
     # ---- configuration -----------------------------------------------------------------------
@@ -182,6 +185,20 @@ class Hook:
                 f"cannot create out_dir {self.out_dir!r} ({getattr(e, 'strerror', None) or e}); "
                 "pass a directory you can write to"
             ) from None
+
+    def _initial_rank(self) -> int:
+        """The rank to claim at creation: rank=, else the framework's (a plugin that sees its
+        distributed job already set up), else the launcher's variables, else 0."""
+        if self._rank is not None:
+            return int(self._rank)
+        try:
+            rank = self.registry.pm.hook.tensortap_process_rank()
+        except Exception as e:  # noqa: BLE001 - a plugin's failure only loses the hint
+            log.warning("tensortap: a plugin failed to tell this process's rank: %s", e)
+            rank = None
+        if rank is None:
+            rank = _env_rank()
+        return int(rank or 0)
 
     def _known_collections(self) -> Dict[str, Collection]:
         known = {c.name: c for c in self.registry.collections.values()}
@@ -292,7 +309,12 @@ class Hook:
                 "collections": {c.name: {"include_regex": list(c.include_regex)} for c in self.collections},
                 "save_config": self.save_config.to_dict(),
             }
-            self.writer = StoreWriter(self.out_dir, rank, meta, on_error=self._report, **self._writer_options)
+            if rank != self._claim.rank:  # the framework's rank differs from the one guessed at creation
+                claim = WorkerClaim.acquire(self.out_dir, rank)
+                self._claim.release(remove=True)
+                self._claim = claim
+            self.writer = StoreWriter(self.out_dir, rank, meta, on_error=self._report, claim=self._claim,
+                                      **self._writer_options)
         return self.writer
 
     # ---- steps -----------------------------------------------------------------------------
@@ -886,6 +908,7 @@ class Hook:
                 self._ensure_writer()
             except ConfigError as e:  # register() already failed on this; closing must not raise again
                 log.warning("tensortap: %s closed without a run: %s", self.out_dir, e)
+                self._claim.release(remove=True)
                 return
         record_abandoned(self, self.abandoned, limit)
         wait_written(self.writer, self.out_dir, readable=False)  # close() below makes it readable

@@ -11,7 +11,7 @@ Registration hooks return lists; names must be unique across all plugins.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import pluggy
 
@@ -123,4 +123,19 @@ def tensortap_run_closed(hook, out_dir: str) -> None:
         @tensortap.hookimpl
         def tensortap_run_closed(hook, out_dir):
             print("run complete:", out_dir)
+    """
+
+
+@hookspec(firstresult=True)
+def tensortap_process_rank() -> Optional[int]:
+    """The rank of this process in a distributed job its framework has already set up, or None.
+
+    Asked when a Hook is created without `rank=` and no launcher variable (RANK, ...) says it, so
+    that the Hook claims its own worker of the run at once. Must not import the framework (look
+    in sys.modules) and must be cheap. Example::
+
+        @tensortap.hookimpl
+        def tensortap_process_rank():
+            dist = sys.modules.get("torch.distributed")
+            return dist.get_rank() if dist is not None and dist.is_initialized() else None
     """

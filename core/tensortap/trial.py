@@ -5,20 +5,25 @@ With several workers, `worker=None` reads the lowest-ranked worker that has the 
 """
 from __future__ import annotations
 
-import json
+import os
 import re
 import time
 from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 
-from .errors import ConfigError, NotARunError, StepNotFound, TensorNotFound, did_you_mean
+from .errors import (ConfigError, CorruptRunError, NotARunError, StepNotFound, TensorNotFound, WriterGoneError,
+                     did_you_mean)
 from .layers import LayerInfo, read_layers, split_layer_tensor
 from .modes import ModeKeys, to_mode
 from .reductions import REDUCTIONS, parse_packed, split_histogram, unpack
-from .store import WorkerReader, layout
+from .store import WorkerReader, layout, safe_io
+from .store.liveness import DEAD_AFTER_SECONDS
 from .store.fs import is_local, join, resolve
 from .store.reader import DirWatch
+from .store.status import DEAD, WorkerStatus, WriterStatus, run_status, worker_status
+
+__all__ = ["create_trial", "Trial", "Tensor", "WriterStatus", "WorkerStatus"]
 
 VALUE = "value"
 _MODES = {m.value: m for m in ModeKeys}  # what a step's stored mode string stands for
@@ -71,6 +76,7 @@ class Trial:
                 f"{self.path!r} is not a tensortap run (no {layout.RUN_MARKER} or workers/ inside); "
                 "pass the out_dir given to tt.Hook"
             )
+        self._real = os.path.realpath(self.root) if is_local(self.fs) else ""
         self._check_format()
         self._workers: Dict[str, WorkerReader] = {}
         self._cache: Dict[tuple, object] = {}  # what the index says; cleared when it changes
@@ -81,16 +87,20 @@ class Trial:
         self._layer_map: Dict[str, LayerInfo] = {}  # what the "layers" records read so far say
         self._layers_read: Dict[str, int] = {}  # worker -> how many of its records were looked at for them
         self._layers_version = 0  # bumped by every "layers" record read
+        if self._watch is not None:
+            safe_io.inside(self._real, self._watch.path)  # a workers/ linked from elsewhere is refused
         self.refresh()
 
     def _check_format(self) -> None:
         """Refuse, with the fix, a run written in a store format newer than this reader knows."""
         try:
-            raw = self.fs.cat_file(join(self.root, layout.RUN_MARKER))
+            raw = safe_io.read_small(self.fs, is_local(self.fs), self._real, join(self.root, layout.RUN_MARKER))
         except (FileNotFoundError, IsADirectoryError):
             return
+        except CorruptRunError as e:
+            raise NotARunError(f"{self.path!r}: {e}") from None
         try:
-            info = json.loads(raw[:65536])
+            info = safe_io.loads(raw, layout.RUN_MARKER)
         except ValueError:
             return  # damaged marker: the workers' own meta.json is checked too
         fv = info.get("format_version") if isinstance(info, dict) else None
@@ -118,7 +128,7 @@ class Trial:
         for p in entries:
             w = p.rstrip("/").rsplit("/", 1)[-1]
             if layout.WORKER_RE.match(w) and w not in self._workers:
-                self._workers[w] = WorkerReader(self.fs, self.root, w)
+                self._workers[w] = WorkerReader(self.fs, self.root, w, self._real)
         new = sum(r.refresh() for r in self._workers.values())
         versions = tuple((w, r.version) for w, r in self._workers.items())
         if versions != self._versions:  # something new (else keep what was derived from the index)
@@ -136,17 +146,52 @@ class Trial:
 
     def wait_for_steps(self, steps: Iterable[int], mode=None, timeout: Optional[float] = None,
                        poll: float = 0.2) -> bool:
-        """Block until every step in `steps` is readable; False on timeout or if the run ended without them."""
+        """Block until every step in `steps` is readable; False on timeout or if the run closed without
+        them. WriterGoneError when the writer stopped without closing the run (no more steps will
+        come: killed, crashed), naming the last step it wrote; that is looked at (at most once a
+        second) whenever a look found nothing new, and before returning False on timeout."""
         want = set(int(s) for s in steps)
         deadline = None if timeout is None else time.monotonic() + timeout
+        checked, progressed = -1.0e9, False
         while True:
             have = set(self.steps(mode=mode))
             if want <= have:
                 return True
-            if self.is_complete() or (deadline is not None and time.monotonic() >= deadline):
+            if self.is_complete():
+                return False
+            now = time.monotonic()
+            timed_out = deadline is not None and now >= deadline
+            if timed_out or (not progressed and now - checked >= 1.0):  # is anyone still writing?
+                checked = now
+                self.check_writer()
+                if want <= set(self.steps(mode=mode)):  # check_writer took a last look
+                    return True
+            if timed_out:
                 return False
             time.sleep(poll)
-            self.refresh()
+            progressed = bool(self.refresh())
+
+    def writer_status(self, dead_after: float = DEAD_AFTER_SECONDS) -> WriterStatus:
+        """Whether the run is still being written: "complete", "alive", "dead" (stopped without
+        closing the run) or "unknown", with each worker's pid, host, start, last heartbeat and last
+        step. A writer on this machine is alive while its process runs; one elsewhere while its
+        heartbeat (refreshed every 10 s) is at most `dead_after` seconds old."""
+        return run_status(tuple(worker_status(self._workers[w], dead_after) for w in self.workers()))
+
+    def check_writer(self, dead_after: float = DEAD_AFTER_SECONDS) -> WriterStatus:
+        """writer_status(), raising WriterGoneError when the writer is gone without closing the run
+        (after a last look at what it wrote)."""
+        status = self.writer_status(dead_after)
+        if status.state != DEAD:
+            return status
+        self.refresh()
+        status = self.writer_status(dead_after)
+        if status.state != DEAD:
+            return status
+        last = "none" if status.last_step is None else str(status.last_step)
+        raise WriterGoneError(
+            f"the writer of {self.path} stopped without closing the run ({status.detail}); the last step "
+            f"written is {last} and no more will come. Read what was saved (it is intact), or run training again")
 
     # ---- structure --------------------------------------------------------------------------
     def workers(self) -> List[str]:
@@ -182,8 +227,18 @@ class Trial:
 
     @property
     def problems(self) -> List[str]:
-        """Damage the reader detected and skipped (torn or corrupt records)."""
-        return [p for r in self._readers() for p in r.problems]
+        """Damage the reader detected and skipped: torn or corrupt records, missing or misplaced
+        segments, data files the index needs that are gone, and the torn tail a writer that died
+        left (with a line saying it died)."""
+        out = [p for r in self._readers() for p in r.problems]
+        for r in self._readers():
+            st = None if r.ended else worker_status(r)
+            out += r.file_problems(writer_gone=st is not None and st.state == DEAD)
+            if st is not None and st.state == DEAD:
+                last = max(r.steps) if r.steps else None
+                out.append(f"{r.worker}: the writer stopped without closing the run ({st.detail}); "
+                           f"its last step is {last}")
+        return out
 
     def steps(self, mode=None, worker: Optional[str] = None) -> List[int]:
         """Saved steps, sorted: global steps, or `mode`'s own steps."""

@@ -262,7 +262,9 @@ def test_close_after_failed_register_does_not_raise(tmp_path):
     first = tt.Hook(run)
     first.register(NumpyMLP())
     first.close()
-    second = tt.Hook(run)
-    with pytest.raises(tt.ConfigError, match="already holds a run"):
-        second.register(NumpyMLP())
+    with pytest.raises(tt.ConfigError, match="already holds a run"):  # refused at creation (issue 16)
+        tt.Hook(run)
+    second = tt.Hook(str(tmp_path / "run2"))
+    with pytest.raises(tt.ConfigError, match="no installed tensortap plugin"):
+        second.register(object())
     second.close()  # reported, never raised (it also runs at interpreter exit)

@@ -11,6 +11,7 @@ import textwrap
 import time
 
 import numpy as np
+import pytest
 
 import tensortap as tt
 from tensortap.testing import NumpyMLP, make_data
@@ -154,7 +155,8 @@ def test_tailing_reader_ends_cleanly_when_the_writer_dies(run_url):
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=30)
     t0 = time.monotonic()
-    assert trial.wait_for_steps(range(100_000), timeout=1.5) is False
+    with pytest.raises(tt.WriterGoneError, match="the last step written is"):  # it was False before: silent
+        trial.wait_for_steps(range(100_000), timeout=1.5)
     results = tt.invoke_rule(CountSteps(), trial, follow=True, timeout=1.5, poll=0.1)
     assert time.monotonic() - t0 < 20
     saved = trial.steps()

@@ -30,7 +30,8 @@ def test_names_stay_data(tmp_path):
     assert new == sorted([os.path.join("inner"), os.path.join("inner", "run"),
                           os.path.join("inner", "run", layout.RUN_MARKER),
                           os.path.join("inner", "run", layout.WORKERS_DIR), w,
-                          os.path.join(w, layout.META), os.path.join(w, layout.data_file(0)),
+                          os.path.join(w, layout.META), os.path.join(w, layout.CLAIM),
+                          os.path.join(w, layout.data_file(0)),
                           os.path.join(w, layout.index_file(0))])
     assert not os.path.exists("/tmp/tensortap-evil") and not os.path.exists(str(tmp_path / "x"))
     trial = tt.create_trial(str(run))

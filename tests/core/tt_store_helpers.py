@@ -102,7 +102,7 @@ class FaultyFS(LocalFileSystem):
 
     def _open(self, path, mode="rb", **kwargs):
         f = super()._open(path, mode=mode, **kwargs)
-        return _Proxy(f, self) if "w" in mode or "a" in mode else f
+        return _Proxy(f, self) if any(c in mode for c in "wax") else f
 
     @classmethod
     def reset(cls) -> None:

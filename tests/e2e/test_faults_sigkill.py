@@ -4,8 +4,10 @@ readable and bit-exact, nothing is misread, nothing is lost before the last comp
 Children are forked from the test process (numpy and tensortap already imported), so a run costs
 milliseconds, not an interpreter start. Half the runs flush every step (then "completed" is exact:
 the child reports a step only once it is on disk); half let the writer run behind asynchronously
-(then the saved steps must be a gap-free prefix). Set TT_FAULT_REPORT=path to write the table
-that docs/reliability.md quotes.
+(then the saved steps must be a gap-free prefix). Every killed run reads as interrupted: its writer
+"dead" (`trial.writer_status()`), the fact and any torn tail listed in `trial.problems`, a live
+reader's wait ended by WriterGoneError naming the last step. Set TT_FAULT_REPORT=path to write
+the table that docs/reliability.md quotes, TT_FAULT_RUNS=n for more runs.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import tensortap as tt
 from tensortap.store import framing, layout
 from tensortap.testing import NumpyMLP, make_data
 
-RUNS = 50
+RUNS = int(os.environ.get("TT_FAULT_RUNS", 50))
 STEPS = 1500  # more than any child trains in the longest delay (0.25 s): kills land mid-run
 N_IN, HIDDEN = 32, 128
 
@@ -132,10 +134,17 @@ def test_sigkill_at_random_points_50_runs(tmp_path):
             for name, raw in expected[s].items():
                 assert trial.tensor(name).value(s).tobytes() == raw, f"run {i}: {name} misread at step {s}"
         assert trial.is_complete() == finished or finished
+        state = trial.writer_status().state
+        if not trial.is_complete():  # killed: the run says so, and a live reader stops
+            assert state == "dead", f"run {i}: writer {state}"
+            assert any("stopped without closing the run" in p for p in trial.problems), trial.problems
+            with pytest.raises(tt.WriterGoneError, match=f"the last step written is {saved[-1] if saved else 'none'}"):
+                trial.check_writer()
         torn_idx, torn_data = _torn_bytes(run, trial)
         table.append({"run": i, "flush": flush, "kill_after_s": round(delay, 3), "reported": len(reported),
                       "recovered": len(saved), "torn_index_bytes": torn_idx, "torn_data_bytes": torn_data,
-                      "misread": 0, "finished": finished})
+                      "misread": 0, "finished": finished, "writer": state,
+                      "torn_listed": any("torn tail" in p for p in trial.problems)})
         trial.close()
     report = os.environ.get("TT_FAULT_REPORT")
     if report:

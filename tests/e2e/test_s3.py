@@ -122,3 +122,53 @@ def test_live_stop_training_on_s3_fires_at_the_step_and_stops_training(tt_s3):
     fired = [r for r in trial.rule_results() if r["fired"]]
     assert fired and fired[0]["step"] == 10
     assert any(e["event"] == "stop_requested" for e in trial.events())
+
+
+def _claim_object(url):
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs, f"{path}/workers/worker-0/writer.json"
+
+
+def test_a_claim_taken_over_before_the_first_flush_stops_the_writer_on_s3(tt_s3):
+    """No locks on S3: the claim object is read back before the first segment is written. A writer
+    that finds another's claim there (one that raced it) writes nothing and says so; its run's
+    objects are the other's to write."""
+    import json
+
+    url = tt_s3.new_url("claim-race")
+    hook = tt.Hook(url, include_collections=["weights"], save_config=tt.SaveConfig(save_interval=1))
+    fs, claim = _claim_object(url)
+    other = dict(json.loads(fs.cat_file(claim)), token="cd" * 16, pid=4242, host="gpu-node-7", heartbeat=time.time())
+    fs.pipe_file(claim, json.dumps(other).encode())  # the racing writer's claim replaces ours
+    model = NumpyMLP()
+    hook.register(model)
+    _train(hook, model, 3)
+    hook.close()
+    assert any("no longer this writer's" in e and "gpu-node-7" in e for e in hook.errors), hook.errors
+    assert _objects(url, "*.tt?") == []  # nothing of this writer's run reached the bucket
+    fs.invalidate_cache()
+    assert json.loads(fs.cat_file(claim))["token"] == "cd" * 16  # and the other's claim is left as it is
+
+
+def test_segment_objects_are_never_overwritten_on_s3(tt_s3):
+    """Segments are created with If-None-Match (s3fs mode "xb"): an object already at a segment's
+    name stays as it is; the writer reports it (the steps of that segment are lost, its index is
+    not published) and goes on in the next segment."""
+    url = tt_s3.new_url("no-overwrite")
+    hook = tt.Hook(url, include_collections=["weights"], save_config=tt.SaveConfig(save_interval=1))
+    fs, claim = _claim_object(url)
+    stray = claim.rsplit("/", 1)[0] + "/data-000000.ttd"
+    fs.pipe_file(stray, b"precious")
+    model = NumpyMLP()
+    hook.register(model)
+    snaps = _train(hook, model, 1)
+    hook.flush()  # segment 0: its data object exists already
+    snaps.update(_train(hook, model, 2, start=1))
+    hook.close()
+    fs.invalidate_cache()
+    assert fs.cat_file(stray) == b"precious"
+    assert any("data-000000.ttd exists already and is never overwritten" in e for e in hook.errors), hook.errors
+    assert _objects(url, "index-*.tti") == ["index-000001.tti"]  # segment 0's index was not published
+    trial = tt.create_trial(url)
+    assert trial.steps() == [1, 2]
+    assert trial.tensor("fc1.weight").value(2).tobytes() == snaps[2]["fc1.weight"].tobytes()

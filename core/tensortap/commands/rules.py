@@ -27,7 +27,8 @@ def register(sub) -> None:
                     help="rule parameter; V is read as JSON when it parses (1e-7, true, [1,2]), else as text")
     pr.add_argument("--start-step", type=int, default=0)
     pr.add_argument("--end-step", type=int, default=None, help="stop before this step")
-    pr.add_argument("--follow", action="store_true", help="keep evaluating new steps until the run closes")
+    pr.add_argument("--follow", action="store_true", help="keep evaluating new steps until the run closes "
+                    "(exit 2 if its writer dies without closing it)")
     pr.add_argument("--timeout", type=float, default=None, help="with --follow: give up after this many seconds")
     pr.add_argument("--all", action="store_true", help="print every evaluation, not only firings")
     pr.add_argument("--json", action="store_true", help="one JSON object: every result and a summary")
@@ -125,7 +126,8 @@ def run_rule(args) -> int:
     from ..trial import create_trial
 
     rule = rule_from_args(args)
-    trial = create_trial(args.run, wait_seconds=30.0 if args.follow else 0.0)
+    wait = 0.0 if not args.follow else 30.0 if args.timeout is None else min(30.0, args.timeout)
+    trial = create_trial(args.run, wait_seconds=wait)
     results = invoke_rule(rule, trial, start_step=args.start_step, end_step=args.end_step,
                           follow=args.follow, timeout=args.timeout)
     summary = (summarise(results) or [RuleSummary(rule.name)])[0]
@@ -149,4 +151,6 @@ def run_rule(args) -> int:
         if summary.state == "no data":
             why = summary.top_reasons() or ["no saved step to evaluate in the range asked for"]
             print(f"{rule.name} checked nothing at any step (exit 3): " + "; ".join(why), file=sys.stderr)
+    if args.follow and not trial.is_complete():
+        trial.check_writer()  # a writer gone without closing the run: WriterGoneError, exit 2
     return EXIT[summary.state]

@@ -225,8 +225,9 @@ class Rule:
 def invoke_rule(rule: Rule, trial, start_step: int = 0, end_step: Optional[int] = None, follow: bool = False,
                 poll: float = 0.5, timeout: Optional[float] = None) -> List[RuleResult]:
     """Evaluate `rule` on every saved step in [start_step, end_step); with `follow=True` keep
-    tailing a live run until it closes (or `timeout` seconds pass, or end_step is reached).
-    Steps never saved are skipped; this never raises because the run ended."""
+    tailing a live run until it closes (or `timeout` seconds pass, also while catching up, or
+    end_step is reached, or its writer is gone without closing it: `trial.writer_status()` then
+    says "dead"). Steps never saved are skipped; this never raises because the run ended."""
     from .cache import CachedTrial
 
     done = set()
@@ -235,17 +236,20 @@ def invoke_rule(rule: Rule, trial, start_step: int = 0, end_step: Optional[int] 
     deadline = None if timeout is None else time.monotonic() + timeout
     last_idle = time.time()
     view = trial if isinstance(trial, CachedTrial) else CachedTrial(trial)  # look-back reads hit memory
+    gone = False
     while True:
         for s in rule.steps(trial):
             if s in done or s < start_step or (end_step is not None and s >= end_step):
                 continue
+            if deadline is not None and time.monotonic() >= deadline:
+                return results  # the timeout holds while catching up too
             done.add(s)
             if done_last is not None:  # what the rule read at its previous step, in one go
                 view.prefetch(s, view.wanted(done_last))
             done_last = s
             results.append(rule.invoke(view, s))
             view.evict(before=s - 4)
-        if not follow:
+        if not follow or gone:
             return results
         if trial.is_complete() or (end_step is not None and any(s >= end_step - 1 for s in done)):
             # one last look: steps written just before the end record
@@ -256,7 +260,13 @@ def invoke_rule(rule: Rule, trial, start_step: int = 0, end_step: Optional[int] 
         if deadline is not None and time.monotonic() >= deadline:
             return results
         time.sleep(poll)
-        if not trial.refresh() and rule.idle_interval is not None:
+        fresh = trial.refresh()
+        if not fresh:  # nothing new: a writer that died sends nothing more (one last pass, then stop)
+            status = getattr(trial, "writer_status", None)
+            gone = callable(status) and status().state == "dead"
+            if gone:
+                trial.refresh()  # what it wrote just before it died
+        if not fresh and rule.idle_interval is not None:
             now = time.time()
             if now - last_idle >= rule.idle_interval:
                 last_idle = now

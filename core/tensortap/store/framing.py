@@ -7,12 +7,18 @@ Layout of one record (little-endian):
     length uint64            8   payload length
     hcrc   uint32            4   CRC32C of kind+length: a forged or torn length is caught
     payload                  length bytes
-    pcrc   uint32            4   CRC32C of the payload
+    pcrc   uint32            4   CRC32C of the payload (format 3 data records: of binding + payload)
 
 A record whose header is incomplete or fails its checksum ends the readable part of a file
 (a writer killed mid-record, or a file still being written); a record whose header is good
 but whose payload fails its checksum is skipped and reported. A length can never make the
 reader allocate more than the file holds.
+
+From format 3 a data record's checksum is seeded with its binding (`binding()`): the writer,
+worker, segment, step, name id and offset it was written for. The reader checks it with the
+binding its index entry gives, so a record read through any other entry (a segment copied over
+another, a botched restore) fails its checksum instead of passing for another value. It costs no
+bytes and one CRC of 44 bytes per record.
 """
 from __future__ import annotations
 
@@ -34,12 +40,18 @@ HEADER_SIZE = _HEADER.size  # 17
 TRAILER_SIZE = 4
 OVERHEAD = HEADER_SIZE + TRAILER_SIZE
 _U32 = struct.Struct("<I")
+_BINDING = struct.Struct("<16sIIQIQ")  # writer token, rank, segment, step, name id, record offset
 
 
 def crc(data, value: int = 0) -> int:
     """CRC32C (Castagnoli) of bytes-like `data`, from the maintained `crc32c` package;
     `value` continues a checksum computed over the bytes before `data`."""
     return _crc32c.crc32c(data, value) if value else _crc32c.crc32c(data)
+
+
+def binding(token: bytes, rank: int, seg: int, step: int, nid: int, offset: int) -> int:
+    """The checksum seed binding a data record to the one index entry it was written for."""
+    return crc(_BINDING.pack(token, rank, seg, step, nid, offset))
 
 
 PARALLEL_CRC = 4 << 20  # payloads this big are checksummed on a helper thread while I/O goes on
@@ -61,13 +73,13 @@ class Checksummer:
     reads or writes the next chunk: the crc32c package releases the GIL, so a big payload's
     checksum costs (almost) no time next to its I/O on a machine with a spare core."""
 
-    def __init__(self) -> None:
+    def __init__(self, seed: int = 0) -> None:
         global _pool
         with _pool_lock:
             if _pool is None:
                 _pool = ThreadPoolExecutor(1, thread_name_prefix="tensortap-crc")
             self._pool = _pool
-        self._value = 0
+        self._value = seed
         self._last: Optional[Future] = None
 
     def add(self, chunk) -> None:
@@ -128,10 +140,11 @@ class TornRecord(Exception):
 class BadPayload(Exception):
     """Header intact, payload checksum wrong: this record is skipped, the next one is readable."""
 
-    def __init__(self, offset: int, next_offset: int) -> None:
+    def __init__(self, offset: int, next_offset: int, kind: int = 0) -> None:
         super().__init__(f"record at byte {offset}: payload checksum mismatch")
         self.offset = offset
         self.next_offset = next_offset
+        self.kind = kind  # as its (intact) header says
 
 
 @dataclass(frozen=True)
@@ -156,6 +169,17 @@ def parse_header(buf, offset: int = 0, available: Optional[int] = None):
     return kind, length
 
 
+def record_size(buf, offset: int = 0) -> Optional[int]:
+    """The full size of the record whose header starts at `offset` (present even if its body is
+    not), or None when no valid header is there."""
+    if offset + HEADER_SIZE > len(buf):
+        return None
+    magic, kind, length, hcrc = _HEADER.unpack_from(buf, offset)
+    if magic != MAGIC or hcrc != crc(bytes(buf[offset + 4: offset + 13])):
+        return None
+    return OVERHEAD + length
+
+
 def iter_records(buf, start: int = 0) -> Iterator[Record]:
     """Every valid record in `buf` from `start`, skipping bad payloads (raising nothing).
     Stops at the first torn header; the last yielded record's next_offset is where to resume."""
@@ -165,8 +189,9 @@ def iter_records(buf, start: int = 0) -> Iterator[Record]:
 
 
 def iter_records_verbose(buf, start: int = 0, copy: bool = True):
-    """Like iter_records but also yields BadPayload objects for skipped records. With
-    copy=False payloads are memoryviews of `buf` (no copy; `buf` must not change)."""
+    """Like iter_records but also yields BadPayload objects for skipped records (and for format-3
+    data records, whose checksums only their index entry's binding verifies). With copy=False
+    payloads are memoryviews of `buf` (no copy; `buf` must not change)."""
     view = memoryview(buf)
     off = start
     n = len(view)
@@ -179,16 +204,17 @@ def iter_records_verbose(buf, start: int = 0, copy: bool = True):
         (pcrc,) = _U32.unpack_from(view, off + HEADER_SIZE + length)
         nxt = off + OVERHEAD + length
         if crc(body) != pcrc:
-            yield BadPayload(off, nxt)
+            yield BadPayload(off, nxt, kind)
         else:
             yield Record(off, kind, bytes(body) if copy else body, nxt)
         off = nxt
 
 
-def check_record(buf, kind: int, payload_crc: Optional[int] = None) -> memoryview:
+def check_record(buf, kind: int, payload_crc: Optional[int] = None, seed: int = 0) -> memoryview:
     """Validate one complete record held in `buf` and return its payload (a view).
     `payload_crc`: the payload's CRC32C if the caller already computed it while reading
-    (it must cover exactly the bytes this header says the payload has)."""
+    (it must cover exactly the bytes this header says the payload has, from `seed`);
+    `seed`: the record's binding (format 3 data records), 0 for none."""
     view = memoryview(buf)
     k, length = parse_header(view, 0, len(view))
     if k != kind:
@@ -197,6 +223,6 @@ def check_record(buf, kind: int, payload_crc: Optional[int] = None) -> memoryvie
         raise TornRecord("record length differs from the length read")  # the precomputed crc would not apply
     body = view[HEADER_SIZE: HEADER_SIZE + length]
     (pcrc,) = _U32.unpack_from(view, HEADER_SIZE + length)
-    if (crc(body) if payload_crc is None else payload_crc) != pcrc:
+    if (crc(body, seed) if payload_crc is None else payload_crc) != pcrc:
         raise BadPayload(0, HEADER_SIZE + length + TRAILER_SIZE)
     return body

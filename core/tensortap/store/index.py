@@ -22,10 +22,13 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from .safe_io import depth_ok
+
 ENTRY_DTYPE = np.dtype(
     [("nid", "<u4"), ("dtype", "<u2"), ("shape", "<u4"), ("offset", "<u8"), ("nbytes", "<u8")]
 )
 _U32 = struct.Struct("<I")
+_FLAT = ("defs", "step", "segment")  # checked field by field by the reader
 # dtype kinds a run may hold: bool, ints, floats, complex, fixed-width strings. Never objects.
 SAFE_KINDS = set("biufcSU")
 # Machine-learning float types numpy lacks (the `ml_dtypes` package: what JAX/TF/torch bf16 map to),
@@ -65,8 +68,12 @@ def decode(payload: bytes) -> Tuple[dict, Optional[np.ndarray]]:
         header = json.loads(bytes(payload[4: 4 + jlen]).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise BadIndex(f"index JSON does not parse: {e}") from None
+    except RecursionError:
+        raise BadIndex("index JSON is nested too deeply") from None
     if not isinstance(header, dict) or not isinstance(header.get("type"), str):
         raise BadIndex("index header is not an object with a 'type'")
+    if header["type"] not in _FLAT and not depth_ok(header):  # rule results and events reach users as they are
+        raise BadIndex("index JSON is nested too deeply")
     rest = payload[4 + jlen:]
     if not rest:
         return header, None

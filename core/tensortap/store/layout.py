@@ -5,10 +5,14 @@ import re
 
 RUN_MARKER = "tensortap-run.json"
 # 1: first release. 2: a tensor's reductions packed in one record (kind "reductions:a,b,..."),
-# padding records (kind 3) before big data records. Readers read every format up to theirs.
-FORMAT_VERSION = 2
+# padding records (kind 3) before big data records. 3: each index segment opens with a "segment"
+# record naming its number and writer; each data record's checksum is bound to the (writer, worker,
+# segment, step, name id, offset) it was written for; workers/worker-N/writer.json claims the worker
+# and carries the writer's heartbeat. Readers read every format up to theirs.
+FORMAT_VERSION = 3
 WORKERS_DIR = "workers"
 META = "meta.json"
+CLAIM = "writer.json"
 DATA_RE = re.compile(r"^data-(\d{6})\.ttd$")
 INDEX_RE = re.compile(r"^index-(\d{6})\.tti$")
 WORKER_RE = re.compile(r"^worker-(\d{1,6})$")

@@ -1,15 +1,17 @@
 """Reading one worker's records: tail the index segments, fetch one tensor's bytes on demand.
 
 Opening a run reads only index files. A value lookup reads exactly one data record
-(header + payload + checksum) at the offset the index gives, verifies its checksum, and
-returns the array. Nothing in a run can run code: JSON and raw bytes of whitelisted dtypes.
+(header + payload + checksum) at the offset the index gives, verifies its checksum (bound, from
+format 3, to the entry it was written for), and returns the array. Nothing in a run can run code:
+JSON and raw bytes of whitelisted dtypes; only regular files inside the run are opened.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
+import stat
+import struct
 import sys
 import threading
 import time
@@ -19,7 +21,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import CorruptRunError, NotARunError
-from . import framing, index, layout
+from . import framing, index, layout, safe_io
 from .fs import is_local, join
 
 log = logging.getLogger("tensortap")
@@ -29,6 +31,8 @@ _PAGE = 4096
 _CHUNK = 1 << 20
 _GAP = 256 * 1024  # read_many: records closer than this share one request (the bytes between are read too)
 _SPAN = 64 << 20  # ... up to this many bytes per request
+INDEX_CHUNK = 16 << 20  # index bytes read per request
+MAX_INDEX_RECORD = 256 << 20  # a longer index record is damage (the name table of 1M tensors is ~100 MB)
 
 
 class _BufferPool:
@@ -132,8 +136,12 @@ class DirWatch:
         self._names: List[str] = []
 
     def names(self) -> List[str]:
-        """The directory's entries (FileNotFoundError if it does not exist)."""
+        """The directory's entries (FileNotFoundError if it does not exist; CorruptRunError if
+        it is not a directory)."""
         st = os.stat(self.path)
+        if not stat.S_ISDIR(st.st_mode):
+            raise CorruptRunError(f"{self.path} is a file where a folder should be: not a run tensortap can "
+                                  "read (remove it, or restore the folder)")
         if st.st_mtime_ns != self._mtime:
             self._names = os.listdir(self.path)
             # trust the mtime only once it is a second old
@@ -144,12 +152,26 @@ class DirWatch:
 class WorkerReader:
     """The index of one worker, kept up to date by `refresh()`."""
 
-    def __init__(self, fs, root: str, worker: str) -> None:
+    def __init__(self, fs, root: str, worker: str, root_real: Optional[str] = None) -> None:
         self.fs = fs
         self.local = is_local(fs)
         self.root = root
         self.worker = worker
         self.dir = join(root, layout.WORKERS_DIR, worker)
+        self.root_real = (root_real or os.path.realpath(root)) if self.local else ""  # "": not a local run
+        if self.local:
+            safe_io.inside(self.root_real, self.dir)  # a worker folder linked from elsewhere is refused
+        m = layout.WORKER_RE.match(worker)
+        self.rank = int(m.group(1)) if m else 0
+        #: format 3+: every segment opens with its header and data records are bound to their entries
+        self.bound = False
+        self._token: Optional[bytes] = None  # the writer every segment of this worker must name
+        self._tokens: Dict[int, bytes] = {}  # segment -> the writer its header names
+        self._skip: set = set()  # segments refused whole (misplaced, foreign, headless)
+        self._noted: set = set()  # problems already listed
+        self._data_segs: set = set()  # data segments present at the last listing
+        self._seg_list: List[int] = []  # index segments present at the last listing
+        self._meta_missing = False
         self.meta: dict = {}
         self.names: Dict[int, Tuple[str, str, Tuple[str, ...]]] = {}
         self.nid_of: Dict[Tuple[str, str], int] = {}
@@ -175,15 +197,23 @@ class WorkerReader:
         self._watch = DirWatch(self.dir) if self.local else None
         self._load_meta()
 
+    def _note(self, key, text: str) -> None:
+        """List a problem once."""
+        if key not in self._noted:
+            self._noted.add(key)
+            self.problems.append(text)
+
     def _load_meta(self) -> None:
         path = join(self.dir, layout.META)
         try:
-            raw = self.fs.cat_file(path)
-        except FileNotFoundError:
+            raw = safe_io.read_small(self.fs, self.local, self.root_real, path)
+        except (FileNotFoundError, NotADirectoryError):
             self.meta = {}
+            self._meta_missing = True  # a writer that has claimed the worker but not written yet: look again
             return
+        self._meta_missing = False
         try:
-            meta = json.loads(raw)
+            meta = safe_io.loads(raw, "meta.json")
             if not isinstance(meta, dict):
                 raise ValueError("not an object")
         except ValueError as e:
@@ -199,6 +229,14 @@ class WorkerReader:
                 "Upgrade tensortap to read it."
             )
         self.meta = meta
+        if isinstance(fv, int) and fv >= 3:
+            self.bound = True
+        tok = meta.get("writer")
+        if self._token is None and isinstance(tok, str) and len(tok) == 32:
+            try:
+                self._token = bytes.fromhex(tok)
+            except ValueError:
+                pass
 
     # ---- index ---------------------------------------------------------------------------
     def _segments(self) -> Dict[int, Optional[int]]:
@@ -212,77 +250,168 @@ class WorkerReader:
         except FileNotFoundError:
             return {}
         segs: Dict[int, Optional[int]] = {}
+        data = set()
         for e in entries:
             p = e if self.local else e["name"]
             base = p.rstrip("/").rsplit("/", 1)[-1]
             m = layout.INDEX_RE.match(base)
             if m:
                 segs[int(m.group(1))] = None if self.local else int(e.get("size") or 0)
-            elif not self.local:
-                d = layout.DATA_RE.match(base)
-                if d:  # objects are immutable once visible: their size is final, no HEAD per lookup
+                continue
+            d = layout.DATA_RE.match(base)
+            if d:
+                data.add(int(d.group(1)))
+                if not self.local:  # objects are immutable once visible: their size is final, no HEAD per lookup
                     self._sizes[int(d.group(1))] = int(e.get("size") or 0)
+        self._data_segs = data
+        self._seg_list = sorted(segs)
         return dict(sorted(segs.items()))
 
-    def _read_from(self, seg: int, path: str, start: int, size: Optional[int]) -> bytes:
-        if self.local:  # the segment being written stays open: a live reader reads it again and again
-            f = self._index_fh.get(seg)
-            if f is None:
-                for old in self._index_fh.values():
-                    old.close()
-                self._index_fh.clear()
-                f = self._index_fh[seg] = open(path, "rb")
+    def _index_handle(self, seg: int, path: str):
+        """The open local index segment (the one being written stays open: a live reader reads it again and again)."""
+        f = self._index_fh.get(seg)
+        if f is None:
+            for old in self._index_fh.values():
+                old.close()
+            self._index_fh.clear()
+            f = self._index_fh[seg] = safe_io.open_regular(self.root_real, path)
+        return f
+
+    def _read_from(self, seg: int, path: str, start: int, size: Optional[int], n: int) -> bytes:
+        """Up to `n` bytes of an index segment from `start`."""
+        if self.local:
+            f = self._index_handle(seg, path)
+            n = min(n, os.fstat(f.fileno()).st_size - start)  # read(n) would allocate n bytes first
+            if n <= 0:
+                return b""
             f.seek(start)
-            return f.read()
+            return f.read(n)
         if size is not None and start >= size:
             return b""  # nothing new (and a ranged GET past the end is an error on S3)
-        return self.fs.cat_file(path, start=start, end=size)
+        return self.fs.cat_file(path, start=start, end=min(size, start + n) if size is not None else start + n)
+
+    def _file_size(self, seg: int, path: str, size: Optional[int]) -> int:
+        return os.fstat(self._index_handle(seg, path).fileno()).st_size if self.local else int(size or 0)
 
     def refresh(self) -> int:
         """Read index records appended since the last call; returns how many steps are new."""
         with self._lock:
+            if self._meta_missing:
+                self._load_meta()
             new = 0
             sizes = self._segments()
             segs = list(sizes)
             for seg in segs:
-                if seg in self._done:
+                if seg in self._done or seg in self._skip:
                     continue
-                start = self._offsets.get(seg, 0)
-                try:
-                    buf = self._read_from(seg, join(self.dir, layout.index_file(seg)), start, sizes[seg])
-                except FileNotFoundError:
-                    continue
-                end = 0
-                for item in framing.iter_records_verbose(buf, copy=False):  # buf is immutable bytes
-                    end = item.next_offset
-                    if isinstance(item, framing.BadPayload):
-                        self.problems.append(
-                            f"{self.worker} {layout.index_file(seg)}: record at byte {start + item.offset} "
-                            "failed its checksum and was skipped"
-                        )
-                        continue
-                    if item.kind != framing.KIND_INDEX:
-                        self.problems.append(f"{self.worker} {layout.index_file(seg)}: unexpected record kind")
-                        continue
-                    try:
-                        new += self._apply(seg, *index.decode(item.payload))
-                    except (index.BadIndex, TypeError, ValueError, KeyError, OverflowError) as e:
-                        # checksum-valid but malformed (a forged or foreign file): data, never code
-                        self.problems.append(f"{self.worker} {layout.index_file(seg)}: bad index record at byte "
-                                             f"{start + item.offset} ({type(e).__name__}: {e}); skipped")
-                self._offsets[seg] = start + end
-                foreign = start + end == 0 and len(buf) >= 4 and bytes(buf[:4]) != framing.MAGIC
-                self._note_unreadable_tail(seg, start + end, start + len(buf), segs, foreign)
+                new += self._read_segment(seg, sizes[seg], last=seg == segs[-1])
                 if self.local and seg != segs[-1]:
                     # the writer closes a segment before it creates the next one: read to its end now
                     self._done.add(seg)
+            self._note_gaps(segs)
             return new
 
-    def _note_unreadable_tail(self, seg: int, good_end: int, size: int, segs: List[int], foreign: bool) -> None:
+    def _read_segment(self, seg: int, size: Optional[int], last: bool) -> int:
+        """Apply the index records of segment `seg` appended since the last look (read in chunks:
+        a huge or hostile file is never read whole); returns how many steps are new."""
+        name = layout.index_file(seg)
+        path = join(self.dir, name)
+        pos = first = self._offsets.get(seg, 0)
+        new, want, head = 0, INDEX_CHUNK, b""
+        try:
+            while True:
+                buf = self._read_from(seg, path, pos, size, want)
+                if pos == 0:
+                    head = bytes(buf[:4])
+                end = 0
+                for item in framing.iter_records_verbose(buf, copy=False):  # buf is immutable bytes
+                    end = item.next_offset
+                    at = pos + item.offset
+                    if isinstance(item, framing.BadPayload):
+                        self.problems.append(f"{self.worker} {name}: record at byte {at} failed its checksum and "
+                                             "was skipped")
+                        continue
+                    if item.kind != framing.KIND_INDEX:
+                        self.problems.append(f"{self.worker} {name}: unexpected record kind")
+                        continue
+                    try:
+                        header, entries = index.decode(item.payload)
+                        refused = self._check_segment(seg, header)
+                        if refused:
+                            self._skip.add(seg)
+                            self._note(("seg", seg), f"{self.worker} {name}: {refused}; its steps are not read")
+                            return new
+                        if header["type"] != "segment":
+                            new += self._apply(seg, header, entries)
+                    except (index.BadIndex, TypeError, ValueError, KeyError, OverflowError) as e:
+                        # checksum-valid but malformed (a forged or foreign file): data, never code
+                        self.problems.append(f"{self.worker} {name}: bad index record at byte {at} "
+                                             f"({type(e).__name__}: {e}); skipped")
+                pos += end
+                if len(buf) < want:
+                    break  # the end of what the file holds now
+                if end:
+                    want = INDEX_CHUNK
+                    continue
+                need = framing.record_size(buf)  # one record longer than the chunk: read it whole
+                if need is None or need <= want or need > MAX_INDEX_RECORD:
+                    break
+                want = need
+            total = self._file_size(seg, path, size)
+        except FileNotFoundError:
+            return new  # removed since listed: the next listing shows the gap
+        self._offsets[seg] = pos
+        foreign = pos == 0 and len(head) >= 4 and head != framing.MAGIC
+        self._note_unreadable_tail(seg, pos, total, last, foreign)
+        if total == 0 and (not last or self.ended) and first == 0:
+            self._note(("empty", seg), f"{self.worker} {name} is empty (emptied or truncated?): the steps it indexed "
+                                       "are lost")
+        return new
+
+    def _check_segment(self, seg: int, header: dict) -> Optional[str]:
+        """Why segment `seg` must be refused whole (else None), given one of its index records:
+        its opening "segment" record must name this segment and this worker's writer."""
+        if header.get("type") != "segment":
+            if seg not in self._tokens and self.bound:  # its header was damaged: check its records
+                self._note(("headless", seg), f"{self.worker} {layout.index_file(seg)}: its segment header is "
+                                              "missing or damaged; its records are checked against this worker's "
+                                              "writer")
+            return None
+        num, writer = header.get("seg"), header.get("writer")
+        if not (isinstance(num, int) and isinstance(writer, str) and len(writer) == 32):
+            raise index.BadIndex("malformed segment header")
+        token = bytes.fromhex(writer)
+        if seg in self._tokens:
+            if self._tokens[seg] != token:
+                raise index.BadIndex("a second, different segment header")
+            return None
+        if num != seg:
+            return f"it holds the index of segment {num} (a misplaced or copied file)"
+        if self._token is None:
+            self._token = token
+        elif token != self._token:
+            return (f"it was written by another writer ({writer[:8]}…, this worker's is "
+                    f"{self._token.hex()[:8]}…): a file from another run")
+        self._tokens[seg] = token
+        self.bound = True
+        return None
+
+    def _note_gaps(self, segs: List[int]) -> None:
+        """A segment number missing below the newest is a lost index (the writer never skips one
+        from format 3 on; older writers removed empty ones, so there only with its data left)."""
+        if not segs:
+            return
+        present = set(segs)
+        for k in range(segs[-1]):
+            if k not in present and (self.bound or k in self._data_segs):
+                self._note(("gap", k), f"{self.worker} {layout.index_file(k)} is missing (deleted?) while later "
+                                       "segments exist: the steps it indexed are lost")
+
+    def _note_unreadable_tail(self, seg: int, good_end: int, size: int, last: bool, foreign: bool) -> None:
         """Bytes after the last readable record are normal at the tail of the segment being
         written; anywhere else (an older segment, a closed run, a file that does not even start
         like a record) they are damage: say so once."""
-        if good_end >= size or (seg == segs[-1] and not self.ended and not foreign):
+        if good_end >= size or (last and not self.ended and not foreign):
             return
         key = (seg, good_end)
         if key in self._tails_noted:
@@ -292,6 +421,47 @@ class WorkerReader:
             f"{self.worker} {layout.index_file(seg)}: {size - good_end} byte(s) from byte {good_end} are not a "
             "valid record (a torn write or a damaged/foreign file); ignored"
         )
+
+    def _stat_size(self, path: str) -> int:
+        return os.stat(path).st_size if self.local else int(self.fs.size(path))
+
+    def file_problems(self, writer_gone: bool) -> List[str]:
+        """What only a look at the files tells, worded for `trial.problems`: data segments the
+        index refers to that are missing, and, when the writer is gone without closing the run,
+        the torn tail it left (bytes of the step it was writing)."""
+        with self._lock:
+            out = []
+            used: set = set()
+            for si in self.steps.values():
+                used.update(si.segs.tolist() if si.segs is not None else (si.seg,))
+            if self._meta_missing and self._seg_list:
+                out.append(f"{self.worker}/{layout.META} is missing (deleted?): the worker's framework, rank and "
+                           "configuration are unknown")
+            for seg in sorted(used - self._data_segs):
+                out.append(f"{self.worker} {layout.data_file(seg)} is missing (deleted?): the values of the steps "
+                           f"indexed in {layout.index_file(seg)} cannot be read")
+            if writer_gone and not self.ended and self._seg_list:
+                last = self._seg_list[-1]
+                torn = []
+                try:
+                    idx = self._stat_size(join(self.dir, layout.index_file(last)))
+                    if idx > self._offsets.get(last, 0):
+                        torn.append(f"{idx - self._offsets.get(last, 0)} byte(s) of {layout.index_file(last)}")
+                    end = 0
+                    for si in self.steps.values():
+                        e = si.entries if si.segs is None else si.entries[si.segs == last]
+                        if len(e) and (si.segs is not None or si.seg == last):
+                            end = max(end, int((e["offset"] + e["nbytes"]).max()) + framing.OVERHEAD)
+                    if last in self._data_segs:
+                        data = self._stat_size(self._data_path(last))
+                        if data > end:
+                            torn.append(f"{data - end} byte(s) of {layout.data_file(last)}")
+                except (OSError, CorruptRunError):
+                    pass
+                if torn:
+                    out.append(f"{self.worker}: the writer stopped without closing the run; the torn tail it left "
+                               f"({', '.join(torn)}: the step it was writing) is ignored")
+            return out
 
     def _apply(self, seg: int, header: dict, entries: Optional[np.ndarray]) -> int:
         kind = header["type"]
@@ -364,13 +534,33 @@ class WorkerReader:
     def _size(self, seg: int, need: int) -> int:
         size = self._sizes.get(seg, -1)
         if size < need:
-            size = self.fs.size(self._data_path(seg))
+            if self.local:  # of the file the reads will use (a regular file inside the run)
+                size = os.fstat(self._handle(seg).fileno()).st_size
+            else:
+                size = self.fs.size(self._data_path(seg))
             self._sizes[seg] = size
         return size
 
-    def _entry(self, si: StepIndex, nid: int, what: str) -> Tuple[int, int, int, np.dtype, Tuple[int, ...]]:
-        """(segment, offset, nbytes, dtype, shape) of the array stored for `nid` at `si`, checked
-        against the index's own definitions."""
+    def _missing(self, seg: int, what: str) -> CorruptRunError:
+        return CorruptRunError(f"{what}: {self.worker}/{layout.data_file(seg)} is missing (deleted, or never "
+                               "copied with the run); the run is damaged")
+
+    def _seed(self, seg: int, step: int, nid: int, off: int, what: str) -> int:
+        """The checksum seed binding the record at (seg, off) to this entry (0: a format 1-2 segment)."""
+        token = self._tokens.get(seg) or (self._token if self.bound else None)
+        if token is None:
+            if self.bound:
+                raise CorruptRunError(f"{what}: {self.worker}/{layout.index_file(seg)} names no writer, so its "
+                                      "records cannot be checked; the run is damaged")
+            return 0
+        try:
+            return framing.binding(token, self.rank, seg, step, nid, off)
+        except struct.error:  # a forged step, id or offset beyond the fields' range
+            raise CorruptRunError(f"{what}: the index entry is out of range; the run is damaged") from None
+
+    def _entry(self, si: StepIndex, nid: int, what: str) -> Tuple[int, int, int, np.dtype, Tuple[int, ...], int]:
+        """(segment, offset, nbytes, dtype, shape, checksum seed) of the array stored for `nid`
+        at `si`, checked against the index's own definitions."""
         row = si.find_row(nid)
         if row is None:
             raise KeyError(nid)
@@ -382,7 +572,7 @@ class WorkerReader:
             raise CorruptRunError(f"{what}: the index refers to an unknown dtype/shape id; the run is damaged")
         if nbytes != math.prod(shape) * dtype.itemsize:  # Python ints: a forged shape cannot overflow
             raise CorruptRunError(f"{what}: index says {nbytes} bytes for shape {shape} {dtype}; the run is damaged")
-        return seg, off, nbytes, dtype, shape
+        return seg, off, nbytes, dtype, shape, self._seed(seg, si.step, nid, off, what)
 
     def _check_size(self, seg: int, end: int, what: str) -> None:
         if end > self._size(seg, end):
@@ -396,18 +586,21 @@ class WorkerReader:
                 for h in self._handles.values():
                     h.close()
                 self._handles.clear()
-            f = self._handles[seg] = open(self._data_path(seg), "rb", buffering=0)
+            f = self._handles[seg] = (safe_io.open_regular(self.root_real, self._data_path(seg)) if self.local
+                                      else open(self._data_path(seg), "rb", buffering=0))
         return f
 
     def _payload(self, rec, raw: np.ndarray, start: int, seg: int, off: int, nbytes: int, dtype: np.dtype,
-                 shape: Tuple[int, ...], what: str, pcrc: Optional[int] = None) -> np.ndarray:
+                 shape: Tuple[int, ...], what: str, seed: int, pcrc: Optional[int] = None) -> np.ndarray:
         """The array of the record held in `rec` (= raw[start - HEADER_SIZE:...]), after its checks."""
         try:
-            payload = framing.check_record(rec, framing.KIND_DATA, payload_crc=pcrc)
+            payload = framing.check_record(rec, framing.KIND_DATA, payload_crc=pcrc, seed=seed)
         except (framing.TornRecord, framing.BadPayload):
+            why = ("the stored bytes are damaged, or the record there was written for another step, tensor or run "
+                   "(a misplaced or copied segment)") if self.bound else "the stored bytes are damaged"
             raise CorruptRunError(
                 f"{what}: checksum mismatch in {self.worker}/{layout.data_file(seg)} at byte {off}; "
-                "the stored bytes are damaged (refusing to return them)"
+                f"{why} (refusing to return them)"
             ) from None
         if len(payload) != nbytes:  # the index and the record disagree: never return neighbouring bytes
             raise CorruptRunError(f"{what}: the record at byte {off} holds {len(payload)} bytes, the index says "
@@ -420,7 +613,7 @@ class WorkerReader:
 
     def read(self, si: StepIndex, nid: int, what: str) -> np.ndarray:
         """The array stored for name id `nid` at step `si`; `what` names it in errors."""
-        seg, off, nbytes, dtype, shape = self._entry(si, nid, what)
+        seg, off, nbytes, dtype, shape, seed = self._entry(si, nid, what)
         total = nbytes + framing.OVERHEAD
         path = self._data_path(seg)
         # Read into fresh, uninitialised memory (no zero-fill pass); the array returned is a
@@ -435,15 +628,18 @@ class WorkerReader:
             pad = (-framing.HEADER_SIZE - _address(raw)) % _ALIGN
         rec = memoryview(raw)[pad:pad + total]
         with self._lock:
-            self._check_size(seg, off + total, what)
+            try:
+                self._check_size(seg, off + total, what)
+            except FileNotFoundError:
+                raise self._missing(seg, what) from None
             if self.local:
                 f = self._handle(seg)
                 f.seek(off)
-                got, pcrc = 0, 0
+                got, pcrc = 0, seed
                 head, pay_end = framing.HEADER_SIZE, framing.HEADER_SIZE + nbytes
                 # chunked, so each chunk is checksummed while it is still in the CPU cache, or,
                 # for a big payload, on a helper thread while the next chunk is read
-                summer = framing.Checksummer() if nbytes >= framing.PARALLEL_CRC else None
+                summer = framing.Checksummer(seed) if nbytes >= framing.PARALLEL_CRC else None
                 chunk = _CHUNK if summer is None else 4 * _CHUNK
                 while got < total:
                     n = f.readinto(rec[got:min(total, got + chunk)])
@@ -459,14 +655,17 @@ class WorkerReader:
                 if summer is not None:
                     pcrc = summer.value()
             else:
-                fetched = self.fs.cat_file(path, start=off, end=off + total)
+                try:
+                    fetched = self.fs.cat_file(path, start=off, end=off + total)
+                except FileNotFoundError:
+                    raise self._missing(seg, what) from None
                 got = len(fetched)
                 if got == total:
                     rec[:] = fetched
                 pcrc = None
         if got != total:
             raise CorruptRunError(f"{what}: short read from {layout.data_file(seg)}; the run is damaged")
-        return self._payload(rec, raw, pad + framing.HEADER_SIZE, seg, off, nbytes, dtype, shape, what, pcrc)
+        return self._payload(rec, raw, pad + framing.HEADER_SIZE, seg, off, nbytes, dtype, shape, what, seed, pcrc)
 
     def read_many(self, wanted: List[Tuple[StepIndex, int, str]]) -> List[object]:
         """Several arrays at once: records lying close together in a data file (a step's
@@ -480,7 +679,7 @@ class WorkerReader:
                 todo.append((*self._entry(si, nid, what), what, i))
             except (KeyError, CorruptRunError) as e:
                 out[i] = e
-        todo.sort(key=lambda t: (t[0], t[1]))
+        todo.sort(key=lambda t: (t[0], t[1]))  # t: (seg, offset, nbytes, dtype, shape, seed, what, i)
         span: list = []
         for t in todo:
             if span and (t[0] != span[0][0] or t[1] - _end(span[-1]) > _GAP or _end(t) - span[0][1] > _SPAN):
@@ -501,7 +700,10 @@ class WorkerReader:
         buf = memoryview(raw)[pad:pad + hi - lo]
         try:
             with self._lock:
-                self._check_size(seg, hi, span[-1][5])
+                try:
+                    self._check_size(seg, hi, span[-1][6])
+                except FileNotFoundError:
+                    raise self._missing(seg, span[-1][6]) from None
                 if self.local:
                     f = self._handle(seg)
                     f.seek(lo)
@@ -512,21 +714,24 @@ class WorkerReader:
                             break
                         got += n
                 else:
-                    fetched = self.fs.cat_file(self._data_path(seg), start=lo, end=hi)
+                    try:
+                        fetched = self.fs.cat_file(self._data_path(seg), start=lo, end=hi)
+                    except FileNotFoundError:
+                        raise self._missing(seg, span[-1][6]) from None
                     got = len(fetched)
                     if got == hi - lo:
                         buf[:] = fetched
             if got != hi - lo:
-                raise CorruptRunError(f"{span[-1][5]}: short read from {layout.data_file(seg)}; the run is damaged")
+                raise CorruptRunError(f"{span[-1][6]}: short read from {layout.data_file(seg)}; the run is damaged")
         except Exception as e:  # noqa: BLE001 - the same error for each array of the span
             for t in span:
-                out[t[6]] = e
+                out[t[7]] = e
             return
-        for seg, off, nbytes, dtype, shape, what, i in span:
+        for seg, off, nbytes, dtype, shape, seed, what, i in span:
             start = pad + off - lo + framing.HEADER_SIZE
             rec = buf[off - lo:off - lo + nbytes + framing.OVERHEAD]
             try:
-                arr = self._payload(rec, raw, start, seg, off, nbytes, dtype, shape, what)
+                arr = self._payload(rec, raw, start, seg, off, nbytes, dtype, shape, what, seed)
                 if dtype.itemsize and (base + start) % max(dtype.alignment, 1):
                     arr = arr.copy()  # a payload the writer did not align: an aligned copy
                 out[i] = arr

@@ -6,6 +6,8 @@ Memory is bounded by `queue_bytes`; when the disk cannot keep up the policy deci
 newest step and counts it (reported in the run as an event and by `Hook.stats`).
 A write error (disk full, lost connection) drops that step, is reported once per kind,
 rolls to fresh files so the damage stays at a file's tail, and writing resumes when it can.
+The writer holds its worker's claim (claim.WorkerClaim) from creation to close and never
+replaces a file: every segment is created new.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import numpy as np
 from .._version import __version__
 from ..errors import ConfigError
 from . import framing, index, layout
+from .claim import ClaimLost, WorkerClaim, open_new
 from .fs import is_local, join, preallocate, resolve
 
 log = logging.getLogger("tensortap")
@@ -86,7 +89,10 @@ class StoreWriter:
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         flush_seconds: Optional[float] = None,
         on_error: Optional[Callable[[str, BaseException], None]] = None,
+        claim: Optional[WorkerClaim] = None,
     ) -> None:
+        """`claim`: the worker's claim when the caller took it already (tt.Hook does, at creation);
+        else it is taken here. Either way a second writer of the same worker is refused."""
         if on_full not in ("block", "drop"):
             raise ConfigError(f'on_full must be "block" or "drop", got {on_full!r}')
         self.fs, self.root = resolve(out_dir)
@@ -121,33 +127,30 @@ class StoreWriter:
         self._dropped_unreported = 0
         self._seg_steps = 0  # items written to the open segment
         self._failed_in_a_row = 0  # steps lost to write errors since the last good write
+        self._claim_reported = False  # a lost claim was reported (once)
+        self._own_seg = -1  # the last segment this writer created (only its own files are ever removed)
         self._fd: Optional[int] = None  # the local data file's descriptor (preallocation)
-        self._open_dir()
+        self._rank = int(rank)
+        self._last_step: Optional[int] = None
+        self._claim = claim if claim is not None else WorkerClaim.acquire(out_dir, rank)
+        if (self._claim.root, self._claim.rank) != (self.root, self._rank):
+            raise ConfigError(f"the claim passed is for {self._claim.worker} of {self._claim.root!r}, "
+                              f"not {self.worker} of {self.root!r}")
+        self._token = bytes.fromhex(self._claim.token)
+        try:
+            self._open_dir()
+        except BaseException:
+            self._claim.release(remove=True)
+            raise
         self._thread = threading.Thread(target=self._run, name=f"tensortap-writer-{self.worker}", daemon=True)
         self._thread.start()
+        self._claim.start_heartbeat(lambda: self._last_step)
 
     # ---- set-up -------------------------------------------------------------------------
     def _open_dir(self) -> None:
+        """Write the run marker and this worker's meta.json (the claim made the directory and
+        refused a worker that already holds a run)."""
         fs = self.fs
-        try:
-            fs.makedirs(self.dir, exist_ok=True)
-            try:
-                listing = fs.ls(self.dir, detail=False)
-            except FileNotFoundError:  # object stores: a "directory" exists once something is in it
-                listing = []
-            existing = [p for p in listing if layout.INDEX_RE.match(p.rsplit("/", 1)[-1])]
-        except PermissionError as e:
-            raise ConfigError(
-                f"out_dir {self.root!r} is not writable ({e.strerror or e}); "
-                "pass an out_dir you can write to"
-            ) from None
-        except OSError as e:
-            raise ConfigError(f"cannot create the run directory {self.root!r}: {e}") from None
-        if existing:
-            raise ConfigError(
-                f"out_dir {self.root!r} already holds a run for {self.worker}; "
-                "use a new out_dir for each run (or delete the old one)"
-            )
         marker = join(self.root, layout.RUN_MARKER)
         run_info = {"format": "tensortap-run", "format_version": layout.FORMAT_VERSION}
         meta = {
@@ -157,6 +160,7 @@ class StoreWriter:
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
             "created": time.time(),
+            "writer": self._claim.token,
             **self.meta,
         }
         try:
@@ -165,6 +169,8 @@ class StoreWriter:
             self._put(join(self.dir, layout.META), json.dumps(meta, default=str, indent=1).encode())
         except PermissionError as e:
             raise ConfigError(f"out_dir {self.root!r} is not writable ({e}); pass an out_dir you can write to") from None
+        except OSError as e:
+            raise ConfigError(f"cannot write to the run directory {self.root!r}: {e}") from None
 
     def _put(self, path: str, data: bytes) -> None:
         """Write a small whole file atomically (rename locally; one PUT on object stores)."""
@@ -250,6 +256,12 @@ class StoreWriter:
             self._closed = True
             self._cv.notify_all()
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            return  # still writing past the timeout: the claim stays (the process's exit releases it)
+        lost = self._claim.check()
+        if lost is not None and not self._claim_reported:
+            self.on_error("closing the run", ClaimLost(lost))
+        self._claim.release(self._last_step)
 
     # ---- the writer thread ---------------------------------------------------------------
     def _run(self) -> None:
@@ -307,6 +319,10 @@ class StoreWriter:
         return bool(self.flush_seconds) and time.monotonic() - self._seg_opened >= self.flush_seconds
 
     def _write_item(self, item) -> None:
+        if self._claim.lost is not None:  # another writer holds this worker now: write nothing more
+            if isinstance(item, StepBatch):
+                self.stats.steps_dropped += 1
+            return
         try:
             if self._data is None or self._data_pos >= self.segment_bytes or self._segment_expired():
                 self._roll()
@@ -329,7 +345,12 @@ class StoreWriter:
             self._seg_steps += 1  # the segment now holds something worth keeping
         except Exception as e:  # noqa: BLE001 - never let the writer die; report and go on
             self.stats.write_errors += 1
-            if isinstance(item, StepBatch):
+            if isinstance(e, ClaimLost):
+                self._claim_reported = True
+                self.on_error(f"stopped writing at step {getattr(item, 'step', '?')}", e)
+                if isinstance(item, StepBatch):
+                    self.stats.steps_dropped += 1
+            elif isinstance(item, StepBatch):
                 self.stats.steps_dropped += 1
                 self._failed_in_a_row += 1
                 what = f"could not save step {item.step} ({item.mode} step {item.mode_step})"
@@ -342,13 +363,29 @@ class StoreWriter:
 
     def _roll(self) -> None:
         self._close_segment()
-        self._seg += 1
-        self._data = self.fs.open(join(self.dir, layout.data_file(self._seg)), "wb")
-        self._index = self.fs.open(join(self.dir, layout.index_file(self._seg)), "wb")
+        if self._seg < 0:  # before the first segment: is the claim still ours (object stores: no lock)?
+            lost = self._claim.check()
+            if lost is not None:
+                raise ClaimLost(lost)
+        self._seg += 1  # a number once used is never reused: an existing file is never replaced
+        self._data = open_new(self.fs, self.local, join(self.dir, layout.data_file(self._seg)))
+        try:
+            self._index = open_new(self.fs, self.local, join(self.dir, layout.index_file(self._seg)))
+        except BaseException:
+            self._close_segment(quiet=True)
+            try:
+                self.fs.rm_file(join(self.dir, layout.data_file(self._seg)))  # the one we just created
+            except Exception:  # noqa: BLE001
+                pass
+            raise
+        self._own_seg = self._seg
         self._fd = self._data.fileno() if self.local else None
         self._data_pos = 0
         self._seg_opened = time.monotonic()
         self._seg_steps = 0
+        # Its first record names the segment and its writer: a segment copied over another, or from
+        # another run, is recognised by the reader (and the data records' checksums are bound to it).
+        self._write_index({"type": "segment", "seg": self._seg, "writer": self._claim.token, "worker": self.worker})
         # Each segment repeats the whole definition table: segments stand alone.
         if self._name_defs:
             self._write_index({
@@ -359,16 +396,29 @@ class StoreWriter:
             })
 
     def _close_segment(self, quiet: bool = False) -> None:
-        # Data before index: an index entry must never point at bytes not yet visible.
-        for attr in ("_data", "_index"):
-            f = getattr(self, attr)
-            if f is not None:
+        # Data before index: an index entry must never point at bytes not yet visible. On an object
+        # store a data object that could not be written takes its index with it (never published).
+        data, idx, self._data, self._index = self._data, self._index, None, None
+        lost = False
+        for f, name in ((data, layout.data_file(self._seg)), (idx, layout.index_file(self._seg))):
+            if f is None:
+                continue
+            if lost and not self.local and hasattr(f, "discard"):
                 try:
-                    f.close()
-                except Exception as e:  # noqa: BLE001
-                    if not quiet:
-                        self.on_error("could not close a run file", e)
-                setattr(self, attr, None)
+                    f.discard()
+                    f.closed = True  # discarded: nothing left to upload (not even when collected)
+                except Exception:  # noqa: BLE001
+                    pass
+                continue
+            try:
+                f.close()
+            except Exception as e:  # noqa: BLE001
+                lost = True
+                if not quiet:
+                    if isinstance(e, FileExistsError):
+                        e = FileExistsError(f"{self.worker}/{name} exists already and is never overwritten; the "
+                                            "steps written to this segment are lost (another writer?)")
+                    self.on_error("could not close a run file", e)
 
     def _abandon_segment(self) -> None:
         """After a write error: close what is open without further reports (the error that got
@@ -378,22 +428,31 @@ class StoreWriter:
         except Exception:  # noqa: BLE001
             pass
         self._data = self._index = None
-        if self._seg >= 0 and not getattr(self, "_seg_steps", 0):
+        if self._seg >= 0 and self._own_seg == self._seg and not self._seg_steps:
             # Nothing useful in it: remove it, so a long outage (disk full for hours) does not
-            # leave two empty files per failed step behind. Best effort.
-            for name in (layout.index_file(self._seg), layout.data_file(self._seg)):
+            # leave two empty files per failed step behind, and reuse its number (segment numbers
+            # stay gap-free: a reader reports a missing one). Best effort: data first, so that an
+            # index never outlives its data; a number whose files could not go is skipped.
+            gone = 0
+            for name in (layout.data_file(self._seg), layout.index_file(self._seg)):
                 try:
                     self.fs.rm_file(join(self.dir, name))
+                    gone += 1
+                except FileNotFoundError:
+                    gone += 1
                 except Exception:  # noqa: BLE001
-                    pass
+                    break
+            if gone == 2:
+                self._seg -= 1
 
-    def _write_big(self, data, pos: int, arr: np.ndarray) -> int:
+    def _write_big(self, data, pos: int, arr: np.ndarray, bind: Callable[[int], int]) -> int:
         """Write one big array's record at file offset `pos`; returns the record's offset.
 
         A padding record first places the payload at a file offset matching the array's
         address modulo 64 (framing.pad_before: full-speed copies on write and on read), the
         blocks are preallocated, and a payload of PARALLEL_CRC bytes or more is checksummed on a
-        helper thread while this one writes it (framing.Checksummer)."""
+        helper thread while this one writes it (framing.Checksummer). `bind(offset)` is the
+        checksum seed of a record at that offset (framing.binding)."""
         buf = arr.reshape(-1).view(np.uint8)
         n = arr.nbytes
         gap = framing.pad_before(pos, arr.ctypes.data)
@@ -402,14 +461,15 @@ class StoreWriter:
             head = framing.pad(gap) + head
         if self._fd is not None:
             preallocate(self._fd, pos, gap + n + framing.OVERHEAD)
+        seed = bind(pos + gap)
         if n >= framing.PARALLEL_CRC:
-            summer = framing.Checksummer()
+            summer = framing.Checksummer(seed)
             summer.add(buf)
             data.write(head)
             data.write(buf)
             payload_crc = summer.value()
         else:
-            payload_crc = framing.crc(buf)
+            payload_crc = framing.crc(buf, seed)
             data.write(head)
             data.write(buf)
         data.write(framing.trailer(payload_crc))
@@ -425,6 +485,7 @@ class StoreWriter:
         pos = self._data_pos
         small: list = []  # records of small arrays, joined into one write (per-call overhead dominates)
         header, crc, kind_data, overhead = framing.header, framing.crc, framing.KIND_DATA, framing.OVERHEAD
+        binding, token, rank, seg, step = framing.binding, self._token, self._rank, self._seg, batch.step
         for it in batch.items:
             key = (it.name, it.kind)
             nid = self._names.get(key)
@@ -453,12 +514,13 @@ class StoreWriter:
             n = arr.nbytes
             if n <= SMALL_RECORD:
                 payload = arr.tobytes()  # raw bytes whatever the dtype (complex, bfloat16, unicode)
-                small += (header(kind_data, n), payload, framing.trailer(crc(payload)))
+                seed = binding(token, rank, seg, step, nid, pos)
+                small += (header(kind_data, n), payload, framing.trailer(crc(payload, seed)))
             else:  # big: no copy; crc and write straight from the array's memory
                 if small:
                     data.write(b"".join(small))
                     small = []
-                pos = self._write_big(data, pos, arr)
+                pos = self._write_big(data, pos, arr, lambda off, nid=nid: binding(token, rank, seg, step, nid, off))
             rows.append((nid, did, sid, pos, n))
             pos += n + overhead
         if small:
@@ -473,6 +535,7 @@ class StoreWriter:
              "time": batch.time or time.time()},
             entries,
         )
+        self._last_step = batch.step
         self.stats.steps_written += 1
         self.stats.tensors_written += len(batch.items)
         self.stats.bytes_written += sum(r[4] for r in rows)
