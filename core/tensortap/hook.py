@@ -48,12 +48,25 @@ DEFAULT_COLLECTIONS = ("weights", "biases", "gradients", "losses", "metrics", "s
 CollectionArg = Union[str, Collection]
 
 
+def _env_int(var: str) -> Optional[int]:
+    v = os.environ.get(var)
+    return int(v) if v is not None and v.strip().isdigit() else None
+
+
 def _env_rank() -> Optional[int]:
+    """This process's global rank from the launcher's variables: torchrun/MPI/SLURM name it; a
+    launcher that only sets LOCAL_RANK and NODE_RANK (Lightning's ddp subprocess launcher) gives it
+    on node 0, or on any node when LOCAL_WORLD_SIZE says how many processes a node runs."""
     for var in ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"):
-        v = os.environ.get(var)
-        if v is not None and v.strip().isdigit():
-            return int(v)
-    return None
+        rank = _env_int(var)
+        if rank is not None:
+            return rank
+    local, node, per_node = _env_int("LOCAL_RANK"), _env_int("NODE_RANK") or 0, _env_int("LOCAL_WORLD_SIZE")
+    if local is None:
+        return None
+    if per_node is not None:
+        return node * per_node + local
+    return local if node == 0 else None
 
 
 def user_collection(name: str, known) -> Collection:

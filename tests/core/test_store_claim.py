@@ -112,6 +112,24 @@ def test_the_claim_is_taken_at_creation_with_the_launchers_rank(tmp_path, monkey
     assert json.load(open(os.path.join(_worker_dir(run, 3), layout.CLAIM)))["closed"] is not None
 
 
+@pytest.mark.parametrize("env, rank", [
+    ({"LOCAL_RANK": "1", "NODE_RANK": "0"}, 1),                          # Lightning's ddp launcher, node 0
+    ({"LOCAL_RANK": "1", "NODE_RANK": "2", "LOCAL_WORLD_SIZE": "4"}, 9),  # any node, per-node count known
+    ({"LOCAL_RANK": "1", "NODE_RANK": "2"}, 0),                          # not knowable: rank 0 (register corrects it)
+    ({"RANK": "5", "LOCAL_RANK": "1"}, 5),                               # torchrun: RANK wins
+])
+def test_launchers_that_set_only_a_local_rank(tmp_path, monkeypatch, env, rank):
+    for var in ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK",
+                "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    run = str(tmp_path / "run")
+    hook = tt.Hook(run, include_collections=["scalars"])
+    assert os.path.exists(os.path.join(_worker_dir(run, rank), layout.CLAIM))
+    hook.close()
+
+
 def _dead_pid() -> int:
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
