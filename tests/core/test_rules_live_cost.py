@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import tensortap as tt
 from tensortap.rules import Rule
-from tensortap.rules.base import RuleResult, results_record
+from tensortap.rules.results import RuleResult, results_record
 from tensortap.rules.builtin._common import all_finite, finite_of, mean_abs_of, norm_of, surely_not_close
 from tensortap.rules.builtin.tensors import close
 from tensortap.rules.cache import CachedTrial

@@ -4,9 +4,11 @@ from __future__ import annotations
 from typing import List
 
 from .actions import Action, ActionContext
-from .base import Rule, RuleResult, invoke_rule
+from .base import Rule
+from .offline import invoke_rule
 from .outcomes import RuleSummary, step_label, summarise
 from .requirements import Need, RuleNeedsWarning
+from .results import RuleResult
 
 
 def list() -> List[str]:  # noqa: A001 - mirrors the documented tt.rules.list()

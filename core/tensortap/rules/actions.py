@@ -1,4 +1,6 @@
-"""Actions: what happens when a rule fires. Built-ins are registered as a plugin."""
+"""Actions: what happens when a rule fires (stop training, log, call back, post a webhook, write
+status.json), and make_actions, which turns what add_rule was given into them. The built-ins are
+registered as a plugin."""
 from __future__ import annotations
 
 import json
@@ -11,7 +13,9 @@ import urllib.request
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
+from ..errors import ConfigError
 from ..hookspecs import hookimpl
+from ..plugins import get_registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from .sending import SendPool
@@ -50,9 +54,9 @@ class Action:
         return f"<Action {self.name}>"
 
 
-class StopTraining(Action):
+class StopTrainingAction(Action):
     """Stop training at the next step boundary (torch: raises tt.StopTraining from the hook;
-    Keras: sets model.stop_training; Gluon: raises tt.StopTraining)."""
+    Keras: sets model.stop_training; Gluon: raises tt.StopTraining). Registered as "stop_training"."""
 
     name = "stop_training"
 
@@ -81,8 +85,6 @@ class Callback(Action):
 
     def __init__(self, fn: Callable) -> None:
         if not callable(fn):
-            from ..errors import ConfigError
-
             raise ConfigError(f"callback action needs a callable, got {fn!r}")
         self.fn = fn
         self.with_hook = _takes_two(fn)
@@ -95,6 +97,26 @@ class Callback(Action):
 
     def describe(self) -> str:
         return f"callback {getattr(self.fn, '__qualname__', None) or type(self.fn).__name__}"
+
+
+def make_actions(action: Any) -> List[Action]:
+    """Normalise an action argument: None, a registered name, an Action, a callable, or a list of these."""
+    if action is None:
+        return []
+    if isinstance(action, (list, tuple)):
+        return [a for x in action for a in make_actions(x)]
+    if isinstance(action, Action):
+        return [action]
+    if isinstance(action, str):
+        cls = get_registry().get("actions", action)
+        try:
+            return [cls()]
+        except TypeError as e:
+            raise ConfigError(f"action {action!r} needs parameters ({e}); pass an instance, e.g. "
+                              f"tt.rules.get_action({action!r})(...)") from None
+    if callable(action):
+        return [Callback(action)]
+    raise ConfigError(f"unknown action {action!r}: use a name from tt.rules.list_actions(), an Action, or a callable")
 
 
 def _takes_two(fn: Callable) -> bool:
@@ -122,8 +144,6 @@ class Webhook(Action):
 
     def __init__(self, url: str, timeout: float = 5.0, headers: Optional[dict] = None, *, once: bool = False,
                  cooldown: float = 0.0, workers: int = 4, max_pending: int = 256) -> None:
-        from ..errors import ConfigError
-
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ConfigError(f"webhook url must start with http:// or https://, got {url!r}")
         for k, v, lo in (("timeout", timeout, 0.0), ("cooldown", cooldown, 0.0)):
@@ -222,4 +242,4 @@ class WriteStatus(Action):
 
 @hookimpl
 def tensortap_register_actions():
-    return [StopTraining, Log, Callback, Webhook, WriteStatus]
+    return [StopTrainingAction, Log, Callback, Webhook, WriteStatus]

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional
 
-from .base import FIRED, QUIET, SKIPPED, RuleResult, outcome_of
+from .results import FIRED, QUIET, SKIPPED, RuleResult, outcome_of
 
 #: what a rule that checked nothing at any step shows as, in `ls`, `rules run` and the report
 NO_DATA = "no data"
