@@ -5,7 +5,6 @@ ProtocolError naming it while evaluation goes on."""
 from __future__ import annotations
 
 import pytest
-
 import tensortap as tt
 from tensortap.rules import Rule, protocol
 from tensortap.rules.process import RulesProcess
