@@ -196,9 +196,9 @@ def test_results_record_is_read_like_the_older_one_record_per_result(tmp_path):
     assert recs[1]["values"] == {"v": [0, 1, 2]} and not recs[1]["fired"] and recs[1]["type"] == "rule"
     assert recs[2]["fired"] and recs[2]["message"] == "fired" and recs[3]["skipped"]
     assert all(r["worker"] == "worker-0" and isinstance(r["time"], float) for r in recs)
-    from tensortap.commands.ls import summary  # what `tensortap ls` shows
+    from tensortap.summary import run_summary  # what `tensortap ls` shows
 
-    s = summary(tt.create_trial(run))
+    s = run_summary(tt.create_trial(run))
     assert s["rule_evaluations"] == 4 and [f["rule"] for f in s["rules_fired"]] == ["old_style", "b"]
 
 
