@@ -33,7 +33,7 @@ from .plugins import get_registry
 from .reductions import ReductionConfig, packed_kind, reduce_numpy_packed, split_reductions
 from .save_config import SaveConfig
 from .store import StepBatch, StoreWriter, TensorItem
-from .store.fs import resolve
+from .store.fs import make_run_dir, resolve
 from .store.index import is_storable
 from .vector_reductions import VectorCapture
 
@@ -105,7 +105,7 @@ class Hook:
             raise ConfigError("out_dir is required: pass a directory (or an fsspec URL such as s3://bucket/run)")
         self.out_dir = os.fspath(out_dir)
         self.close_timeout = check_close_timeout(close_timeout)
-        self._check_out_dir()
+        make_run_dir(*resolve(self.out_dir), shown=self.out_dir)  # a bad out_dir is an error now, not at register()
         if save_config is None:
             save_config = SaveConfig()
         if not isinstance(save_config, SaveConfig):
@@ -159,27 +159,6 @@ class Hook:
         atexit.register(_close_at_exit, weakref.ref(self))
 
     # ---- configuration -----------------------------------------------------------------------
-    def _check_out_dir(self) -> None:
-        fs, root = resolve(self.out_dir)
-        try:
-            if fs.exists(root) and not fs.isdir(root):
-                raise ConfigError(f"out_dir {self.out_dir!r} is a file; pass a directory path")
-            fs.makedirs(root, exist_ok=True)
-            if hasattr(fs, "local_file") and not os.access(root, os.W_OK):
-                raise PermissionError(13, "permission denied")
-        except PermissionError as e:
-            raise ConfigError(
-                f"out_dir {self.out_dir!r} is not writable ({getattr(e, 'strerror', None) or e}); "
-                "pass a directory you can write to"
-            ) from None
-        except OSError as e:
-            if isinstance(e, ConfigError):
-                raise
-            raise ConfigError(
-                f"cannot create out_dir {self.out_dir!r} ({getattr(e, 'strerror', None) or e}); "
-                "pass a directory you can write to"
-            ) from None
-
     def _known_collections(self) -> Dict[str, Collection]:
         known = {c.name: c for c in self.registry.collections.values()}
         return known

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from ..errors import ConfigError
+from ..store.fs import run_location
 from . import protocol
 from .actions import Action
 from .activity import Activity
@@ -106,10 +107,8 @@ class RulesProcess:
         self._out = Connection(w_down, readable=False)
         self._in = Connection(r_up, writable=False)
         try:
-            out = os.fspath(hook.out_dir)
-            if "://" not in out:  # the child resolves it even if training changes directory later
-                out = os.path.abspath(os.path.expanduser(out))
-            self._send(protocol.Init(out))
+            # absolute: the child finds the run even if training changes directory later
+            self._send(protocol.Init(run_location(hook.out_dir)))
             try:
                 protocol.check_version(protocol.expect(self._recv_within(self.start_timeout, "start"), protocol.Ready))
             except protocol.ProtocolError as e:

@@ -24,7 +24,7 @@ import numpy as np
 from .._version import __version__
 from ..errors import ConfigError
 from . import framing, index, layout
-from .fs import is_local, join, preallocate, resolve
+from .fs import is_local, join, make_run_dir, preallocate, resolve
 
 log = logging.getLogger("tensortap")
 
@@ -129,20 +129,14 @@ class StoreWriter:
     # ---- set-up -------------------------------------------------------------------------
     def _open_dir(self) -> None:
         fs = self.fs
+        make_run_dir(fs, self.root, join(layout.WORKERS_DIR, self.worker))
         try:
-            fs.makedirs(self.dir, exist_ok=True)
-            try:
-                listing = fs.ls(self.dir, detail=False)
-            except FileNotFoundError:  # object stores: a "directory" exists once something is in it
-                listing = []
-            existing = [p for p in listing if layout.INDEX_RE.match(p.rsplit("/", 1)[-1])]
-        except PermissionError as e:
-            raise ConfigError(
-                f"out_dir {self.root!r} is not writable ({e.strerror or e}); "
-                "pass an out_dir you can write to"
-            ) from None
+            listing = fs.ls(self.dir, detail=False)
+        except FileNotFoundError:  # object stores: a "directory" exists once something is in it
+            listing = []
         except OSError as e:
-            raise ConfigError(f"cannot create the run directory {self.root!r}: {e}") from None
+            raise ConfigError(f"cannot read the run directory {self.root!r}: {e}") from None
+        existing = [p for p in listing if layout.INDEX_RE.match(p.rsplit("/", 1)[-1])]
         if existing:
             raise ConfigError(
                 f"out_dir {self.root!r} already holds a run for {self.worker}; "
