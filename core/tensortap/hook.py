@@ -26,7 +26,7 @@ from . import modes as _modes
 from .adapter import Adapter
 from .closing import DEFAULT_CLOSE_TIMEOUT, check_close_timeout, record_abandoned, wait_written
 from .collections import CATEGORIES, Collection
-from .errors import ConfigError, StopTraining, TensorTapError, did_you_mean, edit_distance
+from .errors import ConfigError, StopTraining, did_you_mean, edit_distance
 from .layers import LayerInfo, layers_record
 from .modes import ModeKeys, to_mode
 from .plugins import get_registry

@@ -8,7 +8,6 @@ import sys
 import textwrap
 import time
 
-import pytest
 
 import tensortap as tt
 from tensortap.cli import main as cli
