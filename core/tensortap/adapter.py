@@ -1,9 +1,10 @@
 """What a framework plugin implements, and the typed spec it registers.
 
 The spec recognises a framework's models and tensors by the modules their classes come
-from, so the core never imports a framework to find out. The Adapter does the
-framework-specific work: attach hooks, name parameters and layers, turn tensors into
-numpy copies. Everything after `to_numpy` is framework-free.
+from, so the core never imports a framework to find out, and names the plugin's classes: the
+Adapter does the framework-specific work of capture (attach hooks, name parameters and layers,
+turn tensors into numpy copies; everything after `to_numpy` is framework-free), the optional
+Explainer (tensortap.explain) computes Grad-CAM and attention on demand, without a Hook.
 """
 from __future__ import annotations
 

@@ -23,8 +23,9 @@ import inspect
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable
 
 import pluggy
 
@@ -71,12 +72,12 @@ class Table:
 
 _lock = threading.RLock()
 #: the tables plugins fill, by registration hook (add_table adds the others)
-_tables: Dict[str, Table] = {t.hook: t for t in (
+_tables: dict[str, Table] = {t.hook: t for t in (
     Table("adapters", "tensortap_register_adapters", AdapterSpec, "AdapterSpec"),
     Table("collections", "tensortap_register_collections", Collection, "tt.Collection"),
 )}
 #: the built-in plugin modules, loaded first, in this order (add_table adds those of other tables)
-_builtins: List[str] = ["tensortap.collections"]
+_builtins: list[str] = ["tensortap.collections"]
 
 
 def add_table(table: Table, builtins: Sequence[str] = ()) -> None:
@@ -102,7 +103,7 @@ def add_plugin_modules(*modules: str) -> None:
             _registry = None
 
 
-def _env_modules() -> List[str]:
+def _env_modules() -> list[str]:
     return [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
 
 
@@ -126,13 +127,13 @@ class PluginInfo:
     version: str
     module: str
     builtin: bool
-    registers: Dict[str, List[str]] = field(default_factory=dict)
-    error: Optional[str] = None
+    registers: dict[str, list[str]] = field(default_factory=dict)
+    error: str | None = None
     disabled: bool = False
     #: a framework plugin whose framework is not installed: which, and the command that installs it
-    framework_missing: Optional[str] = None
+    framework_missing: str | None = None
     #: the framework versions its adapters support (AdapterSpec.versions)
-    supports: Tuple[SupportedVersions, ...] = ()
+    supports: tuple[SupportedVersions, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -155,7 +156,7 @@ class PluginInfo:
             "frameworks": self.framework_versions(),
         }
 
-    def framework_versions(self) -> List[Dict[str, Any]]:
+    def framework_versions(self) -> list[dict[str, Any]]:
         """Each supported range with the installed version and whether it is in the range, read
         from package metadata (no framework is imported)."""
         return [v.status() for v in self.supports]
@@ -186,10 +187,10 @@ class Registry:
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
-        self.plugins: List[PluginInfo] = []
+        self.plugins: list[PluginInfo] = []
         self._tables = dict(_tables)  # the tables known now (add_table after this makes a new registry)
-        self.tables: Dict[str, Dict[str, Any]] = {t.name: {} for t in self._tables.values()}
-        self.owner: Dict[Tuple[str, str], PluginInfo] = {}
+        self.tables: dict[str, dict[str, Any]] = {t.name: {} for t in self._tables.values()}
+        self.owner: dict[tuple[str, str], PluginInfo] = {}
         self._load()
 
     # ---- loading ---------------------------------------------------------------------------
@@ -246,7 +247,7 @@ class Registry:
             self.pm.register(obj, name=f"{info.distribution}:{info.name}")
         except Exception as e:  # noqa: BLE001 - pluggy names the offending signature
             return self._fail(info, f"{type(e).__name__}: {e}")
-        found: Dict[str, Dict[str, Any]] = {}
+        found: dict[str, dict[str, Any]] = {}
         try:
             for hook_name, tab in self._tables.items():
                 table = tab.name
@@ -290,27 +291,27 @@ class Registry:
 
     # ---- lookups ---------------------------------------------------------------------------
     @property
-    def adapters(self) -> Dict[str, Any]:
+    def adapters(self) -> dict[str, Any]:
         return self.tables["adapters"]
 
     @property
-    def rules(self) -> Dict[str, type]:
+    def rules(self) -> dict[str, type]:
         return self.tables["rules"]
 
     @property
-    def visualizers(self) -> Dict[str, type]:
+    def visualizers(self) -> dict[str, type]:
         return self.tables["visualizers"]
 
     @property
-    def actions(self) -> Dict[str, type]:
+    def actions(self) -> dict[str, type]:
         return self.tables["actions"]
 
     @property
-    def collections(self) -> Dict[str, Any]:
+    def collections(self) -> dict[str, Any]:
         return self.tables["collections"]
 
     @property
-    def reductions(self) -> Dict[str, Any]:
+    def reductions(self) -> dict[str, Any]:
         """Plugin-registered VectorReductions by name (the built-in scalar ones are not plugins)."""
         return self.tables["reductions"]
 
@@ -345,7 +346,7 @@ class Registry:
                 log.warning("tensortap: plugin %s failed in %s: %s", impl.plugin_name, hook_name, e)
 
 
-_registry: Optional[Registry] = None
+_registry: Registry | None = None
 
 
 def get_registry() -> Registry:

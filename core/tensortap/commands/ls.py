@@ -1,4 +1,5 @@
-"""`tensortap ls RUN`: steps, workers, collections, tensor count and bytes of a run."""
+"""`tensortap ls RUN`: what a run holds (tensortap.summary): steps, workers, collections, tensor
+count and bytes, rule outcomes and firings, events and problems."""
 from __future__ import annotations
 
 import json

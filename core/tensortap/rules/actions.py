@@ -11,7 +11,7 @@ import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ConfigError
 from ..hookspecs import hookimpl
@@ -45,7 +45,7 @@ class Action:
         """The action in a line (what close() names if it has to abandon it); never a secret."""
         return self.name
 
-    def close(self, deadline: Optional[float]) -> List[str]:
+    def close(self, deadline: float | None) -> list[str]:
         """The run is closing: finish work still pending (sends in flight) until `deadline`
         (time.monotonic(); None: no limit), abandon the rest and return what it was, by name."""
         return []
@@ -99,7 +99,7 @@ class Callback(Action):
         return f"callback {getattr(self.fn, '__qualname__', None) or type(self.fn).__name__}"
 
 
-def make_actions(action: Any) -> List[Action]:
+def make_actions(action: Any) -> list[Action]:
     """Normalise an action argument: None, a registered name, an Action, a callable, or a list of these."""
     if action is None:
         return []
@@ -142,7 +142,7 @@ class Webhook(Action):
 
     name = "webhook"
 
-    def __init__(self, url: str, timeout: float = 5.0, headers: Optional[dict] = None, *, once: bool = False,
+    def __init__(self, url: str, timeout: float = 5.0, headers: dict | None = None, *, once: bool = False,
                  cooldown: float = 0.0, workers: int = 4, max_pending: int = 256) -> None:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ConfigError(f"webhook url must start with http:// or https://, got {url!r}")
@@ -158,8 +158,8 @@ class Webhook(Action):
         parts = urllib.parse.urlsplit(url)  # host and port only: a webhook's path often holds its secret
         self.where = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
         self._lock = threading.Lock()
-        self._sent: Dict[str, List[float]] = {}  # rule -> [time of its last send, firings not sent since]
-        self._pool: Optional["SendPool"] = None
+        self._sent: dict[str, list[float]] = {}  # rule -> [time of its last send, firings not sent since]
+        self._pool: SendPool | None = None
 
     def describe(self) -> str:
         return f"webhook to {self.where}"
@@ -202,13 +202,13 @@ class Webhook(Action):
     def _post(self, body: bytes) -> None:
         req = urllib.request.Request(self.url, data=body, method="POST",
                                      headers={"Content-Type": "application/json", **self.headers})
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - user-given URL
+        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
             resp.read()
 
-    def close(self, deadline: Optional[float]) -> List[str]:
+    def close(self, deadline: float | None) -> list[str]:
         with self._lock:
             pool, self._pool = self._pool, None  # a later run (another hook) gets a fresh pool
-        left: List[str] = pool.close(deadline) if pool is not None else []
+        left: list[str] = pool.close(deadline) if pool is not None else []
         if not left:
             return []
         shown = "; ".join(left[:3]) + (f"; ... ({len(left) - 3} more)" if len(left) > 3 else "")

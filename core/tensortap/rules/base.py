@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import inspect
 import re
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from ..errors import StepNotFound, TensorNotFound
 from .cache import CachedTrial
@@ -13,7 +14,7 @@ from .requirements import Need, Needs, as_needs, nothing_checked
 from .results import RuleResult
 
 
-def as_list(value) -> Optional[List[str]]:
+def as_list(value) -> list[str] | None:
     """None, a list, or a comma-separated string (what the CLI passes) -> a list of strings or None."""
     if value is None:
         return None
@@ -39,20 +40,20 @@ class Rule:
     #: that read nothing is skipped with a reason made from them. Empty: one Need per `collections`.
     needs: ClassVar[Needs] = ()
     #: seconds between `invoke_idle` calls while no new step arrives (None: the rule has no idle check)
-    idle_interval: Optional[float] = None
+    idle_interval: float | None = None
 
     def __init__(self) -> None:
-        self.last_result: Optional[RuleResult] = None
+        self.last_result: RuleResult | None = None
 
     def invoke_at_step(self, trial, step: int):
         raise NotImplementedError
 
-    def invoke_idle(self, trial, now: float) -> Optional[RuleResult]:
+    def invoke_idle(self, trial, now: float) -> RuleResult | None:
         """Called every `idle_interval` seconds while a live run writes no new step (e.g. to
         detect a stalled run); return a RuleResult to record it, or None."""
         return None
 
-    def implied_actions(self) -> List[str]:
+    def implied_actions(self) -> list[str]:
         """Names of actions the rule's own parameters ask for (e.g. stop_training_on_fire)."""
         return []
 
@@ -70,8 +71,8 @@ class Rule:
         """The reason given when an evaluation read no tensor (default: made from requirements())."""
         return nothing_checked(self.requirements(), trial, step)
 
-    def select_layers(self, trial, step: int, kinds: Union[str, Sequence[str]], io: str = "output",
-                      name_regex: Union[str, Sequence[str], None] = None) -> List[str]:
+    def select_layers(self, trial, step: int, kinds: str | Sequence[str], io: str = "output",
+                      name_regex: str | Sequence[str] | None = None) -> list[str]:
         """Names of the tensors saved at `step` that are the `io` ("input"/"output") of a layer of
         one of `kinds` ("relu"), found through the layer classes the run records; plus, for layers
         the run has no class for (runs saved by hand, or by an older tensortap), those whose
@@ -85,7 +86,7 @@ class Rule:
         return sorted(out)
 
     def select(self, trial, step: int, collection_names=None, tensor_regex=None,
-               default_collections: Optional[Sequence[str]] = None) -> List[str]:
+               default_collections: Sequence[str] | None = None) -> list[str]:
         """Names of tensors saved at `step` in any of `collection_names` or matching any of
         `tensor_regex` (the union, as smdebug did); with neither, `default_collections`
         (None: every tensor)."""
@@ -101,7 +102,7 @@ class Rule:
             out.update(trial.tensor_names(regex=regex, step=step))
         return sorted(out)
 
-    def steps(self, trial) -> List[int]:
+    def steps(self, trial) -> list[int]:
         """The steps this rule is evaluated at (default: every saved global step)."""
         return trial.steps()
 
@@ -135,7 +136,7 @@ class Rule:
         return res
 
     @classmethod
-    def params(cls) -> Dict[str, Any]:
+    def params(cls) -> dict[str, Any]:
         """Constructor parameters and their defaults (for `tensortap rules list`)."""
         out = {}
         for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
