@@ -26,17 +26,17 @@ class Explainer:
     #: what `attention` reads, named by AttentionNotFound ("torch.nn.MultiheadAttention modules")
     attention_support: str = ""
 
-    def __init__(self, name: Optional[str] = None) -> None:
+    def __init__(self, name: str | None = None) -> None:
         if name is not None:
             self.name = name
 
     def gradcam_tensors(self, model: Any, inputs: Any, target_layer: Any,
-                        targets: Optional[Sequence[int]]) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int], np.ndarray]:
+                        targets: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray, tuple[int, int], np.ndarray]:
         """(activations, gradients of the class score, input (H, W), target indices) for Grad-CAM,
         activations/gradients as (batch, channels, h, w) numpy arrays."""
         raise NotImplementedError(f"the {self.name} plugin does not support Grad-CAM")
 
-    def attention(self, model: Any, *inputs: Any) -> List[np.ndarray]:
+    def attention(self, model: Any, *inputs: Any) -> list[np.ndarray]:
         """Attention probabilities of every attention layer, (batch, heads, query, key), in call order;
         [] when the model has none this plugin reads (tt.explain.attention then raises
         AttentionNotFound naming `attention_support`)."""
@@ -101,7 +101,7 @@ def gradcam_from_tensors(activations: np.ndarray, gradients: np.ndarray, input_s
     return GradCAM(raw=raw, heatmap=heat, targets=t)
 
 
-def explainer_for(model: Any, framework: Optional[str] = None) -> Explainer:
+def explainer_for(model: Any, framework: str | None = None) -> Explainer:
     """The Explainer of `framework`'s plugin, or of the plugin that recognises `model`; a plugin
     that names none gives the base Explainer (which says what it does not support)."""
     from .plugins import get_registry
