@@ -35,6 +35,10 @@ import numpy as np
 import tensortap as tt
 from tensortap.rules.live import WHERE_ENV
 from tensortap.rules.worker import CPU_ENV, NICE_ENV
+from tensortap.testing import use_numpy_adapter
+
+if importlib.util.find_spec("tensortap_torch") is None:
+    use_numpy_adapter()  # the training benchmark's numpy MLP (its adapter is no built-in)
 
 BUILTIN = ["vanishing_gradient", "exploding_tensor", "loss_not_decreasing", "overfit", "overtraining", "dead_relu",
            "poor_weight_initialization", "saturated_activation", "weight_update_ratio", "all_zero",

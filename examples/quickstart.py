@@ -80,8 +80,9 @@ def train_torch(out: str, steps: int) -> None:
 
 
 def train_numpy(out: str, steps: int) -> None:
-    from tensortap.testing import NumpyMLP
+    from tensortap.testing import NumpyMLP, use_numpy_adapter
 
+    use_numpy_adapter()  # the numpy MLP's adapter is for tests and demos: no built-in
     xtr, ytr, xte, yte = digits()
     model = NumpyMLP(64, 32, 10, seed=0)
     hook = tt.Hook(out, include_collections=["weights", "biases", "gradients", "losses", "outputs", "scalars"],

@@ -1,9 +1,10 @@
 """What a framework plugin implements, and the typed spec it registers.
 
 The spec recognises a framework's models and tensors by the modules their classes come
-from, so the core never imports a framework to find out. The Adapter does the
-framework-specific work: attach hooks, name parameters and layers, turn tensors into
-numpy copies. Everything after `to_numpy` is framework-free.
+from, so the core never imports a framework to find out, and names the plugin's classes: the
+Adapter does the framework-specific work of capture (attach hooks, name parameters and layers,
+turn tensors into numpy copies; everything after `to_numpy` is framework-free), the optional
+Explainer (tensortap.explain) computes Grad-CAM and attention on demand, without a Hook.
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ class AdapterSpec:
     model_modules: top-level modules whose classes belong to the framework ("torch",)
     adapter:       "package.module:AdapterClass", imported only when a model needs it
     conformance:   optional "package.module:ConformanceKit" for tests/conformance
+    explainer:     optional "package.module:Explainer" (a tensortap.explain.Explainer): Grad-CAM and
+                   attention for tt.explain, computed on demand without a Hook
     instrument:    optional "package.module:Instrumentation" for `tensortap run` (zero code change):
                    a class taking the run session, whose `install()` patches the framework once one
                    of `model_modules` is imported (see tensortap.zerocode.session)
@@ -46,6 +49,7 @@ class AdapterSpec:
     adapter: str
     description: str = ""
     conformance: Optional[str] = None
+    explainer: Optional[str] = None
     instrument: Optional[str] = None
     versions: Tuple[SupportedVersions, ...] = ()
 
@@ -82,6 +86,13 @@ class AdapterSpec:
             return module if importlib.util.find_spec(module) is None else None
         except (ImportError, ValueError):  # a broken installation counts as missing
             return module
+
+    def load_explainer(self) -> Optional[type]:
+        """The Explainer class (None if the plugin names none), after the version check `load` makes."""
+        if self.explainer is None:
+            return None
+        check_versions(self.versions, self.explainer)
+        return _load_object(self.explainer)
 
     def load_conformance(self):
         return _load_object(self.conformance) if self.conformance else None
@@ -123,7 +134,6 @@ class Adapter:
     """
 
     name: str = "base"
-    attention_support: str = ""  # what `attention` reads, named by AttentionNotFound ("nn.MultiheadAttention modules")
 
     def __init__(self, hook: "Hook") -> None:
         self.hook = hook
@@ -217,14 +227,3 @@ class Adapter:
     def stop_training(self, reason: str) -> None:
         """A rule's stop action takes effect here, at a step boundary. Default: raise StopTraining."""
         raise StopTraining(reason)
-
-    def gradcam_tensors(self, model: Any, inputs: Any, target_layer: Any, targets) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int], np.ndarray]:
-        """(activations, gradients of the class score, input (H, W), target indices) for Grad-CAM,
-        activations/gradients as (batch, channels, h, w) numpy arrays."""
-        raise NotImplementedError(f"the {self.name} adapter does not support Grad-CAM")
-
-    def attention(self, model: Any, *inputs: Any, **kw_inputs: Any) -> List[np.ndarray]:
-        """Attention probabilities of every attention layer, (batch, heads, query, key), in call order;
-        [] when the model has none this adapter reads (tt.explain.attention then raises
-        AttentionNotFound naming `attention_support`)."""
-        raise NotImplementedError(f"the {self.name} adapter does not support attention capture")

@@ -1,7 +1,8 @@
 """Explanations computed on demand for any framework: Grad-CAM and attention maps.
 
-The adapter supplies activations and gradients of the class score as numpy; the maths
-(Selvaraju et al.) lives here once: alpha_k = spatial mean of dy_c/dA^k,
+A framework plugin's Explainer (named by its AdapterSpec) supplies the activations and gradients
+of the class score as numpy, and the attention probabilities; it needs no Hook and captures
+nothing. The maths (Selvaraju et al.) lives here once: alpha_k = spatial mean of dy_c/dA^k,
 raw = ReLU(sum_k alpha_k A^k) at feature-map size, heatmap = raw upsampled to the input and
 scaled to [0, 1] per image.
 """
@@ -13,6 +14,33 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import AttentionNotFound, ConfigError
+
+
+class Explainer:
+    """What a framework plugin computes for tt.explain, on demand and outside any training step:
+    no Hook, nothing captured, the model's modes, parameters and gradients left as they were.
+    A plugin subclasses it and names the class in its AdapterSpec (`explainer="pkg.mod:Class"`)."""
+
+    #: the framework's name ("torch")
+    name: str = "base"
+    #: what `attention` reads, named by AttentionNotFound ("torch.nn.MultiheadAttention modules")
+    attention_support: str = ""
+
+    def __init__(self, name: Optional[str] = None) -> None:
+        if name is not None:
+            self.name = name
+
+    def gradcam_tensors(self, model: Any, inputs: Any, target_layer: Any,
+                        targets: Optional[Sequence[int]]) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int], np.ndarray]:
+        """(activations, gradients of the class score, input (H, W), target indices) for Grad-CAM,
+        activations/gradients as (batch, channels, h, w) numpy arrays."""
+        raise NotImplementedError(f"the {self.name} plugin does not support Grad-CAM")
+
+    def attention(self, model: Any, *inputs: Any, **kw_inputs: Any) -> List[np.ndarray]:
+        """Attention probabilities of every attention layer, (batch, heads, query, key), in call order;
+        [] when the model has none this plugin reads (tt.explain.attention then raises
+        AttentionNotFound naming `attention_support`)."""
+        raise NotImplementedError(f"the {self.name} plugin does not support attention capture")
 
 
 @dataclass
@@ -39,7 +67,7 @@ def cam_from_tensors(activations: np.ndarray, gradients: np.ndarray) -> np.ndarr
 def upsample(maps: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     """Bilinear resize of (batch, h, w) maps to (batch, H, W) (half-pixel centres)."""
     maps = np.asarray(maps, dtype=np.float64)
-    b, h, w = maps.shape
+    _, h, w = maps.shape
     H, W = int(size[0]), int(size[1])
 
     def coords(n_out: int, n_in: int):
@@ -73,8 +101,9 @@ def gradcam_from_tensors(activations: np.ndarray, gradients: np.ndarray, input_s
     return GradCAM(raw=raw, heatmap=heat, targets=t)
 
 
-def _adapter(model: Any, framework: Optional[str]):
-    from .hook import Hook
+def explainer_for(model: Any, framework: Optional[str] = None) -> Explainer:
+    """The Explainer of `framework`'s plugin, or of the plugin that recognises `model`; a plugin
+    that names none gives the base Explainer (which says what it does not support)."""
     from .plugins import get_registry
 
     reg = get_registry()
@@ -82,15 +111,15 @@ def _adapter(model: Any, framework: Optional[str]):
     if spec is None:
         raise ConfigError(f"no installed tensortap plugin recognises a model of type {type(model).__module__}."
                           f"{type(model).__qualname__}; install tensortap-torch, -tensorflow or -mxnet")
-    return spec.load()(None)
+    cls = spec.load_explainer()
+    return cls() if cls is not None else Explainer(spec.name)
 
 
 def gradcam(model: Any, inputs: Any, target_layer: Any, targets: Optional[Sequence[int]] = None,
             framework: Optional[str] = None) -> GradCAM:
     """Grad-CAM of `target_layer` (the layer or its name) for `targets` (None: predicted class).
     Does not change the model's mode or its parameters' gradients."""
-    adapter = _adapter(model, framework)
-    acts, grads, size, tgt = adapter.gradcam_tensors(model, inputs, target_layer, targets)
+    acts, grads, size, tgt = explainer_for(model, framework).gradcam_tensors(model, inputs, target_layer, targets)
     return gradcam_from_tensors(acts, grads, size, tgt)
 
 
@@ -98,10 +127,10 @@ def attention(model: Any, *inputs: Any, framework: Optional[str] = None, **kw_in
     """Attention probabilities of every attention layer, (batch, heads, query, key), in call order.
     Inputs go to the model as given: `attention(model, x)` or `attention(hf_model, **tokenizer(texts))`.
     Raises AttentionNotFound when the model has no attention the framework's plugin can read."""
-    adapter = _adapter(model, framework)
-    found = adapter.attention(model, *inputs, **kw_inputs)
+    ex = explainer_for(model, framework)
+    found = ex.attention(model, *inputs, **kw_inputs)
     if not found:
-        raise no_attention_found(model, adapter.name, adapter.attention_support)
+        raise no_attention_found(model, ex.name, ex.attention_support)
     return found
 
 

@@ -1,8 +1,9 @@
 """The framework versions a plugin supports, and the check made when its adapter loads.
 
 A framework plugin states its ranges once, as `SupportedVersions` constants it puts on its
-`AdapterSpec(versions=...)`. `AdapterSpec.load()` (first use of the adapter: `hook.register`,
-an explanation; never at entry-point load, since the core imports no framework) calls
+`AdapterSpec(versions=...)`. `AdapterSpec.load()` and `load_explainer()` (first use of the
+adapter, `hook.register`, or of its explainer, `tt.explain`; never at entry-point load, since the
+core imports no framework) call
 `check_versions`: a version outside `supported` gets one `FrameworkVersionWarning` per process
 naming the installed version, the range and the fix; outside `required` (where the plugin cannot
 work at all) a ConfigError; inside, nothing. `tensortap plugins` shows the same ranges, reading

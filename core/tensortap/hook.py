@@ -26,7 +26,7 @@ from . import modes as _modes
 from .adapter import Adapter
 from .closing import DEFAULT_CLOSE_TIMEOUT, check_close_timeout, record_abandoned, wait_written
 from .collections import CATEGORIES, Collection
-from .errors import ConfigError, StopTraining, TensorTapError, did_you_mean, edit_distance
+from .errors import ConfigError, StopTraining, did_you_mean, edit_distance
 from .layers import LayerInfo, layers_record
 from .modes import ModeKeys, to_mode
 from .plugins import get_registry
@@ -34,7 +34,7 @@ from .reductions import ReductionConfig, packed_kind, reduce_numpy_packed, split
 from .save_config import SaveConfig
 from .store import StepBatch, StoreWriter, TensorItem
 from .store.claim import WorkerClaim
-from .store.fs import resolve
+from .store.fs import make_run_dir, resolve
 from .store.index import is_storable
 from .tokens import token_array
 from .vector_reductions import VectorCapture
@@ -120,7 +120,7 @@ class Hook:
             raise ConfigError("out_dir is required: pass a directory (or an fsspec URL such as s3://bucket/run)")
         self.out_dir = os.fspath(out_dir)
         self.close_timeout = check_close_timeout(close_timeout)
-        self._check_out_dir()
+        make_run_dir(*resolve(self.out_dir), shown=self.out_dir)  # a bad out_dir is an error now, not at register()
         if save_config is None:
             save_config = SaveConfig()
         if not isinstance(save_config, SaveConfig):
@@ -178,27 +178,6 @@ class Hook:
         atexit.register(_close_at_exit, weakref.ref(self))
 
     # ---- configuration -----------------------------------------------------------------------
-    def _check_out_dir(self) -> None:
-        fs, root = resolve(self.out_dir)
-        try:
-            if fs.exists(root) and not fs.isdir(root):
-                raise ConfigError(f"out_dir {self.out_dir!r} is a file; pass a directory path")
-            fs.makedirs(root, exist_ok=True)
-            if hasattr(fs, "local_file") and not os.access(root, os.W_OK):
-                raise PermissionError(13, "permission denied")
-        except PermissionError as e:
-            raise ConfigError(
-                f"out_dir {self.out_dir!r} is not writable ({getattr(e, 'strerror', None) or e}); "
-                "pass a directory you can write to"
-            ) from None
-        except OSError as e:
-            if isinstance(e, ConfigError):
-                raise
-            raise ConfigError(
-                f"cannot create out_dir {self.out_dir!r} ({getattr(e, 'strerror', None) or e}); "
-                "pass a directory you can write to"
-            ) from None
-
     def _initial_rank(self) -> int:
         """The rank to claim at creation: rank=, else the framework's (a plugin that sees its
         distributed job already set up), else the launcher's variables, else 0."""

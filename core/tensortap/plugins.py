@@ -1,11 +1,19 @@
 """The plugin manager: built-ins and entry-point plugins, loaded safely.
 
-Built-in rules, visualizers, actions, collections and the numpy test adapter are plugins
-registered exactly like a third party's. Third-party plugins come from the entry-point
-group "tensortap". A plugin that fails to import, implements an unknown hook, returns
-something invalid, or registers a name another plugin already owns is reported
-(`tensortap plugins`) and skipped; with TENSORTAP_STRICT_PLUGINS=1 it is fatal.
-TENSORTAP_DISABLE_PLUGINS=a,b skips plugins by entry-point or distribution name.
+Built-in collections, rules, actions and visualizers are plugins registered exactly like a
+third party's. Third-party plugins come from the entry-point group "tensortap", and from the
+modules TENSORTAP_PLUGINS names (a plugin not installed as a distribution: tests, development;
+the pytest plugin tensortap.testing.fixtures names the numpy test adapter there). A plugin that
+fails to import, implements an unknown hook, returns something invalid, or registers a name
+another plugin already owns is reported (`tensortap plugins`) and skipped; with
+TENSORTAP_STRICT_PLUGINS=1 it is fatal. TENSORTAP_DISABLE_PLUGINS=a,b skips plugins by
+entry-point, module or distribution name.
+
+What plugins can register is a set of tables (Table), each filled by one registration hook.
+This module owns the framework adapters' and collections' tables; a package that owns another
+kind of item adds its table when it is imported (tensortap.rules: rules and actions;
+tensortap.vis: visualizers; tensortap.vector_reductions: reductions), so the manager imports
+none of them.
 """
 from __future__ import annotations
 
@@ -15,36 +23,99 @@ import inspect
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable
 
 import pluggy
 
 from . import hookspecs
 from ._version import __version__
+from .adapter import AdapterSpec
+from .collections import Collection
 from .errors import ConfigError, PluginError, did_you_mean
 from .framework_versions import SupportedVersions
 
 log = logging.getLogger("tensortap")
 
-BUILTIN_PLUGINS = (
-    "tensortap.collections",
-    "tensortap.testing.plugin",
-    "tensortap.rules.builtin",
-    "tensortap.rules.actions",
-    "tensortap.vis.builtin",
-)
 ENTRY_POINT_GROUP = "tensortap"
-#: registration hook -> the registry table it fills
-REGISTRATION_HOOKS = {
-    "tensortap_register_adapters": "adapters",
-    "tensortap_register_collections": "collections",
-    "tensortap_register_rules": "rules",
-    "tensortap_register_visualizers": "visualizers",
-    "tensortap_register_actions": "actions",
-    "tensortap_register_reductions": "reductions",
-}
+#: environment variable: modules to load as plugins besides the entry points (comma-separated)
+PLUGINS_ENV = "TENSORTAP_PLUGINS"
 KNOWN_HOOKS = {n for n in dir(hookspecs) if n.startswith("tensortap_")}
+
+
+@dataclass(frozen=True)
+class Table:
+    """A kind of item plugins register: the table's name ("rules"), the registration hook whose
+    results fill it, and what each item must be: a subclass of `base` with a `name` of its own
+    (`classes`), or an instance of it; `shown_as` names `base` in errors ("tensortap.rules.Rule")."""
+
+    name: str
+    hook: str
+    base: type
+    shown_as: str
+    classes: bool = False
+
+    def check(self, item: Any) -> str:
+        """The name `item` registers under, or PluginError saying what is wrong with it."""
+        if not self.classes:
+            if not isinstance(item, self.base):
+                raise PluginError(f"{self.hook} must return {self.shown_as} objects, got {item!r}")
+            return str(item.name)
+        if not (inspect.isclass(item) and issubclass(item, self.base)):
+            raise PluginError(f"{self.name} must be subclasses of {self.shown_as}, got {item!r}")
+        name = getattr(item, "name", None)
+        if not isinstance(name, str) or not name or name == getattr(self.base, "name", None):
+            raise PluginError(f"{item.__module__}.{item.__qualname__} needs a class attribute `name` (a unique string)")
+        return name
+
+
+_lock = threading.RLock()
+#: the tables plugins fill, by registration hook (add_table adds the others)
+_tables: dict[str, Table] = {t.hook: t for t in (
+    Table("adapters", "tensortap_register_adapters", AdapterSpec, "AdapterSpec"),
+    Table("collections", "tensortap_register_collections", Collection, "tt.Collection"),
+)}
+#: the built-in plugin modules, loaded first, in this order (add_table adds those of other tables)
+_builtins: list[str] = ["tensortap.collections"]
+
+
+def add_table(table: Table, builtins: Sequence[str] = ()) -> None:
+    """Let plugins fill `table`, and load `builtins` (modules) as built-in plugins. Called by the
+    package that owns a kind of item when it is imported; a registry loaded before is reloaded at
+    its next use."""
+    global _registry
+    with _lock:
+        _tables[table.hook] = table
+        _builtins.extend(m for m in builtins if m not in _builtins)
+        _registry = None
+
+
+def add_plugin_modules(*modules: str) -> None:
+    """Load `modules` as plugins in this process and in the processes it starts (they are added
+    to TENSORTAP_PLUGINS); a registry loaded before is reloaded at its next use."""
+    global _registry
+    have = _env_modules()
+    new = [m for m in modules if m not in have]
+    if new:
+        os.environ[PLUGINS_ENV] = ",".join(have + new)
+        with _lock:
+            _registry = None
+
+
+def _env_modules() -> list[str]:
+    return [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
+
+
+def _distribution_of(module: str) -> tuple[str, str]:
+    """(distribution, version) that provides `module` (a top-level package installed in
+    development mode is its own distribution), or ("?", "?")."""
+    top = module.split(".")[0]
+    try:
+        dists = md.packages_distributions().get(top) or [top]
+        return dists[0], md.version(dists[0])
+    except Exception:  # noqa: BLE001 - no metadata: the plugin still loads
+        return "?", "?"
 
 
 @dataclass
@@ -56,13 +127,13 @@ class PluginInfo:
     version: str
     module: str
     builtin: bool
-    registers: Dict[str, List[str]] = field(default_factory=dict)
-    error: Optional[str] = None
+    registers: dict[str, list[str]] = field(default_factory=dict)
+    error: str | None = None
     disabled: bool = False
     #: a framework plugin whose framework is not installed: which, and the command that installs it
-    framework_missing: Optional[str] = None
+    framework_missing: str | None = None
     #: the framework versions its adapters support (AdapterSpec.versions)
-    supports: Tuple[SupportedVersions, ...] = ()
+    supports: tuple[SupportedVersions, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -85,7 +156,7 @@ class PluginInfo:
             "frameworks": self.framework_versions(),
         }
 
-    def framework_versions(self) -> List[Dict[str, Any]]:
+    def framework_versions(self) -> list[dict[str, Any]]:
         """Each supported range with the installed version and whether it is in the range, read
         from package metadata (no framework is imported)."""
         return [v.status() for v in self.supports]
@@ -110,53 +181,28 @@ def _disabled() -> set:
     return {p.strip() for p in os.environ.get("TENSORTAP_DISABLE_PLUGINS", "").split(",") if p.strip()}
 
 
-def _validate_item(table: str, item: Any) -> str:
-    """The name an item registers under, or raise PluginError saying what is wrong."""
-    from .adapter import AdapterSpec
-    from .collections import Collection
-
-    if table == "adapters":
-        if not isinstance(item, AdapterSpec):
-            raise PluginError(f"tensortap_register_adapters must return AdapterSpec objects, got {item!r}")
-        return item.name
-    if table == "reductions":
-        from .vector_reductions import VectorReduction
-
-        if not isinstance(item, VectorReduction):
-            raise PluginError(f"tensortap_register_reductions must return tt.VectorReduction objects, got {item!r}")
-        return item.name
-    if table == "collections":
-        if not isinstance(item, Collection):
-            raise PluginError(f"tensortap_register_collections must return tt.Collection objects, got {item!r}")
-        return item.name
-    base = {"rules": ("tensortap.rules", "Rule"), "visualizers": ("tensortap.vis", "Visualizer"),
-            "actions": ("tensortap.rules", "Action")}[table]
-    cls = getattr(importlib.import_module(base[0]), base[1])
-    if not (inspect.isclass(item) and issubclass(item, cls)):
-        raise PluginError(f"{table} must be subclasses of {base[0]}.{base[1]}, got {item!r}")
-    name = getattr(item, "name", None)
-    if not isinstance(name, str) or not name or name == getattr(cls, "name", None):
-        raise PluginError(f"{item.__module__}.{item.__qualname__} needs a class attribute `name` (a unique string)")
-    return name
-
-
 class Registry:
     """Everything plugins registered, by name, with the plugin that owns each name."""
 
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
-        self.plugins: List[PluginInfo] = []
-        self.tables: Dict[str, Dict[str, Any]] = {t: {} for t in REGISTRATION_HOOKS.values()}
-        self.owner: Dict[Tuple[str, str], PluginInfo] = {}
+        self.plugins: list[PluginInfo] = []
+        self._tables = dict(_tables)  # the tables known now (add_table after this makes a new registry)
+        self.tables: dict[str, dict[str, Any]] = {t.name: {} for t in self._tables.values()}
+        self.owner: dict[tuple[str, str], PluginInfo] = {}
         self._load()
 
     # ---- loading ---------------------------------------------------------------------------
     def _load(self) -> None:
         disabled = _disabled()
-        for modname in BUILTIN_PLUGINS:
-            info = PluginInfo(modname, "tensortap", __version__, modname, builtin=True)
-            if modname in disabled:
+        with _lock:
+            builtins = list(_builtins)
+        modules = [(m, PluginInfo(m, "tensortap", __version__, m, builtin=True)) for m in builtins]
+        modules += [(m, PluginInfo(m, *_distribution_of(m), m, builtin=False)) for m in _env_modules()
+                    if m not in builtins]
+        for modname, info in modules:
+            if modname in disabled or (not info.builtin and info.distribution in disabled):
                 info.disabled = True
                 self.plugins.append(info)
                 continue
@@ -201,9 +247,10 @@ class Registry:
             self.pm.register(obj, name=f"{info.distribution}:{info.name}")
         except Exception as e:  # noqa: BLE001 - pluggy names the offending signature
             return self._fail(info, f"{type(e).__name__}: {e}")
-        found: Dict[str, Dict[str, Any]] = {}
+        found: dict[str, dict[str, Any]] = {}
         try:
-            for hook_name, table in REGISTRATION_HOOKS.items():
+            for hook_name, tab in self._tables.items():
+                table = tab.name
                 for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                     if impl.plugin is not obj:
                         continue
@@ -213,7 +260,7 @@ class Registry:
                     if not isinstance(result, (list, tuple)):
                         raise PluginError(f"{hook_name} must return a list, got {type(result).__name__}")
                     for item in result:
-                        name = _validate_item(table, item)
+                        name = tab.check(item)
                         if name in found.setdefault(table, {}):
                             raise PluginError(f"registers {table[:-1]} {name!r} twice")
                         found[table][name] = item
@@ -244,27 +291,27 @@ class Registry:
 
     # ---- lookups ---------------------------------------------------------------------------
     @property
-    def adapters(self) -> Dict[str, Any]:
+    def adapters(self) -> dict[str, Any]:
         return self.tables["adapters"]
 
     @property
-    def rules(self) -> Dict[str, type]:
+    def rules(self) -> dict[str, type]:
         return self.tables["rules"]
 
     @property
-    def visualizers(self) -> Dict[str, type]:
+    def visualizers(self) -> dict[str, type]:
         return self.tables["visualizers"]
 
     @property
-    def actions(self) -> Dict[str, type]:
+    def actions(self) -> dict[str, type]:
         return self.tables["actions"]
 
     @property
-    def collections(self) -> Dict[str, Any]:
+    def collections(self) -> dict[str, Any]:
         return self.tables["collections"]
 
     @property
-    def reductions(self) -> Dict[str, Any]:
+    def reductions(self) -> dict[str, Any]:
         """Plugin-registered VectorReductions by name (the built-in scalar ones are not plugins)."""
         return self.tables["reductions"]
 
@@ -299,8 +346,7 @@ class Registry:
                 log.warning("tensortap: plugin %s failed in %s: %s", impl.plugin_name, hook_name, e)
 
 
-_registry: Optional[Registry] = None
-_lock = threading.RLock()
+_registry: Registry | None = None
 
 
 def get_registry() -> Registry:
@@ -319,6 +365,3 @@ def reload_registry() -> Registry:
         _registry = None
         return get_registry()
 
-
-def plugin_infos() -> List[PluginInfo]:
-    return list(get_registry().plugins)

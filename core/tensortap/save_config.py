@@ -1,7 +1,7 @@
 """SaveConfig: on which steps a collection is saved, per mode."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Union
 
 from .errors import ConfigError

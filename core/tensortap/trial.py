@@ -459,7 +459,7 @@ class Trial:
         worker), whether it was written as a record of its own ("rule") or with the others of its
         step ("rules"). `outcome` is "fired", "quiet" or "skipped"; `checked` (tensors checked) is
         None in records written before tensortap counted them."""
-        from .rules.base import outcome_of
+        from .rules.results import outcome_of
 
         out = []
         for r in self._readers():

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import plugins
 from .errors import ConfigError
 
 VALUE = "value"
@@ -111,11 +112,12 @@ def as_vector(name: str, value: Any) -> np.ndarray:
     return v
 
 
+plugins.add_table(plugins.Table("reductions", "tensortap_register_reductions", VectorReduction, "tt.VectorReduction"))
+
+
 def registered() -> Dict[str, VectorReduction]:
     """Every VectorReduction the installed plugins registered, by name."""
-    from .plugins import get_registry
-
-    return get_registry().tables["reductions"]
+    return plugins.get_registry().tables["reductions"]
 
 
 def lookup(name: str) -> Optional[VectorReduction]:

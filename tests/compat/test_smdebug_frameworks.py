@@ -18,7 +18,8 @@ def test_keras_hook_as_a_callback(tmp_path):
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="hidden"),
-                              keras.layers.Dense(3, name="logits")])
+                              keras.layers.Dense(3, name="logits")],
+                             name="sequential")  # not "sequential_3" after other Keras tests in this process
     model.compile(optimizer=keras.optimizers.SGD(0.1), metrics=["accuracy"],
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     out = str(tmp_path / "run")

@@ -85,8 +85,13 @@ def site(tmp_path_factory):
     return d
 
 
+def pythonpath(site) -> str:
+    """`site` first, then where this test imports tensortap from (a worktree's packages)."""
+    return os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+
+
 def cli(site, *args, **env):
-    e = dict(os.environ, PYTHONPATH=str(site), TENSORTAP_STRICT_PLUGINS="", TENSORTAP_DISABLE_PLUGINS="")
+    e = dict(os.environ, PYTHONPATH=pythonpath(site), TENSORTAP_STRICT_PLUGINS="", TENSORTAP_DISABLE_PLUGINS="")
     e.update(env)
     return subprocess.run([sys.executable, "-c", "import sys; from tensortap.cli import main; sys.exit(main())",
                            *args], capture_output=True, text=True, env=e, timeout=120)
@@ -123,7 +128,7 @@ def test_plugin_registrations_are_usable(site):
         print([c.name for c in h.collections]); h.close()
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                       env=dict(os.environ, PYTHONPATH=str(site)))
+                       env=dict(os.environ, PYTHONPATH=pythonpath(site)))
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert "'good_rule'" in lines[0] and "'good_vis'" in lines[0] and "'dup_rule'" in lines[0]
@@ -137,7 +142,7 @@ def test_strict_mode_makes_a_broken_plugin_fatal(site):
     assert r.returncode == 2
     assert "tensortap: error: plugin" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([sys.executable, "-c", "import tensortap as tt; tt.rules.list()"], capture_output=True,
-                       text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(site), TENSORTAP_STRICT_PLUGINS="1"))
+                       text=True, timeout=120, env=dict(os.environ, PYTHONPATH=pythonpath(site), TENSORTAP_STRICT_PLUGINS="1"))
     assert r.returncode != 0 and "PluginError" in r.stderr
 
 
@@ -156,3 +161,30 @@ def test_no_plugins_installed_still_works(tmp_path):
     assert r.returncode == 0
     names = {p["name"] for p in json.loads(r.stdout)}
     assert "tensortap.rules.builtin" in names and "ttgood" not in names
+
+
+def test_plugins_env_loads_modules_that_are_not_installed(tmp_path):
+    (tmp_path / "ttlocal.py").write_text(RULE.format(cls="Local", name_line='name = "local_rule"') + textwrap.dedent('''
+        @tensortap.hookimpl
+        def tensortap_register_rules():
+            return [Local]
+        '''))
+    r = cli(tmp_path, "plugins", "--json", TENSORTAP_PLUGINS="ttlocal, ttmissing")
+    assert r.returncode == 0, r.stderr
+    by_name = {p["name"]: p for p in json.loads(r.stdout)}
+    assert by_name["ttlocal"]["registers"] == {"rules": ["local_rule"]} and not by_name["ttlocal"]["builtin"]
+    assert by_name["ttlocal"]["error"] is None
+    assert "import failed: ModuleNotFoundError" in by_name["ttmissing"]["error"]
+    r = cli(tmp_path, "plugins", "--json", TENSORTAP_PLUGINS="ttlocal", TENSORTAP_DISABLE_PLUGINS="ttlocal")
+    assert [p["disabled"] for p in json.loads(r.stdout) if p["name"] == "ttlocal"] == [True]
+
+
+def test_the_numpy_test_adapter_is_no_built_in(tmp_path):
+    r = cli(tmp_path, "plugins", "--json", TENSORTAP_PLUGINS="")
+    assert r.returncode == 0, r.stderr
+    adapters = {a for p in json.loads(r.stdout) for a in p["registers"].get("adapters", [])}
+    assert "numpy" not in adapters, adapters
+    # a test session has it (tensortap.testing.fixtures registers it), for its subprocesses too
+    r = cli(tmp_path, "plugins", "--json")
+    numpy = [p for p in json.loads(r.stdout) if "numpy" in p["registers"].get("adapters", [])]
+    assert [(p["name"], p["builtin"]) for p in numpy] == [("tensortap.testing.plugin", False)]

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import tensortap as tt
 from tensortap.rules import Rule
-from tensortap.rules.base import RuleResult, results_record
+from tensortap.rules.results import RuleResult, results_record
 from tensortap.rules.builtin._common import all_finite, finite_of, mean_abs_of, norm_of, surely_not_close
 from tensortap.rules.builtin.tensors import close
 from tensortap.rules.cache import CachedTrial
@@ -196,9 +196,9 @@ def test_results_record_is_read_like_the_older_one_record_per_result(tmp_path):
     assert recs[1]["values"] == {"v": [0, 1, 2]} and not recs[1]["fired"] and recs[1]["type"] == "rule"
     assert recs[2]["fired"] and recs[2]["message"] == "fired" and recs[3]["skipped"]
     assert all(r["worker"] == "worker-0" and isinstance(r["time"], float) for r in recs)
-    from tensortap.commands.ls import summary  # what `tensortap ls` shows
+    from tensortap.summary import run_summary  # what `tensortap ls` shows
 
-    s = summary(tt.create_trial(run))
+    s = run_summary(tt.create_trial(run))
     assert s["rule_evaluations"] == 4 and [f["rule"] for f in s["rules_fired"]] == ["old_style", "b"]
 
 

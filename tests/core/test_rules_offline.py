@@ -8,11 +8,10 @@ import sys
 import textwrap
 import time
 
-import pytest
 
 import tensortap as tt
 from tensortap.cli import main as cli
-from tensortap.testing import make_data
+from tensortap.testing import NumpyMLP, make_data
 from tt_rules_helpers import first_fired, mlp_run
 
 R = tt.rules.get
@@ -35,6 +34,40 @@ WRITER = textwrap.dedent("""
         time.sleep(0.05)
     hook.close()
 """)
+
+
+def test_offline_look_back_reads_each_saved_value_once(run_dir, monkeypatch):
+    """invoke_rule keeps the values of the last saved steps (not step numbers) as live rules do:
+    saved every 10 steps, unchanged_tensor's look at the two saved steps before hits memory."""
+    from collections import Counter
+
+    from tensortap.trial import Tensor, Trial
+
+    hook = tt.Hook(run_dir, include_collections=["weights"], save_config=tt.SaveConfig(save_interval=10))
+    model = NumpyMLP()
+    hook.register(model)
+    x, y = make_data(64, seed=1)
+    for _ in range(60):
+        model.train_step(x, y, lr=0.1)
+    hook.close()
+    reads: Counter = Counter()
+    value, values_at = Tensor.value, Trial.values_at
+
+    def counted_value(self, step, mode=None, worker=None):
+        reads[(self.name, step)] += 1
+        return value(self, step, mode, worker)
+
+    def counted_values_at(self, names, step, mode=None, worker=None):
+        got = values_at(self, names, step, mode, worker)
+        reads.update((n, step) for n in got)
+        return got
+
+    monkeypatch.setattr(Tensor, "value", counted_value)
+    monkeypatch.setattr(Trial, "values_at", counted_values_at)
+    res = tt.invoke_rule(R("unchanged_tensor")(collection_names="weights", num_steps=3), tt.create_trial(run_dir))
+    assert [r.step for r in res] == [0, 10, 20, 30, 40, 50] and all(r.checked == 2 for r in res[2:])
+    assert len(reads) == 6 * 2, reads  # fc1.weight and fc2.weight at six saved steps
+    assert max(reads.values()) == 1, [k for k, n in reads.items() if n > 1]
 
 
 def test_invoke_rule_range_and_missing_steps(run_url):

@@ -15,7 +15,7 @@ import tensortap as tt
 from tensortap.cli import main as cli
 from tensortap.report import build_report
 from tensortap.rules import RuleNeedsWarning, RuleResult
-from tensortap.rules.base import results_record
+from tensortap.rules.results import results_record
 from tensortap.testing import make_data
 from tt_rules_helpers import mlp_run
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed in this venv")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import tensortap as tt
-from tt_store_helpers import FaultyFS, rss_bytes, train_mlp
+from tt_store_helpers import FaultyFS, rss_bytes
 
 MB = 2 ** 20
 

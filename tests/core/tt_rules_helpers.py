@@ -2,7 +2,7 @@
 models saved by hand through the Hook) and a one-call rule evaluation."""
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 

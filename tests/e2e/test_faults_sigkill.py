@@ -18,7 +18,6 @@ import select
 import signal
 import time
 
-import numpy as np
 import pytest
 
 import tensortap as tt

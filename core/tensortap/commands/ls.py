@@ -1,15 +1,10 @@
-"""`tensortap ls RUN`: steps, workers, collections, tensor count and bytes of a run."""
+"""`tensortap ls RUN`: what a run holds (tensortap.summary): steps, workers, collections, tensor
+count and bytes, rule outcomes and firings, events and problems."""
 from __future__ import annotations
 
 import json
 
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+from ..summary import human_size, run_summary
 
 
 def register(sub) -> None:
@@ -20,44 +15,11 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def summary(trial) -> dict:
-    steps = trial.steps()
-    modes = {}
-    for m in ("train", "eval", "predict"):
-        s = trial.steps(mode=m)
-        if s:
-            modes[m] = len(s)
-    from ..rules.outcomes import step_label, summarise
-
-    rules = trial.rule_results()
-    fired = [r for r in rules if r.get("fired")]
-    per_rule = summarise(rules)
-    return {
-        "run": trial.path,
-        "framework": trial.framework,
-        "complete": trial.is_complete(),
-        "workers": trial.workers(),
-        "steps": len(steps),
-        "first_step": steps[0] if steps else None,
-        "last_step": steps[-1] if steps else None,
-        "steps_per_mode": modes,
-        "collections": {c: len(n) for c, n in trial.collections().items()},
-        "tensors": len(trial.tensor_names()),
-        "bytes": trial.total_bytes(),
-        "rule_evaluations": len(rules),
-        "rules": [p.to_dict() for p in per_rule],
-        "rules_fired": [{"rule": r["rule"], "step": r["step"], "step_label": step_label(trial, r["step"]),
-                         "message": r.get("message", "")} for r in fired],
-        "problems": trial.problems,
-        "events": [e for e in trial.events()],
-    }
-
-
 def run(args) -> int:
     from ..trial import create_trial
 
     trial = create_trial(args.run)
-    s = summary(trial)
+    s = run_summary(trial)
     if args.tensors:
         s["tensor_names"] = trial.tensor_names()
     if args.json:
@@ -69,7 +31,7 @@ def run(args) -> int:
     span = f" ({s['first_step']}..{s['last_step']})" if s["steps"] else ""
     per_mode = ", ".join(f"{m} {n}" for m, n in s["steps_per_mode"].items())
     print(f"steps      {s['steps']}{span}" + (f"  [{per_mode}]" if per_mode else ""))
-    print(f"tensors    {s['tensors']}, {_size(s['bytes'])}")
+    print(f"tensors    {s['tensors']}, {human_size(s['bytes'])}")
     print("collections " + ", ".join(f"{c} ({n})" for c, n in s["collections"].items()))
     if s["rule_evaluations"]:
         n = {k: sum(p[k] for p in s["rules"]) for k in ("quiet", "skipped")}

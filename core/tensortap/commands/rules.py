@@ -4,7 +4,6 @@ Exit status of `rules run`: 0 quiet (it checked data and nothing fired), 1 the r
 3 nothing to check (every evaluation was skipped, or there was none)."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from typing import Any, Dict, List

@@ -39,6 +39,7 @@ def _default_out(command: List[str]) -> str:
 
 def run_command(args) -> int:
     from ..errors import ConfigError
+    from ..store.fs import run_location
     from ..zerocode import boot
     from ..zerocode.prepare import prepare
     from ..zerocode.report import finish
@@ -58,9 +59,7 @@ def run_command(args) -> int:
             with open(config, "w", encoding="utf-8") as f:
                 f.write("{}\n")
     info = prepare(config, args.out, _default_out(command))  # a bad configuration stops here, before the script starts
-    out = info["out_dir"]
-    if "://" not in out:
-        out = os.path.abspath(out)
+    out = run_location(info["out_dir"])
     env = dict(os.environ)
     env[boot.CONFIG_ENV] = os.path.abspath(config)
     env[boot.OUT_ENV] = out

@@ -14,6 +14,7 @@ from .._version import __version__
 from ..errors import TensorTapError
 from ..extras import missing_extra
 from ..progress import progress
+from ..summary import human_size, run_summary
 from ..vis._common import Rendered, as_trial, csp_hash
 
 #: options the report passes to visualizers by default (keeps a report of a large run quick)
@@ -76,12 +77,6 @@ def _e(x: Any) -> str:
     return html.escape(str(x).encode("utf-8", "backslashreplace").decode("utf-8"), quote=True)
 
 
-def _size(n: int) -> str:
-    from ..commands.ls import _size as size
-
-    return size(int(n))
-
-
 def _table(rows: Iterable[Iterable[Any]], header: Optional[List[str]] = None, raw_cols: Iterable[int] = ()) -> str:
     raw = set(raw_cols)
     out = ["<table>"]
@@ -101,7 +96,7 @@ def _summary_section(trial, s: dict) -> str:
         ("state", "complete" if s["complete"] else "in progress or interrupted"),
         ("workers", f"{len(s['workers'])}: {', '.join(s['workers'])}"),
         ("steps", f"{s['steps']} saved ({span}); per mode: {per_mode}"),
-        ("tensors", f"{s['tensors']}, {_size(s['bytes'])}"),
+        ("tensors", f"{s['tensors']}, {human_size(int(s['bytes']))}"),
     ]
     meta = trial.metadata
     for k in ("framework_version", "versions", "hostname", "python"):
@@ -238,14 +233,12 @@ def build_report(run, out: str, *, title: Optional[str] = None, skip: Iterable[s
     each failed section marked, and the returned path's `.failures` lists (section, exception).
     Every value read from the run is escaped, and no script runs in the page but the visualizers'
     own (allowed by hash in its Content-Security-Policy)."""
-    from ..commands.ls import summary
-
     trial = as_trial(run)
     page = _Page(keep_going)
     title = title or f"tensortap report · {trial.name}"
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = [f"<h1>{_e(title)}</h1><p class=muted>{_e(trial.path)} · generated {now} by tensortap {__version__}</p>",
-            page.section("run", lambda: _summary_section(trial, summary(trial))),
+            page.section("run", lambda: _summary_section(trial, run_summary(trial))),
             page.section("rules", lambda: _rules_section(trial, rule_results)),
             _vis_section(trial, skip, options or {}, page)]
     scripts = " ".join(sorted({csp_hash(x) for x in page.scripts})) or "'none'"

@@ -1,39 +1,43 @@
-"""Rules: checks over captured tensors, live or offline. `tt.rules.list()`, `tt.rules.get(name)`."""
+"""Rules: checks over captured tensors, live or offline. `tt.rules.list()`, `tt.rules.get(name)`.
+
+Importing the package lets plugins register rules and actions (the built-in ones are plugins too)."""
 from __future__ import annotations
 
-from typing import List
+import builtins
 
+from .. import plugins
 from .actions import Action, ActionContext
-from .base import Rule, RuleResult, invoke_rule
+from .base import Rule
+from .offline import invoke_rule
 from .outcomes import RuleSummary, step_label, summarise
 from .requirements import Need, RuleNeedsWarning
+from .results import RuleResult
+
+plugins.add_table(plugins.Table("rules", "tensortap_register_rules", Rule, "tensortap.rules.Rule", classes=True),
+                  builtins=("tensortap.rules.builtin",))
+plugins.add_table(plugins.Table("actions", "tensortap_register_actions", Action, "tensortap.rules.Action",
+                                classes=True), builtins=("tensortap.rules.actions",))
 
 
-def list() -> List[str]:  # noqa: A001 - mirrors the documented tt.rules.list()
+def list() -> builtins.list[str]:  # mirrors the documented tt.rules.list()
     """Names of every registered rule, built-in or plugin."""
-    from ..plugins import get_registry
-
-    return sorted(get_registry().rules)
+    return sorted(plugins.get_registry().rules)
 
 
 def get(name: str) -> type:
     """The Rule class registered under `name` (a clear error with suggestions otherwise)."""
-    from ..plugins import get_registry
-
-    return get_registry().get("rules", name)
+    return plugins.get_registry().get("rules", name)
 
 
-def list_actions() -> List[str]:
-    from ..plugins import get_registry
-
-    return sorted(get_registry().actions)
+def list_actions() -> builtins.list[str]:
+    """Names of every registered action (what add_rule's `action=` takes by name)."""
+    return sorted(plugins.get_registry().actions)
 
 
 def get_action(name: str) -> type:
-    from ..plugins import get_registry
+    """The Action class registered under `name`."""
+    return plugins.get_registry().get("actions", name)
 
-    return get_registry().get("actions", name)
 
-
-__all__ = ["Rule", "RuleResult", "Need", "RuleNeedsWarning", "RuleSummary", "summarise", "step_label", "Action",
-           "ActionContext", "invoke_rule", "list", "get", "list_actions", "get_action"]
+__all__ = ["Action", "ActionContext", "Need", "Rule", "RuleNeedsWarning", "RuleResult", "RuleSummary", "get",
+           "get_action", "invoke_rule", "list", "list_actions", "step_label", "summarise"]

@@ -1,4 +1,6 @@
-"""Actions: what happens when a rule fires. Built-ins are registered as a plugin."""
+"""Actions: what happens when a rule fires (stop training, log, call back, post a webhook, write
+status.json), and make_actions, which turns what add_rule was given into them. The built-ins are
+registered as a plugin."""
 from __future__ import annotations
 
 import json
@@ -9,9 +11,11 @@ import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable
 
+from ..errors import ConfigError
 from ..hookspecs import hookimpl
+from ..plugins import get_registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from .sending import SendPool
@@ -41,7 +45,7 @@ class Action:
         """The action in a line (what close() names if it has to abandon it); never a secret."""
         return self.name
 
-    def close(self, deadline: Optional[float]) -> List[str]:
+    def close(self, deadline: float | None) -> list[str]:
         """The run is closing: finish work still pending (sends in flight) until `deadline`
         (time.monotonic(); None: no limit), abandon the rest and return what it was, by name."""
         return []
@@ -50,9 +54,9 @@ class Action:
         return f"<Action {self.name}>"
 
 
-class StopTraining(Action):
+class StopTrainingAction(Action):
     """Stop training at the next step boundary (torch: raises tt.StopTraining from the hook;
-    Keras: sets model.stop_training; Gluon: raises tt.StopTraining)."""
+    Keras: sets model.stop_training; Gluon: raises tt.StopTraining). Registered as "stop_training"."""
 
     name = "stop_training"
 
@@ -81,8 +85,6 @@ class Callback(Action):
 
     def __init__(self, fn: Callable) -> None:
         if not callable(fn):
-            from ..errors import ConfigError
-
             raise ConfigError(f"callback action needs a callable, got {fn!r}")
         self.fn = fn
         self.with_hook = _takes_two(fn)
@@ -95,6 +97,26 @@ class Callback(Action):
 
     def describe(self) -> str:
         return f"callback {getattr(self.fn, '__qualname__', None) or type(self.fn).__name__}"
+
+
+def make_actions(action: Any) -> list[Action]:
+    """Normalise an action argument: None, a registered name, an Action, a callable, or a list of these."""
+    if action is None:
+        return []
+    if isinstance(action, (list, tuple)):
+        return [a for x in action for a in make_actions(x)]
+    if isinstance(action, Action):
+        return [action]
+    if isinstance(action, str):
+        cls = get_registry().get("actions", action)
+        try:
+            return [cls()]
+        except TypeError as e:
+            raise ConfigError(f"action {action!r} needs parameters ({e}); pass an instance, e.g. "
+                              f"tt.rules.get_action({action!r})(...)") from None
+    if callable(action):
+        return [Callback(action)]
+    raise ConfigError(f"unknown action {action!r}: use a name from tt.rules.list_actions(), an Action, or a callable")
 
 
 def _takes_two(fn: Callable) -> bool:
@@ -120,10 +142,8 @@ class Webhook(Action):
 
     name = "webhook"
 
-    def __init__(self, url: str, timeout: float = 5.0, headers: Optional[dict] = None, *, once: bool = False,
+    def __init__(self, url: str, timeout: float = 5.0, headers: dict | None = None, *, once: bool = False,
                  cooldown: float = 0.0, workers: int = 4, max_pending: int = 256) -> None:
-        from ..errors import ConfigError
-
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ConfigError(f"webhook url must start with http:// or https://, got {url!r}")
         for k, v, lo in (("timeout", timeout, 0.0), ("cooldown", cooldown, 0.0)):
@@ -138,8 +158,8 @@ class Webhook(Action):
         parts = urllib.parse.urlsplit(url)  # host and port only: a webhook's path often holds its secret
         self.where = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
         self._lock = threading.Lock()
-        self._sent: Dict[str, List[float]] = {}  # rule -> [time of its last send, firings not sent since]
-        self._pool: Optional["SendPool"] = None
+        self._sent: dict[str, list[float]] = {}  # rule -> [time of its last send, firings not sent since]
+        self._pool: SendPool | None = None
 
     def describe(self) -> str:
         return f"webhook to {self.where}"
@@ -182,13 +202,13 @@ class Webhook(Action):
     def _post(self, body: bytes) -> None:
         req = urllib.request.Request(self.url, data=body, method="POST",
                                      headers={"Content-Type": "application/json", **self.headers})
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - user-given URL
+        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
             resp.read()
 
-    def close(self, deadline: Optional[float]) -> List[str]:
+    def close(self, deadline: float | None) -> list[str]:
         with self._lock:
             pool, self._pool = self._pool, None  # a later run (another hook) gets a fresh pool
-        left: List[str] = pool.close(deadline) if pool is not None else []
+        left: list[str] = pool.close(deadline) if pool is not None else []
         if not left:
             return []
         shown = "; ".join(left[:3]) + (f"; ... ({len(left) - 3} more)" if len(left) > 3 else "")
@@ -222,4 +242,4 @@ class WriteStatus(Action):
 
 @hookimpl
 def tensortap_register_actions():
-    return [StopTraining, Log, Callback, Webhook, WriteStatus]
+    return [StopTrainingAction, Log, Callback, Webhook, WriteStatus]

@@ -1,85 +1,20 @@
-"""Rule, RuleResult and invoke_rule: framework-free checks over a trial."""
+"""Rule: the base class of every check over a trial, built-in or plugin, and how one evaluation's
+return value becomes a RuleResult."""
 from __future__ import annotations
 
 import inspect
 import re
-import time
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from ..errors import StepNotFound, TensorNotFound
+from .cache import CachedTrial
+from .outcomes import step_label
 from .requirements import Need, Needs, as_needs, nothing_checked
-
-#: the three outcomes of an evaluation, everywhere results are shown
-FIRED, QUIET, SKIPPED = "fired", "quiet", "skipped"
+from .results import RuleResult
 
 
-@dataclass
-class RuleResult:
-    """One evaluation of a rule at a step: `outcome` is "fired", "quiet" (it checked `checked`
-    tensors and found nothing wrong) or "skipped" (it had nothing to check; `message` says why).
-
-    `checked`: how many tensors the evaluation looked at. None when the rule did not say: then
-    `Rule.invoke` counts the tensors it read through the trial, and a result that is not fired
-    and read none becomes skipped."""
-
-    rule: str
-    step: int
-    fired: bool
-    message: str = ""
-    values: Dict[str, Any] = field(default_factory=dict)
-    skipped: bool = False
-    checked: Optional[int] = None
-
-    @property
-    def outcome(self) -> str:
-        return outcome_of(self.fired, self.skipped)
-
-    def to_record(self) -> dict:
-        return {"type": "rule", "rule": self.rule, "step": self.step, "fired": bool(self.fired),
-                "message": self.message, "values": _jsonable(self.values), "skipped": self.skipped,
-                "checked": self.checked, "outcome": self.outcome, "time": time.time()}
-
-    def __bool__(self) -> bool:
-        return bool(self.fired)
-
-
-def outcome_of(fired: Any, skipped: Any) -> str:
-    """"fired", "skipped" or "quiet" from a result's flags (a fired result is never skipped)."""
-    return FIRED if fired else (SKIPPED if skipped else QUIET)
-
-
-#: the fields of each result in a "rules" record (Trial.rule_results expands them; records
-#: written before "checked" existed lack it and read as checked=None)
-RESULT_FIELDS = ("rule", "step", "fired", "message", "values", "skipped", "checked")
-
-
-def results_record(results: List[RuleResult]) -> dict:
-    """ONE index record holding several results (all the rules evaluated at a step): what live
-    evaluation writes, cheaper for training than a "rule" record each. `Trial.rule_results()`
-    reads it back as one dict per result, like the older per-result records."""
-    return {"type": "rules", "time": time.time(), "fields": list(RESULT_FIELDS),
-            "results": [[r.rule, r.step, bool(r.fired), r.message, _jsonable(r.values), r.skipped, r.checked]
-                        for r in results]}
-
-
-def _jsonable(v):
-    import numpy as np
-
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist() if v.size <= 64 else f"<array {v.shape} {v.dtype}>"
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    return str(v)
-
-
-def as_list(value) -> Optional[List[str]]:
+def as_list(value) -> list[str] | None:
     """None, a list, or a comma-separated string (what the CLI passes) -> a list of strings or None."""
     if value is None:
         return None
@@ -105,20 +40,20 @@ class Rule:
     #: that read nothing is skipped with a reason made from them. Empty: one Need per `collections`.
     needs: ClassVar[Needs] = ()
     #: seconds between `invoke_idle` calls while no new step arrives (None: the rule has no idle check)
-    idle_interval: Optional[float] = None
+    idle_interval: float | None = None
 
     def __init__(self) -> None:
-        self.last_result: Optional[RuleResult] = None
+        self.last_result: RuleResult | None = None
 
     def invoke_at_step(self, trial, step: int):
         raise NotImplementedError
 
-    def invoke_idle(self, trial, now: float) -> Optional[RuleResult]:
+    def invoke_idle(self, trial, now: float) -> RuleResult | None:
         """Called every `idle_interval` seconds while a live run writes no new step (e.g. to
         detect a stalled run); return a RuleResult to record it, or None."""
         return None
 
-    def implied_actions(self) -> List[str]:
+    def implied_actions(self) -> list[str]:
         """Names of actions the rule's own parameters ask for (e.g. stop_training_on_fire)."""
         return []
 
@@ -136,8 +71,8 @@ class Rule:
         """The reason given when an evaluation read no tensor (default: made from requirements())."""
         return nothing_checked(self.requirements(), trial, step)
 
-    def select_layers(self, trial, step: int, kinds: Union[str, Sequence[str]], io: str = "output",
-                      name_regex: Union[str, Sequence[str], None] = None) -> List[str]:
+    def select_layers(self, trial, step: int, kinds: str | Sequence[str], io: str = "output",
+                      name_regex: str | Sequence[str] | None = None) -> list[str]:
         """Names of the tensors saved at `step` that are the `io` ("input"/"output") of a layer of
         one of `kinds` ("relu"), found through the layer classes the run records; plus, for layers
         the run has no class for (runs saved by hand, or by an older tensortap), those whose
@@ -151,7 +86,7 @@ class Rule:
         return sorted(out)
 
     def select(self, trial, step: int, collection_names=None, tensor_regex=None,
-               default_collections: Optional[Sequence[str]] = None) -> List[str]:
+               default_collections: Sequence[str] | None = None) -> list[str]:
         """Names of tensors saved at `step` in any of `collection_names` or matching any of
         `tensor_regex` (the union, as smdebug did); with neither, `default_collections`
         (None: every tensor)."""
@@ -167,7 +102,7 @@ class Rule:
             out.update(trial.tensor_names(regex=regex, step=step))
         return sorted(out)
 
-    def steps(self, trial) -> List[int]:
+    def steps(self, trial) -> list[int]:
         """The steps this rule is evaluated at (default: every saved global step)."""
         return trial.steps()
 
@@ -175,8 +110,6 @@ class Rule:
         """Evaluate at `step`, normalising the return value. Missing data gives a skipped result;
         so does an evaluation that is not fired and read no tensor through the trial (unless the
         rule said how many it checked: RuleResult.checked), with `nothing_to_check`'s reason."""
-        from .cache import CachedTrial
-
         view = trial if isinstance(trial, CachedTrial) else CachedTrial(trial)
         with view.reading() as seen:
             try:
@@ -191,8 +124,6 @@ class Rule:
             vals = out[2] if len(out) > 2 else {}
             res = RuleResult(self.name, step, bool(fired), str(msg), dict(vals))
         else:
-            from .outcomes import step_label
-
             res = RuleResult(self.name, step, bool(out), f"{self.name} fired at {step_label(view, step)}" if out
                              else "")
         if res.skipped and not res.fired:
@@ -205,7 +136,7 @@ class Rule:
         return res
 
     @classmethod
-    def params(cls) -> Dict[str, Any]:
+    def params(cls) -> dict[str, Any]:
         """Constructor parameters and their defaults (for `tensortap rules list`)."""
         out = {}
         for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
@@ -220,56 +151,3 @@ class Rule:
 
     def __repr__(self) -> str:
         return f"<Rule {self.name}>"
-
-
-def invoke_rule(rule: Rule, trial, start_step: int = 0, end_step: Optional[int] = None, follow: bool = False,
-                poll: float = 0.5, timeout: Optional[float] = None) -> List[RuleResult]:
-    """Evaluate `rule` on every saved step in [start_step, end_step); with `follow=True` keep
-    tailing a live run until it closes (or `timeout` seconds pass, also while catching up, or
-    end_step is reached, or its writer is gone without closing it: `trial.writer_status()` then
-    says "dead"). Steps never saved are skipped; this never raises because the run ended."""
-    from .cache import CachedTrial
-
-    done = set()
-    done_last: Optional[int] = None
-    results: List[RuleResult] = []
-    deadline = None if timeout is None else time.monotonic() + timeout
-    last_idle = time.time()
-    view = trial if isinstance(trial, CachedTrial) else CachedTrial(trial)  # look-back reads hit memory
-    gone = False
-    while True:
-        for s in rule.steps(trial):
-            if s in done or s < start_step or (end_step is not None and s >= end_step):
-                continue
-            if deadline is not None and time.monotonic() >= deadline:
-                return results  # the timeout holds while catching up too
-            done.add(s)
-            if done_last is not None:  # what the rule read at its previous step, in one go
-                view.prefetch(s, view.wanted(done_last))
-            done_last = s
-            results.append(rule.invoke(view, s))
-            view.evict(before=s - 4)
-        if not follow or gone:
-            return results
-        if trial.is_complete() or (end_step is not None and any(s >= end_step - 1 for s in done)):
-            # one last look: steps written just before the end record
-            trial.refresh()
-            if all(s in done or s < start_step or (end_step is not None and s >= end_step) for s in rule.steps(trial)):
-                return results
-            continue
-        if deadline is not None and time.monotonic() >= deadline:
-            return results
-        time.sleep(poll)
-        fresh = trial.refresh()
-        if not fresh:  # nothing new: a writer that died sends nothing more (one last pass, then stop)
-            status = getattr(trial, "writer_status", None)
-            gone = callable(status) and status().state == "dead"
-            if gone:
-                trial.refresh()  # what it wrote just before it died
-        if not fresh and rule.idle_interval is not None:
-            now = time.time()
-            if now - last_idle >= rule.idle_interval:
-                last_idle = now
-                res = rule.invoke_idle(trial, now)
-                if res is not None:
-                    results.append(res)

@@ -1,10 +1,10 @@
-"""A trial seen through a small value cache, for live evaluation: several rules evaluated on
-the same step (and rules that look a few steps back) read each stored tensor once, and the
-tensors the rules read at one saved step are read together at the next (one request for
-neighbouring records instead of one each)."""
+"""A trial seen through a small value cache, for rule evaluation (the Evaluator, live and
+offline): several rules evaluated on the same step (and rules that look a few steps back) read
+each stored tensor once, and the tensors the rules read at one saved step are read together at
+the next (one request for neighbouring records instead of one each)."""
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional, Set, Tuple
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -15,17 +15,17 @@ class CachedTrial:
 
     def __init__(self, trial, max_bytes: int = 64 * 1024 * 1024) -> None:
         self._trial = trial
-        self._values: Dict[Tuple, np.ndarray] = {}
+        self._values: dict[tuple, np.ndarray] = {}
         self._bytes = 0
         self.max_bytes = int(max_bytes)
-        self._wanted: Dict[int, Set[str]] = {}  # step -> names whose value (any mode/worker) was asked for
-        self._stats: Dict[Tuple[str, int, str], float] = {}  # (name, step, what) -> a statistic of the value
-        self._seen: Optional[Set[str]] = None  # names read in the innermost open reading() scope
+        self._wanted: dict[int, set[str]] = {}  # step -> names whose value (any mode/worker) was asked for
+        self._stats: dict[tuple[str, int, str], float] = {}  # (name, step, what) -> a statistic of the value
+        self._seen: set[str] | None = None  # names read in the innermost open reading() scope
 
     def __getattr__(self, name: str):
         return getattr(self._trial, name)
 
-    def reading(self) -> "Reading":
+    def reading(self) -> Reading:
         """`with view.reading() as seen:` collects the names of the tensors whose values,
         reductions or statistics are read through this view inside the block (what a rule
         evaluation checked); scopes nest (an outer one sees what an inner one read)."""
@@ -37,16 +37,16 @@ class CachedTrial:
         if seen is not None:
             seen.add(name)
 
-    def values_at(self, names: Iterable[str], step: int, mode=None, worker=None) -> Dict[str, np.ndarray]:
+    def values_at(self, names: Iterable[str], step: int, mode=None, worker=None) -> dict[str, np.ndarray]:
         got = self._trial.values_at(names, step, mode=mode, worker=worker)
         for n in got:
             self.note(n)
         return got
 
-    def tensor(self, name: str) -> "_CachedTensor":
+    def tensor(self, name: str) -> _CachedTensor:
         return _CachedTensor(self, self._trial.tensor(name))
 
-    def _keep(self, key: Tuple, v: np.ndarray) -> None:
+    def _keep(self, key: tuple, v: np.ndarray) -> None:
         v.flags.writeable = False  # shared by every rule that reads it
         if self._bytes + v.nbytes > self.max_bytes:
             self._values.clear()
@@ -83,7 +83,7 @@ class CachedTrial:
         want.add(name)
         return v
 
-    def stat(self, name: str, step: int, what: str) -> Optional[float]:
+    def stat(self, name: str, step: int, what: str) -> float | None:
         """A statistic of a value ("l2", "mean_abs") a rule computed already, or None."""
         self.note(name)
         return self._stats.get((name, step, what))
@@ -92,7 +92,7 @@ class CachedTrial:
         """Remember a statistic of the value of `name` at `step`, for the other rules."""
         self._stats[(name, step, what)] = x
 
-    def wanted(self, step: int) -> Set[str]:
+    def wanted(self, step: int) -> set[str]:
         """Names whose value at `step` was read through this cache (a rule set reads the same
         names at every step: what to prefetch at the next one)."""
         return set(self._wanted.get(int(step), ()))
@@ -123,14 +123,14 @@ class CachedTrial:
 class Reading:
     """The context CachedTrial.reading() returns: while open, the view adds the names read to `seen`."""
 
-    __slots__ = ("owner", "seen", "outer")
+    __slots__ = ("outer", "owner", "seen")
 
     def __init__(self, owner: CachedTrial) -> None:
         self.owner = owner
-        self.seen: Set[str] = set()
-        self.outer: Optional[Set[str]] = None
+        self.seen: set[str] = set()
+        self.outer: set[str] | None = None
 
-    def __enter__(self) -> Set[str]:
+    def __enter__(self) -> set[str]:
         self.outer, self.owner._seen = self.owner._seen, self.seen
         return self.seen
 
@@ -150,7 +150,7 @@ class _CachedTensor:
     def value(self, step: int, mode=None, worker=None) -> np.ndarray:
         return self._owner._value(self._tensor, step, mode, worker)
 
-    def values(self, mode=None, worker=None) -> Dict[int, np.ndarray]:
+    def values(self, mode=None, worker=None) -> dict[int, np.ndarray]:
         self._owner.note(self._tensor.name)
         return self._tensor.values(mode=mode, worker=worker)
 
@@ -158,6 +158,6 @@ class _CachedTensor:
         self._owner.note(self._tensor.name)
         return self._tensor.reduction_value(step, name, mode=mode, worker=worker, abs=abs)
 
-    def reduction_values(self, step: int, mode=None, worker=None) -> Dict[str, object]:
+    def reduction_values(self, step: int, mode=None, worker=None) -> dict[str, object]:
         self._owner.note(self._tensor.name)
         return self._tensor.reduction_values(step, mode=mode, worker=worker)

@@ -4,10 +4,11 @@ per rule, and one way of naming a step: "step 116 (eval step 20)"."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any
 
-from .base import FIRED, QUIET, SKIPPED, RuleResult, outcome_of
+from .results import FIRED, QUIET, SKIPPED, RuleResult, outcome_of
 
 #: what a rule that checked nothing at any step shows as, in `ls`, `rules run` and the report
 NO_DATA = "no data"
@@ -29,7 +30,7 @@ def step_label(trial, step: Any) -> str:
     return f"step {step} ({name} step {mode_step})"
 
 
-def as_record(result: Any) -> Dict[str, Any]:
+def as_record(result: Any) -> dict[str, Any]:
     """A RuleResult, or a dict from trial.rule_results(), as such a dict with "outcome" and
     "checked" filled in (None for records written before tensortap counted checked tensors)."""
     if isinstance(result, RuleResult):
@@ -42,10 +43,10 @@ def as_record(result: Any) -> Dict[str, Any]:
     return d
 
 
-def reason(record: Dict[str, Any]) -> str:
+def reason(record: dict[str, Any]) -> str:
     """The message of a skipped result without its "skipped: " prefix."""
     msg = str(record.get("message") or "")
-    return msg[len(_SKIP_PREFIX):] if msg.startswith(_SKIP_PREFIX) else msg
+    return msg.removeprefix(_SKIP_PREFIX)
 
 
 @dataclass
@@ -58,7 +59,7 @@ class RuleSummary:
     quiet: int = 0
     skipped: int = 0
     checked: int = 0  # tensors checked, summed over the evaluations that say
-    first_fired: Optional[Dict[str, Any]] = None
+    first_fired: dict[str, Any] | None = None
     reasons: Counter = field(default_factory=Counter)  # skip reason -> how many evaluations gave it
 
     @property
@@ -66,7 +67,7 @@ class RuleSummary:
         """"fired", "quiet" (it checked data and never fired) or "no data" (it never checked anything)."""
         return FIRED if self.fired else (QUIET if self.quiet else NO_DATA)
 
-    def add(self, rec: Dict[str, Any]) -> None:
+    def add(self, rec: dict[str, Any]) -> None:
         self.evaluations += 1
         out = rec["outcome"]
         if out == FIRED:
@@ -86,19 +87,19 @@ class RuleSummary:
         return (f"{self.evaluations} evaluations: {self.fired} {FIRED}, {self.quiet} {QUIET}, "
                 f"{self.skipped} {SKIPPED}")
 
-    def top_reasons(self, n: int = 3) -> List[str]:
+    def top_reasons(self, n: int = 3) -> list[str]:
         """The most frequent skip reasons, "why (×count)"."""
         return [f"{r} (×{k})" if k > 1 else r for r, k in self.reasons.most_common(n)]
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"rule": self.rule, "state": self.state, "evaluations": self.evaluations, "fired": self.fired,
                 "quiet": self.quiet, "skipped": self.skipped, "checked": self.checked,
                 "skip_reasons": dict(self.reasons.most_common(10))}
 
 
-def summarise(results: Iterable[Any]) -> List[RuleSummary]:
+def summarise(results: Iterable[Any]) -> list[RuleSummary]:
     """One RuleSummary per rule name (sorted), from RuleResults or trial.rule_results() dicts."""
-    out: Dict[str, RuleSummary] = {}
+    out: dict[str, RuleSummary] = {}
     for r in results:
         rec = as_record(r)
         name = str(rec.get("rule"))

@@ -1,10 +1,10 @@
-"""The training process's side of the live rules process: starts it, sends it the rules and the
-saved steps, records the results it sends back and runs their actions (on a receiver thread;
-a stop request takes effect at the hook's next step boundary). Training never waits on it:
-a rules process that dies or hangs is reported through hook._report and closed with time-outs."""
+"""The training process's side of the live rules process (worker.py is the other): starts it,
+sends it the rules and the saved steps, records the results it sends back and runs their actions
+(on a receiver thread; a stop request takes effect at the hook's next step boundary). Messages:
+protocol.py. Training never waits on it: a rules process that dies or hangs is reported through
+hook._report and closed with time-outs."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import pickle
@@ -13,13 +13,16 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any
 
 from ..errors import ConfigError
+from ..store.fs import run_location
+from . import protocol
 from .actions import Action
-from .base import Rule, RuleResult
-from .live import Activity, apply_results
-from .worker import BUSY_AFTER
+from .activity import Activity
+from .base import Rule
+from .recording import Attached, apply_results
+from .worker import cpu_share
 
 _BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
          "from tensortap.rules.worker import main; main(int(sys.argv[2]), int(sys.argv[3]))")
@@ -33,13 +36,20 @@ class RulesProcessError(Exception):
     """The rules process died, hung, or sent something unexpected."""
 
 
+class _Gone:
+    """What the receiver thread tells add() when the rules process is gone before it answered."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
 class _LazyTrial:
     """The run as the training process reads it, opened only if an action looks at ctx.trial."""
 
-    def __init__(self, out_dir) -> None:
+    def __init__(self, out_dir: str) -> None:
         self._out_dir, self._trial, self._stale = out_dir, None, True
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         if self._trial is None:
             from ..trial import Trial
 
@@ -59,11 +69,9 @@ class RulesProcess:
     #: or a rule never ends)
     stall_timeout: float = 120.0
 
-    def __init__(self, hook) -> None:
+    def __init__(self, hook: Any) -> None:
         if os.name != "posix":
             raise RulesProcessError("the rules process needs a POSIX system (pipes passed by descriptor)")
-        from .worker import cpu_share
-
         try:
             cpu_share()  # a wrong TENSORTAP_RULES_CPU is the user's to fix, now, not the child's to hide
         except ValueError as e:
@@ -71,19 +79,19 @@ class RulesProcess:
         from multiprocessing.connection import Connection
 
         self.hook = hook
-        self._rules: Dict[int, Tuple[Rule, List[Action]]] = {}  # by the index the child knows it by
+        self._rules: dict[int, Attached] = {}  # by the key the child knows it by
         self._next = 0
-        self._acks: "queue.Queue[tuple]" = queue.Queue()
-        self._steps: "queue.Queue[Optional[int]]" = queue.Queue()
+        self._acks: queue.Queue[protocol.Added | _Gone] = queue.Queue()
+        self._steps: queue.Queue[int | None] = queue.Queue()
         self._send_lock = threading.Lock()
         self._trial = _LazyTrial(hook.out_dir)
         self._done = self._dead = False
         self._acting = Activity()  # the action the receiver thread runs now
         self._child_busy = Activity()  # what the child said it is stuck on ("busy" message)
-        self._sent: Set[int] = set()  # saved steps sent to the child whose results have not come back
+        self._sent: set[int] = set()  # saved steps sent to the child whose results have not come back
         #: what the child said when it closed: steps evaluated, CPU seconds in all ("cpu_s") and
         #: from the first step on ("cpu_steps_s": start-up and loading the rules aside)
-        self.stats: Dict[str, Any] = {}
+        self.stats: dict[str, Any] = {}
         self._last_msg = time.monotonic()
         r_down, w_down = os.pipe()  # parent -> child
         r_up, w_up = os.pipe()  # child -> parent
@@ -99,13 +107,12 @@ class RulesProcess:
         self._out = Connection(w_down, readable=False)
         self._in = Connection(r_up, writable=False)
         try:
-            out = os.fspath(hook.out_dir)
-            if "://" not in out:  # the child resolves it even if training changes directory later
-                out = os.path.abspath(os.path.expanduser(out))
-            self._send(("init", {"out_dir": out}))
-            kind = self._recv_within(self.start_timeout, "start")
-            if kind[0] != "ready":
-                raise RulesProcessError(f"the rules process sent {kind[0]!r} instead of 'ready'")
+            # absolute: the child finds the run even if training changes directory later
+            self._send(protocol.Init(run_location(hook.out_dir)))
+            try:
+                protocol.check_version(protocol.expect(self._recv_within(self.start_timeout, "start"), protocol.Ready))
+            except protocol.ProtocolError as e:
+                raise RulesProcessError(f"the rules process could not start: {e}") from None
         except BaseException:
             self._kill()
             raise
@@ -115,7 +122,7 @@ class RulesProcess:
         self._sender.start()
 
     # ---- the training thread's side ----------------------------------------------------------
-    def add(self, rule: Rule, actions: List[Action]) -> None:
+    def add(self, rule: Rule, actions: list[Action]) -> None:
         """Send `rule` to the child and wait for it to load there (RuleNotPortable if it cannot)."""
         if type(rule).__module__ == "__main__":
             raise RuleNotPortable(
@@ -130,26 +137,26 @@ class RulesProcess:
                 "(numbers, strings, lists, numpy arrays) and define the class at module level") from None
         if self._dead:
             raise RulesProcessError("the rules process is not running")
-        idx, self._next = self._next, self._next + 1
-        self._rules[idx] = (rule, actions)  # before the child can send a result for it
+        key, self._next = self._next, self._next + 1
+        self._rules[key] = (rule, actions)  # before the child can send a result for it
         try:
-            self._send(("rule", idx, blob, list(sys.path)))
+            self._send(protocol.AddRule(key, blob, list(sys.path)))
             try:
                 ack = self._acks.get(timeout=self.start_timeout)
             except queue.Empty:
                 raise RulesProcessError(f"the rules process did not load rule {rule.name!r} "
                                         f"within {self.start_timeout:.0f} s") from None
-            if ack[0] == "dead":
-                raise RulesProcessError(ack[1])
-            if ack[2] is not None:
+            if isinstance(ack, _Gone):
+                raise RulesProcessError(ack.why)
+            if ack.error is not None:
                 raise RuleNotPortable(f"rule {rule.name!r} ({type(rule).__qualname__}) could not be loaded in the "
-                                      f"rules process ({ack[2]}); live rules must be importable by module name")
+                                      f"rules process ({ack.error}); live rules must be importable by module name")
         except BaseException:
-            del self._rules[idx]
+            del self._rules[key]
             raise
 
     @property
-    def rules(self) -> List[Tuple[Rule, List[Action]]]:
+    def rules(self) -> list[Attached]:
         """The (rule, actions) pairs evaluated in the child."""
         return list(self._rules.values())
 
@@ -162,7 +169,7 @@ class RulesProcess:
         """No more steps: the child evaluates those pending, sends its last results and ends."""
         self._steps.put(None)
 
-    def finish(self, deadline: Optional[float]) -> List[str]:
+    def finish(self, deadline: float | None) -> list[str]:
         """Wait for the child's last results (and their actions) until `deadline` (time.monotonic();
         None: no limit), or until it has sent nothing for stall_timeout s. A child
         still busy then is killed; returns what was abandoned, by name."""
@@ -190,7 +197,7 @@ class RulesProcess:
         self._kill(grace=5.0 if deadline is None else max(0.0, min(5.0, deadline - time.monotonic())))
         return abandoned
 
-    def close(self, timeout: Optional[float] = None) -> List[str]:
+    def close(self, timeout: float | None = None) -> list[str]:
         """begin_close() and finish() within `timeout` seconds (None: no limit)."""
         self.begin_close()
         return self.finish(None if timeout is None else time.monotonic() + timeout)
@@ -207,11 +214,11 @@ class RulesProcess:
         return f"rules process ({why}): {doing}{pend}"
 
     # ---- pipes ------------------------------------------------------------------------------
-    def _send(self, msg: tuple) -> None:
+    def _send(self, msg: protocol.ToRules) -> None:
         with self._send_lock:
             self._out.send(msg)
 
-    def _recv_within(self, seconds: float, what: str) -> tuple:
+    def _recv_within(self, seconds: float, what: str) -> object:
         if not self._in.poll(seconds):
             raise RulesProcessError(f"the rules process did not {what} within {seconds:.0f} s")
         try:
@@ -257,9 +264,9 @@ class RulesProcess:
                         # measured: cheaper for training than the child polling the run for them
                         self.hook.writer.flush()
                     self._sent.update(steps)
-                    self._send(("steps", steps))
+                    self._send(protocol.Steps(steps))
                 if None in items:
-                    self._send(("close",))
+                    self._send(protocol.Close())
                     return
             except (OSError, ValueError):  # the child is gone: the receiver reports it
                 return
@@ -280,12 +287,12 @@ class RulesProcess:
                         code = None
                     self.hook._report("live rules process exited unexpectedly; rules are no longer evaluated",
                                       RulesProcessError(f"exit code {code}" if code is not None else repr(e)))
-                    self._acks.put(("dead", "the rules process exited"))
+                    self._acks.put(_Gone("the rules process exited"))
                 return
             except Exception as e:  # noqa: BLE001 - e.g. a result that cannot be unpickled here
                 self.hook._report("live rules sent a result that could not be read", e)
                 continue
-            if msg[0] != "busy":  # a rule stuck in a loop is no sign of life
+            if not isinstance(msg, protocol.Busy):  # a rule stuck in a loop is no sign of life
                 self._last_msg = time.monotonic()
             try:
                 self._handle(msg)
@@ -294,53 +301,60 @@ class RulesProcess:
             if self._done:
                 return
 
-    def _handle(self, msg: tuple) -> None:
-        kind = msg[0]
-        if self._dead and kind != "done":  # close() gave up on the child: late results are not the run's
-            return
-        if kind == "results":
-            self._child_busy.stop()
-            self._sent.discard(msg[1])
-            self._trial._stale = True
-            for idx, blob in msg[3].items():  # the rule's state in the child, onto the user's instance
-                if idx in self._rules:
-                    self._rules[idx][0].__dict__.update(pickle.loads(blob))
-            items = []
-            for idx, res in msg[2]:
-                if idx in self._rules:
-                    rule, actions = self._rules[idx]
-                    rule.last_result = res
-                    items.append((rule, actions, res))
-            # the child's record holds every result; made here again if one is not the hook's
-            apply_results(self.hook, items, self._trial, msg[4] if len(items) == len(msg[2]) else None,
-                          activity=self._acting)
-        elif kind == "skipped":  # the CPU budget (TENSORTAP_RULES_CPU) skipped these saved steps
-            self._sent.difference_update(msg[1])
+    def _handle(self, msg: object) -> None:
+        """Act on one message from the child (an unknown one: ProtocolError, reported)."""
+        if self._dead and not isinstance(msg, protocol.Done):  # close() gave up on the child: late results
+            return  # are not the run's
+        if isinstance(msg, protocol.Results):
+            self._record(msg)
+        elif isinstance(msg, protocol.Skipped):  # the CPU budget (TENSORTAP_RULES_CPU) skipped these saved steps
+            self._sent.difference_update(msg.steps)
             if self.hook.writer is not None:
                 self.hook.writer.submit_record({
-                    "type": "event", "event": "rules_skipped", "steps": list(msg[1]), "time": time.time(),
-                    "detail": f"live rules skipped {len(msg[1])} saved step(s) to stay within TENSORTAP_RULES_CPU; "
+                    "type": "event", "event": "rules_skipped", "steps": list(msg.steps), "time": time.time(),
+                    "detail": f"live rules skipped {len(msg.steps)} saved step(s) to stay within TENSORTAP_RULES_CPU; "
                               "the newest saved step was evaluated instead"})
-        elif kind == "added":
+        elif isinstance(msg, protocol.Added):
             self._acks.put(msg)
-        elif kind == "busy":  # the child has been on one thing for a while (named if close() gives up)
-            self._child_busy.start(msg[1])
-            self._child_busy.since -= BUSY_AFTER
-        elif kind == "error":
-            self.hook._report(msg[1], _as_exception(msg[2]))
-        elif kind == "done":
-            self.stats = msg[1] if len(msg) > 1 else {}
+        elif isinstance(msg, protocol.Busy):  # the child has been on one thing for a while (named if close() gives up)
+            self._child_busy.start(msg.what)
+            self._child_busy.since -= protocol.BUSY_AFTER
+        elif isinstance(msg, protocol.Failure):
+            self.hook._report(msg.what, msg.exception())
+        elif isinstance(msg, protocol.Done):
+            self.stats = dict(msg.stats)
             self._done = True
+        else:
+            protocol.expect(msg, protocol.Results, protocol.Skipped, protocol.Added, protocol.Busy, protocol.Failure,
+                            protocol.Done)
+
+    def _record(self, msg: protocol.Results) -> None:
+        """Record the results of one step and run the actions of those that fired."""
+        self._child_busy.stop()
+        self._sent.discard(msg.step)
+        self._trial._stale = True
+        for key, blob in msg.states.items():  # the rule's state in the child, onto the user's instance
+            if key in self._rules:
+                self._rules[key][0].__dict__.update(pickle.loads(blob))
+        items = []
+        for key, res in msg.results:
+            if key in self._rules:
+                rule, actions = self._rules[key]
+                rule.last_result = res
+                items.append((rule, actions, res))
+        # the child's record holds every result; made here again if one is not the hook's
+        apply_results(self.hook, items, self._trial, msg.record if len(items) == len(msg.results) else None,
+                      activity=self._acting)
 
 
-def _span(steps: List[int]) -> str:
+def _span(steps: list[int]) -> str:
     """"3", "3, 4", "3 ... 40 (38)": a list of steps, short."""
     if len(steps) <= 3:
         return ", ".join(map(str, steps))
     return f"{steps[0]} ... {steps[-1]} ({len(steps)})"
 
 
-def _child_env() -> Dict[str, str]:
+def _child_env() -> dict[str, str]:
     """The training process's environment, with one thread for numpy's BLAS/OpenMP unless the
     user chose otherwise: the rules process evaluates one rule at a time, and BLAS helper
     threads would only compete with training for the CPUs."""
@@ -348,22 +362,3 @@ def _child_env() -> Dict[str, str]:
     for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(k, "1")
     return env
-
-
-def _as_exception(exc: Any) -> BaseException:
-    """The child's exception (pickled when it could be), else one of the same name and text."""
-    if isinstance(exc, BaseException):
-        return exc
-    name, text = exc
-    return type(str(name), (Exception,), {})(text)
-
-
-def result_message(res: RuleResult) -> RuleResult:
-    """A result whose values pickle (values that do not become their JSON form)."""
-    try:
-        pickle.dumps(res.values)
-        return res
-    except Exception:  # noqa: BLE001
-        from .base import _jsonable
-
-        return dataclasses.replace(res, values=_jsonable(res.values))

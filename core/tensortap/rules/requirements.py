@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any
 
 from ..layers import LayerInfo, display_kind
 
@@ -40,7 +41,7 @@ class Need:
     """
 
     collection: str
-    layer_kinds: Tuple[str, ...] = ()
+    layer_kinds: tuple[str, ...] = ()
     what: str = ""
 
     def __post_init__(self) -> None:
@@ -72,23 +73,23 @@ class Need:
         return f"save them with hook.save_tensor(name, value, collections=[{self.collection!r}])"
 
 
-Needs = Tuple[Need, ...]
+Needs = tuple[Need, ...]
 
 
-def as_needs(value: Union[Need, Sequence[Need], None]) -> Needs:
+def as_needs(value: Need | Sequence[Need] | None) -> Needs:
     if value is None:
         return ()
     return (value,) if isinstance(value, Need) else tuple(value)
 
 
-def _kinds_text(layers: Dict[str, LayerInfo], limit: int = 6) -> str:
+def _kinds_text(layers: dict[str, LayerInfo], limit: int = 6) -> str:
     """"Linear ×2, Sequential" for messages: the classes of the recorded layers."""
     counts = Counter(info.class_name.rsplit(".", 1)[-1] for info in layers.values())
     items = [f"{c} ×{n}" if n > 1 else c for c, n in counts.most_common()]
     return ", ".join(items[:limit]) + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
-def _fused(layers: Dict[str, LayerInfo], kinds: Sequence[str]) -> List[LayerInfo]:
+def _fused(layers: dict[str, LayerInfo], kinds: Sequence[str]) -> list[LayerInfo]:
     return [info for info in layers.values() if info.activation in kinds and info.kind not in kinds]
 
 
@@ -124,7 +125,7 @@ def nothing_checked(needs: Needs, trial, step: int) -> str:
 
 
 # ---- Hook.add_rule --------------------------------------------------------------------------------
-def _saves(hook: "Hook", collection: str) -> bool:
+def _saves(hook: Hook, collection: str) -> bool:
     """Could the hook save tensors of `collection`? (True for collections it cannot know about:
     a collection of the user's own is filled by save_tensor whatever the hook includes)."""
     if collection == "scalars" or collection not in hook.registry.collections:
@@ -138,10 +139,10 @@ class NeedsCheck:
     the model's layers are known, at the next saved step (Keras builds and names its layers in the
     first step)."""
 
-    def __init__(self, hook: "Hook") -> None:
+    def __init__(self, hook: Hook) -> None:
         self.hook = hook
-        self.waiting: List[Any] = []  # rules whose layer kinds are checked at the next saved step
-        self.notes: List[str] = []  # warnings given before the run had a writer: recorded at the next saved step
+        self.waiting: list[Any] = []  # rules whose layer kinds are checked at the next saved step
+        self.notes: list[str] = []  # warnings given before the run had a writer: recorded at the next saved step
 
     @property
     def pending(self) -> bool:

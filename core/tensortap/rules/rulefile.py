@@ -8,7 +8,7 @@ import importlib.util
 import inspect
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from ..errors import ConfigError, did_you_mean
 from .base import Rule
@@ -32,7 +32,7 @@ def _load_module(path: str):
     return module
 
 
-def rule_classes(module) -> Dict[str, type]:
+def rule_classes(module) -> dict[str, type]:
     """Concrete rule classes defined in `module` (tensortap rules and smdebug-style rules)."""
     from ..compat.smdebug.rules.rule import Rule as SmdebugRuleBase
 
@@ -41,13 +41,13 @@ def rule_classes(module) -> Dict[str, type]:
             and not inspect.isabstract(c)}
 
 
-def _smdebug_params(cls: type) -> List[str]:
+def _smdebug_params(cls: type) -> list[str]:
     skip = {"self", "base_trial", "other_trials", "action_str"}
     return [p.name for p in inspect.signature(cls.__init__).parameters.values()
             if p.name not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
-def load_rule_file(path: str, class_name: Optional[str] = None, params: Optional[Dict[str, Any]] = None) -> Rule:
+def load_rule_file(path: str, class_name: str | None = None, params: dict[str, Any] | None = None) -> Rule:
     """The rule `class_name` of the file at `path` (the only one there when not given), made with `params`."""
     from ..compat.smdebug.rules.rule import Rule as SmdebugRuleBase
     from ..compat.smdebug.rules.tensortap_rule import SmdebugRule

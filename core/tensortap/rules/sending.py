@@ -7,7 +7,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Callable, Deque, List, Optional, Tuple
+from typing import Callable
 
 Job = Callable[[], None]
 
@@ -21,9 +21,9 @@ class SendPool:
         self.workers = max(1, int(workers))
         self.max_pending = max(1, int(max_pending))
         self._cv = threading.Condition()
-        self._q: Deque[Tuple[str, Job]] = collections.deque()
-        self._running: List[str] = []  # labels of the jobs on a thread now
-        self._threads: List[threading.Thread] = []
+        self._q: collections.deque[tuple[str, Job]] = collections.deque()
+        self._running: list[str] = []  # labels of the jobs on a thread now
+        self._threads: list[threading.Thread] = []
         self._idle = 0
         self._closed = False
 
@@ -41,7 +41,7 @@ class SendPool:
                 self._cv.notify()
         return True
 
-    def close(self, deadline: Optional[float]) -> List[str]:
+    def close(self, deadline: float | None) -> list[str]:
         """Wait until every queued job ran, or until `deadline` (time.monotonic(); None: no
         limit). Jobs not finished then are abandoned (the queued ones never start); returns their
         labels, running ones first."""

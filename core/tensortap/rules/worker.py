@@ -1,9 +1,10 @@
 """The live rules process: loads the rules the training process sends, tails the run, evaluates
-them at each saved step it is told about, and sends the results back. Started by
-tensortap.rules.process.RulesProcess; it exits when told to close or when the training process
-goes away (its pipe reaches end of file)."""
+them at each saved step it is told about, and sends the results back (messages: protocol.py).
+Started by tensortap.rules.process.RulesProcess; it exits when told to close or when the training
+process goes away (its pipe reaches end of file)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -11,7 +12,14 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional
+from collections.abc import Callable
+from typing import Any
+
+from . import protocol
+from .activity import Activity
+from .evaluator import Evaluator
+from .protocol import BUSY_AFTER, ToRules, ToTraining
+from .results import RuleResult, results_record
 
 #: a rule's state bigger than this (pickled) is not copied back to the training process
 MAX_STATE_BYTES = 1 << 20
@@ -20,11 +28,11 @@ NICE_ENV = "TENSORTAP_RULES_NICE"
 #: environment variable: the share of one CPU the rules process may use on average (e.g. 0.1);
 #: when evaluating costs more, steps saved in between are skipped (unset or 0: every step evaluated)
 CPU_ENV = "TENSORTAP_RULES_CPU"
-#: a rule evaluating for this long is reported to the training process (named if close() gives up)
-BUSY_AFTER = 1.0
 #: environment variable (debugging): profile the rules process (CPU time) with cProfile and write the stats
 #: to "<value>.<pid>" when it exits (read them with python -m pstats)
 PROFILE_ENV = "TENSORTAP_RULES_PROFILE"
+
+Send = Callable[[ToTraining], None]
 
 
 def main(fd_in: int, fd_out: int) -> None:
@@ -47,16 +55,12 @@ def _serve(fd_in: int, fd_out: int) -> None:
     conn_in, conn_out = Connection(fd_in, writable=False), Connection(fd_out, readable=False)
     lock = threading.Lock()
 
-    def send(msg: tuple) -> None:
+    def send(msg: ToTraining) -> None:
         with lock:
             conn_out.send(msg)
 
     def report(what: str, exc: BaseException) -> None:
-        try:
-            pickle.dumps(exc)
-            send(("error", what, exc))
-        except Exception:  # noqa: BLE001 - an exception that does not pickle: its name and text
-            send(("error", what, (type(exc).__name__, str(exc))))
+        send(protocol.Failure.of(what, exc))
 
     # Ctrl-C in a terminal reaches the whole process group: training handles it; this process
     # ends when the training process closes the hook or goes away.
@@ -71,19 +75,24 @@ def _serve(fd_in: int, fd_out: int) -> None:
     # numpy's warnings would only reach this process's stderr; the built-in rules' one-pass
     # sums overflow on purpose for huge values (an exact test follows), so stay quiet about it
     np.seterr(over="ignore", invalid="ignore")
-    from .live import Evaluator
-
-    ev = Evaluator(init[1]["out_dir"], report)
+    try:
+        init = protocol.expect(init, protocol.Init)
+        protocol.check_version(init)
+    except protocol.ProtocolError as e:  # the training process says why, with this process's version
+        send(protocol.Ready(os.getpid()))
+        report("live rules process could not start", e)
+        return
+    ev: Evaluator[int] = Evaluator(out_dir=init.out_dir, report=report)
     w = _Worker(ev, send, cpu_share())
     threading.Thread(target=_tell_when_busy, args=(ev.activity, send), name="tensortap-rules-busy", daemon=True).start()
-    _warm_up(ev.out_dir)
-    send(("ready", os.getpid()))
+    _warm_up(init.out_dir)
+    send(protocol.Ready(os.getpid()))
     while True:
         try:
             if not conn_in.poll(w.wait_timeout()):
                 if w.pending:  # the CPU budget lets the next evaluation start now
                     w.evaluate()
-                else:
+                elif ev.open():
                     w.send_results(-1, ev.idle())
                 continue
             msgs = [conn_in.recv()]
@@ -98,7 +107,7 @@ def _serve(fd_in: int, fd_out: int) -> None:
             except (EOFError, OSError):
                 return
             except Exception as e:  # noqa: BLE001 - report, and serve the next message
-                report(f"live rules process could not handle a {msg[0]!r} message", e)
+                report(f"live rules process could not handle a message ({protocol.describe(msg)})", e)
         try:
             w.evaluate()
         except (EOFError, OSError):
@@ -107,7 +116,7 @@ def _serve(fd_in: int, fd_out: int) -> None:
             report("live rules process could not evaluate a step", e)
 
 
-def _tell_when_busy(activity, send) -> None:
+def _tell_when_busy(activity: Activity, send: Send) -> None:
     """Tell the training process what a rule that has run for BUSY_AFTER s is (once per rule and
     step): if close() has to give up on this process, it names the rule. Costs nothing while
     rules are quick."""
@@ -118,7 +127,7 @@ def _tell_when_busy(activity, send) -> None:
         if what is not None and (what, since) != told and time.monotonic() - since >= BUSY_AFTER:
             told = (what, since)
             try:
-                send(("busy", what))
+                send(protocol.Busy(what))
             except (EOFError, OSError, ValueError):
                 return
 
@@ -140,23 +149,23 @@ def cpu_share() -> float:
 class _Worker:
     """What the rules process keeps between messages: the evaluator, the saved steps not yet
     evaluated, each rule's state as last sent, the CPU budget, and its own CPU accounting (sent
-    with "done": what the benchmark reports).
+    with Done: what the benchmark reports).
 
     With a CPU budget (`share` of one CPU, TENSORTAP_RULES_CPU), an evaluation that took c
     CPU-seconds is followed by c * (1/share - 1) seconds without one; steps saved meanwhile
     wait, and when the next evaluation may start, only the newest of them is evaluated: the
     older ones are skipped (reported to the training process, which records an event)."""
 
-    def __init__(self, ev, send, share: float = 0.0) -> None:
+    def __init__(self, ev: Evaluator[int], send: Send, share: float = 0.0) -> None:
         self.ev, self.send, self.share = ev, send, share
-        self.states: Dict[Any, bytes] = {}
-        self.pending: List[int] = []
+        self.states: dict[int, bytes] = {}
+        self.pending: list[int] = []
         self.next_ok = 0.0  # time.monotonic() from which the budget allows the next evaluation
         self.steps = self.skipped = 0
-        self.per_step: Deque[float] = deque(maxlen=1000)  # CPU seconds of the latest steps' evaluations
-        self.cpu_first_step: Optional[float] = None  # CPU seconds used before the first step came
+        self.per_step: deque[float] = deque(maxlen=1000)  # CPU seconds of the latest steps' evaluations
+        self.cpu_first_step: float | None = None  # CPU seconds used before the first step came
 
-    def wait_timeout(self) -> Optional[float]:
+    def wait_timeout(self) -> float | None:
         """How long to wait for a message: until the budget allows the pending step, or the idle checks."""
         idle = self.ev.idle_timeout()
         if not self.pending:
@@ -164,27 +173,28 @@ class _Worker:
         left = max(0.0, self.next_ok - time.monotonic())
         return left if idle is None else min(left, idle)
 
-    def handle(self, msg: tuple) -> bool:
+    def handle(self, msg: ToRules) -> bool:
         """Act on one message from the training process; True when it says to close."""
-        kind, ev = msg[0], self.ev
-        if kind == "rule":
+        if isinstance(msg, protocol.AddRule):
             try:
-                sys.path.extend(p for p in msg[3] if p not in sys.path)  # the training process's, now
-                ev.rules[msg[1]] = pickle.loads(msg[2])
-                self.send(("added", msg[1], None))
+                sys.path.extend(p for p in msg.sys_path if p not in sys.path)  # the training process's, now
+                self.ev.rules[msg.key] = pickle.loads(msg.blob)
+                self.send(protocol.Added(msg.key))
             except Exception as e:  # noqa: BLE001
-                self.send(("added", msg[1], f"{type(e).__name__}: {e}"))
-        elif kind == "steps":
+                self.send(protocol.Added(msg.key, f"{type(e).__name__}: {e}"))
+        elif isinstance(msg, protocol.Steps):
             if self.cpu_first_step is None:
                 self.cpu_first_step = time.process_time()
-            self.pending.extend(msg[1])
-        elif kind == "close":
+            self.pending.extend(msg.steps)
+        elif isinstance(msg, protocol.Close):
             self.evaluate(final=True)  # the last saved step is always evaluated
             cpu = time.process_time()
             first = cpu if self.cpu_first_step is None else self.cpu_first_step
-            self.send(("done", {"steps": self.steps, "skipped": self.skipped, "cpu_s": cpu,
-                                "cpu_steps_s": cpu - first, "per_step": list(self.per_step)}))
+            self.send(protocol.Done({"steps": self.steps, "skipped": self.skipped, "cpu_s": cpu,
+                            "cpu_steps_s": cpu - first, "per_step": list(self.per_step)}))
             return True
+        else:
+            protocol.expect(msg, protocol.AddRule, protocol.Steps, protocol.Close)
         return False
 
     def evaluate(self, final: bool = False) -> None:
@@ -194,7 +204,7 @@ class _Worker:
         steps, self.pending = self.pending, []
         if self.share and len(steps) > 1:
             self.skipped += len(steps) - 1
-            self.send(("skipped", steps[:-1]))
+            self.send(protocol.Skipped(steps[:-1]))
             steps = steps[-1:]
         c_start = time.process_time()
         if self.ev.open():
@@ -206,14 +216,12 @@ class _Worker:
         if self.share:
             self.next_ok = time.monotonic() + (time.process_time() - c_start) * (1.0 / self.share - 1.0)
 
-    def send_results(self, step: int, results: List[Any]) -> None:
+    def send_results(self, step: int, results: list[tuple[int, RuleResult]]) -> None:
         """Send the results with ONE index record holding them all (the training process writes
         it as it is) and the public state of each rule that changed (copied onto the instance the
         user holds, so code reading a rule's attributes sees them change)."""
         if not results:
             return
-        from .base import results_record
-
         changed = {}
         for key, _ in results:
             st = rule_state(self.ev.rules[key])
@@ -221,16 +229,14 @@ class _Worker:
                 self.states[key] = changed[key] = st
         record = results_record([r for _, r in results])
         try:
-            self.send(("results", step, results, changed, record))
+            self.send(protocol.Results(step, results, changed, record))
         except (EOFError, OSError):
             raise
         except Exception:  # noqa: BLE001 - values that do not pickle: their JSON form
-            from .process import result_message
-
-            self.send(("results", step, [(k, result_message(r)) for k, r in results], changed, record))
+            self.send(protocol.Results(step, [(k, protocol.picklable(r)) for k, r in results], changed, record))
 
 
-def rule_state(rule) -> Optional[bytes]:
+def rule_state(rule: Any) -> bytes | None:
     """A rule's public attributes (names not starting with "_"; last_result aside: it comes with
     the result), pickled; None if there are none, they do not pickle, or they exceed
     MAX_STATE_BYTES (then they are not copied back). Private attributes (a built-in rule's
@@ -243,17 +249,14 @@ def rule_state(rule) -> Optional[bytes]:
     return blob if len(blob) <= MAX_STATE_BYTES else None
 
 
-def _warm_up(out_dir) -> None:
+def _warm_up(out_dir: str) -> None:
     """Import the run's filesystem (s3fs, ...) now, while add_rule waits, not while training runs."""
-    try:
+    with contextlib.suppress(Exception):  # opening the run reports it properly later
         from .. import trial  # noqa: F401 - the first look at the run imports nothing more
         from ..store.fs import resolve
-        from . import cache  # noqa: F401
 
         fs, root = resolve(out_dir)
         fs.exists(root)  # a remote store: credentials and a connection
-    except Exception:  # noqa: BLE001 - opening the run reports it properly later
-        pass
 
 
 def _nice() -> None:

@@ -25,7 +25,7 @@ from typing import Callable, Optional
 
 from ..errors import ConfigError
 from . import layout
-from .fs import is_local, join, resolve
+from .fs import is_local, join, make_run_dir, resolve
 from .liveness import DEAD, MAX_CLAIM_BYTES, Holder, judge, when
 
 try:
@@ -84,14 +84,7 @@ class WorkerClaim:
     def acquire(cls, out_dir, rank: int) -> "WorkerClaim":
         """Claim (out_dir, rank), or raise ConfigError naming the writer that holds it."""
         c = cls(out_dir, rank)
-        try:
-            c.fs.makedirs(c.dir, exist_ok=True)
-        except PermissionError as e:
-            raise ConfigError(f"out_dir {c.root!r} is not writable ({e.strerror or e}); "
-                              "pass an out_dir you can write to") from None
-        except OSError as e:
-            raise ConfigError(f"cannot create the run directory {c.dir!r}: {e}; "
-                              "pass a directory you can write to") from None
+        make_run_dir(c.fs, c.root, join(layout.WORKERS_DIR, c.worker))
         if c.local:
             c._acquire_local()
         else:

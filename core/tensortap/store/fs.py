@@ -4,19 +4,50 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from typing import Callable, Optional, Tuple
+from typing import Callable
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from ..errors import ConfigError
 
-def resolve(out_dir) -> Tuple["fsspec.AbstractFileSystem", str]:
-    """(filesystem, root path) for a local path or any fsspec URL."""
+
+def run_location(out_dir: str | os.PathLike[str]) -> str:
+    """The one spelling of a run folder: a local path made absolute (~ expanded), so it names the
+    same folder in another process or after a change of directory; an fsspec URL as given."""
     text = os.fspath(out_dir)
-    if "://" not in text:
-        return LocalFileSystem(), os.path.abspath(os.path.expanduser(text))
-    fs, path = fsspec.core.url_to_fs(text)
+    return text if "://" in text else os.path.abspath(os.path.expanduser(text))
+
+
+def resolve(out_dir: str | os.PathLike[str]) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, root path) for a local path or any fsspec URL."""
+    where = run_location(out_dir)
+    if "://" not in where:
+        return LocalFileSystem(), where
+    fs, path = fsspec.core.url_to_fs(where)
     return fs, path.rstrip("/")
+
+
+def make_run_dir(fs: fsspec.AbstractFileSystem, root: str, inside: str = "", shown: str | None = None) -> None:
+    """Create the run folder `root` on `fs` (what resolve() gives), with the folder `inside` it (a
+    path relative to it) if given; a ConfigError naming the folder (as `shown`, default `root`) and
+    the fix if it is a file, cannot be created or is not writable. What tt.Hook checks when it is
+    made and the writer when it opens."""
+    shown = root if shown is None else shown
+    try:
+        if fs.exists(root) and not fs.isdir(root):
+            raise ConfigError(f"out_dir {shown!r} is a file; pass a directory path")
+        fs.makedirs(join(root, inside) if inside else root, exist_ok=True)
+        if is_local(fs) and not os.access(root, os.W_OK):
+            raise PermissionError(13, "permission denied")
+    except PermissionError as e:
+        raise ConfigError(f"out_dir {shown!r} is not writable ({getattr(e, 'strerror', None) or e}); "
+                          "pass a directory you can write to") from None
+    except ConfigError:
+        raise
+    except OSError as e:
+        raise ConfigError(f"cannot create out_dir {shown!r} ({getattr(e, 'strerror', None) or e}); "
+                          "pass a directory you can write to") from None
 
 
 def is_local(fs) -> bool:
@@ -27,7 +58,7 @@ def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *parts])
 
 
-def _fallocate_keep_size() -> Optional[Callable[[int, int, int], int]]:
+def _fallocate_keep_size() -> Callable[[int, int, int], int] | None:
     """Linux fallocate(2) with FALLOC_FL_KEEP_SIZE, or None where it is not available."""
     if not sys.platform.startswith("linux"):
         return None

@@ -1,9 +1,17 @@
-"""pytest fixtures for plugin authors (auto-loaded through the pytest11 entry point)."""
+"""pytest fixtures for plugin authors (auto-loaded through the pytest11 entry point). Every test
+session also gets the numpy test adapter (framework "numpy", tensortap.testing.NumpyMLP), which is
+no built-in: registered here, for the session's process and the processes its tests start."""
 from __future__ import annotations
 
 import re
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from .plugin import use_numpy_adapter
+
+    use_numpy_adapter()
 
 
 @pytest.fixture

@@ -1,21 +1,23 @@
 """Visualizers by name: `tt.vis.list()`, `tt.vis.get("gradcam")`."""
 from __future__ import annotations
 
-from typing import List
+import builtins
 
+from .. import plugins
 from .base import Visualizer
 
+plugins.add_table(plugins.Table("visualizers", "tensortap_register_visualizers", Visualizer, "tensortap.vis.Visualizer",
+                                classes=True), builtins=("tensortap.vis.builtin",))
 
-def list() -> List[str]:  # noqa: A001
-    from ..plugins import get_registry
 
-    return sorted(get_registry().visualizers)
+def list() -> builtins.list[str]:  # mirrors the documented tt.vis.list()
+    """Names of every registered visualizer, built-in or plugin."""
+    return sorted(plugins.get_registry().visualizers)
 
 
 def get(name: str) -> type:
-    from ..plugins import get_registry
+    """The Visualizer class registered under `name` (a clear error with suggestions otherwise)."""
+    return plugins.get_registry().get("visualizers", name)
 
-    return get_registry().get("visualizers", name)
 
-
-__all__ = ["Visualizer", "list", "get"]
+__all__ = ["Visualizer", "get", "list"]

@@ -96,7 +96,7 @@ class RunConfig:
     def make_rules(self) -> List[Tuple[Any, Any]]:
         """Fresh (rule, actions) pairs, as hook.add_rule takes them."""
         from ..commands.rules import make_rule
-        from ..rules.live import make_actions
+        from ..rules.actions import make_actions
 
         out = []
         for r in self.rules:
@@ -388,7 +388,7 @@ def read_rule(src: Source, where: Tuple[Any, ...], d: Any) -> RuleSpec:
 def _check_buildable(src: Source, cfg: RunConfig) -> None:
     """Build what a hook would be made of once (rules, actions, collections): bad names or values fail now."""
     from ..commands.rules import make_rule
-    from ..rules.live import make_actions
+    from ..rules.actions import make_actions
 
     from ..rules import get as get_rule
 

@@ -49,8 +49,6 @@ class MXNetAdapter(Adapter):
     """Gluon capture for tensortap (weights, gradients, layer tensors, losses, BERT attention)."""
 
     name = "mxnet"
-    attention_support = ("gluonnlp 0.10 BERT self-attention (DotProductSelfAttentionCell) in gluonnlp.model.BERTModel "
-                         "or a model containing one, e.g. BERTClassifier")
 
     def __init__(self, hook) -> None:
         super().__init__(hook)
@@ -377,15 +375,3 @@ class MXNetAdapter(Adapter):
                 self.hook._report(f"mxnet: could not capture attention of {name!r}", e)
 
         return on_dropout
-
-    # ---- explanations ------------------------------------------------------------------------------
-    def gradcam_tensors(self, model: Any, inputs: Any, target_layer: Any, targets=None):
-        from .gradcam import gradcam_tensors
-
-        return gradcam_tensors(model, inputs, target_layer, targets)
-
-    def attention(self, model: Any, *inputs: Any) -> List[np.ndarray]:
-        """Attention probabilities per layer of a gluonnlp BERT model, (batch, heads, query, key)."""
-        from .attention import compute
-
-        return compute(model, inputs)

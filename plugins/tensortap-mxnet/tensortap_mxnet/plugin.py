@@ -16,5 +16,6 @@ def tensortap_register_adapters():
     return [tensortap.AdapterSpec(name="mxnet", model_modules=("mxnet", "gluonnlp"),
                                   adapter="tensortap_mxnet.adapter:MXNetAdapter",
                                   conformance="tensortap_mxnet.conformance:Kit",
+                                  explainer="tensortap_mxnet.explainer:MXNetExplainer",
                                   instrument="tensortap_mxnet.instrument:GluonInstrumentation",
                                   versions=(MXNET, GLUONNLP))]

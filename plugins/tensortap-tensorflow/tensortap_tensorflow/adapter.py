@@ -35,7 +35,6 @@ class TensorFlowAdapter(Adapter):
     """Drives a tensortap Hook from Keras fit/evaluate/predict, custom GradientTape loops and tf.function."""
 
     name = "tensorflow"
-    attention_support = "keras.layers.MultiHeadAttention layers"
 
     def __init__(self, hook) -> None:
         super().__init__(hook)
@@ -589,12 +588,3 @@ class TensorFlowAdapter(Adapter):
         from .tape import WrappedTape
 
         return WrappedTape(self, tape)
-
-    # ---- explanations ------------------------------------------------------------------------
-    def gradcam_tensors(self, model, inputs, target_layer, targets):
-        from .gradcam import gradcam_tensors
-
-        return gradcam_tensors(model, inputs, target_layer, targets)
-
-    def attention(self, model, *inputs) -> List[np.ndarray]:
-        return _att.collect_attention(model, *inputs)

@@ -17,5 +17,6 @@ def tensortap_register_adapters():
     return [tensortap.AdapterSpec(name="tensorflow", model_modules=("tensorflow", "keras", "tf_keras"),
                                   adapter="tensortap_tensorflow.adapter:TensorFlowAdapter",
                                   conformance="tensortap_tensorflow.conformance:Kit",
+                                  explainer="tensortap_tensorflow.explainer:TensorFlowExplainer",
                                   instrument="tensortap_tensorflow.instrument:KerasInstrumentation",
                                   versions=(TENSORFLOW, KERAS))]

@@ -39,9 +39,6 @@ class Switches:
         for n in SWITCHES:
             self.set(n, False)
 
-    def any_on(self) -> bool:
-        return any(self.state.values())
-
 
 def replica_info() -> Tuple[Any, int]:
     """(replica id tensor or 0, number of replicas in sync) of the current context."""

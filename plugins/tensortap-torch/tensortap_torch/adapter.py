@@ -31,9 +31,9 @@ from tensortap.modes import EVAL, TRAIN
 
 from . import gradcam as _gradcam
 from .attention import AttentionTap
-from .convert import CopyPool, reduce_torch, reduce_work, to_numpy, work
+from .convert import CopyPool, reduce_torch, reduce_work, work
 from .reducer import Reducer
-from .util import dist_info, eager, eval_mode, is_quiet, quiet, tensors, unwrap
+from .util import dist_info, eager, is_quiet, tensors, unwrap
 from .vector import Held, reduce_vector
 
 LAYER_CATEGORIES = ("inputs", "outputs")
@@ -43,8 +43,6 @@ class TorchAdapter(Adapter):
     """The torch plugin's adapter (found by `tt.Hook(...).register(model)`)."""
 
     name = "torch"
-    attention_support = ("torch.nn.MultiheadAttention modules (also inside nn.TransformerEncoderLayer) and the "
-                         "self-attention of Hugging Face transformers models (BERT, RoBERTa, DistilBERT, GPT-2, ViT, ...)")
     #: images of a batch that training-time Grad-CAM (collection "feature_maps") explains
     gradcam_max_images: int = 8
     #: where reductions are computed: True on a background thread from snapshots, False on the
@@ -202,28 +200,6 @@ class TorchAdapter(Adapter):
         self._loss_hooks.append((loss_obj, fn))
         if self.hook.saving:  # registered in the middle of a saved step: it counts already
             self._step_hooks.append(loss_obj.register_forward_hook(fn))
-
-    def gradcam_tensors(self, model: Any, inputs: Any, target_layer: Any, targets):
-        acts, grads, size, tgt, _ = _gradcam.run(model, inputs, target_layer, targets)
-        return acts, grads, size, tgt
-
-    def attention(self, model: Any, *inputs: Any, **kw_inputs: Any) -> List[np.ndarray]:
-        """Attention probabilities of every attention module, in call order; the model runs once
-        under no_grad in eval mode (flags restored), so BatchNorm statistics and .grad stay put."""
-        root = unwrap(model)
-        found: List[np.ndarray] = []
-
-        def fail(what, exc):
-            raise exc
-
-        handles = AttentionTap(lambda n, p: found.append(to_numpy(p)), lambda n: True, fail).attach(root)
-        try:
-            with quiet(), eval_mode(root), torch.no_grad():
-                root(*inputs, **kw_inputs)
-        finally:
-            for h in reversed(handles):
-                h.remove()
-        return found
 
     # ---- selection helpers -----------------------------------------------------------------
     def _collection(self, name: str):

@@ -17,6 +17,7 @@ def tensortap_register_adapters():
     return [tensortap.AdapterSpec(name="torch", model_modules=("torch",),
                                   adapter="tensortap_torch.adapter:TorchAdapter",
                                   conformance="tensortap_torch.conformance:Kit",
+                                  explainer="tensortap_torch.explainer:TorchExplainer",
                                   instrument="tensortap_torch.instrument:TorchInstrumentation",
                                   versions=(TORCH,))]
 

@@ -57,12 +57,12 @@ def test_attention_equals_gluonnlp_output_attention_in_eval_mode():
             assert np.all(att[layer][b, :, :, v[b]:] == 0)
             assert np.allclose(att[layer][b].sum(-1), 1, atol=1e-5)
     from tensortap.explain import no_attention_found
-    from tensortap_mxnet.adapter import MXNetAdapter
+    from tensortap_mxnet.explainer import MXNetExplainer
 
     dense = gluon.nn.Dense(2)  # the same error class and message template as torch and Keras
     with pytest.raises(tt.AttentionNotFound, match="DotProductSelfAttentionCell") as err:
         tt.explain.attention(dense, ids)
-    assert str(err.value) == str(no_attention_found(dense, "mxnet", MXNetAdapter.attention_support))
+    assert str(err.value) == str(no_attention_found(dense, "mxnet", MXNetExplainer.attention_support))
 
 
 class Classifier(gluon.HybridBlock):

@@ -80,9 +80,9 @@ def test_fit_saves_attention_without_changing_outputs(model_and_data, tmp_path):
 def test_model_without_attention_is_a_clear_error():
     """The same error class and message template as torch and MXNet (tensortap.explain.no_attention_found)."""
     from tensortap.explain import no_attention_found
-    from tensortap_tensorflow.adapter import TensorFlowAdapter
+    from tensortap_tensorflow.explainer import TensorFlowExplainer
 
     model = H.sequential()
     with pytest.raises(tt.AttentionNotFound, match="MultiHeadAttention") as err:
         tt.explain.attention(model, np.zeros((2, 8), np.float32))
-    assert str(err.value) == str(no_attention_found(model, "tensorflow", TensorFlowAdapter.attention_support))
+    assert str(err.value) == str(no_attention_found(model, "tensorflow", TensorFlowExplainer.attention_support))

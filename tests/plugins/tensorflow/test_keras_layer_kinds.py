@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 
 import keras  # noqa: E402
 import tensortap as tt  # noqa: E402
-import tt_tf_helpers as H  # noqa: E402
+import tt_tf_helpers  # noqa: E402,F401 - its import sets TF to one thread per op
 from tensortap.cli import main as cli  # noqa: E402
 from tensortap.rules import RuleNeedsWarning  # noqa: E402
 

@@ -166,13 +166,13 @@ def test_no_readable_attention_is_the_one_clear_error():
     import pytest
 
     from tensortap.explain import no_attention_found
-    from tensortap_torch.adapter import TorchAdapter
+    from tensortap_torch.explainer import TorchExplainer
 
     x = _inputs()[0]
     mlp = nn.Sequential(nn.Linear(E, 16), nn.ReLU(), nn.Linear(16, 2))
     for model in (mlp, HandMadeAttention(), UnusedAttention()):
         with pytest.raises(tt.AttentionNotFound) as err:
             tt.explain.attention(model, x)
-        assert str(err.value) == str(no_attention_found(model, "torch", TorchAdapter.attention_support))
+        assert str(err.value) == str(no_attention_found(model, "torch", TorchExplainer.attention_support))
         assert "nn.MultiheadAttention" in str(err.value) and "hook.save_tensor('attention/" in str(err.value)
         assert isinstance(err.value, tt.ConfigError)

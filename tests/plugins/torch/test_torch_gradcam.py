@@ -51,10 +51,10 @@ def test_matches_brute_force_autograd_on_a_resnet_and_leaves_no_trace():
     model.layer1.eval()  # a model half in eval mode must stay exactly so
     grads_before = {n: p.grad.clone() for n, p in model.named_parameters()}
     state_before = copy.deepcopy(model.state_dict())
-    from tensortap_torch.adapter import TorchAdapter
+    from tensortap_torch.explainer import TorchExplainer
 
     imgs = torch.randn(3, 3, 12, 12)
-    acts, grads, size, targets = TorchAdapter(None).gradcam_tensors(model, imgs, model.layer2, None)
+    acts, grads, size, targets = TorchExplainer().gradcam_tensors(model, imgs, model.layer2, None)
     assert size == (12, 12) and acts.shape == grads.shape == (3, 16, 6, 6)
     assert model.training and not model.layer1.training and model.layer2.training
     for n, p in model.named_parameters():
@@ -127,9 +127,9 @@ def test_feature_maps_during_training_do_not_disturb_it(run_dir):
     acts = trial.tensor("gradcam/layer2/activations").value(0)
     grads = trial.tensor("gradcam/layer2/gradients").value(0)
     assert acts.shape == (8, 16, 6, 6)  # gradcam_max_images of the batch of 10
-    from tensortap_torch.adapter import TorchAdapter
+    from tensortap_torch.explainer import TorchExplainer
 
-    want_a, want_g, _, want_t = TorchAdapter(None).gradcam_tensors(start, data[0][0][:8], "layer2", None)
+    want_a, want_g, _, want_t = TorchExplainer().gradcam_tensors(start, data[0][0][:8], "layer2", None)
     np.testing.assert_allclose(acts, want_a, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(grads, want_g, rtol=1e-4, atol=1e-7)
     np.testing.assert_array_equal(trial.tensor("gradcam/layer2/targets").value(0), want_t)

@@ -82,10 +82,6 @@ def percent(x: float) -> str:
     return f"{x:.1f}%"
 
 
-def nonempty(names: Iterable[str]) -> List[str]:
-    return [n for n in names if n]
-
-
 def activations(names: Iterable[str]) -> List[str]:
     """Drop gradients of layer outputs (gradients/<layer>/output_i): a regex written for layer
     activations (".*relu.*/output_\\d+") matches them too, but they are not activations."""

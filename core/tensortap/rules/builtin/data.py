@@ -3,7 +3,7 @@ nlp_sequence_ratio."""
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 
