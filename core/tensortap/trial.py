@@ -126,6 +126,12 @@ class Trial:
                 self._struct.clear()
         return new
 
+    @property
+    def version(self) -> tuple:
+        """Changes whenever `refresh()` read anything new (steps, names, rule results, events, the
+        end of the run): a live viewer compares it to know when to redraw."""
+        return self._versions
+
     def is_complete(self) -> bool:
         """True once every worker closed its run cleanly (Hook.close / interpreter exit)."""
         return bool(self._workers) and all(r.ended for r in self._workers.values())
