@@ -380,6 +380,11 @@ class Trial:
         for r in self._workers.values():
             r.close()
 
+    def _repr_html_(self) -> str:
+        from .reprs import trial_html
+
+        return trial_html(self)
+
     def __repr__(self) -> str:
         return f"<Trial {self.path!r}: {len(self.steps())} steps, {len(self._names())} tensors, workers={self.workers()}>"
 
@@ -516,6 +521,11 @@ class Tensor:
             elif int(step) in self.steps(mode=mode, worker=w):
                 out.append(w)
         return out
+
+    def _repr_html_(self) -> str:
+        from .reprs import tensor_html
+
+        return tensor_html(self)
 
     def __repr__(self) -> str:
         return f"<Tensor {self.name!r} in {self.trial.name!r}>"

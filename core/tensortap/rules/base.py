@@ -28,6 +28,11 @@ class RuleResult:
     def __bool__(self) -> bool:
         return bool(self.fired)
 
+    def _repr_html_(self) -> str:
+        from ..reprs import results_html
+
+        return results_html([self])
+
 
 #: the fields of each result in a "rules" record (Trial.rule_results expands them)
 RESULT_FIELDS = ("rule", "step", "fired", "message", "values", "skipped")
@@ -158,11 +163,12 @@ def invoke_rule(rule: Rule, trial, start_step: int = 0, end_step: Optional[int] 
     """Evaluate `rule` on every saved step in [start_step, end_step); with `follow=True` keep
     tailing a live run until it closes (or `timeout` seconds pass, or end_step is reached).
     Steps never saved are skipped; this never raises because the run ended."""
+    from ..reprs import RuleResults
     from .cache import CachedTrial
 
     done = set()
     done_last: Optional[int] = None
-    results: List[RuleResult] = []
+    results: List[RuleResult] = RuleResults()  # a list that shows as a table in Jupyter
     deadline = None if timeout is None else time.monotonic() + timeout
     last_idle = time.time()
     view = trial if isinstance(trial, CachedTrial) else CachedTrial(trial)  # look-back reads hit memory
