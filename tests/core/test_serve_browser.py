@@ -14,6 +14,7 @@ import tensortap as tt
 from tensortap.rules import Rule
 from tensortap.serve import Server
 from tensortap.store import layout
+from tests.core.test_vis_pictures import labelled_gradcam
 from tests.core.test_vis_runs import HOT, TOKENS, attention_run, mlp_run, pruning_run
 from tests.core.tt_browser import ARTIFACTS, browser, needs_chromium  # noqa: F401 - fixture
 from tests.core.tt_serve_helpers import Writer, run_ids
@@ -208,24 +209,7 @@ def test_a_bad_run_shows_a_clear_message_in_the_page(browser, tmp_path):
 
 @needs_chromium
 def test_gradcam_viewer_draws_maps_on_the_images_with_labels(browser, tmp_path):
-    path = str(tmp_path / "runs" / "cam")
-    hook = tt.Hook(path, include_collections=["feature_maps", "losses"], save_config=tt.SaveConfig(save_interval=1))
-    from tensortap.explain import record_gradcam
-
-    rng = np.random.default_rng(0)
-    for s in range(3):
-        hook.begin_step(tt.modes.TRAIN)
-        acts = rng.uniform(0.0, 0.1, (2, 3, 4, 4)).astype(np.float32)
-        acts[:, 0, HOT[0], HOT[1]] = 1.0 + s
-        grads = np.zeros_like(acts)
-        grads[:, 0] = 0.5
-        images = np.full((2, 16, 16, 3), 0.4, np.float32)
-        record_gradcam(hook, "layer4", acts, grads, images, [1, 2], np.array([0.9, 0.6], np.float32))
-        hook.save_tensor("gradcam/labels", np.array([1, 0]), collections=["feature_maps"])
-        hook.save_tensor("gradcam/class_names", np.array(["stop", "yield", "<b>speed</b>"]),
-                         collections=["feature_maps"])
-        hook.record_loss(1.0)
-    hook.close()
+    labelled_gradcam(str(tmp_path / "runs" / "cam"), class_names=("stop", "yield", "<b>speed</b>"))
     with Server(str(tmp_path / "runs")) as s:
         rid = run_ids(s.url)["cam"]
         r = browser.open(s.url + f"#/run/{rid}", settle=0.3)

@@ -10,10 +10,10 @@ import numpy as np
 
 from ..errors import ConfigError, TensorTapError
 from ..trial import VALUE
-from ..vis._common import fast_histogram, natural_key, pick_evenly, to_uint8_image
+from ..vis._common import fast_histogram, natural_key, pick_evenly, rule_thresholds, to_uint8_image
 from ..vis.attention import _tokens_at, attention_layers
 from ..vis.distributions import DistributionsVisualizer, histogram_matrix
-from ..vis.gradcam import gradcam_layers
+from ..vis.gradcam import LABELS, gradcam_layers, saved_class_names
 from ..vis.scalars import scalar_names
 from . import rulelog
 from .catalog import Catalog, Run, display
@@ -21,8 +21,6 @@ from .series import window
 
 #: most names listed per collection in a run's overview
 MAX_NAMES = 5000
-LABELS = "gradcam/labels"
-CLASS_NAMES = "gradcam/class_names"
 
 
 class ViewError(TensorTapError):
@@ -59,8 +57,13 @@ def _in(steps: List[int], lo: Optional[int], hi: Optional[int]) -> List[int]:
 def runs_view(catalog: Catalog) -> dict:
     out = []
     for run in catalog.all():
-        with run.lock:
-            out.append(run.summary())
+        if run.lock.acquire(timeout=0.5):
+            try:
+                out.append(run.summary())
+            finally:
+                run.lock.release()
+        else:  # busy with a long request: what was shown last, rather than hold the whole list up
+            out.append(run.last_summary())
     return {"path": display(catalog.path), "note": catalog.scan_note, "version": catalog.version, "runs": out}
 
 
@@ -273,9 +276,7 @@ def gradcam_view(run: Run, layer: Optional[str], step: Optional[int], max_images
     targets = _latest(t, f"gradcam/{layer}/targets", step)
     scores = _latest(t, f"gradcam/{layer}/scores", step)
     labels = _latest(t, LABELS, step)
-    names = _latest(t, CLASS_NAMES)
-    class_names = [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
-                   for x in names.ravel().tolist()] if names is not None else None
+    class_names = saved_class_names(t)
     out = []
     for i in range(min(len(cam), len(imgs), max(1, max_images))):
         img = to_uint8_image(imgs[i])
@@ -392,23 +393,15 @@ def xy_view(catalog: Catalog, run_ids: List[str], x: str, y: str, limit: int = 5
 
 
 def _thresholds(catalog: Catalog, run_ids: List[str], y: str) -> List[dict]:
-    """Floors/ceilings rules recorded about `y` (a rule's values holding "threshold" beside the
-    tensor's own short name, e.g. pruning_accuracy's accuracy floor)."""
-    short = y.rsplit("/", 1)[-1]
+    """Floors/ceilings rules recorded about `y` (its short name, e.g. pruning_accuracy's accuracy floor)."""
     out = []
     for rid in run_ids:
         run = catalog.get(rid)
         if run is None or run.trial is None:
             continue
         with run.lock:
-            seen = set()
-            for r in run.trial.rule_results()[-200:]:
-                vals = r.get("values")
-                if isinstance(vals, dict) and short in vals and isinstance(vals.get("threshold"), (int, float)):
-                    key = (r.get("rule"), float(vals["threshold"]))
-                    if key not in seen:
-                        seen.add(key)
-                        out.append({"run": rid, "rule": str(r.get("rule")), "value": float(vals["threshold"])})
+            found = rule_thresholds(run.trial, y.rsplit("/", 1)[-1])
+            out += [{"run": rid, "rule": rule, "value": v} for rule, v in found]
     return out
 
 
