@@ -194,10 +194,10 @@ class Browser:
         return got.get("JSHeapUsedSize", 0.0) / 2 ** 20
 
     def close_tab(self, sid: str) -> None:
-        try:
-            self.send("Runtime.evaluate", {"expression": "window.close()"}, session=sid, timeout=5)
-        except Exception:  # noqa: BLE001 - best effort
-            pass
+        """Close tab `sid` (its memory goes with it)."""
+        tid = self.targets.pop(sid, None)
+        if tid is not None:
+            self.send("Target.closeTarget", {"targetId": tid})
 
     def evaluate(self, session: str, expression: str):
         r = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True}, session=session)

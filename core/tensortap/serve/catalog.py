@@ -26,6 +26,10 @@ MAX_RUNS = 500
 BYTES_EVERY = 3.0
 #: how often an open run that wrote nothing new is checked for a dead writer
 STATE_EVERY = 1.0
+#: seconds between attempts to open a run that could not be opened
+RETRY_EVERY = 2.0
+#: runs being opened at once
+_OPENING = threading.BoundedSemaphore(2)
 
 
 def describe_error(e: BaseException) -> str:
@@ -65,24 +69,61 @@ class Run:
         self._state: Optional[str] = None  # the state last shown, and when it was last checked
         self._state_at = 0.0
         self.derived: Dict[Tuple, Tuple[tuple, object]] = {}  # other views' caches: key -> (version, value)
+        self._opener: Optional[threading.Thread] = None
+        self._tried = -1e9
+        self._shown: Tuple[bool, Optional[str]] = (False, None)
 
     # ---- keeping up -------------------------------------------------------------------------
+    def _open(self) -> None:
+        """Open the trial and read its scalar series, outside the lock (the page meanwhile shows the
+        run as opening), then publish it; a failure is kept as the run's error."""
+        with _OPENING:  # a few at a time: a folder of many runs does not start hundreds of reads
+            try:
+                trial = create_trial(self.path)
+                series = SeriesCache()
+                warm(trial, series)
+            except Exception as e:  # noqa: BLE001 - a bad run is shown as such, never raised
+                with self.lock:
+                    self.error = describe_error(e)
+                return
+        with self.lock:
+            self.trial, self.series, self.error = trial, series, None
+
+    def _failed(self, e: BaseException) -> bool:
+        msg = describe_error(e)
+        changed = msg != self.error
+        self.error = msg
+        if changed:
+            self.version += 1
+        return changed
+
     def poll(self) -> bool:
-        """Open the run if not yet open, else read what was written since; True if anything changed."""
+        """Open the run if not yet open (on a thread of its own: a big run does not hold up the
+        others), else read what was written since; True if anything changed."""
+        if self.trial is None:
+            th = self._opener
+            if th is None:
+                if time.monotonic() - self._tried < RETRY_EVERY:
+                    return False
+                self._tried = time.monotonic()
+                self._opener = threading.Thread(target=self._open, daemon=True, name="tensortap-serve-open")
+                self._opener.start()
+                return False
+            if th.is_alive():
+                return False
+            self._opener = None
+            with self.lock:
+                shown = (self.trial is not None, self.error)
+                if shown == self._shown:
+                    return False  # the same error again
+                self._shown = shown
+                self.version += 1
+                return True
         with self.lock:
             try:
-                if self.trial is None:
-                    self.trial = create_trial(self.path)
-                    self.error = None
-                else:
-                    self.trial.refresh()
+                self.trial.refresh()
             except Exception as e:  # noqa: BLE001 - a bad run is shown as such, never raised
-                msg = describe_error(e)
-                changed = msg != self.error
-                self.error = msg
-                if changed:
-                    self.version += 1
-                return changed
+                return self._failed(e)
             ver = self.trial.version
             if ver != self._seen:
                 self._seen = ver
@@ -109,13 +150,13 @@ class Run:
 
     # ---- derived, cached -----------------------------------------------------------------------
     def cached(self, key: Tuple, make: Callable[[], object]):
-        """`make()` once per version of the trial; the 32 latest keys are kept."""
+        """`make()` once per version of the trial; the 8 latest keys are kept."""
         ver = self.trial.version
         got = self.derived.pop(key, None)
         if got is None or got[0] != ver:
             got = (ver, make())
         self.derived[key] = got  # most recently used last
-        while len(self.derived) > 32:
+        while len(self.derived) > 8:
             self.derived.pop(next(iter(self.derived)))
         return got[1]
 
@@ -129,6 +170,13 @@ class Run:
 
     def state(self) -> RunState:
         return run_state(self.trial)
+
+    def last_summary(self) -> dict:
+        """The summary last computed (without the lock), for when the run is busy."""
+        base = {"id": self.id, "name": self.name, "path": display(self.path), "version": self.version}
+        if self._summary is None:
+            return {**base, "state": "opening", "detail": "busy reading…", "error": self.error}
+        return {**self._summary, **base, "error": self.error}
 
     def summary(self) -> dict:
         """What the runs list shows about this run."""
@@ -162,6 +210,18 @@ class Run:
         }
         self._summary_ver = ver
         return {**self._summary, **base, "error": self.error}
+
+
+def warm(trial: Trial, series: SeriesCache) -> None:
+    """Read a run's scalar series now (the watcher does, when it opens the run), so that the first
+    page asking for them does not wait for every step to be read."""
+    from ..vis.scalars import scalar_names
+
+    try:
+        for name in scalar_names(trial)[:64]:
+            series.get(trial, name)
+    except Exception:  # noqa: BLE001 - the page asks again and shows what fails
+        log.debug("tensortap serve: warming %s failed", trial.path, exc_info=True)
 
 
 def _run_id(path: str) -> str:

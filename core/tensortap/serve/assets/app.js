@@ -227,6 +227,8 @@ function RunView(id) {
     if (ov.attention.length) addPanel("attention", "Attention", attentionPanel);
     addPanel("events", "Events", eventsPanel);
     await Promise.all(Object.values(P).map(p => p.refresh()));
+    // when the page first had every panel drawn, in ms since navigation (benchmarks/serve_page.py reads it)
+    if (!document.documentElement.dataset.ttDrawn) document.documentElement.dataset.ttDrawn = String(Math.round(performance.now()));
   }
 
   /* scalars, rule firings marked, drag to zoom (fetches that range) */
