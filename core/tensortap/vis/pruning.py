@@ -87,6 +87,9 @@ class PruningVisualizer(Visualizer):
                 if hit.size:
                     axes[2].axvline(hit[0], color="tab:red", alpha=0.6)
                     axes[2].text(hit[0], np.nanmax(acc), rule, color="tab:red", fontsize=7, rotation=90, va="top")
+        from matplotlib.ticker import MaxNLocator
+
+        axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations are whole numbers
         axes[2].set_xlabel("pruning iteration")
         axes[2].set_ylabel("accuracy")
         axes[2].grid(alpha=0.3)
