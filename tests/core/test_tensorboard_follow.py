@@ -24,6 +24,8 @@ ea = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator
 
 
 def scalars(logdir: str, tag: str):
+    if not os.path.isdir(logdir):  # not exported yet (newer TensorBoard raises on a missing directory)
+        return []
     a = ea.EventAccumulator(logdir, size_guidance={ea.SCALARS: 0})
     a.Reload()
     return [(e.step, e.value) for e in a.Scalars(tag)] if tag in a.Tags()["scalars"] else []

@@ -62,13 +62,20 @@ def figures(monkeypatch):
     real = _common.write_figure
 
     def keep(out, fig, dpi=100):
-        fig.canvas.draw()
+        drawn(fig)
         got.append(fig)
         return real(out, fig, dpi)
 
     for mod in ("scalars", "distributions", "pruning", "attention"):
         monkeypatch.setattr(f"tensortap.vis.{mod}.write_figure", keep)
     return got
+
+
+def drawn(fig):
+    """Draw `fig` and keep its renderer on it (closing a figure takes its canvas away on newer matplotlib)."""
+    fig.canvas.draw()
+    fig.tt_renderer = fig.canvas.get_renderer()
+    return fig
 
 
 def labels(axis) -> list:
@@ -125,7 +132,7 @@ def test_attention_png_has_row_names_token_labels_and_a_colour_bar(runs, tmp_pat
     rows = [t for ax in fig.axes for t in ax.texts]
     assert [t.get_text() for t in rows] == ["layer0", "layer5", "layer10"]  # natural order, shared part named once
     assert all(t.get_rotation() == 0 and t.get_fontsize() >= 8 for t in rows)
-    renderer = fig.canvas.get_renderer()
+    renderer = fig.tt_renderer
     fb = fig.bbox
     for t in rows:  # inside the picture, not cut off
         b = t.get_window_extent(renderer)
@@ -149,7 +156,7 @@ def test_distributions_has_colour_bars_says_what_it_leaves_out_and_names_rules_o
     assert all(not ax.texts for ax in panels), "rule names drawn on the plot"
     (legend,) = fig.legends
     assert [t.get_text() for t in legend.get_texts()] == ["test_loss_above fired"]
-    renderer = fig.canvas.get_renderer()
+    renderer = fig.tt_renderer
     lb = legend.get_window_extent(renderer)
     assert all(not lb.overlaps(ax.get_window_extent(renderer)) for ax in panels)
     # the colour bar's ticks are counts: the largest label is within the largest cell count
@@ -230,8 +237,7 @@ def test_tsne_legend_beside_the_points_and_no_repeated_frame(tmp_path, monkeypat
 
     figs = []
     real = embedding.fig_to_rgb
-    monkeypatch.setattr(embedding, "fig_to_rgb", lambda fig, dpi=100: (fig.canvas.draw(), figs.append(fig))
-                        and real(fig, dpi))
+    monkeypatch.setattr(embedding, "fig_to_rgb", lambda fig, dpi=100: figs.append(drawn(fig)) or real(fig, dpi))
     path = str(tmp_path / "e")
     hook = tt.Hook(path, include_collections=["losses"], save_config=tt.SaveConfig(save_interval=1))
     rng = np.random.default_rng(0)
@@ -251,7 +257,7 @@ def test_tsne_legend_beside_the_points_and_no_repeated_frame(tmp_path, monkeypat
     assert [f.axes[0].get_title().rsplit(" ", 1)[-1] for f in figs] == ["0", "1", "2"]
     for fig in figs:
         ax = fig.axes[0]
-        renderer = fig.canvas.get_renderer()
+        renderer = fig.tt_renderer
         lb = ax.get_legend().get_window_extent(renderer)
         assert lb.x0 >= ax.get_window_extent(renderer).x1, "the legend covers the plot"
         for c in ax.collections:
