@@ -358,15 +358,24 @@ class Trial:
         """Every rule evaluation recorded in the run (live rules), in write order per worker: one
         dict per result (rule, step, fired, message, values, skipped, time, worker), whether it
         was written as a record of its own ("rule") or with the others of its step ("rules")."""
+        return self.rule_results_since(None)[0]
+
+    def rule_results_since(self, cursor: Optional[Dict[str, int]] = None) -> Tuple[List[dict], Dict[str, int]]:
+        """The rule results recorded after `cursor` (what the previous call returned; None: from the
+        start), as rule_results() gives them, and the cursor to pass next time: a live viewer reads
+        only what is new instead of every result again."""
+        cursor = dict(cursor or {})
         out = []
         for r in self._readers():
-            for rec in r.records:
+            recs = r.records
+            for rec in recs[cursor.get(r.worker, 0):]:
                 kind = rec.get("type")
                 if kind == "rule":
                     out.append(dict(rec, worker=r.worker))
                 elif kind == "rules":
                     out.extend(_expand_results(rec, r.worker))
-        return out
+            cursor[r.worker] = len(recs)
+        return out, cursor
 
     def events(self) -> List[dict]:
         """Notices the writer recorded: dropped steps, write errors, stop requests."""

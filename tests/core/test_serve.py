@@ -195,6 +195,37 @@ def test_rule_timeline_keeps_fired_quiet_and_skipped_apart():
     assert [r["step"] for r in logs["r"].of(rulelog.FIRED)] == [13, 17]
     per_step = logs["r"].buckets(10, 19, 100)
     assert [x[0] for x in per_step] == list(range(10, 20)) and per_step[3] == [13, 13, 0, 1, 0]
+    # the count of tensors checked and a skip's reason, where a result records them apart
+    more = rulelog.build([{"rule": "q", "step": 1, "fired": False, "checked": 12, "message": "fine"},
+                          {"rule": "q", "step": 2, "fired": False, "skipped": True, "checked": 0, "message": "",
+                           "reason": "no saved tensor is a ReLU output"}])["q"]
+    assert [(r["outcome"], r["checked"], r["message"]) for r in more.results(None, None, 10)] == [
+        ("quiet", 12, "fine"), ("skipped", 0, "no saved tensor is a ReLU output")]
+
+
+def test_rule_results_are_read_incrementally_and_match_a_full_read(tmp_path):
+    w = Writer(str(tmp_path / "live"))
+    try:
+        w.advance(3)
+        trial = tt.create_trial(w.run_dir)
+        logs = rulelog.RuleLogs()
+        logs.update(trial)
+        got, cursor = trial.rule_results_since(None)
+        assert got == trial.rule_results() and len(got) == 3
+        for target, low in ((6, False), (9, True), (12, False)):
+            w.advance(target, low=low)
+            trial.refresh()
+            new, cursor2 = trial.rule_results_since(cursor)
+            assert new == trial.rule_results()[len(trial.rule_results()) - len(new):] and len(new) == 3
+            cursor = cursor2
+            logs.update(trial)
+    finally:
+        w.kill()
+    full = rulelog.build(trial.rule_results())["accuracy_floor"]
+    inc = logs.logs["accuracy_floor"]
+    assert inc.steps.tolist() == full.steps.tolist() == list(range(12))
+    assert inc.outcomes.tolist() == full.outcomes.tolist() and inc.messages == full.messages
+    assert inc.counts() == {"quiet": 9, "fired": 3, "skipped": 0}
 
 
 def test_rules_endpoint_and_bucket_messages(server, runs):

@@ -104,7 +104,8 @@ class _Export:
         if self.histograms:
             hist_names = (trial.tensor_names(regex=self.hist_regex) if self.hist_regex
                           else trial.tensor_names(collection=list(HIST_COLLECTIONS)))
-            hist_names = [n for n in hist_names if n not in scalar_names and not n.startswith(("gradcam/", "attention/"))]
+            hist_names = [n for n in hist_names
+                          if n not in scalar_names and not n.startswith(("gradcam/", "attention/"))]
         red_kinds = _scalar_reductions(trial) if self.reductions else {}
         others = sorted(n for n in red_kinds if n not in scalar_names)
         return scalar_names, hist_names, red_kinds, others

@@ -61,7 +61,7 @@ class Run:
         self.version = 0
         self.series = SeriesCache()
         self._seen: Optional[tuple] = None
-        self._rules: Optional[Dict[str, rulelog.RuleLog]] = None
+        self._rules = rulelog.RuleLogs()
         self._rules_ver: Optional[tuple] = None
         self._summary: Optional[dict] = None
         self._summary_ver: Optional[tuple] = None
@@ -69,6 +69,7 @@ class Run:
         self._state: Optional[str] = None  # the state last shown, and when it was last checked
         self._state_at = 0.0
         self.derived: Dict[Tuple, Tuple[tuple, object]] = {}  # other views' caches: key -> (version, value)
+        self.kept: Dict[Tuple, object] = {}  # what views extend as the run grows (e.g. Grad-CAM's shared scale)
         self._opener: Optional[threading.Thread] = None
         self._tried = -1e9
         self._shown: Tuple[bool, Optional[str]] = (False, None)
@@ -161,12 +162,12 @@ class Run:
         return got[1]
 
     def rules(self) -> Dict[str, rulelog.RuleLog]:
-        """rule -> RuleLog, rebuilt when the trial changed."""
+        """rule -> RuleLog, extended with the new results when the trial changed."""
         ver = self.trial.version
-        if self._rules is None or self._rules_ver != ver:
-            self._rules = rulelog.build(self.trial.rule_results())
+        if self._rules_ver != ver:
+            self._rules.update(self.trial)
             self._rules_ver = ver
-        return self._rules
+        return self._rules.logs
 
     def state(self) -> RunState:
         return run_state(self.trial)

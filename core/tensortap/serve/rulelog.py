@@ -12,10 +12,10 @@ OUTCOMES = ("quiet", "fired", "skipped")
 
 
 def outcome(rec: dict) -> int:
-    """A recorded result's outcome: skipped (it checked nothing) is kept apart from quiet."""
-    if rec.get("skipped"):
-        return SKIPPED
-    return FIRED if rec.get("fired") else QUIET
+    """A recorded result's outcome code: skipped (it checked nothing) is kept apart from quiet."""
+    from ..reprs import outcome as name
+
+    return OUTCOMES.index(name(rec))
 
 
 def _int(x) -> Optional[int]:
@@ -36,6 +36,7 @@ class RuleLog:
     outcomes: np.ndarray
     messages: List[str] = field(default_factory=list)
     workers: List[str] = field(default_factory=list)
+    checked: List[Optional[int]] = field(default_factory=list)  # tensors checked, where the result says
 
     def counts(self, lo: Optional[int] = None, hi: Optional[int] = None) -> Dict[str, int]:
         m = self._mask(lo, hi)
@@ -74,7 +75,8 @@ class RuleLog:
 
     def _row(self, i: int) -> dict:
         return {"rule": self.name, "step": int(self.steps[i]), "outcome": OUTCOMES[int(self.outcomes[i])],
-                "message": self.messages[i], "worker": self.workers[i]}
+                "message": self.messages[i], "worker": self.workers[i],
+                "checked": self.checked[i] if i < len(self.checked) else None}
 
     def results(self, lo: Optional[int], hi: Optional[int], limit: int) -> List[dict]:
         """At most `limit` evaluations in [lo, hi]: fired and skipped first, then the latest quiet
@@ -92,19 +94,61 @@ class RuleLog:
         return [self._row(i) for i in pick_evenly(idx, limit)]
 
 
+def _row(r: dict) -> Optional[tuple]:
+    """(rule, step, outcome, message, worker, checked) of a recorded result, None if malformed."""
+    name, step = r.get("rule"), _int(r.get("step"))
+    if not isinstance(name, str) or step is None:
+        return None
+    msg = r.get("message")
+    msg = msg if isinstance(msg, str) else str(msg or "")
+    reason = r.get("reason")  # why a result was skipped, where the rule records it apart
+    if isinstance(reason, str) and reason and reason not in msg:
+        msg = f"{msg} ({reason})" if msg else reason
+    return name, step, outcome(r), msg, str(r.get("worker", "")), _int(r.get("checked"))
+
+
+def _merge(old: Optional[RuleLog], name: str, rows: List[tuple]) -> RuleLog:
+    """`old` with `rows` added, in step order (a result written late lands where its step is)."""
+    steps = np.array([t[1] for t in rows], np.int64)
+    outs = np.array([t[2] for t in rows], np.int8)
+    msgs, workers, checked = [t[3] for t in rows], [t[4] for t in rows], [t[5] for t in rows]
+    if old is not None:
+        steps, outs = np.concatenate([old.steps, steps]), np.concatenate([old.outcomes, outs])
+        msgs, workers, checked = old.messages + msgs, old.workers + workers, old.checked + checked
+    order = np.argsort(steps, kind="stable")
+    if len(order) and not (order[1:] > order[:-1]).all():
+        steps, outs = steps[order], outs[order]
+        idx = order.tolist()
+        msgs, workers, checked = [msgs[i] for i in idx], [workers[i] for i in idx], [checked[i] for i in idx]
+    return RuleLog(name, steps, outs, msgs, workers, checked)
+
+
 def build(records: List[dict]) -> Dict[str, RuleLog]:
     """rule name -> RuleLog from `trial.rule_results()` (malformed records are left out)."""
-    rows: Dict[str, list] = {}
-    for r in records:
-        name, step = r.get("rule"), _int(r.get("step"))
-        if not isinstance(name, str) or step is None:
-            continue
-        msg = r.get("message")
-        rows.setdefault(name, []).append((step, outcome(r), msg if isinstance(msg, str) else str(msg or ""),
-                                          str(r.get("worker", ""))))
-    out = {}
-    for name, rs in sorted(rows.items()):
-        rs.sort(key=lambda t: t[0])
-        out[name] = RuleLog(name, np.array([t[0] for t in rs], np.int64), np.array([t[1] for t in rs], np.int8),
-                            [t[2] for t in rs], [t[3] for t in rs])
-    return out
+    logs = RuleLogs()
+    logs.add(records)
+    return logs.logs
+
+
+class RuleLogs:
+    """rule -> RuleLog of a growing run, extended with only the results recorded since the last
+    update (`trial.rule_results_since`)."""
+
+    def __init__(self) -> None:
+        self.logs: Dict[str, RuleLog] = {}
+        self._cursor: Optional[Dict[str, int]] = None
+
+    def update(self, trial) -> None:
+        records, self._cursor = trial.rule_results_since(self._cursor)
+        self.add(records)
+
+    def add(self, records: List[dict]) -> None:
+        new: Dict[str, List[tuple]] = {}
+        for r in records:
+            row = _row(r)
+            if row is not None:
+                new.setdefault(row[0], []).append(row)
+        for name, rows in new.items():
+            self.logs[name] = _merge(self.logs.get(name), name, rows)
+        if new:
+            self.logs = dict(sorted(self.logs.items()))

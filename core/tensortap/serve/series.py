@@ -41,13 +41,53 @@ class Series:
         return out
 
 
+class TensorSteps:
+    """The steps each tensor asked about was saved at (a value or a reduction), kept up to date by
+    looking only at the steps not seen before (and the newest two, which a step written in parts
+    may still extend): `Tensor.steps()` walks every step of a 10,000-step run each time."""
+
+    #: tensors followed besides the scalars (the tensor browser's recent choices)
+    MAX_TRACKED = 64
+
+    def __init__(self) -> None:
+        self._seen: set = set()
+        self._of: Dict[str, set] = {}
+        self._ver: Optional[tuple] = None
+
+    def _update(self, trial) -> None:
+        if trial.version == self._ver:
+            return
+        self._ver = trial.version
+        every = trial.steps()
+        new = [s for s in every if s not in self._seen]
+        if self._of:
+            for s in set(new) | set(every[-2:]):
+                at = set(trial.tensor_names(step=s))
+                for name, have in self._of.items():
+                    if name in at:
+                        have.add(s)
+        self._seen.update(new)
+
+    def get(self, trial, name: str) -> np.ndarray:
+        """Sorted steps of tensor `name`."""
+        self._update(trial)
+        have = self._of.pop(name, None)
+        if have is None:
+            have = set(trial.tensor(name).steps())  # once: then only new steps are looked at
+        self._of[name] = have  # most recently asked last
+        while len(self._of) > self.MAX_TRACKED:
+            self._of.pop(next(iter(self._of)))
+        return np.fromiter(sorted(have), np.int64, len(have))
+
+
 class SeriesCache:
     """name -> Series of one trial, extended by reading only the steps it has not read yet.
     Call with the run's lock held (a Trial is not shared between threads otherwise)."""
 
-    def __init__(self) -> None:
+    def __init__(self, steps: Optional[TensorSteps] = None) -> None:
         self._series: Dict[str, Series] = {}
         self._version: Dict[str, tuple] = {}
+        self.steps = steps if steps is not None else TensorSteps()
 
     def get(self, trial, name: str) -> Series:
         ver = trial.version
@@ -56,7 +96,7 @@ class SeriesCache:
             return have
         have = have if have is not None else Series.empty()
         t = trial.tensor(name)
-        steps = np.asarray(t.steps(), dtype=np.int64)
+        steps = self.steps.get(trial, name)
         new = np.setdiff1d(steps, have.steps, assume_unique=True)
         if new.size:
             vals, modes, kept = [], [], []
@@ -85,19 +125,14 @@ def minmax_indices(y: np.ndarray, points: int) -> np.ndarray:
     if n <= points:
         return np.arange(n)
     buckets = max(1, (points - 2) // 2)
-    edges = np.linspace(0, n, buckets + 1).astype(np.int64)
-    finite = np.where(np.isfinite(y), y, np.nan)
-    keep = [0, n - 1]
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        if hi <= lo:
-            continue
-        seg = finite[lo:hi]
-        if np.isnan(seg).all():
-            keep.append(int(lo))
-            continue
-        keep.append(int(lo + np.nanargmin(seg)))
-        keep.append(int(lo + np.nanargmax(seg)))
-    return np.unique(np.asarray(keep, np.int64))
+    size = -(-n // buckets)  # equal buckets (the last padded), so one reduction finds them all
+    pad = buckets * size - n
+    f = np.asarray(y, np.float64)
+    lo = np.concatenate([np.where(np.isnan(f), np.inf, f), np.full(pad, np.inf)]).reshape(buckets, size)
+    hi = np.concatenate([np.where(np.isnan(f), -np.inf, f), np.full(pad, -np.inf)]).reshape(buckets, size)
+    base = np.arange(buckets) * size
+    keep = np.concatenate([[0, n - 1], base + lo.argmin(axis=1), base + hi.argmax(axis=1)])
+    return np.unique(keep[keep < n])
 
 
 def window(series: Series, lo: Optional[int], hi: Optional[int], points: int) -> Tuple[np.ndarray, np.ndarray, int]:

@@ -77,15 +77,18 @@ def run_view(run: Run) -> dict:
     def make():
         colls = {c: sorted(n, key=natural_key)[:MAX_NAMES] for c, n in t.collections().items()}
         dist = DistributionsVisualizer()._names(t, None, MAX_NAMES)
-        modes = {m: len(t.steps(mode=m)) for m in ("train", "eval", "predict")}
         return {"collections": colls, "collection_sizes": {c: len(n) for c, n in t.collections().items()},
                 "scalars": scalar_names(t), "distributions": dist,
                 "gradcam": gradcam_layers(t) if t.has_tensor("gradcam/images") else [],
-                "attention": attention_layers(t), "modes": {m: n for m, n in modes.items() if n},
+                "attention": attention_layers(t),
                 "metadata": {k: str(v) for k, v in t.metadata.items()
                              if k in ("framework", "framework_version", "hostname", "pid", "tensortap_version")}}
 
-    body = run.cached(("overview",), make)
+    key = (len(t.tensor_names()), tuple(t.workers()), bool(t.steps()))  # what the skeleton depends on
+    got = run.kept.get("overview")
+    if got is None or got[0] != key:  # names only come, never go: recomputed when there are new ones
+        got = run.kept["overview"] = (key, make())
+    body = got[1]
     rules = run.rules()
     return {"summary": summary, **body,
             "rules": [{"name": n, **rl.counts()} for n, rl in rules.items()],
@@ -163,7 +166,7 @@ def _hist_source(t, step: int):
 def dist_view(run: Run, name: str, lo: Optional[int], hi: Optional[int], cols: int, bins: int) -> dict:
     t = _trial(run)
     tensor = _tensor(t, name)
-    steps = _in(tensor.steps(), lo, hi)
+    steps = _in(run.series.steps.get(t, name).tolist(), lo, hi)
     chosen = pick_evenly(steps, cols)
 
     def make():
@@ -181,9 +184,8 @@ def dist_view(run: Run, name: str, lo: Optional[int], hi: Optional[int], cols: i
 def tensor_view(run: Run, name: str) -> dict:
     t = _trial(run)
     tensor = _tensor(t, name)
-    steps = tensor.steps()
-    return {"name": name, "collections": tensor.collections, "steps": steps,
-            "value_steps": len(tensor.steps(kind=VALUE)), "workers": t.workers()}
+    steps = run.series.steps.get(t, name).tolist()
+    return {"name": name, "collections": tensor.collections, "steps": steps, "workers": t.workers()}
 
 
 def _stats(v: np.ndarray) -> dict:
@@ -265,10 +267,13 @@ def gradcam_view(run: Run, layer: Optional[str], step: Optional[int], max_images
         raise ViewError(f"no readable Grad-CAM map of {layer!r}")
     step = step if step in steps else steps[-1]
 
-    def shared_max():
-        return max((float(np.nanmax(cam_t.value(s))) for s in steps), default=1.0) or 1.0
-
-    gmax = run.cached(("gradcam-max", layer), shared_max)
+    seen, top = run.kept.setdefault(("gradcam-max", layer), (set(), 0.0))
+    for s in steps:  # the shared scale, kept up to date reading only the maps not read before
+        if s not in seen:
+            seen.add(s)
+            top = max(top, float(np.nanmax(cam_t.value(s))))
+    run.kept[("gradcam-max", layer)] = (seen, top)
+    gmax = top or 1.0
     cam = np.asarray(cam_t.value(step), np.float64)
     if cam.ndim == 2:
         cam = cam[None]

@@ -42,6 +42,16 @@ function coalesce(fn) {
   return go;
 }
 
+/* at most one call every `ms` (the last one always happens): for panels that need not follow every step */
+function throttle(go, ms) {
+  let last = 0, timer = null;
+  return () => {
+    const wait = last + ms - Date.now();
+    if (wait <= 0) { last = Date.now(); go(); return; }
+    if (!timer) timer = setTimeout(() => { timer = null; last = Date.now(); go(); }, wait);
+  };
+}
+
 function showError(e) {
   console.error("tensortap serve page error:", e);
   const m = document.getElementById("main");
@@ -195,13 +205,15 @@ function RunView(id) {
         (ov.problems.length > 1 ? ` (and ${ov.problems.length - 1} more, see Events)` : "")) : null);
   }
 
-  function addPanel(pid, title, make) {
+  // live: how a panel follows a growing run (scalars and rules at every change, the rest at most every 2 s)
+  function addPanel(pid, title, make, every) {
     if (P[pid]) return;
     const box = el("div");
     const sec = section(pid, title, box);
     panels.appendChild(sec);
     nav.appendChild(el("a", {href: "#", text: title, onclick: evt => { evt.preventDefault(); sec.scrollIntoView(); }}));
-    P[pid] = {box, refresh: coalesce(() => make(box))};
+    const refresh = coalesce(() => make(box));
+    P[pid] = {box, refresh, live: every ? throttle(refresh, every) : refresh};
   }
 
   async function load() {
@@ -219,13 +231,18 @@ function RunView(id) {
     version = ov.summary.version;
     drawHeader(ov);
     if (!built) { put(panels); put(nav); built = true; }
-    addPanel("scalars", "Scalars", scalarsPanel);
-    addPanel("rules", "Rules", rulesPanel);
-    if (ov.distributions.length) addPanel("dist", "Distributions", distPanel);
-    addPanel("tensors", "Tensors", tensorsPanel);
-    if (ov.gradcam.length) addPanel("gradcam", "Grad-CAM", gradcamPanel);
-    if (ov.attention.length) addPanel("attention", "Attention", attentionPanel);
-    addPanel("events", "Events", eventsPanel);
+    const first = !Object.keys(P).length;
+    addPanel("scalars", "Scalars", scalarsPanel, 0);
+    addPanel("rules", "Rules", rulesPanel, 0);
+    if (ov.distributions.length) addPanel("dist", "Distributions", distPanel, 2000);
+    addPanel("tensors", "Tensors", tensorsPanel, 2000);
+    if (ov.gradcam.length) addPanel("gradcam", "Grad-CAM", gradcamPanel, 2000);
+    if (ov.attention.length) addPanel("attention", "Attention", attentionPanel, 2000);
+    addPanel("events", "Events", eventsPanel, 2000);
+    if (!first) {  // following a run: each panel on its own, the header is not held up by them
+      Object.values(P).forEach(p => p.live());
+      return;
+    }
     await Promise.all(Object.values(P).map(p => p.refresh()));
     // when the page first had every panel drawn, in ms since navigation (benchmarks/serve_page.py reads it)
     if (!document.documentElement.dataset.ttDrawn) document.documentElement.dataset.ttDrawn = String(Math.round(performance.now()));
@@ -315,7 +332,8 @@ function RunView(id) {
       el("thead", {}, el("tr", {}, ...["step", "rule", "outcome", "message"].map(h => el("th", {text: h})))),
       el("tbody", {}, rows.map(r => el("tr", {cls: "o-row-" + r.outcome},
         el("td", {cls: "num", text: String(r.step)}), el("td", {text: r.rule}),
-        el("td", {cls: r.outcome, text: r.outcome}), el("td", {text: r.message})))));
+        el("td", {cls: r.outcome, text: r.outcome + (r.checked !== null && r.checked !== undefined ? ` (${r.checked} checked)` : "")}),
+        el("td", {text: r.message})))));
     const first = results.slice(0, 12), rest = results.slice(12);
     return el("div", {}, el("div", {cls: "small muted", text: caption}), table(first),
       rest.length ? el("details", {}, el("summary", {text: `${rest.length} more`}), table(rest)) : null);
