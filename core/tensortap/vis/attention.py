@@ -74,7 +74,7 @@ class AttentionVisualizer(Visualizer):
 
     name = "attention"
     suffix = ".html"
-    suffixes = (".png",)
+    suffixes = (".png", ".jpg")
 
     def applies_to(self, trial) -> bool:
         return bool(attention_layers(trial))

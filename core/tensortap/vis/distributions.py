@@ -74,6 +74,7 @@ class DistributionsVisualizer(Visualizer):
 
     name = "distributions"
     suffix = ".png"
+    suffixes = (".jpg",)
 
     def _names(self, trial, tensors: Optional[str], max_tensors: int) -> List[str]:
         """Tensors to draw: those matching `tensors`, else each parameter followed by its gradient,

@@ -125,7 +125,7 @@ class EmbeddingVisualizer(Visualizer):
 
     name = "embedding"
     suffix = ".gif"
-    suffixes = (".png",)
+    suffixes = (".png", ".jpg")
 
     def applies_to(self, trial) -> bool:
         for n in candidates(trial):

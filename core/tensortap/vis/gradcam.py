@@ -77,7 +77,7 @@ class GradCAMVisualizer(Visualizer):
 
     name = "gradcam"
     suffix = ".png"
-    suffixes = (".gif",)
+    suffixes = (".gif", ".jpg")
 
     def applies_to(self, trial) -> bool:
         return bool(gradcam_layers(trial)) and trial.has_tensor("gradcam/images")

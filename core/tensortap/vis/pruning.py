@@ -48,6 +48,7 @@ class PruningVisualizer(Visualizer):
 
     name = "pruning"
     suffix = ".png"
+    suffixes = (".jpg",)
 
     def applies_to(self, trial) -> bool:
         return trial.has_tensor("pruning/accuracy") and (trial.has_tensor("pruning/params")

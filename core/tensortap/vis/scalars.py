@@ -58,6 +58,7 @@ class ScalarsVisualizer(Visualizer):
 
     name = "scalars"
     suffix = ".png"
+    suffixes = (".jpg",)
 
     def applies_to(self, trial) -> bool:
         return bool(scalar_names(trial))
