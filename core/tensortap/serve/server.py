@@ -271,7 +271,10 @@ class Handler(BaseHTTPRequestHandler):
                 body, ctype = app.static["icon.svg"]
                 self._send(200, body, ctype, head=head)
             elif path == "/api/stream":
-                self._stream()
+                if head:
+                    self._send(200, b"", "text/event-stream", head=True)
+                else:
+                    self._stream()
             elif path in app.routes:
                 self._api(app.routes[path], parts.query, head)
             else:
@@ -352,6 +355,8 @@ class Server:
         if interval is None:
             interval = 0.5 if self.catalog.local else 2.0
         self.catalog.interval = float(interval)
+        if not self.catalog.local:  # listing a bucket's folders is a request per folder: less often
+            self.catalog.scan_every = max(scan_every, 5 * self.catalog.interval)
         loopback = is_loopback(host)
         if token is None and not loopback:
             token = secrets.token_urlsafe(18)
