@@ -1,5 +1,6 @@
 """The `make demo` job: train a small CNN on scikit-learn's digits with tensortap attached,
-check it with rules while it trains, and write an HTML report of the run.
+check it with rules while it trains, write an HTML report of the run, and print the
+`tensortap serve` command that shows it live.
 
     python examples/quickstart.py --out runs/demo
 
@@ -138,6 +139,7 @@ def main(argv=None) -> int:
     print(f"run:    {os.path.abspath(args.out)}")
     if code == 0 and os.path.exists(report):
         print(f"report: {os.path.abspath(report)}")
+    print(f"live:   tensortap serve {args.out}    (a local page of the run; open the URL it prints)")
     return 0
 
 

@@ -1,7 +1,9 @@
-"""A progress bar for long work (t-SNE, export, report) that draws only on a terminal.
+"""A progress bar for long work (t-SNE, export, report): on a terminal, and in a notebook.
 
-In a log file, a pipe, CI output or a notebook it prints nothing: progress output there is
-noise. `TENSORTAP_PROGRESS=1` forces it on (stderr), `=0` forces it off.
+On a terminal it is a one-line bar on stderr. In a Jupyter notebook it is a tqdm.auto widget when
+tqdm is installed, else the same one-line bar (notebooks redraw a line on "\r"). In a log file, a
+pipe or CI output it prints nothing: progress output there is noise. `TENSORTAP_PROGRESS=1` forces
+it on (stderr), `=0` forces it off.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ def _in_notebook() -> bool:
 
 
 def enabled(stream: Optional[TextIO] = None) -> bool:
-    """Whether a bar would draw on `stream` (default stderr): a TTY, not a notebook, not disabled."""
+    """Whether a bar would draw on `stream` (default stderr): a TTY or a notebook, not disabled."""
     env = os.environ.get("TENSORTAP_PROGRESS", "").strip().lower()
     if env in ("0", "false", "no", "off"):
         return False
@@ -36,7 +38,21 @@ def enabled(stream: Optional[TextIO] = None) -> bool:
         tty = bool(stream.isatty())
     except (AttributeError, ValueError):
         tty = False
-    return tty and not _in_notebook() and os.environ.get("TERM", "") != "dumb"
+    if _in_notebook():
+        return stream in (sys.stderr, sys.stdout)
+    return tty and os.environ.get("TERM", "") != "dumb"
+
+
+def _notebook_bar(total: Optional[int], desc: str):
+    """A tqdm.auto bar (a widget in Jupyter), or None when tqdm is not installed."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    try:
+        return tqdm(total=total, desc=desc, leave=True)
+    except Exception:  # noqa: BLE001 - a broken widget setup: the text bar instead
+        return None
 
 
 class Progress:
@@ -53,11 +69,17 @@ class Progress:
         self._t0 = time.monotonic()
         self._last = 0.0
         self._drawn = False
+        self._widget = _notebook_bar(total, desc) if self.active and _in_notebook() else None
 
     def update(self, n: int = 1, note: str = "") -> None:
         """Advance by `n`; redraws when enough time passed (or at the end)."""
         self.n += n
         if not self.active:
+            return
+        if self._widget is not None:
+            self._widget.update(n)
+            if note:
+                self._widget.set_postfix_str(note, refresh=False)
             return
         now = time.monotonic()
         if now - self._last < 0.1 and not (self.total and self.n >= self.total):
@@ -83,6 +105,9 @@ class Progress:
 
     def close(self) -> None:
         """Finish the line (only if something was drawn)."""
+        if self._widget is not None:
+            self._widget.close()
+            self._widget = None
         if self.active and self._drawn:
             try:
                 self._draw()

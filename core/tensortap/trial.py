@@ -140,6 +140,12 @@ class Trial:
                 self._struct.clear()
         return new
 
+    @property
+    def version(self) -> tuple:
+        """Changes whenever `refresh()` read anything new (steps, names, rule results, events, the
+        end of the run): a live viewer compares it to know when to redraw."""
+        return self._versions
+
     def is_complete(self) -> bool:
         """True once every worker closed its run cleanly (Hook.close / interpreter exit)."""
         return bool(self._workers) and all(r.ended for r in self._workers.values())
@@ -459,20 +465,29 @@ class Trial:
         worker), whether it was written as a record of its own ("rule") or with the others of its
         step ("rules"). `outcome` is "fired", "quiet" or "skipped"; `checked` (tensors checked) is
         None in records written before tensortap counted them."""
+        return self.rule_results_since(None)[0]
+
+    def rule_results_since(self, cursor: Optional[Dict[str, int]] = None) -> Tuple[List[dict], Dict[str, int]]:
+        """The rule results recorded after `cursor` (what the previous call returned; None: from the
+        start), as rule_results() gives them, and the cursor to pass next time: a live viewer reads
+        only what is new instead of every result again."""
         from .rules.results import outcome_of
 
+        cursor = dict(cursor or {})
         out = []
         for r in self._readers():
-            for rec in r.records:
+            recs = r.records
+            for rec in recs[cursor.get(r.worker, 0):]:
                 kind = rec.get("type")
                 if kind == "rule":
                     out.append(dict(rec, worker=r.worker))
                 elif kind == "rules":
                     out.extend(_expand_results(rec, r.worker))
+            cursor[r.worker] = len(recs)
         for d in out:
             d.setdefault("checked", None)
             d["outcome"] = outcome_of(d.get("fired"), d.get("skipped"))
-        return out
+        return out, cursor
 
     def events(self) -> List[dict]:
         """Notices the writer recorded: dropped steps, write errors, stop requests."""
@@ -485,6 +500,11 @@ class Trial:
     def close(self) -> None:
         for r in self._workers.values():
             r.close()
+
+    def _repr_html_(self) -> str:
+        from .reprs import trial_html
+
+        return trial_html(self)
 
     def __repr__(self) -> str:
         return f"<Trial {self.path!r}: {len(self.steps())} steps, {len(self._names())} tensors, workers={self.workers()}>"
@@ -623,6 +643,11 @@ class Tensor:
             elif int(step) in self.steps(mode=mode, worker=w):
                 out.append(w)
         return out
+
+    def _repr_html_(self) -> str:
+        from .reprs import tensor_html
+
+        return tensor_html(self)
 
     def __repr__(self) -> str:
         return f"<Tensor {self.name!r} in {self.trial.name!r}>"

@@ -143,7 +143,8 @@ def main(argv=None) -> dict:
                 mses.append(probe())
         print(f"epoch {epoch}: train loss {np.mean(losses[-20:]):.4f}, held-out reconstruction MSE {mses[-1]:.4f}",
               flush=True)
-    mses.append(probe())
+    if step % cfg["probe_every"]:  # the model changed since the last probe: one more frame
+        mses.append(probe())
     hook.close()
     train_seconds = time.time() - t0
 

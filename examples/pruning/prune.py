@@ -11,7 +11,8 @@ parameters / size / held-out accuracy. The `pruning_accuracy` rule stops the loo
     python examples/pruning/prune.py --model resnet          # full run
     python examples/pruning/prune.py --quick --compare-capture   # also the old capture (whole feature
                                                              # maps and gradients): bytes of both runs
-Outputs: <out>/<model>/ (the run), <out>/<model>_pruning.png, <out>/summary.json
+Outputs: <out>/<model>/ (the run), <out>/<model>_pruning.png, <out>/summary.json;
+`tensortap serve <out>` compares the models' runs (accuracy against parameters, per iteration).
 """
 from __future__ import annotations
 
@@ -114,6 +115,9 @@ def run_one(name: str, cfg: dict, out: str, min_accuracy: float, seed: int, log=
 
     def evaluate(m):
         acc = accuracy(m, xte, yte)
+        # beside pruning/params, size_mb and accuracy (TaylorPruner.record saves them at this step): the
+        # iteration, an x axis every model's run shares in `tensortap serve`'s comparison
+        hook.save_scalar("pruning/iteration", pruner.iteration)
         log(f"[{name}] iteration {pruner.iteration}: {count_params(m):,} params, {size_mb(m):.3f} MB, "
             f"held-out accuracy {acc:.3f}")
         return acc
@@ -203,6 +207,7 @@ def main(argv=None) -> dict:
         print(f"{r['model']}: {h0['params']:,} -> {b['params']:,} params ({b['params'] / h0['params']:.0%}), "
               f"accuracy {h0['accuracy']:.3f} -> {b['accuracy']:.3f}; run {r['run_bytes']:,} bytes; plot {r['plot']}")
     print(f"summary: {os.path.join(args.out, 'summary.json')}")
+    print(f"compare: tensortap serve {args.out}    (Compare runs: pruning/accuracy against pruning/params)")
     return summary
 
 

@@ -3,13 +3,15 @@
 Scalars (losses, metrics, saved scalars, and scalar reductions of any tensor as `<name>/<reduction>`),
 histograms (weights, biases, gradients: from full values or saved "histogram" reductions) and
 Grad-CAM overlays as images. One sub-directory per mode (train/, eval/, predict/) so TensorBoard
-overlays them as runs; the x axis is the global step.
+overlays them as runs; the x axis is the global step. Exporting again into the same directory
+replaces the earlier export; `follow=True` (`--follow`) appends the steps of a live run as it grows.
 """
 from __future__ import annotations
 
 import io
 import os
-from typing import Dict, List, Optional
+import time
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -40,8 +42,9 @@ def _png(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _gradcam_images(trial, max_images: int) -> Dict[int, List[tuple]]:
-    """step -> [(tag, png, h, w)]: Grad-CAM overlays of each layer, one scale across all steps."""
+def _gradcam_images(trial, max_images: int, only: Optional[List[int]] = None) -> Dict[int, List[tuple]]:
+    """step -> [(tag, png, h, w)]: Grad-CAM overlays of each layer, one scale across the steps
+    exported together (`only`: those steps; default all)."""
     from ..vis.gradcam import GradCAMVisualizer, _grid, gradcam_layers
 
     out: Dict[int, List[tuple]] = {}
@@ -50,6 +53,9 @@ def _gradcam_images(trial, max_images: int) -> Dict[int, List[tuple]]:
     vis = GradCAMVisualizer()
     for layer in gradcam_layers(trial):
         steps = trial.tensor(f"gradcam/{layer}/cam").steps(kind=VALUE)
+        if only is not None:
+            keep = set(only)
+            steps = [st for st in steps if st in keep]
         if not steps:
             continue
         for step, cells in vis.cells(trial, layer, steps, max_images=max_images, cell=96):
@@ -58,46 +64,82 @@ def _gradcam_images(trial, max_images: int) -> Dict[int, List[tuple]]:
     return out
 
 
-def export_tensorboard(run, out: str, *, histograms: bool = True, images: bool = True, reductions: bool = True,
-                       hist_regex: Optional[str] = None, bins: int = 30, max_images: int = 4) -> Dict[str, dict]:
-    """Write `run` (Trial or path) as event files under `out`/<mode>/; returns per mode the counts written."""
-    from ..vis._common import as_trial
+#: the name every event file tensortap writes ends with (EventWriter's suffix): only these are replaced
+OWN_SUFFIX = ".tensortap"
 
-    trial = as_trial(run)
-    if not trial.steps():
-        raise ConfigError(f"{trial.path} has no saved steps: nothing to export")
-    scalar_names = trial.tensor_names(collection=list(SCALAR_COLLECTIONS))
-    hist_names: List[str] = []
-    if histograms:
-        hist_names = (trial.tensor_names(regex=hist_regex) if hist_regex
-                      else trial.tensor_names(collection=list(HIST_COLLECTIONS)))
-        hist_names = [n for n in hist_names if n not in scalar_names and not n.startswith(("gradcam/", "attention/"))]
-    red_kinds = _scalar_reductions(trial) if reductions else {}
-    others = sorted(n for n in red_kinds if n not in scalar_names)
-    steps_of = {n: set(trial.tensor(n).steps()) for n in set(scalar_names) | set(hist_names) | set(others)}
-    cams = _gradcam_images(trial, max_images) if images else {}
-    writers: Dict[str, EventWriter] = {}
-    counts: Dict[str, dict] = {}
-    try:
-        for s in progress(trial.steps(), "export-tensorboard"):
+
+def remove_previous(out: str) -> List[str]:
+    """Delete the event files an earlier export wrote under `out`/<mode>/ (only tensortap's own,
+    named *.tensortap): exporting again replaces the series instead of doubling them."""
+    gone = []
+    if not os.path.isdir(out):
+        return gone
+    for mode in os.listdir(out):
+        d = os.path.join(out, mode)
+        if not os.path.isdir(d) or os.path.islink(d):
+            continue
+        for f in os.listdir(d):
+            if f.startswith("events.out.tfevents.") and f.endswith(OWN_SUFFIX):
+                os.remove(os.path.join(d, f))
+                gone.append(os.path.join(d, f))
+    return gone
+
+
+class _Export:
+    """Writes steps of one trial as events, one writer per mode, remembering what it wrote."""
+
+    def __init__(self, trial, out: str, histograms: bool, images: bool, reductions: bool,
+                 hist_regex: Optional[str], bins: int, max_images: int) -> None:
+        self.trial, self.out = trial, out
+        self.histograms, self.images, self.reductions = histograms, images, reductions
+        self.hist_regex, self.bins, self.max_images = hist_regex, int(bins), max_images
+        self.writers: Dict[str, EventWriter] = {}
+        self.counts: Dict[str, dict] = {}
+        self.done: set = set()
+
+    def _names(self):
+        trial = self.trial
+        scalar_names = trial.tensor_names(collection=list(SCALAR_COLLECTIONS))
+        hist_names: List[str] = []
+        if self.histograms:
+            hist_names = (trial.tensor_names(regex=self.hist_regex) if self.hist_regex
+                          else trial.tensor_names(collection=list(HIST_COLLECTIONS)))
+            hist_names = [n for n in hist_names
+                          if n not in scalar_names and not n.startswith(("gradcam/", "attention/"))]
+        red_kinds = _scalar_reductions(trial) if self.reductions else {}
+        others = sorted(n for n in red_kinds if n not in scalar_names)
+        return scalar_names, hist_names, red_kinds, others
+
+    def write(self, steps: List[int], desc: str = "export-tensorboard") -> int:
+        """Export `steps` (those not exported yet); returns how many had something to write."""
+        trial = self.trial
+        steps = [s for s in steps if s not in self.done]
+        if not steps:
+            return 0
+        scalar_names, hist_names, red_kinds, others = self._names()
+        cams = _gradcam_images(trial, self.max_images, steps) if self.images else {}
+        written = 0
+        for s in progress(steps, desc):
+            self.done.add(s)
+            at = set(trial.tensor_names(step=s))
             m = trial.mode(s)
             mode = m.value if m is not None else "global"
             values: List[bytes] = []
-            c = counts.setdefault(mode, {"scalars": 0, "histograms": 0, "images": 0, "events": 0})
+            c = self.counts.setdefault(mode, {"scalars": 0, "histograms": 0, "images": 0, "events": 0})
             for n in scalar_names:
-                if s in steps_of[n]:
+                if n in at:
                     v = _scalar(trial, n, s)
                     if v is not None:
                         values.append(scalar_value(n, v))
                         c["scalars"] += 1
             for n in hist_names:
-                if s in steps_of[n]:
-                    h = _histogram(trial, n, s, int(bins))
+                if n in at:
+                    h = _histogram(trial, n, s, self.bins)
                     if h is not None:
                         values.append(histogram_value(n, *h))
                         c["histograms"] += 1
             for n in others:
-                if s in steps_of[n]:
+                if n in at:
                     t = trial.tensor(n)
                     for red in red_kinds[n]:
                         try:
@@ -112,16 +154,59 @@ def export_tensorboard(run, out: str, *, histograms: bool = True, images: bool =
                 c["images"] += 1
             if not values:
                 continue
-            if mode not in writers:
-                writers[mode] = EventWriter(os.path.join(out, mode))
-            writers[mode].add(s, values, _wall_time(trial, s))
+            if mode not in self.writers:
+                self.writers[mode] = EventWriter(os.path.join(self.out, mode))
+            self.writers[mode].add(s, values, _wall_time(trial, s))
             c["events"] += 1
-    finally:
-        for w in writers.values():
+            written += 1
+        for w in self.writers.values():
+            w.flush()
+        return written
+
+    def close(self) -> Dict[str, dict]:
+        for w in self.writers.values():
             w.close()
-    for mode, w in writers.items():
-        counts[mode]["file"] = w.path
-    return {m: c for m, c in counts.items() if c["events"]}
+        for mode, w in self.writers.items():
+            self.counts[mode]["file"] = w.path
+        return {m: c for m, c in self.counts.items() if c["events"]}
+
+
+def export_tensorboard(run, out: str, *, histograms: bool = True, images: bool = True, reductions: bool = True,
+                       hist_regex: Optional[str] = None, bins: int = 30, max_images: int = 4, follow: bool = False,
+                       poll: float = 1.0, timeout: Optional[float] = None,
+                       on_batch: Optional[Callable[[int, int], None]] = None) -> Dict[str, dict]:
+    """Write `run` (Trial or path) as event files under `out`/<mode>/; returns per mode the counts written.
+
+    Exporting again into the same `out` replaces what an earlier export wrote there (its own
+    *.tensortap event files), so no series is doubled. With `follow=True` it keeps going while
+    the run is written: every `poll` seconds the new steps are appended to the same files, until
+    the run is closed (or `timeout` seconds pass); `on_batch(steps, last_step)` hears of each batch."""
+    from ..vis._common import as_trial
+
+    trial = as_trial(run)
+    if not trial.steps() and not follow:
+        raise ConfigError(f"{trial.path} has no saved steps: nothing to export")
+    remove_previous(out)
+    ex = _Export(trial, out, histograms, images, reductions, hist_regex, bins, max_images)
+    deadline = None if timeout is None else time.monotonic() + float(timeout)
+    try:
+        ex.write(trial.steps())
+        while follow:
+            complete = trial.is_complete()
+            trial.refresh()
+            new = [s for s in trial.steps() if s not in ex.done]
+            if new:
+                n = ex.write(new, desc="export-tensorboard (following)")
+                if on_batch is not None and n:
+                    on_batch(n, new[-1])
+            elif complete:
+                break  # closed, and every step written before the end is out
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            time.sleep(poll)
+    finally:
+        counts = ex.close()
+    return counts
 
 
 def _scalar_reductions(trial) -> Dict[str, List[str]]:

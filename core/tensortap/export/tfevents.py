@@ -139,6 +139,11 @@ class EventWriter:
     def add_scalar(self, tag: str, value: float, step: int, wall_time: Optional[float] = None) -> None:
         self.add(step, [scalar_value(tag, value)], wall_time)
 
+    def flush(self) -> None:
+        """Make what was added visible to readers (TensorBoard reads a file as it grows)."""
+        if not self._f.closed:
+            self._f.flush()
+
     def close(self) -> None:
         if not self._f.closed:
             self._f.flush()

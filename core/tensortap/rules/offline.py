@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..reprs import RuleResults
 from .base import Rule
 from .evaluator import Evaluator
 from .results import RuleResult
@@ -20,7 +21,7 @@ def invoke_rule(rule: Rule, trial: Any, start_step: int = 0, end_step: int | Non
     ev: Evaluator[int] = Evaluator(trial)  # look-back reads hit the evaluator's cache
     ev.rules[0] = rule
     done: set[int] = set()
-    results: list[RuleResult] = []
+    results: list[RuleResult] = RuleResults()  # a list that shows as a table in Jupyter
     deadline = None if timeout is None else time.monotonic() + timeout
     last_idle = time.time()
     gone = False

@@ -43,6 +43,11 @@ class RuleResult:
     def __bool__(self) -> bool:
         return bool(self.fired)
 
+    def _repr_html_(self) -> str:
+        from ..reprs import results_html
+
+        return results_html([self])
+
 
 def outcome_of(fired: Any, skipped: Any) -> str:
     """"fired", "skipped" or "quiet" from a result's flags (a fired result is never skipped)."""

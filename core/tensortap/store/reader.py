@@ -15,6 +15,8 @@ import struct
 import sys
 import threading
 import time
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -96,14 +98,22 @@ class StepIndex:
     #: per-row segment, only for a step written in parts that landed in different segments
     segs: Optional[np.ndarray] = None
 
-    _pos: Optional[Dict[int, int]] = None  # nid -> row, made on the first lookup
-    _rows: Optional[List[tuple]] = None  # the rows as Python tuples, made on the first read
+    _pos: Optional[Dict[int, int]] = None  # nid -> row, made once the step is looked up often
+    _rows: Optional[List[tuple]] = None  # the rows as Python tuples, made with _pos
+    _lookups: int = 0
 
     def _index_of(self, nid: int) -> int:
         pos = self._pos
-        if pos is None:
+        if pos is not None:
+            return pos.get(nid, -1)
+        self._lookups += 1
+        if self._lookups > _BUILD_AFTER:  # a step read tensor after tensor (a rule): tables pay off
             pos = self._pos = {n: i for i, n in enumerate(self.entries["nid"].tolist())}
-        return pos.get(nid, -1)
+            _HOT.add(self)
+            return pos.get(nid, -1)
+        nids = self.entries["nid"]  # sorted: a binary search, nothing kept (a scan across steps)
+        i = int(np.searchsorted(nids, nid))
+        return i if i < len(nids) and int(nids[i]) == nid else -1
 
     def has(self, nid: int) -> bool:
         """Is name id `nid` stored at this step?"""
@@ -121,8 +131,42 @@ class StepIndex:
             return None
         rows = self._rows
         if rows is None:
+            if self._pos is None:
+                return self.entries[i].item()
             rows = self._rows = self.entries.tolist()
         return rows[i]
+
+    def drop_tables(self) -> None:
+        """Forget the lookup tables (rebuilt if the step gets busy again)."""
+        self._pos = self._rows = None
+        self._lookups = 0
+
+
+#: lookups on one step before its nid -> row tables are built
+_BUILD_AFTER = 16
+
+
+class _HotSteps:
+    """The steps whose lookup tables are kept, least recently built dropped first: a reader
+    scanning a whole run (a scalar over 10,000 steps of 1,000 tensors) keeps memory flat,
+    while a step read tensor after tensor (rules) looks up through a dict."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._steps: "OrderedDict[int, weakref.ref]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, si: StepIndex) -> None:
+        with self._lock:
+            self._steps[id(si)] = weakref.ref(si)
+            self._steps.move_to_end(id(si))
+            while len(self._steps) > self.size:
+                old = self._steps.popitem(last=False)[1]()
+                if old is not None:
+                    old.drop_tables()
+
+
+_HOT = _HotSteps()
 
 
 class DirWatch:

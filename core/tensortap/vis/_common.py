@@ -109,6 +109,21 @@ def fired_steps(trial, rule_results: Optional[Iterable[Any]] = None) -> Dict[str
     return {k: sorted(v) for k, v in sorted(out.items())}
 
 
+def rule_thresholds(trial, key: str) -> List[tuple]:
+    """(rule, threshold) pairs the run's rules recorded about the value `key` (results whose values
+    hold "threshold" beside `key`, e.g. pruning_accuracy's {"accuracy": .., "threshold": 0.9}),
+    from the latest 200 results, distinct, in order."""
+    out: List[tuple] = []
+    for r in trial.rule_results()[-200:]:
+        vals = r.get("values")
+        if isinstance(vals, dict) and key in vals and isinstance(vals.get("threshold"), (int, float)) \
+                and not isinstance(vals.get("threshold"), bool):
+            pair = (str(r.get("rule")), float(vals["threshold"]))
+            if pair not in out:
+                out.append(pair)
+    return out
+
+
 def to_uint8_image(img: np.ndarray) -> np.ndarray:
     """(H, W), (H, W, C) or (C, H, W) image, float in [0, 1] (or any range) or uint8, to (H, W, 3) uint8."""
     a = np.asarray(img)
@@ -137,6 +152,27 @@ def colormap(values: np.ndarray, name: str = "jet") -> np.ndarray:
     return (rgba[..., :3] * 255.0 + 0.5).astype(np.uint8)
 
 
+def compact(v: float) -> str:
+    """A number as people read it on an axis: 1.2M, 350k, 12, 0.5, 1e-05."""
+    a = abs(v)
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if a >= div:
+            return f"{v / div:.3g}{unit}"
+    if a == 0 or a >= 1e-3:
+        return f"{v:.3g}"
+    return f"{v:.0e}"
+
+
+def compact_axis(axis) -> None:
+    """Tick labels of a matplotlib axis as compact numbers (no "1e6" offset in the corner), also on log scale."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    if axis.get_scale() == "log":  # 1, 2, 5 per decade: enough labels over a span of one or two decades
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: compact(v)))
+    axis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
+
+
 def fig_to_png(fig, dpi: int = 100) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
@@ -158,12 +194,38 @@ def write_bytes(out: str, data: bytes) -> str:
     return out
 
 
+#: still-picture formats by file extension: PIL's name for each
+STILL = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
+def still_format(out: str) -> str:
+    """PIL's format for `out`'s extension (PNG without one); ConfigError naming the choices otherwise."""
+    ext = os.path.splitext(str(out))[1].lower()
+    if not ext:
+        return "PNG"
+    if ext not in STILL:
+        raise ConfigError(f"cannot write a {ext!r} picture: use one of {', '.join(STILL)} as the file extension "
+                          f"of {out!r}")
+    return STILL[ext]
+
+
 def write_png(out: str, rgb: np.ndarray) -> str:
+    """An (H, W, 3) uint8 picture as PNG, or JPEG when `out` ends in .jpg/.jpeg."""
     from PIL import Image
 
+    fmt = still_format(out)
     buf = io.BytesIO()
-    Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(buf, format="PNG")
+    img = Image.fromarray(np.asarray(rgb, dtype=np.uint8)).convert("RGB")
+    img.save(buf, format=fmt, **({"quality": 92} if fmt == "JPEG" else {}))
     return write_bytes(out, buf.getvalue())
+
+
+def write_figure(out: str, fig, dpi: int = 100) -> str:
+    """A matplotlib figure as PNG, or JPEG when `out` ends in .jpg/.jpeg (other extensions refused
+    before anything is written)."""
+    if still_format(out) == "PNG":
+        return write_bytes(out, fig_to_png(fig, dpi))
+    return write_png(out, fig_to_rgb(fig, dpi))
 
 
 def write_gif(out: str, frames: Sequence[np.ndarray], duration_ms: int = 600, loop: int = 0) -> str:
@@ -185,8 +247,9 @@ def write_gif(out: str, frames: Sequence[np.ndarray], duration_ms: int = 600, lo
     return write_bytes(out, buf.getvalue())
 
 
-def text_band(width: int, lines: Sequence[str], height: int = 0, bg=(255, 255, 255), fg=(0, 0, 0)) -> np.ndarray:
-    """A white band with text lines (PIL's built-in font), for captions above image cells."""
+def text_band(width: int, lines: Sequence, height: int = 0, bg=(255, 255, 255), fg=(0, 0, 0)) -> np.ndarray:
+    """A white band with text lines (PIL's built-in font), for captions above image cells; a line
+    may be a (text, (r, g, b)) pair to draw it in its own colour."""
     from PIL import Image, ImageDraw
 
     line_h = 12
@@ -194,22 +257,29 @@ def text_band(width: int, lines: Sequence[str], height: int = 0, bg=(255, 255, 2
     im = Image.new("RGB", (int(width), int(h)), bg)
     d = ImageDraw.Draw(im)
     for i, t in enumerate(lines):
-        d.text((3, 2 + i * line_h), str(t), fill=fg)
+        text, colour = t if isinstance(t, tuple) else (t, fg)
+        d.text((3, 2 + i * line_h), str(text), fill=colour)
     return np.asarray(im)
 
 
 def out_kind(out: str, allowed: Sequence[str], default: str) -> str:
-    """The output format from `out`'s extension ('.png', '.gif', '.html'), checked against `allowed`."""
+    """The output format from `out`'s extension ('.png', '.gif', '.html'), checked against `allowed`.
+    Where '.png' is allowed a '.jpg'/'.jpeg' is too: the same still picture, written as JPEG."""
     ext = os.path.splitext(str(out))[1].lower()
     if not ext:
         return default
+    if ext in (".jpg", ".jpeg") and ".png" in allowed:
+        return ".png"
     if ext not in allowed:
-        raise ConfigError(f"cannot write {ext!r} here: use one of {', '.join(allowed)} as the file extension of {out!r}")
+        choices = list(allowed) + ([".jpg"] if ".png" in allowed else [])
+        raise ConfigError(f"cannot write {ext!r} here: use one of {', '.join(choices)} as the file extension "
+                          f"of {out!r}")
     return ext
 
 
 def data_uri(path: str) -> str:
-    mime = {".png": "image/png", ".gif": "image/gif", ".html": "text/html", ".svg": "image/svg+xml"}.get(
+    mime = {".png": "image/png", ".gif": "image/gif", ".html": "text/html", ".svg": "image/svg+xml",
+            ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}.get(
         os.path.splitext(path)[1].lower(), "application/octet-stream")
     with open(path, "rb") as f:
         return f"data:{mime};base64," + base64.b64encode(f.read()).decode("ascii")
@@ -233,6 +303,9 @@ class Rendered(str):
 
     def _repr_png_(self) -> Optional[bytes]:
         return self._read() if self.suffix == ".png" else None
+
+    def _repr_jpeg_(self) -> Optional[bytes]:
+        return self._read() if self.suffix in (".jpg", ".jpeg") else None
 
     def _repr_html_(self) -> Optional[str]:
         if self.suffix == ".gif":

@@ -10,13 +10,14 @@ import base64
 import html
 import json
 import os
+import re
 from typing import Dict, List, Optional
 
 import numpy as np
 
 from ..errors import ConfigError
 from ..progress import progress
-from ._common import Rendered, as_trial, csp_hash, fig_to_png, natural_key, out_kind, plt, select_steps, write_bytes
+from ._common import Rendered, as_trial, csp_hash, natural_key, out_kind, plt, select_steps, write_bytes, write_figure
 from .base import Visualizer
 
 _ASSETS = os.path.join(os.path.dirname(__file__), "assets")
@@ -75,7 +76,7 @@ class AttentionVisualizer(Visualizer):
 
     name = "attention"
     suffix = ".html"
-    suffixes = (".png",)
+    suffixes = (".png", ".jpg")
 
     def applies_to(self, trial) -> bool:
         return bool(attention_layers(trial))
@@ -92,8 +93,6 @@ class AttentionVisualizer(Visualizer):
         kind = out_kind(out, (".html", ".png"), ".html")
         names = attention_layers(trial)
         if layers:
-            import re
-
             pat = re.compile(layers)
             names = [n for n in names if pat.search(n)]
         if not names:
@@ -181,31 +180,70 @@ class AttentionVisualizer(Visualizer):
                 raise ConfigError(f"example {example} out of range: {n} has batch {a.shape[0]}")
             mats.append(a[example, :, :max_tokens, :max_tokens])
         n_tok = max(m.shape[-1] for m in mats)
-        toks = _tokens_at(trial, step, example + 1, n_tok)[example] if n_tok <= 16 else None
+        toks = _tokens_at(trial, step, example + 1, n_tok)[example] if n_tok <= MAX_LABELLED_TOKENS else None
         heads = max(m.shape[0] for m in mats)
+        layers = [n[len("attention/"):] for n in names]
+        rows, common = short_names(layers)
         pyplot = plt()
-        size = 1.6
-        fig, axes = pyplot.subplots(len(names), heads, figsize=(size * heads + 0.6, size * len(names) + 0.6),
-                                    squeeze=False)
-        for i, (n, m) in enumerate(zip(names, mats)):
+        size = max(1.6, 0.12 * n_tok) if toks else 1.6  # room for one label per token
+        font = 7 if n_tok <= 12 else 6
+        label_w = 0.09 * max(len(r) for r in rows) + 0.2  # inches for the layer names, left of each row
+        width = label_w + size * heads + 1.4 + (0.5 if toks else 0)
+        fig, grid = pyplot.subplots(len(names), heads + 1, squeeze=False, constrained_layout=True,
+                                    figsize=(width, size * len(names) + 1.2),
+                                    gridspec_kw={"width_ratios": [label_w] + [size] * heads})
+        for i, r in enumerate(rows):  # the layer, horizontal and readable, in a column of its own
+            grid[i][0].axis("off")
+            grid[i][0].text(1.0, 0.5, _plain(r), ha="right", va="center", fontsize=9, transform=grid[i][0].transAxes)
+        axes = grid[:, 1:]
+        im = None
+        for i, m in enumerate(mats):
             for h in range(heads):
                 ax = axes[i][h]
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if h < m.shape[0]:
-                    ax.imshow(m[h], cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+                    im = ax.imshow(m[h], cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
                 if toks and i == len(names) - 1:
                     ax.set_xticks(range(len(toks)))
-                    ax.set_xticklabels([_plain(t) for t in toks], rotation=90, fontsize=5)
+                    ax.set_xticklabels([_plain(t) for t in toks], rotation=90, fontsize=font)
                 if toks and h == 0:
                     ax.set_yticks(range(len(toks)))
-                    ax.set_yticklabels([_plain(t) for t in toks], fontsize=5)
+                    ax.set_yticklabels([_plain(t) for t in toks], fontsize=font)
                 if i == 0:
-                    ax.set_title(f"head {h}", fontsize=8)
-                if h == 0:
-                    ax.set_ylabel(n[len("attention/"):], fontsize=8)
-        where = "" if trial.has_tensor("attention/tokens") else "; labels are positions, no tokens saved"
-        fig.suptitle(f"attention at step {step}, example {example} (query rows, key columns{where})", fontsize=9)
-        fig.tight_layout()
-        return write_bytes(out, fig_to_png(fig))
+                    ax.set_title(f"head {h}", fontsize=9)
+        if im is not None:
+            fig.colorbar(im, ax=axes, shrink=min(0.9, 3.0 / max(1, len(names)) + 0.3), label="attention weight")
+        where = f"layers ({_plain(common)})" if common else "layers"
+        labels = ("" if toks else f"; {n_tok} tokens, too many to label") if trial.has_tensor("attention/tokens") \
+            else "; labels are positions, no tokens saved"
+        fig.suptitle(f"attention at step {step}, example {example}: {where} by row, heads by column "
+                     f"(query rows, key columns){labels}", fontsize=10)
+        return write_figure(out, fig)
 
+
+#: the PNG grid labels each token when there are at most this many
+MAX_LABELLED_TOKENS = 32
+
+
+def short_names(names: List[str]) -> tuple:
+    """(each name without the parts all share at the start and the end, what they share): in
+    ["bert.encoder.layer.0.attention.self", ...] the rows read "layer.0", ... and the shared form is
+    "bert.encoder.layer.N.attention.self"."""
+    if len(names) < 2:
+        return list(names), ""
+    parts = [re.split(r"(?<=[./_])", n) for n in names]
+    lo = 0
+    while all(len(p) > lo + 1 for p in parts) and len({p[lo] for p in parts}) == 1:
+        lo += 1
+    hi = 0
+    while all(len(p) > lo + hi + 1 for p in parts) and len({p[-1 - hi] for p in parts}) == 1:
+        hi += 1
+    middle = ["".join(p[lo:len(p) - hi]).strip("./_") for p in parts]
+    numbered = all(m.isdigit() for m in middle)
+    keep = lo - 1 if numbered and lo > 0 else lo  # "layer.0", not a bare "0"
+    short = ["".join(p[keep:len(p) - hi]).strip("./_") or n for p, n in zip(parts, names)]
+    raw = "".join(parts[0][lo:len(parts[0]) - hi])  # the first name's own part, separators kept
+    shared = "".join(parts[0][:lo]) + (re.sub(r"\d+", "N", raw) if numbered else "…") \
+        + "".join(parts[0][len(parts[0]) - hi:])
+    return short, shared if (lo or hi) else ""

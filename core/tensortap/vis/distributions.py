@@ -7,7 +7,8 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..progress import progress
-from ._common import Rendered, as_trial, fast_histogram, fig_to_png, fired_steps, natural_key, plt, select_steps, write_bytes
+from ._common import (Rendered, as_trial, compact, fast_histogram, fired_steps, natural_key, plt, select_steps,
+                      still_format, write_figure)
 from .base import Visualizer
 
 DEFAULT_COLLECTIONS = ("weights", "gradients", "biases", "outputs")
@@ -73,6 +74,7 @@ class DistributionsVisualizer(Visualizer):
 
     name = "distributions"
     suffix = ".png"
+    suffixes = (".jpg",)
 
     def _names(self, trial, tensors: Optional[str], max_tensors: int) -> List[str]:
         """Tensors to draw: those matching `tensors`, else each parameter followed by its gradient,
@@ -98,15 +100,22 @@ class DistributionsVisualizer(Visualizer):
     def render(self, trial, out: str, *, tensors: Optional[str] = None, max_tensors: int = 6, steps=None,
                max_steps: int = 200, bins: int = 48, log: bool = True, mark_rules: bool = True,
                rule_results=None) -> str:
+        still_format(out)  # a format it cannot write is refused before anything is drawn
         trial = as_trial(trial)
-        names = self._names(trial, tensors, max_tensors)
+        every = self._names(trial, tensors, 1 << 30)
+        names = every[: max(1, int(max_tensors))]
         if not names:
             raise ConfigError(f"no tensors in {trial.path}" + (f" match {tensors!r}" if tensors else
                               " in the weights/gradients/biases/outputs collections")
                               + "; pass tensors=REGEX (trial.tensor_names() lists them)")
         fired = fired_steps(trial, rule_results) if mark_rules else {}
         pyplot = plt()
-        fig, axes = pyplot.subplots(len(names), 1, figsize=(8, 2.4 * len(names) + 0.4), squeeze=False)
+        from matplotlib.lines import Line2D
+        from matplotlib.ticker import FuncFormatter
+
+        fig, axes = pyplot.subplots(len(names), 1, figsize=(9, 2.5 * len(names) + 1.0), squeeze=False,
+                                    constrained_layout=True)
+        rule_colours = {r: c for r, c in zip(fired, ("red", "magenta", "orange", "white", "cyan", "yellow"))}
         for i, name in enumerate(progress(names, "distributions")):
             ax = axes[i][0]
             chosen = select_steps(trial.tensor(name).steps(), steps, max_steps)
@@ -121,14 +130,30 @@ class DistributionsVisualizer(Visualizer):
             else:
                 mid = (x[:-1] + x[1:]) / 2
                 xe = np.concatenate([[x[0] - (mid[0] - x[0])], mid, [x[-1] + (x[-1] - mid[-1])]])
-            ax.pcolormesh(xe, edges, shown, cmap="viridis", shading="flat")
-            for rule, rsteps in fired.items():
+            mesh = ax.pcolormesh(xe, edges, shown, cmap="viridis", shading="flat")
+            bar = fig.colorbar(mesh, ax=ax, pad=0.01, fraction=0.04)
+            bar.set_label("count (log scale)" if log else "count", fontsize=8)
+            if log:  # ticks at round counts, placed on the log1p scale the colours use
+                top = float(mat.max()) if mat.size else 1.0
+                counts = [c for c in (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 1e5, 1e6, 1e7, 1e8)
+                          if c <= top]
+                if len(counts) > 6:
+                    counts = counts[::2]
+                bar.set_ticks(np.log1p(counts))
+                bar.formatter = FuncFormatter(lambda v, _p: compact(round(float(np.expm1(v)))))
+                bar.update_ticks()
+            for rule, rsteps in fired.items():  # marked by colour; named in the legend, not on the lines
                 for s in rsteps:
                     if xe[0] <= s <= xe[-1]:
-                        ax.axvline(s, color="red", linewidth=1.2, alpha=0.8)
-                        ax.text(s, edges[-1], rule, color="red", fontsize=6, rotation=90, va="top")
+                        ax.axvline(s, color=rule_colours.get(rule, "red"), linewidth=1.2, alpha=0.8)
             ax.set_title(name, fontsize=9)
             ax.set_ylabel("value")
             ax.set_xlabel("step")
-        fig.tight_layout()
-        return Rendered(write_bytes(out, fig_to_png(fig)))
+        if fired:
+            handles = [Line2D([0], [0], color=rule_colours.get(r, "red"), linewidth=1.5) for r in fired]
+            fig.legend(handles, [f"{r} fired" for r in fired], loc="outside lower center", ncol=min(4, len(fired)),
+                       fontsize=8, frameon=False)
+        note = (f"showing {len(names)} of {len(every)} tensors (pass tensors=REGEX or max_tensors=N for the others)"
+                if len(every) > len(names) else f"all {len(names)} tensor{'s' if len(names) != 1 else ''}")
+        fig.suptitle(f"distributions over steps · {trial.name} · {note}", fontsize=9)
+        return Rendered(write_figure(out, fig))

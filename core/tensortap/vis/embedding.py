@@ -2,7 +2,8 @@
 
 t-SNE (openTSNE, else scikit-learn), PCA, or UMAP when installed. Each t-SNE frame is
 warm-started from the previous frame's layout, and every frame is rotated onto the previous one
-(orthogonal Procrustes), so points move smoothly instead of jumping.
+(orthogonal Procrustes), so points move smoothly instead of jumping. A step whose vectors equal
+the previous frame's (the same model probed twice) adds no frame. The legend sits beside the plot.
 """
 from __future__ import annotations
 
@@ -124,7 +125,7 @@ class EmbeddingVisualizer(Visualizer):
 
     name = "embedding"
     suffix = ".gif"
-    suffixes = (".png",)
+    suffixes = (".png", ".jpg")
 
     def applies_to(self, trial) -> bool:
         for n in candidates(trial):
@@ -163,6 +164,7 @@ class EmbeddingVisualizer(Visualizer):
         frames: List[Tuple[int, np.ndarray, Optional[np.ndarray]]] = []
         prev: Optional[np.ndarray] = None
         tsne = _TSNE(perplexity, n_iter, seed) if method == "tsne" else None
+        last_x: Optional[np.ndarray] = None
         with Progress(len(chosen), f"{method} {tensor}") as bar:
             for s in chosen:
                 x = np.asarray(t.value(s), dtype=np.float64)
@@ -171,6 +173,10 @@ class EmbeddingVisualizer(Visualizer):
                     n = len(x)
                     sample = np.sort(rng.choice(n, int(max_points), replace=False)) if n > max_points else np.arange(n)
                 xs = np.nan_to_num(x[sample])
+                if last_x is not None and last_x.shape == xs.shape and np.array_equal(last_x, xs):
+                    bar.update()  # the same vectors as the frame before (a probe saved twice): no repeated frame
+                    continue
+                last_x = xs
                 if prev is not None and len(prev) != len(xs):
                     prev = None
                 if method == "pca":
@@ -204,7 +210,7 @@ class EmbeddingVisualizer(Visualizer):
             if any(f[2] is not None for f in frames) else []
         out = []
         for s, y, lab in frames:
-            fig, ax = pyplot.subplots(figsize=(5.2, 4.6))
+            fig, ax = pyplot.subplots(figsize=(6.4 if classes else 5.2, 4.6))
             if lab is None:
                 ax.scatter(y[:, 0], y[:, 1], s=8, c="tab:blue", alpha=0.8, linewidths=0)
             else:
@@ -212,7 +218,9 @@ class EmbeddingVisualizer(Visualizer):
                 for ci, c in enumerate(classes):
                     m = lab == c
                     ax.scatter(y[m, 0], y[m, 1], s=8, color=cmap(ci % cmap.N), label=str(c), alpha=0.85, linewidths=0)
-                ax.legend(fontsize=7, markerscale=1.5, loc="upper right", ncol=2 if len(classes) > 6 else 1)
+                # beside the plot, never over the points
+                ax.legend(fontsize=7, markerscale=1.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+                          title="label", title_fontsize=7, ncol=2 if len(classes) > 12 else 1)
             ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
             ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
             ax.set_xticks([])

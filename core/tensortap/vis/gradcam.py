@@ -15,7 +15,26 @@ from ._common import (Rendered, as_trial, colormap, natural_key, out_kind, selec
                       to_uint8_image, write_gif, write_png)
 from .base import Visualizer
 
-NORMALISE = ("global", "step", "image")
+NORMALISE = ("global", "step", "image", "both")
+SCALE_NAMES = {"global": "shared scale", "step": "scaled per step", "image": "per image"}
+#: optional tensors that caption the maps: the true label of each image, and the class names
+LABELS = "gradcam/labels"
+CLASS_NAMES = "gradcam/class_names"
+
+
+def saved_class_names(trial) -> Optional[List[str]]:
+    """The class names saved in the run (gradcam/class_names, a 1-D array of strings), or None."""
+    if not trial.has_tensor(CLASS_NAMES):
+        return None
+    t = trial.tensor(CLASS_NAMES)
+    steps = t.steps(kind="value")
+    if not steps:
+        return None
+    try:
+        v = np.asarray(t.value(steps[-1])).ravel()
+    except Exception:  # noqa: BLE001 - unreadable: numbers instead
+        return None
+    return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in v.tolist()]
 
 
 def gradcam_layers(trial) -> List[str]:
@@ -47,8 +66,10 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
 class GradCAMVisualizer(Visualizer):
     """Grad-CAM maps over the input images: a grid of images x steps (PNG) or an animation over
     training (GIF, one frame per step). Raw maps share one scale across all steps and images so
-    intensities compare (normalise="global"); "step" scales per step, "image" per image.
-    Each cell is captioned with the step, the explained class and its probability when saved.
+    intensities compare (normalise="global"); "step" scales per step, "image" per image, "both" shows
+    the shared scale and per image side by side. Each cell is captioned with the step, the true label
+    (gradcam/labels, when saved) and the predicted one (the class explained, with its probability),
+    by class name when known (class_names, or gradcam/class_names saved in the run).
 
     Options: layer, steps, max_steps (default 8 in a grid, 60 in a GIF), images (indices "0,3"), max_images, normalise, alpha, cell (px),
     cmap, duration_ms (GIF frame time).
@@ -56,7 +77,7 @@ class GradCAMVisualizer(Visualizer):
 
     name = "gradcam"
     suffix = ".png"
-    suffixes = (".gif",)
+    suffixes = (".gif", ".jpg")
 
     def applies_to(self, trial) -> bool:
         return bool(gradcam_layers(trial)) and trial.has_tensor("gradcam/images")
@@ -99,10 +120,16 @@ class GradCAMVisualizer(Visualizer):
         if normalise not in NORMALISE:
             raise ConfigError(f"normalise must be one of {NORMALISE}, got {normalise!r}")
         names = class_names.split(",") if isinstance(class_names, str) else class_names
+        if names is None:
+            names = saved_class_names(trial)
         frames = self._load(trial, layer, steps, images, max_images)
         if not frames:
             raise ConfigError(f"no step has both gradcam/{layer}/cam and gradcam/images readable")
         gmax = max(float(f["cam"].max()) for f in frames) or 1.0
+
+        def label(c) -> str:
+            return names[int(c)] if names and 0 <= int(c) < len(names) else f"class {int(c)}"
+
         rows: List[Tuple[int, List[np.ndarray]]] = []  # per step: captioned cells
         for f in frames:
             cams = f["cam"]
@@ -111,23 +138,34 @@ class GradCAMVisualizer(Visualizer):
             for j, i in enumerate(f["index"]):
                 img = to_uint8_image(f["images"][i])
                 up = upsample(cams[j][None], img.shape[:2])[0]
-                if normalise == "global":
-                    m = up / gmax
-                elif normalise == "step":
-                    m = up / smax
-                else:
-                    lo, hi = up.min(), up.max()
-                    m = (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
-                cellimg = _resize(overlay(img, m, float(alpha), cmap), int(cell))
-                caption = [f"step {f['step']}"]
+                lo, hi = up.min(), up.max()
+                own = (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
+                scaled = {"global": up / gmax, "step": up / smax, "image": own}
+                caption: List[object] = [f"step {f['step']}"]
+                true = f["labels"][j] if f["labels"] is not None else None
                 tgt = f["targets"][j] if f["targets"] is not None else None
+                if true is not None:
+                    caption.append(f"true: {label(true)}")
                 if tgt is not None:
-                    label = names[int(tgt)] if names and 0 <= int(tgt) < len(names) else f"class {int(tgt)}"
+                    pred = f"pred: {label(tgt)}"
                     if f["scores"] is not None:
-                        label += f" {100 * float(f['scores'][j]):.0f}%"
-                    caption.append(label)
-                band = text_band(cellimg.shape[1], caption, height=28)
-                cells.append(np.concatenate([band, cellimg], axis=0))
+                        pred += f" {100 * float(f['scores'][j]):.0f}%"
+                    wrong = true is not None and int(true) != int(tgt)
+                    caption.append((pred, (200, 0, 0)) if wrong else pred)
+                shown = ("global", "image") if normalise == "both" else (normalise,)
+                halves = []
+                for k, how in enumerate(shown):
+                    cellimg = _resize(overlay(img, scaled[how], float(alpha), cmap), int(cell))
+                    lines = list(caption) if k == 0 else [SCALE_NAMES[how]] + [""] * (len(caption) - 1)
+                    if normalise == "both" and k == 0:
+                        lines[0] = f"{lines[0]} · {SCALE_NAMES[how]}"
+                    band = text_band(cellimg.shape[1], lines, height=12 * len(caption) + 4)
+                    halves.append(np.concatenate([band, cellimg], axis=0))
+                if len(halves) == 2:  # shared scale and per image, side by side
+                    gap = np.full((halves[0].shape[0], 3, 3), 255, np.uint8)
+                    cells.append(np.concatenate([halves[0], gap, halves[1]], axis=1))
+                else:
+                    cells.append(halves[0])
             rows.append((f["step"], cells))
         return rows
 
@@ -136,6 +174,7 @@ class GradCAMVisualizer(Visualizer):
         img_t = trial.tensor("gradcam/images")
         tgt_t = trial.tensor(f"gradcam/{layer}/targets") if trial.has_tensor(f"gradcam/{layer}/targets") else None
         sc_t = trial.tensor(f"gradcam/{layer}/scores") if trial.has_tensor(f"gradcam/{layer}/scores") else None
+        lab_t = trial.tensor(LABELS) if trial.has_tensor(LABELS) else None
         want = None
         if images is not None:
             want = [int(x) for x in (images.split(",") if isinstance(images, str) else images)]
@@ -152,8 +191,9 @@ class GradCAMVisualizer(Visualizer):
             idx = [i for i in (want if want is not None else range(n)) if 0 <= i < n][: max(1, int(max_images))]
             if not idx:
                 raise ConfigError(f"images {images!r} out of range: step {s} has {n} images")
-            rec = {"step": s, "cam": cam[idx], "images": imgs, "index": idx, "targets": None, "scores": None}
-            for key, t in (("targets", tgt_t), ("scores", sc_t)):
+            rec = {"step": s, "cam": cam[idx], "images": imgs, "index": idx, "targets": None, "scores": None,
+                   "labels": None}
+            for key, t in (("targets", tgt_t), ("scores", sc_t), ("labels", lab_t)):
                 if t is not None:
                     try:
                         rec[key] = np.asarray(t.value(s))[idx]

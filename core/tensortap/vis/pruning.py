@@ -12,7 +12,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import ConfigError
-from ._common import Rendered, as_trial, fig_to_png, fired_steps, plt, write_bytes
+from ._common import (Rendered, as_trial, compact_axis, fired_steps, plt, rule_thresholds, still_format,
+                      write_figure)
 from .base import Visualizer
 
 KEYS = ("params", "size_mb", "accuracy")
@@ -45,14 +46,17 @@ def pruning_table(trial, scalars: Dict[str, str]) -> Dict[str, np.ndarray]:
 
 class PruningVisualizer(Visualizer):
     """Accuracy against parameter count and against model size over pruning iterations
-    (each point labelled with its iteration), plus accuracy per iteration.
+    (each point labelled with its iteration), plus accuracy per iteration; the accuracy floor of
+    the rule that stops pruning drawn on each.
 
     Options: accuracy, params, size_mb (the scalars' names; default: those of the plugin that
-    registered it), log_x (parameter axis in log scale).
+    registered it), log_x (parameter and size axes in log scale), floor (the accuracy floor to
+    draw; default: the threshold the run's rule recorded, e.g. pruning_accuracy's).
     """
 
     name = "pruning_plot"
     suffix = ".png"
+    suffixes = (".jpg",)
     #: "accuracy", "params", "size_mb" -> the scalar holding it; set by the plugin saving them
     scalars: Dict[str, str] = {}
 
@@ -75,12 +79,14 @@ class PruningVisualizer(Visualizer):
         return ["iteration", "step", "parameters", "size (MB)", "accuracy"], rows
 
     def render(self, trial, out: str, *, accuracy: str = "", params: str = "", size_mb: str = "",
-               log_x: bool = False) -> str:
+               log_x: bool = False, floor: Optional[float] = None) -> str:
+        still_format(out)  # a format it cannot write is refused before anything is drawn
         trial = as_trial(trial)
         names = self.names(accuracy, params, size_mb)
         tab = pruning_table(trial, names)
+        floors = [("floor", float(floor))] if floor is not None else rule_thresholds(trial, "accuracy")
         pyplot = plt()
-        fig, axes = pyplot.subplots(1, 3, figsize=(14, 4))
+        fig, axes = pyplot.subplots(1, 3, figsize=(14, 4.2))
         acc = tab["accuracy"]
         for ax, key, label in ((axes[0], "params", "parameters"), (axes[1], "size_mb", "model size (MB)")):
             x = tab[key]
@@ -92,10 +98,11 @@ class PruningVisualizer(Visualizer):
             ax.plot(x[ok], acc[ok], "-o", color="tab:blue", markersize=4)
             for i in np.nonzero(ok)[0]:
                 ax.annotate(str(i), (x[i], acc[i]), textcoords="offset points", xytext=(3, 3), fontsize=7)
-            ax.invert_xaxis()  # pruning goes right to left: fewer parameters over time
             if log_x:
                 ax.set_xscale("log")
-            ax.set_xlabel(label + " (iteration numbers on points)")
+            ax.invert_xaxis()  # pruning goes right to left: fewer parameters over time
+            compact_axis(ax.xaxis)  # 1.2M, 350k: no "1e6" in the corner (after set_xscale, which resets it)
+            ax.set_xlabel(label + (", log scale" if log_x else "") + " (iteration numbers on points)")
             ax.set_ylabel("accuracy")
             ax.grid(alpha=0.3)
         axes[2].plot(np.arange(len(acc)), acc, "-o", color="tab:green", markersize=4)
@@ -106,9 +113,20 @@ class PruningVisualizer(Visualizer):
                 if hit.size:
                     axes[2].axvline(hit[0], color="tab:red", alpha=0.6)
                     axes[2].text(hit[0], np.nanmax(acc), rule, color="tab:red", fontsize=7, rotation=90, va="top")
+        from matplotlib.ticker import MaxNLocator
+
+        axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations are whole numbers
         axes[2].set_xlabel("pruning iteration")
         axes[2].set_ylabel("accuracy")
         axes[2].grid(alpha=0.3)
+        for ax in axes:
+            if not ax.axison:
+                continue
+            for rule, value in floors:
+                ax.axhline(value, color="tab:red", linestyle="--", linewidth=1.2,
+                           label=f"accuracy floor {value:g}" + (f" ({rule})" if rule != "floor" else ""))
+        if floors and axes[0].axison:
+            axes[0].legend(fontsize=8, loc="lower left")
         fig.suptitle(f"pruning · {trial.name}", fontsize=10)
         fig.tight_layout()
-        return Rendered(write_bytes(out, fig_to_png(fig)))
+        return Rendered(write_figure(out, fig))

@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import ConfigError
-from ._common import Rendered, as_trial, fig_to_png, fired_steps, natural_key, plt, write_bytes
+from ._common import Rendered, as_trial, fired_steps, natural_key, plt, still_format, write_figure
 from .base import Visualizer
 
 COLLECTIONS = ("losses", "metrics", "scalars")
@@ -48,7 +48,8 @@ def series(trial, name: str, x: str = "global") -> Dict[str, Tuple[np.ndarray, n
 
 
 class ScalarsVisualizer(Visualizer):
-    """Losses, metrics and saved scalars over (global) steps; one line per mode; several runs overlaid.
+    """Losses, metrics and saved scalars over (global) steps; one line per mode; several runs overlaid
+    (each run in its own colour, each mode in its own line style).
 
     Options: names (regex selecting tensors), logy ("auto", true, false), smooth (EMA weight 0..1),
     x ("global" steps, or "mode": each mode's own step counter),
@@ -57,6 +58,7 @@ class ScalarsVisualizer(Visualizer):
 
     name = "scalars"
     suffix = ".png"
+    suffixes = (".jpg",)
 
     def applies_to(self, trial) -> bool:
         return bool(scalar_names(trial))
@@ -64,6 +66,7 @@ class ScalarsVisualizer(Visualizer):
     def render(self, trial, out: str, *, names: Optional[str] = None, logy: str = "auto", smooth: float = 0.0,
                mark_rules: bool = True, columns: int = 2, runs: Optional[Sequence] = None,
                x: str = "global") -> str:
+        still_format(out)  # a format it cannot write is refused before anything is drawn
         trials = [as_trial(t) for t in (trial if isinstance(trial, (list, tuple)) else [trial])]
         trials += [as_trial(t) for t in (runs or [])]
         all_names: List[str] = []
@@ -84,8 +87,10 @@ class ScalarsVisualizer(Visualizer):
         ncol = max(1, min(int(columns), len(all_names)))
         nrow = (len(all_names) + ncol - 1) // ncol
         fig, axes = pyplot.subplots(nrow, ncol, figsize=(5.2 * ncol, 3.2 * nrow), squeeze=False)
-        styles = ["-", "--", ":", "-."]
+        styles = {"train": "-", "eval": "--", "predict": ":", "global": "-."}
         colours = {"train": "tab:blue", "eval": "tab:orange", "predict": "tab:green", "global": "tab:gray"}
+        several = len(trials) > 1  # then each run has its colour, and each mode its line style
+        run_colour = [f"C{r % 10}" for r in range(len(trials))]
         fired = {t.path: fired_steps(t) for t in trials} if mark_rules else {}
         for i, name in enumerate(all_names):
             ax = axes[i // ncol][i % ncol]
@@ -97,8 +102,9 @@ class ScalarsVisualizer(Visualizer):
                 for mode, (xs, ys) in sorted(series(t, name, x).items(), key=lambda kv: MODES.index(kv[0])):
                     if smooth:
                         ys = _ema(ys, float(smooth))
-                    label = mode if len(trials) == 1 else f"{t.name} · {mode}"
-                    ax.plot(xs, ys, styles[r % len(styles)], color=colours.get(mode), label=label,
+                    label = f"{t.name} · {mode}" if several else mode
+                    ax.plot(xs, ys, styles.get(mode, "-") if several else "-",
+                            color=run_colour[r] if several else colours.get(mode), label=label,
                             marker="o" if len(xs) < 3 else None, markersize=3)
                     fin = ys[np.isfinite(ys)]
                     positive = positive and bool(fin.size) and bool((fin > 0).all())
@@ -122,7 +128,7 @@ class ScalarsVisualizer(Visualizer):
         if any(fired.values()):
             fig.text(0.01, 0.005, "red lines: steps where a rule fired", fontsize=8, color="tab:red")
         fig.tight_layout()
-        return Rendered(write_bytes(out, fig_to_png(fig)))
+        return Rendered(write_figure(out, fig))
 
 
 def _ema(y: np.ndarray, w: float) -> np.ndarray:
