@@ -53,6 +53,7 @@ def test_rule_results_show_three_outcomes_and_escape_messages(run):
         def invoke_at_step(self, trial, step):
             if step == 0:
                 raise tt.StepNotFound("nothing " + EVIL)
+            trial.tensor(trial.tensor_names(step=step)[0]).value(step)  # it checked a tensor: quiet, not skipped
             return step % 2 == 1, "msg " + EVIL
 
     res = tt.invoke_rule(Evil(), tt.create_trial(run))

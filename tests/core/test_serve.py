@@ -100,36 +100,53 @@ def test_run_states_complete_live_gone_and_interrupted(tmp_path):
         w.kill()  # SIGKILL: no close, no end record
         live.refresh()
         st = run_state(live)
-        assert st.state == "writer gone" and "exited without closing" in st.detail and "last step 2" in st.detail
+        assert st.state == "writer gone" and "without closing" in st.detail and "last step 2" in st.detail
     finally:
         w.kill()
-    # written on another host: its process cannot be checked; quiet for long -> interrupted
-    meta_path = os.path.join(str(tmp_path / "live"), layout.WORKERS_DIR, "worker-0", layout.META)
-    with open(meta_path) as f:
+
+
+def test_a_run_from_elsewhere_without_heartbeats_is_interrupted_once_quiet(tmp_path):
+    # a run from a tensortap without claims or heartbeats, written on another host: nothing can
+    # judge its writer from here (the claim file removed, meta.json naming another host)
+    w = Writer(str(tmp_path / "far"))
+    try:
+        w.advance(3)
+    finally:
+        w.kill()
+    wdir = os.path.join(str(tmp_path / "far"), layout.WORKERS_DIR, "worker-0")
+    os.remove(os.path.join(wdir, layout.CLAIM))
+    with open(os.path.join(wdir, layout.META)) as f:
         meta = json.load(f)
     meta["hostname"] = "elsewhere.example"
-    with open(meta_path, "w") as f:
+    with open(os.path.join(wdir, layout.META), "w") as f:
         json.dump(meta, f)
-    far = tt.create_trial(str(tmp_path / "live"))
+    far = tt.create_trial(str(tmp_path / "far"))
+    assert far.writer_status().state == "unknown"
     last = far.step_time(far.last_step())
     assert run_state(far, now=last + 10).state == "live"
     st = run_state(far, now=last + 3600)
     assert st.state == "interrupted" and "elsewhere.example" in st.detail
 
 
-def test_a_reused_pid_is_not_taken_for_the_writer(tmp_path):
+def test_a_heartbeat_from_elsewhere_decides(tmp_path):
     w = Writer(str(tmp_path / "r"))
-    w.advance(2)
-    w.kill()
-    meta_path = os.path.join(str(tmp_path / "r"), layout.WORKERS_DIR, "worker-0", layout.META)
-    with open(meta_path) as f:
-        meta = json.load(f)
-    meta["pid"] = os.getpid()  # a live process, but one that started long after "created"
-    meta["created"] = time.time() - 10 * 86400
-    with open(meta_path, "w") as f:
-        json.dump(meta, f)
-    # this test process started before "created"? no: "created" is 10 days ago, we started later
-    assert run_state(tt.create_trial(str(tmp_path / "r"))).state == "writer gone"
+    try:
+        w.advance(2)
+        claim = os.path.join(str(tmp_path / "r"), layout.WORKERS_DIR, "worker-0", layout.CLAIM)
+        w.kill()
+        with open(claim) as f:
+            holder = json.load(f)
+        holder["host"], holder["heartbeat"] = "elsewhere.example", time.time()  # fresh: alive over there
+        with open(claim, "w") as f:
+            json.dump(holder, f)
+        assert run_state(tt.create_trial(str(tmp_path / "r"))).state == "live"
+        holder["heartbeat"] = time.time() - 3600  # an hour old: gone
+        with open(claim, "w") as f:
+            json.dump(holder, f)
+        st = run_state(tt.create_trial(str(tmp_path / "r")))
+        assert st.state == "writer gone" and "elsewhere.example" in st.detail
+    finally:
+        w.kill()
 
 
 # ---- the data behind the panels ----------------------------------------------------------------------
