@@ -88,7 +88,7 @@ def train_loop(model, hook: tt.Hook, data, cfg: dict, rng: np.random.Generator):
         # grad mode on: the plugin's Grad-CAM (tensortap-torch 0.1) needs it for the class-score gradient
         p = F.softmax(model(xprobe), 1).detach()
         # the true labels and the class names: the Grad-CAM captions read "true: stop, pred: yield 87%"
-        hook.save_tensor("gradcam/labels", yte[probe], collections=["feature_maps"])
+        hook.save_tensor("gradcam/labels", yte_t[probe].numpy(), collections=["feature_maps"])
         hook.save_tensor("gradcam/class_names", np.array(CLASSES), collections=["feature_maps"])
         hook.save_scalar("probe_confidence", float(p[torch.arange(len(probe)), yte_t[probe]].mean()))
         model.train()
