@@ -4,7 +4,9 @@ report; Hook.add_rule warns once when the hook does not save what a rule reads; 
 the same way everywhere ("step 26 (eval step 2)")."""
 from __future__ import annotations
 
+import io
 import json
+import logging
 import re
 import warnings
 
@@ -15,8 +17,10 @@ import tensortap as tt
 from tensortap.cli import main as cli
 from tensortap.report import build_report
 from tensortap.rules import RuleNeedsWarning, RuleResult
+from tensortap.rules.actions import ActionContext, StopTrainingAction
 from tensortap.rules.results import results_record
 from tensortap.testing import make_data
+from tensortap.zerocode.report import summarize
 from tt_rules_helpers import mlp_run
 
 R = tt.rules.get
@@ -128,13 +132,14 @@ def test_add_rule_warns_once_per_rule_naming_what_to_add(tmp_path):
     hook.close()
 
 
-def test_steps_are_named_the_same_way_everywhere(tmp_path, capsys):
+def test_steps_are_named_the_same_way_everywhere(tmp_path, capsys, caplog):
     """Global steps, with the mode's own count where it differs: in rule messages, `rules run`,
     `ls` and the report (an eval loss that never moves, checked every 2 eval steps)."""
     path = str(tmp_path / "run")
     data = make_data(128, seed=1)
-    mlp_run(path, steps=12, lr=0.0, batch=128, data=data, eval_data=data, eval_every=3,
-            rules=[R("loss_not_decreasing")(mode="eval", num_steps=2)])
+    with caplog.at_level(logging.WARNING, logger="tensortap"):
+        mlp_run(path, steps=12, lr=0.0, batch=128, data=data, eval_data=data, eval_every=3,
+                rules=[(R("loss_not_decreasing")(mode="eval", num_steps=2), "log"), R("class_imbalance")()])
     trial = tt.create_trial(path)
     evals = trial.steps(mode="eval")
     g0, g2 = trial.global_step("eval", 0), trial.global_step("eval", 2)
@@ -153,6 +158,23 @@ def test_steps_are_named_the_same_way_everywhere(tmp_path, capsys):
     page = open(build_report(path, str(tmp_path / "r.html")), encoding="utf-8").read()
     assert f"<td>step {g2} (eval step 2)</td>" in page
     assert f"step {g2} (eval step 2): loss did not decrease" in page
+    # the log action (live) and the stop_training action say it the same way
+    logged = [r.getMessage() for r in caplog.records if "fired at" in r.getMessage()]
+    assert logged and logged[0].startswith(f"tensortap: rule loss_not_decreasing fired at step {g2} (eval step 2): "
+                                           "loss did not decrease"), logged
+    hook = tt.Hook(str(tmp_path / "other"))
+    StopTrainingAction().run(ActionContext(fired[0].rule, fired[0], hook, trial))
+    assert hook.take_stop_request().startswith(f"rule loss_not_decreasing fired at step {g2} (eval step 2): ")
+    hook.close()
+    # `tensortap run`'s end summary: the same line as `rules run`, a "no data" state with its reason
+    stream = io.StringIO()
+    assert summarize([{"attached": ["the numpy MLP"]}], path, stream)
+    out = stream.getvalue()
+    assert f"  fired    loss_not_decreasing: 16 evaluations: 1 fired, 0 quiet, 15 skipped, first at step {g2} " \
+           "(eval step 2)\n" in out, out
+    assert f"first firing: loss did not decrease over 2 eval steps: loss=1.401 at step {g0} (eval step 0)" in out
+    assert "  no data  class_imbalance: 16 evaluations: 0 fired, 0 quiet, 16 skipped: checked nothing at any " \
+           "step: no labels at this step (a tensor matching '.*labels'): save them" in out and "(×16)\n" in out
     # a TRAIN step counted the same both ways is just "step N"; one after an eval phase says both
     assert tt.rules.step_label(trial, 1) == "step 1"
     last = trial.global_step("train", 11)
