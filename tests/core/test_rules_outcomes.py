@@ -19,7 +19,7 @@ from tensortap.report import build_report
 from tensortap.rules import RuleNeedsWarning, RuleResult
 from tensortap.rules.actions import ActionContext, StopTrainingAction
 from tensortap.rules.results import results_record
-from tensortap.testing import make_data
+from tensortap.testing import NumpyMLP, make_data
 from tensortap.zerocode.report import summarize
 from tt_rules_helpers import mlp_run
 
@@ -179,3 +179,63 @@ def test_steps_are_named_the_same_way_everywhere(tmp_path, capsys, caplog):
     assert tt.rules.step_label(trial, 1) == "step 1"
     last = trial.global_step("train", 11)
     assert last > 11 and tt.rules.step_label(trial, last) == f"step {last} (train step 11)"
+
+
+MEAN_ONLY = tt.ReductionConfig(reductions=["mean"])
+
+
+def _reduced_run(path: str, include, reduction_config=MEAN_ONLY) -> None:
+    """12 steps of the numpy MLP saving `include` with the hook's `reduction_config`."""
+    model = NumpyMLP(n_in=8, n_hidden=16, n_out=4, seed=0)
+    hook = tt.Hook(path, include_collections=include, save_config=tt.SaveConfig(save_interval=1),
+                   reduction_config=reduction_config)
+    hook.register(model)
+    hook.register_loss(model)
+    x, y = make_data(256, seed=1)
+    for i in range(12):
+        model.loss(model.forward(x[i * 16:i * 16 + 32]), y[i * 16:i * 16 + 32])
+        model.backward()
+        model.sgd_step(0.1)
+    hook.close()
+
+
+def test_a_cause_met_at_every_step_is_one_reason_saying_what_to_change(tmp_path, capsys):
+    """Only reductions of the loss were saved: the skip reason names no step (so it is counted,
+    "(×12)", not listed 12 times) and says what to change in the configuration; doing what it says
+    gives the rule its values."""
+    path = str(tmp_path / "reduced")
+    _reduced_run(path, ["weights", "losses"])
+    res = tt.invoke_rule(R("loss_not_decreasing")(num_steps=2), tt.create_trial(path))
+    why = ("only reductions of 'loss' were saved (mean); this rule reads its values: set save_raw_tensor=True in the "
+           "hook's reduction_config, or give collection 'losses' its own tt.ReductionConfig(save_raw_tensor=True)")
+    assert {r.message for r in res} == {f"skipped: {why}"} and len(res) == 12
+    assert cli(["rules", "run", path, "--rule", "loss_not_decreasing", "--param", "num_steps=2"]) == 3
+    assert f"checked nothing at any step: {why} (×12)\n" in capsys.readouterr().err
+    assert cli(["rules", "run", path, "--rule", "exploding_tensor", "--json"]) == 3
+    doc = json.loads(capsys.readouterr().out)
+    assert list(doc["skip_reasons"]) == [why.replace("'loss'", "'fc1.weight'").replace("'losses'", "'weights'")]
+    # the trial itself still names the step it was asked for, and what to read instead
+    t = tt.create_trial(path).tensor("loss")
+    with pytest.raises(tt.StepNotFound, match=r"only reductions of 'loss' were saved at step 3: use "
+                                              r"reduction_value\(step, name\) with one of \['mean'\]"):
+        t.value(3)
+    # the fix it names, either way: the rule then checks the loss
+    keep = tt.ReductionConfig(reductions=["mean"], save_raw_tensor=True)
+    for how, include, config in (("collection", ["weights", tt.Collection("losses", reduction_config=keep)], MEAN_ONLY),
+                                 ("hook", ["weights", "losses"], keep)):
+        fixed = str(tmp_path / how)
+        _reduced_run(fixed, include, config)
+        res = tt.invoke_rule(R("loss_not_decreasing")(num_steps=2), tt.create_trial(fixed))
+        assert any(r.outcome == "quiet" and r.checked == 1 for r in res), (how, [r.message for r in res][:3])
+
+
+def test_no_reduction_saved_reads_plainly(tmp_path):
+    path = str(tmp_path / "run")
+    _reduced_run(path, ["losses"], reduction_config=None)
+    t = tt.create_trial(path).tensor("loss")
+    with pytest.raises(tt.StepNotFound) as e:
+        t.reduction_values(0)
+    assert str(e.value) == "no reduction of 'loss' was saved at step 0"
+    with pytest.raises(tt.StepNotFound, match=r"^reduction 'l2' of 'loss' was not saved at step 0 \(saved there: "
+                                              r"none\)$"):
+        t.reduction_value(0, "l2")
