@@ -37,7 +37,18 @@ class TensorNotFound(TensorTapError, KeyError):
 
 
 class StepNotFound(TensorTapError, KeyError):
-    """The tensor exists, but not at that step (or mode, or worker)."""
+    """The tensor exists, but not at that step (or mode, or worker).
+
+    `reason`: the same without the step, saying what to change: what a rule that hit this reports
+    as its skip reason, so that one cause read at many steps is one reason (counted), not many."""
+
+    def __init__(self, *args: object, reason: str | None = None) -> None:
+        super().__init__(*args)
+        self._reason = reason
+
+    @property
+    def reason(self) -> str:
+        return getattr(self, "_reason", None) or str(self)
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""

@@ -534,20 +534,32 @@ class Tensor:
                 return r, r.steps[g], nid
         where = f"{to_mode(mode).value} step {step}" if to_mode(mode) not in (None, ModeKeys.GLOBAL) else f"step {step}"
         if not tried_any:
-            raise StepNotFound(f"{where} was not saved in {t.path} (saved steps: {_short(t.steps(mode))})")
+            raise StepNotFound(f"{where} was not saved in {t.path} (saved steps: {_short(t.steps(mode))})",
+                               reason="a step it reads was not saved (trial.steps() lists the saved ones)")
+        colls = ("collection " + " or ".join(repr(c) for c in self.collections)) if self.collections else \
+            "the collection that saves it"
         if kind == VALUE:
             reds = self.reduction_names(step, mode, worker)
             if reds:
                 raise StepNotFound(
                     f"only reductions of {self.name!r} were saved at {where}: "
-                    f"use reduction_value(step, name) with one of {reds}"
-                )
-            raise StepNotFound(f"{self.name!r} was not saved at {where} (its steps: {_short(self.steps(mode))})")
-        what = f"reduction {kind[len(REDUCTION):]!r}" if kind != REDUCTION else "no reduction"
+                    f"use reduction_value(step, name) with one of {reds}",
+                    reason=f"only reductions of {self.name!r} were saved ({', '.join(reds)}); this rule reads its values: "
+                    f"set save_raw_tensor=True in the hook's reduction_config, or give {colls} its own "
+                    f"tt.ReductionConfig(save_raw_tensor=True)")
+            raise StepNotFound(f"{self.name!r} was not saved at {where} (its steps: {_short(self.steps(mode))})",
+                               reason=f"{self.name!r} was not saved at a step it reads (the save_config of {colls} "
+                               "decides where)")
+        saved = self.reduction_names(step, mode, worker)
+        if kind == REDUCTION:
+            raise StepNotFound(f"no reduction of {self.name!r} was saved at {where}",
+                               reason=f"no reduction of {self.name!r} was saved: give the hook, or {colls}, a "
+                               "reduction_config")
+        red = kind[len(REDUCTION):]
         raise StepNotFound(
-            f"{what} of {self.name!r} was not saved at {where}"
-            f" (saved there: {self.reduction_names(step, mode, worker) or 'none'})"
-        )
+            f"reduction {red!r} of {self.name!r} was not saved at {where} (saved there: {saved or 'none'})",
+            reason=f"reduction {red!r} of {self.name!r} was not saved: add {red!r} to the reductions of the "
+            f"reduction_config that covers {colls}")
 
     def value(self, step: int, mode=None, worker: Optional[str] = None) -> np.ndarray:
         """The array exactly as captured at `step` (bit-exact, read-only view of fresh memory)."""

@@ -4,6 +4,7 @@ test takes through the framework itself."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -284,3 +285,104 @@ def test_collection_calls_module_tensors_and_own_save_config(tmp_path):
     with pytest.raises(TensorUnavailableForStep):  # reductions only, as asked
         w.value(2)
     assert not trial.tensor_names(collection="not_included")
+
+
+@pytest.fixture(scope="module")
+def spelled_run(tmp_path_factory):
+    """An smdebug-style script (hook, collections filled with smdebug's spellings, register_loss,
+    save_scalar); returns the run and what torch itself computed at each step."""
+    out = str(tmp_path_factory.mktemp("spellings") / "run")
+    torch.manual_seed(0)
+    net = Net()
+    hook = smd.Hook(out_dir=out, include_collections=["weights", "gradients", "losses", "relu_activations",
+                                                      "fc1_inputs"], save_config=smd.SaveConfig(save_interval=1))
+    hook.register_module(net)
+    criterion = nn.CrossEntropyLoss()
+    hook.register_loss(criterion)
+    hook.get_collection("relu_activations").include("relu_output")
+    hook.get_collection("fc1_inputs").include("fc1_input")
+    seen = {}
+    net.relu.register_forward_hook(lambda m, i, o: seen[max(seen)].update(relu=o.detach().clone().numpy()))
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    g = torch.Generator().manual_seed(1)
+    for step in range(4):
+        x, y = torch.randn(8, 10, generator=g), torch.randint(0, 3, (8,), generator=g)
+        seen[step] = {"x": x.numpy().copy(), "w": net.fc1.weight.detach().clone().numpy()}
+        opt.zero_grad()
+        out_ = net(x)
+        loss = criterion(out_, y)
+        loss.backward()
+        acc = float((out_.argmax(1) == y).float().mean())
+        hook.save_scalar("accuracy", acc, sm_metric=False)
+        seen[step].update(loss=loss.detach().numpy().copy(), g=net.fc1.weight.grad.detach().clone().numpy(), acc=acc)
+        opt.step()
+    hook.close()
+    return out, seen
+
+
+# smdebug's spelling -> (tensortap's name, what torch computed at a step)
+SPELLINGS = {
+    "Net_fc1.weight": ("fc1.weight", lambda s: s["w"]),
+    "gradient/Net_fc1.weight": ("gradients/fc1.weight", lambda s: s["g"]),
+    "relu_output_0": ("relu/output_0", lambda s: s["relu"]),
+    "fc1_input_0": ("fc1/input_0", lambda s: s["x"]),
+    "CrossEntropyLoss_output_0": ("loss", lambda s: s["loss"]),
+    "scalar/accuracy": ("accuracy", lambda s: np.float64(s["acc"])),
+}
+
+
+@pytest.mark.parametrize("spelling", list(SPELLINGS))
+def test_smdebug_spellings_read_the_same_tensor(spelled_run, spelling):
+    """Each spelling docs/migrating-from-smdebug.md promises reads the tensor torch computed, in
+    tensor() and has_tensor(), and is matched by tensor_names(regex=...)."""
+    out, seen = spelled_run
+    name, ref = SPELLINGS[spelling]
+    trial = create_trial(out)
+    assert trial.has_tensor(spelling)
+    t = trial.tensor(spelling)
+    assert t.name == name and t.steps() == [0, 1, 2, 3]
+    for s in t.steps():
+        got, want = t.value(s), np.asarray(ref(seen[s]))
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes(), (spelling, s)
+    assert name in trial.tensor_names(regex=f"^{re.escape(spelling)}$")
+
+
+def test_loss_spelling_with_several_losses_names_them(tmp_path):
+    out = str(tmp_path / "run")
+    torch.manual_seed(0)
+    net = Net()
+    hook = smd.Hook(out_dir=out, include_collections=["losses"], save_config=smd.SaveConfig(save_interval=1))
+    hook.register_module(net)
+    ce, mse = nn.CrossEntropyLoss(), nn.MSELoss()
+    hook.register_loss(ce)
+    hook.register_loss(mse)
+    o = net(torch.randn(4, 10))
+    ce(o, torch.zeros(4, dtype=torch.long))
+    mse(o, torch.zeros(4, 3))
+    hook.close()
+    trial = create_trial(out)
+    assert trial.tensor_names(collection="losses") == ["loss", "loss_1"]
+    assert trial.has_tensor("MSELoss_output_0")
+    with pytest.raises(tt.ConfigError, match=r"this run holds 2 losses \(loss, loss_1;"):
+        trial.tensor("MSELoss_output_0")
+    assert not trial.has_tensor("Net_nothing")
+
+
+@pytest.mark.xfail(strict=True, reason="tt.Hook.__init__ creates out_dir and claims workers/worker-N/writer.json "
+                   "before the compat hook can say it saves nothing, and keeps the claim after close(): needs a way "
+                   "in core/tensortap/hook.py to make a hook that claims and creates nothing (fixes helper's report)")
+@pytest.mark.parametrize("case", ["dry_run", "rank 1 with include_workers='one'"])
+def test_a_hook_that_saves_nothing_creates_nothing(tmp_path, monkeypatch, case):
+    """smdebug's dry_run, and ranks other than 0 under include_workers="one", write nothing at all:
+    nothing may appear on disk, not even the run folder."""
+    out = tmp_path / "run"
+    if case == "dry_run":
+        kw = dict(dry_run=True)
+    else:
+        monkeypatch.setenv("RANK", "1")
+        kw = dict(include_workers="one")
+    train(str(out), steps=3, hook_kwargs=dict(include_collections=["weights", "gradients"],
+                                              save_config=smd.SaveConfig(save_interval=1), **kw))
+    assert not out.exists(), sorted(str(p.relative_to(tmp_path)) for p in out.rglob("*"))
+    monkeypatch.delenv("RANK", raising=False)
+    smd.Hook(out_dir=str(out)).close()  # and nothing holds the out_dir: a real run may use it now

@@ -4,7 +4,9 @@ report; Hook.add_rule warns once when the hook does not save what a rule reads; 
 the same way everywhere ("step 26 (eval step 2)")."""
 from __future__ import annotations
 
+import io
 import json
+import logging
 import re
 import warnings
 
@@ -15,8 +17,10 @@ import tensortap as tt
 from tensortap.cli import main as cli
 from tensortap.report import build_report
 from tensortap.rules import RuleNeedsWarning, RuleResult
+from tensortap.rules.actions import ActionContext, StopTrainingAction
 from tensortap.rules.results import results_record
-from tensortap.testing import make_data
+from tensortap.testing import NumpyMLP, make_data
+from tensortap.zerocode.report import summarize
 from tt_rules_helpers import mlp_run
 
 R = tt.rules.get
@@ -128,13 +132,14 @@ def test_add_rule_warns_once_per_rule_naming_what_to_add(tmp_path):
     hook.close()
 
 
-def test_steps_are_named_the_same_way_everywhere(tmp_path, capsys):
+def test_steps_are_named_the_same_way_everywhere(tmp_path, capsys, caplog):
     """Global steps, with the mode's own count where it differs: in rule messages, `rules run`,
     `ls` and the report (an eval loss that never moves, checked every 2 eval steps)."""
     path = str(tmp_path / "run")
     data = make_data(128, seed=1)
-    mlp_run(path, steps=12, lr=0.0, batch=128, data=data, eval_data=data, eval_every=3,
-            rules=[R("loss_not_decreasing")(mode="eval", num_steps=2)])
+    with caplog.at_level(logging.WARNING, logger="tensortap"):
+        mlp_run(path, steps=12, lr=0.0, batch=128, data=data, eval_data=data, eval_every=3,
+                rules=[(R("loss_not_decreasing")(mode="eval", num_steps=2), "log"), R("class_imbalance")()])
     trial = tt.create_trial(path)
     evals = trial.steps(mode="eval")
     g0, g2 = trial.global_step("eval", 0), trial.global_step("eval", 2)
@@ -153,7 +158,84 @@ def test_steps_are_named_the_same_way_everywhere(tmp_path, capsys):
     page = open(build_report(path, str(tmp_path / "r.html")), encoding="utf-8").read()
     assert f"<td>step {g2} (eval step 2)</td>" in page
     assert f"step {g2} (eval step 2): loss did not decrease" in page
+    # the log action (live) and the stop_training action say it the same way
+    logged = [r.getMessage() for r in caplog.records if "fired at" in r.getMessage()]
+    assert logged and logged[0].startswith(f"tensortap: rule loss_not_decreasing fired at step {g2} (eval step 2): "
+                                           "loss did not decrease"), logged
+    hook = tt.Hook(str(tmp_path / "other"))
+    StopTrainingAction().run(ActionContext(fired[0].rule, fired[0], hook, trial))
+    assert hook.take_stop_request().startswith(f"rule loss_not_decreasing fired at step {g2} (eval step 2): ")
+    hook.close()
+    # `tensortap run`'s end summary: the same line as `rules run`, a "no data" state with its reason
+    stream = io.StringIO()
+    assert summarize([{"attached": ["the numpy MLP"]}], path, stream)
+    out = stream.getvalue()
+    assert f"  fired    loss_not_decreasing: 16 evaluations: 1 fired, 0 quiet, 15 skipped, first at step {g2} " \
+           "(eval step 2)\n" in out, out
+    assert f"first firing: loss did not decrease over 2 eval steps: loss=1.401 at step {g0} (eval step 0)" in out
+    assert "  no data  class_imbalance: 16 evaluations: 0 fired, 0 quiet, 16 skipped: checked nothing at any " \
+           "step: no labels at this step (a tensor matching '.*labels'): save them" in out and "(×16)\n" in out
     # a TRAIN step counted the same both ways is just "step N"; one after an eval phase says both
     assert tt.rules.step_label(trial, 1) == "step 1"
     last = trial.global_step("train", 11)
     assert last > 11 and tt.rules.step_label(trial, last) == f"step {last} (train step 11)"
+
+
+MEAN_ONLY = tt.ReductionConfig(reductions=["mean"])
+
+
+def _reduced_run(path: str, include, reduction_config=MEAN_ONLY) -> None:
+    """12 steps of the numpy MLP saving `include` with the hook's `reduction_config`."""
+    model = NumpyMLP(n_in=8, n_hidden=16, n_out=4, seed=0)
+    hook = tt.Hook(path, include_collections=include, save_config=tt.SaveConfig(save_interval=1),
+                   reduction_config=reduction_config)
+    hook.register(model)
+    hook.register_loss(model)
+    x, y = make_data(256, seed=1)
+    for i in range(12):
+        model.loss(model.forward(x[i * 16:i * 16 + 32]), y[i * 16:i * 16 + 32])
+        model.backward()
+        model.sgd_step(0.1)
+    hook.close()
+
+
+def test_a_cause_met_at_every_step_is_one_reason_saying_what_to_change(tmp_path, capsys):
+    """Only reductions of the loss were saved: the skip reason names no step (so it is counted,
+    "(×12)", not listed 12 times) and says what to change in the configuration; doing what it says
+    gives the rule its values."""
+    path = str(tmp_path / "reduced")
+    _reduced_run(path, ["weights", "losses"])
+    res = tt.invoke_rule(R("loss_not_decreasing")(num_steps=2), tt.create_trial(path))
+    why = ("only reductions of 'loss' were saved (mean); this rule reads its values: set save_raw_tensor=True in the "
+           "hook's reduction_config, or give collection 'losses' its own tt.ReductionConfig(save_raw_tensor=True)")
+    assert {r.message for r in res} == {f"skipped: {why}"} and len(res) == 12
+    assert cli(["rules", "run", path, "--rule", "loss_not_decreasing", "--param", "num_steps=2"]) == 3
+    assert f"checked nothing at any step: {why} (×12)\n" in capsys.readouterr().err
+    assert cli(["rules", "run", path, "--rule", "exploding_tensor", "--json"]) == 3
+    doc = json.loads(capsys.readouterr().out)
+    assert list(doc["skip_reasons"]) == [why.replace("'loss'", "'fc1.weight'").replace("'losses'", "'weights'")]
+    # the trial itself still names the step it was asked for, and what to read instead
+    t = tt.create_trial(path).tensor("loss")
+    with pytest.raises(tt.StepNotFound, match=r"only reductions of 'loss' were saved at step 3: use "
+                                              r"reduction_value\(step, name\) with one of \['mean'\]"):
+        t.value(3)
+    # the fix it names, either way: the rule then checks the loss
+    keep = tt.ReductionConfig(reductions=["mean"], save_raw_tensor=True)
+    for how, include, config in (("collection", ["weights", tt.Collection("losses", reduction_config=keep)], MEAN_ONLY),
+                                 ("hook", ["weights", "losses"], keep)):
+        fixed = str(tmp_path / how)
+        _reduced_run(fixed, include, config)
+        res = tt.invoke_rule(R("loss_not_decreasing")(num_steps=2), tt.create_trial(fixed))
+        assert any(r.outcome == "quiet" and r.checked == 1 for r in res), (how, [r.message for r in res][:3])
+
+
+def test_no_reduction_saved_reads_plainly(tmp_path):
+    path = str(tmp_path / "run")
+    _reduced_run(path, ["losses"], reduction_config=None)
+    t = tt.create_trial(path).tensor("loss")
+    with pytest.raises(tt.StepNotFound) as e:
+        t.reduction_values(0)
+    assert str(e.value) == "no reduction of 'loss' was saved at step 0"
+    with pytest.raises(tt.StepNotFound, match=r"^reduction 'l2' of 'loss' was not saved at step 0 \(saved there: "
+                                              r"none\)$"):
+        t.reduction_value(0, "l2")

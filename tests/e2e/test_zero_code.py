@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 import tensortap as tt
@@ -155,6 +156,7 @@ rng = np.random.default_rng(1)
 x, y = rng.standard_normal((96, 8)).astype("float32"), rng.integers(0, 4, 96)
 model.fit(x[:80], y[:80], batch_size=16, epochs=2, verbose=0, shuffle=False)
 model.evaluate(x[80:], y[80:], batch_size=8, verbose=0)
+np.save(os.environ["PREDICTED"], model.predict(x[80:], batch_size=4, verbose=0))
 if EXPLICIT:
     hook.close()
 print("trained")
@@ -167,14 +169,20 @@ def test_keras_fit_same_run_as_explicit_hook(tmp_path):
     script = write(tmp_path, "train.py", KERAS_SCRIPT)
     cfg = write(tmp_path, "tensortap.toml", TWIN_CONFIG)
     zero, twin = str(tmp_path / "zero"), str(tmp_path / "twin")
-    r = tensortap_run("--config", cfg, "--out", zero, "--", sys.executable, script)
+    predicted = str(tmp_path / "predicted.npy")
+    r = tensortap_run("--config", cfg, "--out", zero, "--", sys.executable, script, env={"PREDICTED": predicted})
     assert r.returncode == 0 and "trained" in r.stdout, r.stderr
-    t = run([sys.executable, script], env={"TWIN_OUT": twin})
+    t = run([sys.executable, script], env={"TWIN_OUT": twin, "PREDICTED": str(tmp_path / "twin.npy")})
     assert t.returncode == 0, t.stderr
-    assert_same_run(zero, twin)
+    assert_same_run(zero, twin)  # PREDICT steps included
     trial = tt.create_trial(zero)
     assert trial.steps(mode="train") == [0, 3, 6, 9] and trial.steps(mode="eval") == [0]
+    assert trial.steps(mode="predict") == [0, 3]  # model.predict: 4 batches of 4, every 3rd saved
     assert "gradients/sequential/hidden/kernel" in trial.tensor_names()
+    # the logits captured at PREDICT steps are what predict() returned for those batches
+    logits, want = trial.tensor("sequential/logits/output_0"), np.load(predicted)
+    for s in (0, 3):
+        assert logits.value(s, mode="predict").tobytes() == want[4 * s:4 * s + 4].tobytes()
 
 
 GLUON_SCRIPT = """\

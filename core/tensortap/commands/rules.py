@@ -145,11 +145,7 @@ def run_rule(args) -> int:
                 tag = {"fired": "FIRED", "quiet": "quiet", "skipped": "skip "}[r.outcome]
                 checked = f" [checked {r.checked}]" if r.outcome == "quiet" and r.checked is not None else ""
                 print(f"{tag} {step_label(trial, r.step)}{checked}: {r.message}")
-        first = f", first at {step_label(trial, fired[0].step)}" if fired else ""
-        print(f"{rule.name}: {summary.counts()}{first}", file=sys.stderr)
-        if summary.state == "no data":
-            why = summary.top_reasons() or ["no saved step to evaluate in the range asked for"]
-            print(f"{rule.name} checked nothing at any step (exit 3): " + "; ".join(why), file=sys.stderr)
+        print(summary.line(trial), file=sys.stderr)
     if args.follow and not trial.is_complete():
         trial.check_writer()  # a writer gone without closing the run: WriterGoneError, exit 2
     return EXIT[summary.state]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..errors import ConfigError
 from ..hookspecs import hookimpl
 from ..plugins import get_registry
+from .outcomes import step_label
 
 if TYPE_CHECKING:  # pragma: no cover
     from .sending import SendPool
@@ -54,6 +55,11 @@ class Action:
         return f"<Action {self.name}>"
 
 
+def fired_at(ctx: ActionContext) -> str:
+    """"rule loss_not_decreasing fired at step 26 (eval step 2)": the step named as everywhere else."""
+    return f"rule {ctx.result.rule} fired at {step_label(ctx.trial, ctx.result.step)}"
+
+
 class StopTrainingAction(Action):
     """Stop training at the next step boundary (torch: raises tt.StopTraining from the hook;
     Keras: sets model.stop_training; Gluon: raises tt.StopTraining). Registered as "stop_training"."""
@@ -66,7 +72,7 @@ class StopTrainingAction(Action):
             return
         if getattr(ctx.hook, "_stop_reason", None) is not None:
             return  # a stop is already pending: the first firing's reason is the one training sees
-        ctx.hook.request_stop(f"rule {ctx.result.rule} fired at step {ctx.result.step}: {ctx.result.message}")
+        ctx.hook.request_stop(f"{fired_at(ctx)}: {ctx.result.message}")
 
 
 class Log(Action):
@@ -75,7 +81,7 @@ class Log(Action):
     name = "log"
 
     def run(self, ctx: ActionContext) -> None:
-        log.warning("tensortap: rule %s fired at step %s: %s", ctx.result.rule, ctx.result.step, ctx.result.message)
+        log.warning("tensortap: %s: %s", fired_at(ctx), ctx.result.message)
 
 
 class Callback(Action):

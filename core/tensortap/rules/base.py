@@ -114,7 +114,9 @@ class Rule:
         with view.reading() as seen:
             try:
                 out = self.invoke_at_step(view, step)
-            except (StepNotFound, TensorNotFound) as e:
+            except StepNotFound as e:
+                out = self.skip(step, e.reason)  # without the step: one cause at many steps is counted once
+            except TensorNotFound as e:
                 out = self.skip(step, str(e))
         if isinstance(out, RuleResult):
             res = out

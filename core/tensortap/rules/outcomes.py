@@ -91,6 +91,17 @@ class RuleSummary:
         """The most frequent skip reasons, "why (×count)"."""
         return [f"{r} (×{k})" if k > 1 else r for r, k in self.reasons.most_common(n)]
 
+    def line(self, trial: Any) -> str:
+        """The rule in one line, as `tensortap rules run` and `tensortap run` end with it:
+        "loss_not_decreasing: 15 evaluations: 2 fired, 0 quiet, 13 skipped, first at step 26
+        (eval step 2)"; a rule that never checked anything says so, with why."""
+        first = f", first at {step_label(trial, self.first_fired.get('step'))}" if self.first_fired else ""
+        line = f"{self.rule}: {self.counts()}{first}"
+        if self.state == NO_DATA:
+            line += ": checked nothing at any step: " + "; ".join(
+                self.top_reasons() or ["no saved step to evaluate in the range asked for"])
+        return line
+
     def to_dict(self) -> dict[str, Any]:
         return {"rule": self.rule, "state": self.state, "evaluations": self.evaluations, "fired": self.fired,
                 "quiet": self.quiet, "skipped": self.skipped, "checked": self.checked,

@@ -120,7 +120,7 @@ def why_missing(need: Need, trial, step: int) -> str:
 def nothing_checked(needs: Needs, trial, step: int) -> str:
     """The reason of an evaluation that checked no tensor, from what the rule declares it reads."""
     if not needs:
-        return f"found no tensor to check at step {step} (trial.tensor_names(step={step}) lists what was saved)"
+        return "found no tensor to check (trial.tensor_names(step=...) lists what was saved at a step)"
     return "; ".join(dict.fromkeys(why_missing(n, trial, step) for n in needs))
 
 

@@ -37,21 +37,15 @@ def all_looks_for() -> List[str]:
 
 
 def rules_summary(trial) -> List[str]:
-    """One line per rule the run evaluated live: evaluations, fired, skipped, first firing."""
-    by: Dict[str, Dict[str, Any]] = {}
-    for r in trial.rule_results():
-        d = by.setdefault(r["rule"], {"n": 0, "fired": 0, "skipped": 0, "first": None, "message": ""})
-        d["n"] += 1
-        if r.get("skipped"):
-            d["skipped"] += 1
-        if r.get("fired"):
-            d["fired"] += 1
-            if d["first"] is None:
-                d["first"], d["message"] = r["step"], r.get("message", "")
+    """One line per rule the run evaluated live, as `tensortap rules run` ends with it (fired,
+    quiet, or no data with why; steps named as `tensortap ls` names them), and the first firing's message."""
+    from ..rules.outcomes import summarise
+
     lines = []
-    for name, d in by.items():
-        first = f", first at step {d['first']}: {d['message']}" if d["first"] is not None else ""
-        lines.append(f"{name}: {d['n']} evaluations, {d['fired']} fired, {d['skipped']} skipped{first}")
+    for s in summarise(trial.rule_results()):
+        lines.append(f"{s.state:<8} {s.line(trial)}")
+        if s.first_fired is not None:
+            lines.append(f"         first firing: {s.first_fired.get('message', '')}")
     return lines
 
 
@@ -89,7 +83,7 @@ def summarize(statuses: List[Dict[str, Any]], out_dir: str, stream: Optional[Tex
     say(f"run written to {out_dir} ({len(workers)} worker{'s' if len(workers) != 1 else ''}, {len(steps)} saved "
         f"steps, {len(trial.tensor_names())} tensors; instrumented: {'; '.join(dict.fromkeys(attached))})")
     lines = rules_summary(trial)
-    say("rules: " + ("none evaluated" if not lines else ""))
+    say("rules: none evaluated" if not lines else "rules:")
     for line in lines:
         print(f"  {line}", file=stream)
     for ev in trial.events():

@@ -138,6 +138,41 @@ def test_feature_maps_during_training_do_not_disturb_it(run_dir):
     assert images.shape == (8, 12, 12, 3) and images.min() >= 0 and images.max() <= 1
 
 
+def test_feature_maps_on_a_probe_forward_under_no_grad(run_dir):
+    """A probe pass the usual way (eval mode, inside torch.no_grad()) between training steps still
+    records Grad-CAM in `feature_maps`: the map equals one computed here with plain torch autograd."""
+    torch.manual_seed(0)
+    model = SmallResNet(classes=6, width=16)  # layer2: 32 channels
+    hook = tt.Hook(run_dir, include_collections=[tt.Collection("feature_maps", include_regex=["^layer2$"])],
+                   save_config=tt.SaveConfig(save_interval=1))
+    hook.register(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    g = torch.Generator().manual_seed(2)
+    x, y, probe = torch.randn(16, 3, 16, 16, generator=g), torch.randint(0, 6, (16,), generator=g), \
+        torch.randn(8, 3, 16, 16, generator=g)
+    for _ in range(2):
+        model.train()
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        model.eval()
+        with torch.no_grad():
+            model(probe)
+    hook.close()
+    assert not hook.errors
+    cam = tt.create_trial(run_dir).tensor("gradcam/layer2/cam")
+    assert cam.steps(mode="eval") == [0, 1]
+    seen = {}
+    handle = model.layer2.register_forward_hook(lambda m, i, o: seen.__setitem__("a", o))
+    out = model(probe)  # eval mode, grad on: the reference, outside the plugin
+    handle.remove()
+    grad, = torch.autograd.grad(out.gather(1, out.argmax(1, keepdim=True)).sum(), seen["a"])
+    want = torch.relu((grad.mean((2, 3), keepdim=True) * seen["a"]).sum(1)).detach().numpy()
+    got = cam.value(1, mode="eval")
+    assert want.max() > 0
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * float(want.max()))
+
+
 def test_explaining_a_hooked_model_does_not_count_a_step(run_dir):
     torch.manual_seed(0)
     model = SmallResNet()

@@ -67,6 +67,7 @@ class Hook(_TTHook):
             log.warning("tensortap: dry_run=True: this hook saves nothing")
         self._defined: Dict[str, Collection] = {}
         self._sm_metric_warned = False
+        self._losses_registered = 0
         super().__init__(out_dir, include_collections=self._collections(include_collections, rc),
                          save_config=SaveConfig.parse(save_config), reduction_config=rc,
                          include_regex=include_regex, save_all=save_all)
@@ -112,9 +113,13 @@ class Hook(_TTHook):
 
     register_block = register_hook = register_model = register_module
 
-    def register_loss(self, loss_obj: Any, name: str = "loss") -> None:
+    def register_loss(self, loss_obj: Any, name: Optional[str] = None) -> None:
+        """smdebug named each loss module's output by its class; here the first is "loss", later
+        ones "loss_1", "loss_2", ... (as `tensortap run` names them), so two losses never share a name."""
         if not self.inert:
-            super().register_loss(loss_obj, name)
+            self._losses_registered += 1
+            k = self._losses_registered - 1
+            super().register_loss(loss_obj, name or ("loss" if k == 0 else f"loss_{k}"))
 
     def resolve_layers(self) -> None:
         """Layers named by add_module_tensors / add_block_tensors, as regexes of their names."""

@@ -1,9 +1,10 @@
 """smdebug's trial API over a tensortap run: `from tensortap.compat.smdebug.trials import create_trial`.
 
 Steps are global unless a mode is given (smdebug's `mode=modes.GLOBAL`). Tensor names are
-tensortap's ("fc1.weight", "gradients/fc1.weight", "fc1/output_0", "loss"); smdebug's spellings
-of the same tensors ("gradient/Net_fc1.weight", "fc1_output_0") are accepted by `tensor()` and
-matched by `tensor_names(regex=...)` too. Missing data raises smdebug's exceptions
+tensortap's ("fc1.weight", "gradients/fc1.weight", "fc1/output_0", "loss", "accuracy"); smdebug's
+spellings of the same tensors ("gradient/Net_fc1.weight", "fc1_output_0",
+"CrossEntropyLoss_output_0", "scalar/accuracy") are accepted by `tensor()` and matched by
+`tensor_names(regex=...)` too. Missing data raises smdebug's exceptions
 (TensorUnavailableForStep, StepUnavailable, NoMoreData, ...), which are tensortap's StepNotFound /
 TensorNotFound as well.
 """
@@ -43,6 +44,27 @@ def smdebug_name(name: str) -> str:
     return re.sub(r"/(input|output)_(\d+)$", r"_\1_\2", name)
 
 
+#: smdebug's name of a registered loss module's output: its class name, "_output_0"
+_LOSS_SPELLING = re.compile(r"\w*Loss_output_0")
+#: a word a regex writes before "_": perhaps the model's or a loss's class, which smdebug put in names
+_CLASS_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*(?=_)")
+
+
+def _class_spellings(pattern: "re.Pattern", spellings: List[str], is_loss: bool) -> List[str]:
+    """More smdebug spellings of a tensor to try `pattern` on: the run records neither the model's
+    class ("Net_fc1.weight") nor a loss module's ("CrossEntropyLoss_output_0"), so the class
+    names the regex itself writes are put in front; a loss also tries the bare "Loss_output_0"
+    (matched by ".*Loss_output", "output_0")."""
+    words = set(_CLASS_WORD.findall(pattern.pattern))
+    out = []
+    for sp in spellings:
+        head, tail = ("gradient/", sp[len("gradient/"):]) if sp.startswith("gradient/") else ("", sp)
+        out += [f"{head}{w}_{tail}" for w in words]
+    if is_loss:
+        out += [f"{w}_output_0" for w in words if w.endswith("Loss")] + ["Loss_output_0"]
+    return out
+
+
 def _tt_mode(mode) -> Optional[ModeKeys]:
     m = to_mode(mode)
     return None if m in (None, ModeKeys.GLOBAL) else m
@@ -78,7 +100,7 @@ class Trial:
         self.name = name or getattr(trial, "name", None)
         self.path = getattr(trial, "path", None)
         self.logger = log
-        self._aliases: Optional[Tuple[Any, Dict[str, str]]] = None
+        self._aliases: Optional[Tuple[Any, Dict[str, List[str]], Dict[str, str], List[str]]] = None
 
     @property
     def tensortap_trial(self):
@@ -105,27 +127,41 @@ class Trial:
         return s[-1] if s and self._t.is_complete() else -1
 
     # ---- names -----------------------------------------------------------------------------
-    def _alias_map(self) -> Dict[str, str]:
+    def _names_cache(self) -> Tuple[Any, Dict[str, List[str]], Dict[str, str], List[str]]:
+        """(key, tensortap name -> its smdebug spellings, a spelling -> the tensortap name, the
+        losses), made again when the run gained tensors."""
         names = self._t.tensor_names()
         key = tuple(names)
         if self._aliases is None or self._aliases[0] != key:
-            self._aliases = (key, {smdebug_name(n): n for n in names})
-        return self._aliases[1]
+            colls = self._t.collections()
+            scalars = set(colls.get("scalars", ()))
+            spell = {n: [smdebug_name(n)] + ([f"scalar/{n}"] if n in scalars else []) for n in names}
+            self._aliases = (key, spell, {a: n for n, al in spell.items() for a in al}, list(colls.get("losses", ())))
+        return self._aliases
 
     def _resolve(self, name: str) -> Optional[str]:
         """A tensortap name for `name`, which may be smdebug's spelling of it."""
         if self._t.has_tensor(name):
             return name
-        aliases = self._alias_map()
+        _, _, aliases, losses = self._names_cache()
         if name in aliases:
             return aliases[name]
+        if _LOSS_SPELLING.fullmatch(name) and losses:  # "CrossEntropyLoss_output_0": the run's loss
+            if len(losses) > 1:
+                raise ConfigError(f"{name!r} is smdebug's name of a loss module's output, and this run holds "
+                                  f"{len(losses)} losses ({', '.join(losses)}; tensortap names them in the order "
+                                  "they were registered, without the loss class): use one of those names")
+            return losses[0]
         m = re.match(r"^(gradient/)?[A-Za-z_][A-Za-z0-9]*_(.+)$", name)  # smdebug's "<ModelClass>_" prefix
         if m:
             return aliases.get((m.group(1) or "") + m.group(2))
         return None
 
     def has_tensor(self, tname: str) -> bool:
-        return self._resolve(tname) is not None
+        try:
+            return self._resolve(tname) is not None
+        except ConfigError:  # a loss spelling that names one of several losses: there is one
+            return True
 
     def tensor(self, tname: str) -> "Tensor":
         real = self._resolve(tname)
@@ -146,7 +182,13 @@ class Trial:
         names = self._t.tensor_names(collection=coll, step=step, mode=m)
         if regex is not None:
             pats = [re.compile(r) for r in _flatten([regex])]
-            names = [n for n in names if any(p.search(n) or p.search(smdebug_name(n)) for p in pats)]
+            _, spell, _, losses = self._names_cache()
+
+            def matches(p: "re.Pattern", n: str) -> bool:
+                known = spell.get(n) or [smdebug_name(n)]
+                return any(p.search(t) for t in [n, *known, *_class_spellings(p, known, n in losses)])
+
+            names = [n for n in names if any(matches(p, n) for p in pats)]
             if not names:
                 log.warning("No tensors matching the regex pattern:%s given were saved", regex)
         elif collection is not None and not names:
