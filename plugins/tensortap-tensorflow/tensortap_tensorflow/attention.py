@@ -11,8 +11,10 @@ from typing import Any, Callable, List
 
 import numpy as np
 
+from tensortap.capture import quiet
+
 from .naming import sub_layers
-from .patching import patch, quiet
+from .patching import patch
 
 
 def is_mha(layer: Any) -> bool:

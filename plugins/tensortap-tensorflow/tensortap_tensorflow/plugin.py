@@ -18,4 +18,5 @@ def tensortap_register_adapters():
                                   adapter="tensortap_tensorflow.adapter:TensorFlowAdapter",
                                   conformance="tensortap_tensorflow.conformance:Kit",
                                   instrument="tensortap_tensorflow.instrument:KerasInstrumentation",
-                                  versions=(TENSORFLOW, KERAS))]
+                                  versions=(TENSORFLOW, KERAS),
+                                  extras=("keras_callback", "wrap_tape", "watch_gradcam"))]

@@ -24,9 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from tensortap.adapter import Handle
+from tensortap.capture import quiet
 
 from . import hf_attention
-from .util import eager, override_forward, quiet
+from .util import eager, override_forward
 
 Sink = Callable[[str, torch.Tensor], None]
 

@@ -23,10 +23,11 @@ from typing import Any, Callable, Optional, Tuple
 import torch
 from torch import nn
 
+from tensortap.capture import is_quiet
 from tensortap.errors import StopTraining
 from tensortap.modes import EVAL, TRAIN
 
-from .util import eager, is_quiet, unwrap
+from .util import eager, unwrap
 
 
 class StepDriver:
