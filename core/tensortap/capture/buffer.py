@@ -57,16 +57,18 @@ class StepBuffer:
     """The items of the current step, and the steps handed over but not yet written."""
 
     def __init__(self) -> None:
-        self._items: Optional[Dict[Tuple[str, str], TensorItem]] = None
+        #: the current step's items by (name, kind), None until the step captures something
+        self.items: Optional[Dict[Tuple[str, str], TensorItem]] = None
+        #: steps handed over, not yet written
+        self.held: List[HeldStep] = []
         self._pending: List[Pending] = []
-        self._held: List[HeldStep] = []
 
     def add(self, items: Iterable[TensorItem]) -> None:
         """Add items to the current step: an array that is neither numpy nor a Deferred handle is
         made a float64 array; a handle is resolved before the step is written."""
-        if self._items is None:
-            self._items = {}
-        batch = self._items
+        if self.items is None:
+            self.items = {}
+        batch = self.items
         for it in items:
             v: Any = it.array
             if not isinstance(v, np.ndarray):
@@ -78,17 +80,17 @@ class StepBuffer:
 
     def seal(self, step: int, mode: ModeKeys, mode_step: int) -> None:
         """The current step is over: hold it (with its still pending items) for the writer."""
-        items, self._items = self._items, None
+        items, self.items = self.items, None
         pending, self._pending = self._pending, []
         if items:
             batch = StepBatch(step, mode.value, mode_step, list(items.values()), time.time())
             # an item replaced later in the step is not waited for
-            self._held.append(HeldStep(batch, [p for p in pending if items.get((p.item.name, p.item.kind)) is p.item]))
+            self.held.append(HeldStep(batch, [p for p in pending if items.get((p.item.name, p.item.kind)) is p.item]))
 
     def ready(self, wait: bool, on_error: OnError) -> Iterator[StepBatch]:
         """The held steps that can go to the writer now, in order, resolved. `wait=False` leaves the
         last one held while its reductions are still being computed (the next step is starting)."""
-        held = self._held
+        held = self.held
         while held:
             h = held[0]
             if not wait and len(held) == 1 and not h.ready():

@@ -91,6 +91,8 @@ class TensorPlan:
 
 
 PlanKey = Tuple[str, str, int]
+#: what an unsaved step wants
+NOTHING: FrozenSet[str] = frozenset()
 
 
 class Selection:
@@ -110,7 +112,7 @@ class Selection:
         #: categories adapters capture while they save
         self.active: Tuple[Collection, ...] = ()
         self.key = -1
-        self.wanted: FrozenSet[str] = frozenset()
+        self.wanted: FrozenSet[str] = NOTHING
         #: (name, category, key) -> plan (None: not kept); read directly on the capture path
         self.plans: Dict[PlanKey, Optional[TensorPlan]] = {}
         self._matches: Dict[Tuple[str, str], Tuple[Collection, ...]] = {}
@@ -133,7 +135,7 @@ class Selection:
             if v:
                 active.append(c)
         if not active:  # an unsaved step: nothing is wanted
-            self.clear()
+            self.active, self.key, self.wanted = (), -1, NOTHING
             return
         self.active = tuple(active)
         ids = tuple(map(id, active))
@@ -145,7 +147,7 @@ class Selection:
 
     def clear(self) -> None:
         """Nothing saves until the next `begin` (a driven step ended)."""
-        self.active, self.key, self.wanted = (), -1, frozenset()
+        self.active, self.key, self.wanted = (), -1, NOTHING
 
     def forget(self) -> None:
         """The collections changed (regexes, names, categories, configs): decide everything again."""

@@ -136,20 +136,20 @@ class CaptureSession(StepClock):
             return
         with self.lock:
             self._hand_over(wait=False)
-            m = self.resolve_mode(mode)
-            problem = self.advance(m, step)
+            problem = self.advance(mode, step)
             if problem is not None:
                 self.report_error(*problem)
             self._mode_changed = self._needs_begin = False
-            self.selection.begin(m, self.mode_step)
-            self._sync()
+            sel = self.selection
+            sel.begin(self.mode, self.mode_step)
+            self._active, self._wanted = sel.active, sel.wanted
             if self._early:
                 self._save_held()
             reason = None
             if not self.driven:  # a driver takes stop requests itself (take_stop_request)
-                reason = self.take_stop()
+                reason, self._stop_reason = self._stop_reason, None
         if self.driven:
-            self._prepare_driven(m, first_pass=True)
+            self._prepare_driven(self.mode, first_pass=True)
         if self._tokens is not None and "attention" in self._wanted:
             self.capture("attention/tokens", self._tokens, "attention")
         if reason is not None:
@@ -194,8 +194,11 @@ class CaptureSession(StepClock):
             finally:
                 self._needs_begin = needs_begin
         self._vectors.clear()  # values whose gradient never came (no backward pass this step)
-        self._buffer.seal(self.step, self.mode, self.mode_step)
-        for batch in self._buffer.ready(wait, self.report_error):
+        buffer = self._buffer
+        if buffer.items is None and not buffer.held:  # nothing captured, nothing waiting: an unsaved step
+            return
+        buffer.seal(self.step, self.mode, self.mode_step)
+        for batch in buffer.ready(wait, self.report_error):
             if batch.items:
                 self._step_done(batch)
 

@@ -41,10 +41,12 @@ class StepClock:
         """Is begin_step(mode, step=step) another pass of the current step (its own number again)?"""
         return self.step >= 0 and self.resolve_mode(mode) == self.mode and step == self.mode_step
 
-    def advance(self, mode: ModeKeys, step: Optional[int]) -> Optional[Tuple[str, ConfigError]]:
-        """Move to the next step of `mode` (numbered `step` within it, if given). A number that does
-        not grow is replaced by the next free one, so nothing saved is overwritten: that problem is
-        returned, (what, error), for the caller to report."""
+    def advance(self, mode: ModeArg, step: Optional[int]) -> Optional[Tuple[str, ConfigError]]:
+        """Move to the next step, in the mode a step begun with `mode` runs in (`resolve_mode`),
+        numbered `step` within it if given. A number that does not grow is replaced by the next
+        free one, so nothing saved is overwritten: that problem is returned, (what, error), for
+        the caller to report."""
+        mode = self.user_mode or to_mode(mode) or _modes.TRAIN  # resolve_mode, inline: once per step
         last = self._counters.get(mode, -1)
         problem = None
         if step is None:
