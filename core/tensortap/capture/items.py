@@ -22,7 +22,7 @@ _storable = functools.lru_cache(maxsize=None)(is_storable)  # per dtype: checked
 NUMPY_LIKE = (np.ndarray, np.generic, int, float, bool, complex, list, tuple)
 
 
-def numpy_copy(adapter: Optional["Adapter"], value: Any, name: str) -> np.ndarray:
+def numpy_copy(adapter: Optional["Adapter"], value: Any, name: str) -> np.ndarray[Any, Any]:
     """A C-contiguous numpy copy of `value` that tensortap owns, made by its framework's adapter
     (None: numpy); a ConfigError for a dtype the store cannot hold."""
     arr = adapter.to_numpy(value) if adapter is not None else np.array(value, copy=True)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..adapter import Adapter
     from ..collections import Collection
     from ..plugins import Registry
+    from .interface import Capture
 
 #: what the session needs of the run it writes (tensortap.output.RunOutput)
 Record = Callable[[Dict[str, Any]], None]
@@ -40,7 +41,7 @@ class _Held:
 
     __slots__ = ("array", "extra", "always")
 
-    def __init__(self, array: np.ndarray, extra: Tuple[str, ...], always: bool) -> None:
+    def __init__(self, array: np.ndarray[Any, Any], extra: Tuple[str, ...], always: bool) -> None:
         self.array, self.extra, self.always = array, extra, always
 
 
@@ -75,7 +76,7 @@ class CaptureSession(StepClock):
         self._plans = selection.plans
         self._converters: Dict[type, Optional["Adapter"]] = {}  # value type -> the adapter converting it
         self._aux: Dict[str, "Adapter"] = {}  # adapters of other frameworks, for values the user saves
-        self._tokens: Optional[np.ndarray] = None  # set_tokens: saved beside attention until replaced
+        self._tokens: Optional[np.ndarray[Any, Any]] = None  # set_tokens: saved beside attention until replaced
         self._early: Dict[Tuple[str, str], _Held] = {}  # saved before the first step, for it
 
     # ---- wiring (the Hook) ---------------------------------------------------------------------
@@ -398,3 +399,9 @@ class CaptureSession(StepClock):
         self._tokens = None if tokens is None else token_array(tokens)
         if self._tokens is not None and self.step >= 0 and "attention" in self._wanted:
             self.capture("attention/tokens", self._tokens, "attention")
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    def _satisfies_capture(session: CaptureSession) -> "Capture":
+        """mypy checks here that a CaptureSession is a tt.Capture."""
+        return session

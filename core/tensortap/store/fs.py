@@ -4,13 +4,18 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple, Union
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+#: where a run is: a local path or an fsspec URL (s3://bucket/run)
+RunPath = Union[str, "os.PathLike[str]"]
+#: an fsspec file system (fsspec has no type hints)
+FileSystem = Any
 
-def resolve(out_dir) -> Tuple["fsspec.AbstractFileSystem", str]:
+
+def resolve(out_dir: RunPath) -> Tuple[FileSystem, str]:
     """(filesystem, root path) for a local path or any fsspec URL."""
     text = os.fspath(out_dir)
     if "://" not in text:
@@ -19,7 +24,7 @@ def resolve(out_dir) -> Tuple["fsspec.AbstractFileSystem", str]:
     return fs, path.rstrip("/")
 
 
-def is_local(fs) -> bool:
+def is_local(fs: FileSystem) -> bool:
     return isinstance(fs, LocalFileSystem)
 
 

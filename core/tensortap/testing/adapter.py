@@ -7,14 +7,20 @@ from typing import Any, Callable, Iterator, List, Tuple
 
 import numpy as np
 
-from ..adapter import Adapter, Handle
-from ..modes import EVAL, TRAIN
+from tensortap.adapter import Adapter, Handle
+from tensortap.modes import EVAL, TRAIN
 from .numpy_mlp import NumpyMLP
 
 
-def _remover(hooks: List[Any], fn: Callable[..., None]) -> Handle:
-    """A handle that takes `fn` off the model's list of hook functions."""
-    return Handle(lambda: fn in hooks and hooks.remove(fn))
+def _added(hooks: List[Any], fn: Callable[..., None]) -> Handle:
+    """Add `fn` to one of the model's lists of hook functions; the handle takes it off again."""
+    hooks.append(fn)
+
+    def remove() -> None:
+        if fn in hooks:
+            hooks.remove(fn)
+
+    return Handle(remove)
 
 
 class NumpyAdapter(Adapter):
@@ -44,9 +50,8 @@ class NumpyAdapter(Adapter):
             if session.wants("gradients"):
                 session.capture(f"gradients/{name}", g, "gradients")
 
-        for hooks, fn in ((model.forward_pre_hooks, pre), (model.layer_hooks, layer), (model.grad_hooks, grad)):
-            hooks.append(fn)
-            self.handles.append(_remover(hooks, fn))
+        self.handles += [_added(model.forward_pre_hooks, pre), _added(model.layer_hooks, layer),
+                         _added(model.grad_hooks, grad)]
 
     def register_loss(self, loss_obj: Any, name: str) -> None:
         """The NumpyMLP computes its own loss: record it each time `loss_obj.loss` runs."""
@@ -56,8 +61,7 @@ class NumpyAdapter(Adapter):
         def on_loss(value: float) -> None:
             session.capture(name, np.float32(value), "losses")
 
-        loss_obj.loss_hooks.append(on_loss)
-        self.handles.append(_remover(loss_obj.loss_hooks, on_loss))
+        self.handles.append(_added(loss_obj.loss_hooks, on_loss))
 
     def named_parameters(self, model: NumpyMLP) -> Iterator[Tuple[str, Any]]:
         return iter(model.params.items())

@@ -46,7 +46,7 @@ def compute(model: Any, inputs: Sequence[Any]) -> List[np.ndarray]:
     the model is not run)."""
     from mxnet import autograd
 
-    from tensortap.capture import quiet
+    from .quiet import quiet
 
     cells = attention_cells(model)
     if not cells:

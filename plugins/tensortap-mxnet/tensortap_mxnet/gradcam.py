@@ -17,7 +17,7 @@ from tensortap.errors import ConfigError, did_you_mean
 
 from .blocks import Deactivated, layer_names, override_forward, walk
 from .onednn import enabled as onednn_enabled, has_max_pooling, pooling_in_train_mode
-from tensortap.capture import quiet
+from .quiet import quiet
 
 
 def resolve_layer(model: Any, target_layer: Any) -> Tuple[str, Any]:

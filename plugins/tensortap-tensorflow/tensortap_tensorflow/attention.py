@@ -11,10 +11,8 @@ from typing import Any, Callable, List
 
 import numpy as np
 
-from tensortap.capture import quiet
-
 from .naming import sub_layers
-from .patching import patch
+from .patching import patch, quiet
 
 
 def is_mha(layer: Any) -> bool:

@@ -11,11 +11,10 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tensortap.capture import quiet
 from tensortap.errors import ConfigError, did_you_mean
 
 from .naming import layer_name, sub_layers
-from .patching import patch
+from .patching import patch, quiet
 
 
 def find_layer(model: Any, target: Any) -> Any:

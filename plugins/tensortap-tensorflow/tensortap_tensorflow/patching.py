@@ -9,6 +9,7 @@ import functools
 from typing import Any, Callable
 
 from tensortap.adapter import Handle
+from tensortap.capture import is_quiet, quiet  # noqa: F401 - the one quiet context, for this plugin's modules
 
 _MISSING = object()
 

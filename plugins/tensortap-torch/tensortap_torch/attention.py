@@ -24,10 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from tensortap.adapter import Handle
-from tensortap.capture import quiet
 
 from . import hf_attention
-from .util import eager, override_forward
+from .util import eager, override_forward, quiet
 
 Sink = Callable[[str, torch.Tensor], None]
 

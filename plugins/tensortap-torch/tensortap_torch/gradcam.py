@@ -17,11 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from tensortap.capture import quiet
 from tensortap.errors import ConfigError
 
 from .convert import to_numpy
-from .util import eval_mode, resolve_layer, tensors, unwrap
+from .util import eval_mode, quiet, resolve_layer, tensors, unwrap
 
 
 def _logits(out: Any) -> torch.Tensor:

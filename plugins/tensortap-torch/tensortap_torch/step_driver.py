@@ -23,11 +23,10 @@ from typing import Any, Callable, Optional, Tuple
 import torch
 from torch import nn
 
-from tensortap.capture import is_quiet
 from tensortap.errors import StopTraining
 from tensortap.modes import EVAL, TRAIN
 
-from .util import eager, unwrap
+from .util import eager, is_quiet, unwrap
 
 
 class StepDriver:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from tensortap.adapter import Handle
+from tensortap.capture import is_quiet, quiet  # noqa: F401 - the one quiet context, for this plugin's modules
 from tensortap.errors import ConfigError, did_you_mean
 
 
