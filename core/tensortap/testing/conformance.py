@@ -140,7 +140,7 @@ def check_reductions(kit: ConformanceKit, run_dir: str) -> None:
     import tensortap as tt
     from tensortap.reductions import reduce_numpy
 
-    rc = tt.ReductionConfig(reductions=["min", "max", "mean", "std", "l1", "l2", "nan_count", "histogram"])
+    rc = tt.ReductionConfig(reductions=("min", "max", "mean", "std", "l1", "l2", "nan_count", "histogram"))
     snaps, trial = train(kit, run_dir, include_collections=["weights", "gradients"], reduction_config=rc)
     names = kit.param_names()
     for step in trial.steps():
