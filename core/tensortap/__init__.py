@@ -2,6 +2,7 @@
 from . import modes
 from ._version import __version__
 from .adapter import Adapter, AdapterSpec, Handle
+from .capture import Capture
 from .collections import Collection
 from .errors import (AttentionNotFound, ConfigError, CorruptRunError, NotARunError, PluginError, StepNotFound,
                      StopTraining, TensorNotFound, TensorTapError, WriterGoneError)
@@ -18,7 +19,7 @@ from . import rules, vis, explain, parallel  # noqa: E402,F401  (tt.rules.get, t
 __all__ = [
     "__version__", "Hook", "SaveConfig", "SaveConfigMode", "ReductionConfig", "Collection", "modes",
     "create_trial", "Trial", "Tensor", "invoke_rule", "rules", "vis", "explain", "parallel", "hookimpl",
-    "Adapter", "AdapterSpec", "Handle", "TensorTapError", "ConfigError", "NotARunError", "CorruptRunError",
+    "Adapter", "AdapterSpec", "Handle", "Capture", "TensorTapError", "ConfigError", "NotARunError", "CorruptRunError",
     "TensorNotFound", "StepNotFound", "PluginError", "StopTraining", "VectorReduction", "AttentionNotFound",
     "SupportedVersions", "FrameworkVersionWarning", "WriterGoneError", "WriterStatus", "WorkerStatus",
 ]

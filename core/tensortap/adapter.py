@@ -3,8 +3,9 @@
 The spec recognises a framework's models and tensors by the modules their classes come
 from, so the core never imports a framework to find out, and names the plugin's classes: the
 Adapter does the framework-specific work of capture (attach hooks, name parameters and layers,
-turn tensors into numpy copies; everything after `to_numpy` is framework-free), the optional
-Explainer (tensortap.explain) computes Grad-CAM and attention on demand, without a Hook.
+turn tensors into numpy copies) and reaches the core only through the `tt.Capture` it is given
+(`Adapter.session`, tensortap.capture); everything after `to_numpy` is framework-free. The
+optional Explainer (tensortap.explain) computes Grad-CAM and attention on demand, without a Hook.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from .framework_versions import SupportedVersions, check_versions
 from .reductions import pack, reduce_numpy
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .hook import Hook
+    from .capture.interface import Capture
     from .vector_reductions import VectorReduction
 
 
@@ -42,6 +43,9 @@ class AdapterSpec:
                    a class taking the run session, whose `install()` patches the framework once one
                    of `model_modules` is imported (see tensortap.zerocode.session)
     versions:      the framework versions the plugin supports, checked when the adapter loads
+    extras:        names of Adapter methods the plugin offers users through the hook:
+                   `hook.extra(name)` gives the method bound to the hook's adapter (made if the hook
+                   has none yet); tensortap-tensorflow offers "keras_callback", "wrap_tape", ...
     """
 
     name: str
@@ -52,12 +56,17 @@ class AdapterSpec:
     explainer: Optional[str] = None
     instrument: Optional[str] = None
     versions: Tuple[SupportedVersions, ...] = ()
+    extras: Tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if ":" not in self.adapter:
             raise ConfigError(f"AdapterSpec {self.name!r}: adapter must be 'module:Class', got {self.adapter!r}")
         object.__setattr__(self, "model_modules", tuple(self.model_modules))
         object.__setattr__(self, "versions", tuple(self.versions))
+        object.__setattr__(self, "extras", (self.extras,) if isinstance(self.extras, str) else tuple(self.extras))
+        for e in self.extras:
+            if not isinstance(e, str) or not e.isidentifier() or e.startswith("_"):
+                raise ConfigError(f"AdapterSpec {self.name!r}: extras are names of public Adapter methods, got {e!r}")
         for v in self.versions:
             if not isinstance(v, SupportedVersions):
                 raise ConfigError(f"AdapterSpec {self.name!r}: versions must be tt.SupportedVersions, got {v!r}")
@@ -125,18 +134,20 @@ class Adapter:
     """Base class of framework adapters: one instance per Hook.
 
     Subclasses implement `attach`, `named_parameters`, `named_layers` and `to_numpy`;
-    the rest have working defaults. During training the adapter drives the Hook:
-    `hook.begin_step(mode)` at the start of each iteration, then
-    `hook.wants(category)` / `hook.capture(name, tensor, category)` for what it sees. An adapter
-    that captures layer inputs/outputs also tells, once per layer (not per step), what each layer
-    is: `hook.describe_layers([tensortap.layers.LayerInfo.of(name, layer)])`, so rules find
-    layers by kind ("relu") rather than by name.
+    the rest have working defaults. During training the adapter drives its `session` (a
+    `tt.Capture`, see tensortap.capture.interface): `session.begin_step(mode)` at the start of
+    each iteration, then `session.wants(category)` / `session.capture(name, tensor, category)` for
+    what it sees. An adapter that captures layer inputs/outputs also tells, once per layer (not
+    per step), what each layer is: `session.describe_layers([tensortap.layers.LayerInfo.of(name,
+    layer)])`, so rules find layers by kind ("relu") rather than by name. docs/writing-a-framework-
+    plugin.md walks through a complete one.
     """
 
     name: str = "base"
 
-    def __init__(self, hook: "Hook") -> None:
-        self.hook = hook
+    def __init__(self, session: Optional["Capture"]) -> None:
+        #: what the adapter captures through (None: made for an explanation, tt.explain)
+        self.session = session
         self.handles: List[Handle] = []
         self.model: Any = None
 
@@ -163,7 +174,7 @@ class Adapter:
             self.handles.pop().remove()
 
     def collections_changed(self) -> None:
-        """The hook's collections gained regexes or tensor names after `attach` (a user collection
+        """The hook's collections changed after `attach` (a user collection
         filled by `get_collection(name).include(...)`): install what they may now need. Default:
         detach and attach the model again (between steps)."""
         if self.model is not None:
@@ -171,20 +182,20 @@ class Adapter:
             self.attach(self.model)
 
     def finish_step(self) -> None:
-        """Called just before the Hook hands the current step to the writer (next begin_step, end_step,
+        """Called just before the session hands the current step to the writer (next begin_step, end_step,
         flush, close): capture what the adapter still holds for it (e.g. on-device copies not yet
         turned into numpy, gradients no optimizer call picked up). Default: nothing."""
 
     def start_driven_step(self, first_pass: bool = True) -> None:
-        """A driver began a step (`Hook.begin_step` for a mode `Hook.drive_steps` hands to it): set up
+        """A driver began a step (`begin_step` for a mode `drive_steps` hands to it): set up
         the step's capture as at a step boundary the adapter finds itself (e.g. the weights).
         `first_pass=False`: the driver continues the current step with another forward/backward pass
         (gradient accumulation); tensors of forward passes are kept from the first pass only.
         Default: nothing."""
 
     def capture_gradients(self) -> int:
-        """Capture the parameters' gradients as they are now (`Hook.capture_gradients`, called just
-        before the optimizer step); returns how many were kept."""
+        """Capture the parameters' gradients as they are now (`Capture.capture_gradients`, called
+        just before the optimizer step); returns how many were kept."""
         raise ConfigError(f"the {self.name} adapter cannot capture gradients on request; it captures them "
                           "itself at its own step boundaries (do not drive its steps with hook.drive_steps)")
 
@@ -205,7 +216,7 @@ class Adapter:
         """Reductions of several tensors (`names` in tensortap.reductions.canonical order), each
         packed into one float64 vector (tensortap.reductions.pack). An item may instead be a handle
         with done()/result() giving that vector later (computed off the training thread or on the
-        device without a sync): the Hook resolves it before the step goes to the writer, so it
+        device without a sync): the session resolves it before the step goes to the writer, so it
         must snapshot what later in-place updates would change. Default: `reduce` on each."""
         return [pack(self.reduce(t, names, bins), names) for t in tensors]
 

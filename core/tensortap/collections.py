@@ -80,11 +80,21 @@ class Collection:
         for fn in list(self._listeners):
             fn()
 
+    @property
+    def selects_by_name(self) -> bool:
+        """True when this collection picks tensors by name (include_regex or tensor_names), not
+        only by being a category's own collection ("gradients")."""
+        return self._pattern is not None or bool(self.tensor_names)
+
+    def matches_name(self, name: str) -> bool:
+        """Is `name` one of tensor_names, or matched by include_regex (whatever its category)?"""
+        return name in self.tensor_names or (self._pattern is not None and self._pattern.search(name) is not None)
+
     def wants_category(self, category: str) -> bool:
         """Could this collection include some tensor of `category`?"""
         if category == self.name:
             return True
-        if self._pattern is None and not self.tensor_names:
+        if not self.selects_by_name:
             return False
         return self.categories is None or category in self.categories
 

@@ -9,11 +9,15 @@ scaled to [0, 1] per image.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .errors import AttentionNotFound, ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .capture.interface import Capture
+    from .hook import Hook
 
 
 class Explainer:
@@ -144,9 +148,10 @@ def no_attention_found(model: Any, framework: str, supported: str) -> AttentionN
         "probs, collections=['attention']) as a (batch, heads, query, key) array")
 
 
-def record_gradcam(hook, layer: str, activations: np.ndarray, gradients: np.ndarray, images: np.ndarray,
-                   targets: Sequence[int], scores: Optional[np.ndarray] = None) -> None:
-    """Save one Grad-CAM observation at the hook's current step (collection "feature_maps").
+def record_gradcam(hook: "Union[Hook, Capture]", layer: str, activations: np.ndarray, gradients: np.ndarray,
+                   images: np.ndarray, targets: Sequence[int], scores: Optional[np.ndarray] = None) -> None:
+    """Save one Grad-CAM observation at the current step of a Hook (or of an adapter's session),
+    in collection "feature_maps".
 
     Stored names (the contract the `gradcam` visualizer reads):
       gradcam/<layer>/activations (B, C, h, w)   gradcam/<layer>/gradients (B, C, h, w)
@@ -155,11 +160,12 @@ def record_gradcam(hook, layer: str, activations: np.ndarray, gradients: np.ndar
       gradcam/images (B, H, W, C) float in [0, 1] or uint8, the inputs to overlay
     """
     cam = cam_from_tensors(activations, gradients).astype(np.float32)
-    coll = ["feature_maps"]
-    hook.save_tensor(f"gradcam/{layer}/activations", np.asarray(activations), collections=coll)
-    hook.save_tensor(f"gradcam/{layer}/gradients", np.asarray(gradients), collections=coll)
-    hook.save_tensor(f"gradcam/{layer}/cam", cam, collections=coll)
-    hook.save_tensor(f"gradcam/{layer}/targets", np.asarray(targets, dtype=np.int64), collections=coll)
+    arrays = [(f"gradcam/{layer}/activations", np.asarray(activations)),
+              (f"gradcam/{layer}/gradients", np.asarray(gradients)),
+              (f"gradcam/{layer}/cam", cam),
+              (f"gradcam/{layer}/targets", np.asarray(targets, dtype=np.int64))]
     if scores is not None:
-        hook.save_tensor(f"gradcam/{layer}/scores", np.asarray(scores, dtype=np.float32), collections=coll)
-    hook.save_tensor("gradcam/images", np.asarray(images), collections=coll)
+        arrays.append((f"gradcam/{layer}/scores", np.asarray(scores, dtype=np.float32)))
+    arrays.append(("gradcam/images", np.asarray(images)))
+    for name, value in arrays:
+        hook.capture(name, value, "feature_maps")

@@ -11,9 +11,15 @@ Registration hooks return lists; names must be unique across all plugins.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .adapter import AdapterSpec
+    from .collections import Collection
+    from .hook import Hook
+    from .vector_reductions import VectorReduction
 
 PROJECT = "tensortap"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -21,7 +27,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def tensortap_register_adapters() -> List["tensortap.adapter.AdapterSpec"]:  # noqa: F821
+def tensortap_register_adapters() -> List["AdapterSpec"]:
     """Framework adapters this plugin provides, as `tensortap.AdapterSpec` objects.
 
     Example::
@@ -34,7 +40,7 @@ def tensortap_register_adapters() -> List["tensortap.adapter.AdapterSpec"]:  # n
 
 
 @hookspec
-def tensortap_register_collections() -> List["tensortap.Collection"]:  # noqa: F821
+def tensortap_register_collections() -> List["Collection"]:
     """Extra default collections, e.g. `tt.Collection("attention", description=...)`.
 
     Example::
@@ -82,7 +88,7 @@ def tensortap_register_actions() -> List[type]:
 
 
 @hookspec
-def tensortap_register_reductions() -> List["tensortap.VectorReduction"]:  # noqa: F821
+def tensortap_register_reductions() -> List["VectorReduction"]:
     """Reductions that give one small vector per captured tensor per saved step, as
     `tensortap.VectorReduction` objects, each with a unique `name` (not a built-in one). Users
     list the name in `tt.ReductionConfig(reductions=[...])`; the vector is stored instead of the
@@ -103,7 +109,7 @@ def tensortap_register_reductions() -> List["tensortap.VectorReduction"]:  # noq
 
 
 @hookspec
-def tensortap_step_end(hook, step: int, mode: str) -> None:
+def tensortap_step_end(hook: "Hook", step: int, mode: str) -> None:
     """Called after a saved step was handed to the writer (behaviour hook; return value ignored).
 
     Example::
@@ -115,7 +121,7 @@ def tensortap_step_end(hook, step: int, mode: str) -> None:
 
 
 @hookspec
-def tensortap_run_closed(hook, out_dir: str) -> None:
+def tensortap_run_closed(hook: "Hook", out_dir: str) -> None:
     """Called once when a Hook closed its run (all data written).
 
     Example::

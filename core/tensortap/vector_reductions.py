@@ -20,6 +20,7 @@ import numpy as np
 
 from . import plugins
 from .errors import ConfigError
+from .store import TensorItem
 
 VALUE = "value"
 GRADIENT = "gradient"
@@ -125,9 +126,17 @@ def lookup(name: str) -> Optional[VectorReduction]:
     return registered().get(name)
 
 
-#: what `VectorCapture` hands the Hook: (tensor name, record kind, collections, vector or handle)
-Item = Tuple[str, str, Tuple[str, ...], Any]
 OnError = Callable[[str, BaseException], None]
+
+
+@dataclass
+class _Waiting:
+    """A captured value whose reductions wait for its gradient."""
+
+    adapter: Any  # the Adapter that converts its tensors, or None (numpy)
+    held: Any  # what Adapter.hold returned for the value
+    reductions: Tuple[VectorReduction, ...]
+    collections: Tuple[str, ...]
 
 
 class VectorCapture:
@@ -137,7 +146,7 @@ class VectorCapture:
 
     def __init__(self, on_error: OnError) -> None:
         self._on_error = on_error
-        self._waiting: Dict[str, Tuple[Any, Any, Tuple[VectorReduction, ...], Tuple[str, ...]]] = {}
+        self._waiting: Dict[str, _Waiting] = {}
 
     @property
     def waiting(self) -> bool:
@@ -148,16 +157,16 @@ class VectorCapture:
         return name in self._waiting
 
     def on_value(self, name: str, tensor: Any, adapter: Any, reductions: Sequence[VectorReduction],
-                 collections: Tuple[str, ...]) -> List[Item]:
+                 collections: Tuple[str, ...]) -> List[TensorItem]:
         """Compute the value-only reductions of `name` now; keep it for the ones needing its gradient."""
         now = [r for r in reductions if not r.needs_gradient]
         later = tuple(r for r in reductions if r.needs_gradient)
         if later:
             held = adapter.hold(tensor) if adapter is not None else np.array(tensor, copy=True)
-            self._waiting[name] = (adapter, held, later, collections)
+            self._waiting[name] = _Waiting(adapter, held, later, collections)
         return self._compute(name, adapter, now, (tensor,), collections)
 
-    def on_gradient(self, gradient_name: str, gradient: Any) -> List[Item]:
+    def on_gradient(self, gradient_name: str, gradient: Any) -> List[TensorItem]:
         """The reductions waiting for `gradient_name` ("gradients/<name>"), computed now."""
         if not gradient_name.startswith(GRADIENT_PREFIX):
             return []
@@ -165,15 +174,14 @@ class VectorCapture:
         got = self._waiting.pop(name, None)
         if got is None:
             return []
-        adapter, held, reductions, collections = got
-        return self._compute(name, adapter, reductions, (held, gradient), collections)
+        return self._compute(name, got.adapter, got.reductions, (got.held, gradient), got.collections)
 
     def clear(self) -> None:
         self._waiting.clear()
 
     def _compute(self, name: str, adapter: Any, reductions: Sequence[VectorReduction], tensors: Tuple[Any, ...],
-                 collections: Tuple[str, ...]) -> List[Item]:
-        out: List[Item] = []
+                 collections: Tuple[str, ...]) -> List[TensorItem]:
+        out: List[TensorItem] = []
         for r in reductions:
             try:
                 if adapter is not None:
@@ -183,5 +191,5 @@ class VectorCapture:
             except Exception as e:  # noqa: BLE001 - reported; training and the other captures go on
                 self._on_error(f"could not compute reduction {r.name!r} of {name!r}", e)
                 continue
-            out.append((name, r.kind, collections, v))
+            out.append(TensorItem(name, r.kind, collections, v))  # v may be a Deferred handle
         return out

@@ -77,20 +77,22 @@ def test_disk_full_training_continues_reports_once_and_resumes(tmp_path, caplog)
     """Writes raise ENOSPC for steps 10..19; the training loop never sees an exception."""
     snaps = {}
 
-    class Switch(tt.Hook):  # flip the fault switch at exact steps, after each step is on disk
-        def begin_step(self, mode=None):
-            super().begin_step(mode)
-            self.flush()
-            if self.step == 10:
-                FaultyFS.full.set()
-            if self.step == 20:
-                FaultyFS.full.clear()
-
     from tensortap.testing import NumpyMLP, make_data
 
     model = NumpyMLP()
-    hook = Switch(f"faulty://{tmp_path}/run", include_collections=["weights", "losses"],
-                  save_config=tt.SaveConfig(save_interval=1))
+    hook = tt.Hook(f"faulty://{tmp_path}/run", include_collections=["weights", "losses"],
+                   save_config=tt.SaveConfig(save_interval=1))
+    begin = hook.session.begin_step  # where the adapter begins each step (tt.Capture)
+
+    def begin_step(mode=None, **kw):  # flip the fault switch at exact steps, after each step is on disk
+        begin(mode, **kw)
+        hook.flush()
+        if hook.step == 10:
+            FaultyFS.full.set()
+        if hook.step == 20:
+            FaultyFS.full.clear()
+
+    hook.session.begin_step = begin_step
     hook.register(model)
     x, y = make_data(240)
     with caplog.at_level(logging.WARNING, logger="tensortap"):

@@ -21,11 +21,11 @@ import threading
 import time
 import weakref
 from dataclasses import replace
-from typing import Callable, Optional
+from typing import IO, Callable, Optional
 
 from ..errors import ConfigError
 from . import layout
-from .fs import is_local, join, make_run_dir, resolve
+from .fs import FileSystem, RunPath, is_local, join, make_run_dir, resolve
 from .liveness import DEAD, MAX_CLAIM_BYTES, Holder, judge, when
 
 try:
@@ -62,7 +62,7 @@ class ClaimLost(Exception):
 class WorkerClaim:
     """The exclusive right to write `workers/worker-<rank>/` of one run (see the module doc)."""
 
-    def __init__(self, out_dir, rank: int) -> None:
+    def __init__(self, out_dir: RunPath, rank: int) -> None:
         self.fs, self.root = resolve(out_dir)
         self.local = is_local(self.fs)
         self.rank = int(rank)
@@ -81,7 +81,7 @@ class WorkerClaim:
 
     # ---- taking it ----------------------------------------------------------------------------
     @classmethod
-    def acquire(cls, out_dir, rank: int) -> "WorkerClaim":
+    def acquire(cls, out_dir: RunPath, rank: int) -> "WorkerClaim":
         """Claim (out_dir, rank), or raise ConfigError naming the writer that holds it."""
         c = cls(out_dir, rank)
         make_run_dir(c.fs, c.root, join(layout.WORKERS_DIR, c.worker))
@@ -329,7 +329,7 @@ def _read_file(path: str) -> bytes:
         return f.read(MAX_CLAIM_BYTES + 1)
 
 
-def _create(fs, path: str, data: bytes) -> None:
+def _create(fs: FileSystem, path: str, data: bytes) -> None:
     """Create `path` holding `data`, failing with FileExistsError if it exists: atomic where the
     store has conditional writes (s3fs sends If-None-Match), a look-then-write elsewhere."""
     try:
@@ -340,16 +340,19 @@ def _create(fs, path: str, data: bytes) -> None:
         fs.pipe_file(path, data)
 
 
-def open_new(fs, local: bool, path: str):
+def open_new(fs: FileSystem, local: bool, path: str) -> IO[bytes]:
     """A new file at `path` for writing, never replacing one that exists (FileExistsError)."""
+    f: IO[bytes]
     if local:
-        return fs.open(path, "xb")
+        f = fs.open(path, "xb")
+        return f
     try:
-        return fs.open(path, "xb")  # s3fs: If-None-Match on the upload
+        f = fs.open(path, "xb")  # s3fs: If-None-Match on the upload
     except (ValueError, NotImplementedError, TypeError):
         if fs.exists(path):
             raise FileExistsError(path) from None
-        return fs.open(path, "wb")
+        f = fs.open(path, "wb")
+    return f
 
 
 __all__ = ["WorkerClaim", "ClaimLost", "HEARTBEAT_SECONDS", "open_new"]

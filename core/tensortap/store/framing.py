@@ -27,9 +27,15 @@ import struct
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional, Tuple, Union
 
 import crc32c as _crc32c
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Buffer
+
+    #: bytes-like objects that also have len() and slices
+    Bytes = Union[bytes, bytearray, memoryview]
 
 MAGIC = b"TTR1"
 KIND_DATA = 1
@@ -43,7 +49,7 @@ _U32 = struct.Struct("<I")
 _BINDING = struct.Struct("<16sIIQIQ")  # writer token, rank, segment, step, name id, record offset
 
 
-def crc(data, value: int = 0) -> int:
+def crc(data: "Buffer", value: int = 0) -> int:
     """CRC32C (Castagnoli) of bytes-like `data`, from the maintained `crc32c` package;
     `value` continues a checksum computed over the bytes before `data`."""
     return _crc32c.crc32c(data, value) if value else _crc32c.crc32c(data)
@@ -80,13 +86,13 @@ class Checksummer:
                 _pool = ThreadPoolExecutor(1, thread_name_prefix="tensortap-crc")
             self._pool = _pool
         self._value = seed
-        self._last: Optional[Future] = None
+        self._last: Optional[Future[None]] = None
 
-    def add(self, chunk) -> None:
+    def add(self, chunk: "Buffer") -> None:
         """Queue `chunk` (it must not change until value() returns)."""
         self._last = self._pool.submit(self._step, chunk)
 
-    def _step(self, chunk) -> None:
+    def _step(self, chunk: "Buffer") -> None:
         self._value = crc(chunk, self._value)
 
     def value(self) -> int:
@@ -151,11 +157,11 @@ class BadPayload(Exception):
 class Record:
     offset: int
     kind: int
-    payload: bytes
+    payload: Union[bytes, memoryview]  # bytes, or a view of the buffer read (iter_records_verbose(copy=False))
     next_offset: int
 
 
-def parse_header(buf, offset: int = 0, available: Optional[int] = None):
+def parse_header(buf: "Bytes", offset: int = 0, available: Optional[int] = None) -> Tuple[int, int]:
     """(kind, length) of the header at `offset` in `buf`; TornRecord if it is not a valid header
     or the record would end past `available` bytes."""
     avail = len(buf) if available is None else available
@@ -169,18 +175,19 @@ def parse_header(buf, offset: int = 0, available: Optional[int] = None):
     return kind, length
 
 
-def record_size(buf, offset: int = 0) -> Optional[int]:
+def record_size(buf: "Bytes", offset: int = 0) -> Optional[int]:
     """The full size of the record whose header starts at `offset` (present even if its body is
     not), or None when no valid header is there."""
     if offset + HEADER_SIZE > len(buf):
         return None
+    length: int
     magic, kind, length, hcrc = _HEADER.unpack_from(buf, offset)
     if magic != MAGIC or hcrc != crc(bytes(buf[offset + 4: offset + 13])):
         return None
     return OVERHEAD + length
 
 
-def iter_records(buf, start: int = 0) -> Iterator[Record]:
+def iter_records(buf: "Buffer", start: int = 0) -> Iterator[Record]:
     """Every valid record in `buf` from `start`, skipping bad payloads (raising nothing).
     Stops at the first torn header; the last yielded record's next_offset is where to resume."""
     for item in iter_records_verbose(buf, start):
@@ -188,7 +195,7 @@ def iter_records(buf, start: int = 0) -> Iterator[Record]:
             yield item
 
 
-def iter_records_verbose(buf, start: int = 0, copy: bool = True):
+def iter_records_verbose(buf: "Buffer", start: int = 0, copy: bool = True) -> Iterator[Union[Record, BadPayload]]:
     """Like iter_records but also yields BadPayload objects for skipped records (and for format-3
     data records, whose checksums only their index entry's binding verifies). With copy=False
     payloads are memoryviews of `buf` (no copy; `buf` must not change)."""
@@ -210,7 +217,7 @@ def iter_records_verbose(buf, start: int = 0, copy: bool = True):
         off = nxt
 
 
-def check_record(buf, kind: int, payload_crc: Optional[int] = None, seed: int = 0) -> memoryview:
+def check_record(buf: "Buffer", kind: int, payload_crc: Optional[int] = None, seed: int = 0) -> memoryview:
     """Validate one complete record held in `buf` and return its payload (a view).
     `payload_crc`: the payload's CRC32C if the caller already computed it while reading
     (it must cover exactly the bytes this header says the payload has, from `seed`);

@@ -4,22 +4,27 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from typing import Callable
+from typing import Any, Callable, Tuple, Union
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import ConfigError
 
+#: where a run is: a local path or an fsspec URL (s3://bucket/run)
+RunPath = Union[str, "os.PathLike[str]"]
+#: an fsspec file system (fsspec has no type hints)
+FileSystem = Any
 
-def run_location(out_dir: str | os.PathLike[str]) -> str:
+
+def run_location(out_dir: RunPath) -> str:
     """The one spelling of a run folder: a local path made absolute (~ expanded), so it names the
     same folder in another process or after a change of directory; an fsspec URL as given."""
     text = os.fspath(out_dir)
     return text if "://" in text else os.path.abspath(os.path.expanduser(text))
 
 
-def resolve(out_dir: str | os.PathLike[str]) -> tuple[fsspec.AbstractFileSystem, str]:
+def resolve(out_dir: RunPath) -> Tuple[FileSystem, str]:
     """(filesystem, root path) for a local path or any fsspec URL."""
     where = run_location(out_dir)
     if "://" not in where:
@@ -28,7 +33,7 @@ def resolve(out_dir: str | os.PathLike[str]) -> tuple[fsspec.AbstractFileSystem,
     return fs, path.rstrip("/")
 
 
-def make_run_dir(fs: fsspec.AbstractFileSystem, root: str, inside: str = "", shown: str | None = None) -> None:
+def make_run_dir(fs: FileSystem, root: str, inside: str = "", shown: str | None = None) -> None:
     """Create the run folder `root` on `fs` (what resolve() gives), with the folder `inside` it (a
     path relative to it) if given; a ConfigError naming the folder (as `shown`, default `root`) and
     the fix if it is a file, cannot be created or is not writable. What tt.Hook checks when it is
@@ -50,7 +55,7 @@ def make_run_dir(fs: fsspec.AbstractFileSystem, root: str, inside: str = "", sho
                           "pass a directory you can write to") from None
 
 
-def is_local(fs) -> bool:
+def is_local(fs: FileSystem) -> bool:
     return isinstance(fs, LocalFileSystem)
 
 

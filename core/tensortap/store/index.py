@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
@@ -37,18 +37,18 @@ ML_DTYPES = {"bfloat16": 2, "float8_e4m3fn": 1, "float8_e4m3b11fnuz": 1, "float8
              "float8_e5m2": 1, "float8_e5m2fnuz": 1}
 
 
-def is_storable(dt: np.dtype) -> bool:
+def is_storable(dt: np.dtype[Any]) -> bool:
     """Can arrays of this dtype be written to a run?"""
     return (dt.kind in SAFE_KINDS and not dt.hasobject) or (dt.kind == "V" and dt.name in ML_DTYPES
                                                              and dt.names is None)
 
 
-def dtype_code(dt: np.dtype) -> str:
+def dtype_code(dt: np.dtype[Any]) -> str:
     """What the index stores for a dtype: numpy's '<f4' form, or the ml_dtypes name ('bfloat16')."""
     return dt.name if dt.kind == "V" and dt.name in ML_DTYPES else dt.str
 
 
-def encode(header: dict, entries: Optional[np.ndarray] = None) -> bytes:
+def encode(header: Dict[str, Any], entries: Optional[np.ndarray[Any, Any]] = None) -> bytes:
     js = json.dumps(header, separators=(",", ":"), allow_nan=True).encode()
     tail = b"" if entries is None else np.ascontiguousarray(entries, ENTRY_DTYPE).tobytes()
     return _U32.pack(len(js)) + js + tail
@@ -58,7 +58,7 @@ class BadIndex(ValueError):
     """An index payload that passed its checksum but does not decode (wrong version, forged)."""
 
 
-def decode(payload: bytes) -> Tuple[dict, Optional[np.ndarray]]:
+def decode(payload: Union[bytes, memoryview]) -> Tuple[Dict[str, Any], Optional[np.ndarray[Any, Any]]]:
     if len(payload) < 4:
         raise BadIndex("index payload shorter than its length field")
     (jlen,) = _U32.unpack_from(payload, 0)
@@ -82,7 +82,7 @@ def decode(payload: bytes) -> Tuple[dict, Optional[np.ndarray]]:
     return header, np.frombuffer(rest, ENTRY_DTYPE)
 
 
-def safe_dtype(text: str) -> np.dtype:
+def safe_dtype(text: str) -> np.dtype[Any]:
     """np.dtype from its stored string, refusing anything that could hold Python objects."""
     if not isinstance(text, str) or len(text) > 24:
         raise BadIndex(f"bad dtype field {text!r}")

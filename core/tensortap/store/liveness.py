@@ -8,11 +8,13 @@ import os
 import socket
 import time
 from dataclasses import asdict, dataclass
-from typing import Optional, Tuple
+from typing import Any, Callable, Optional, Tuple, TypeVar
 
 from .._version import __version__
 from . import layout, safe_io
-from .fs import join
+from .fs import FileSystem, join
+
+T = TypeVar("T")
 
 #: a writer on another machine whose heartbeat is older than this is taken for dead
 DEAD_AFTER_SECONDS = 60.0
@@ -134,7 +136,7 @@ class Holder:
         return not (self.pid_ns and ns and self.pid_ns != ns)
 
 
-def _opt(cast, v):
+def _opt(cast: Callable[[Any], T], v: Any) -> Optional[T]:
     return None if v is None else cast(v)
 
 
@@ -172,7 +174,7 @@ def judge(holder: Holder, dead_after: float = DEAD_AFTER_SECONDS, now: Optional[
     return ALIVE, f"heartbeat from host {holder.host!r} {max(age, 0):.0f} s ago"
 
 
-def read_holder(fs, local: bool, root_real: str, worker_dir: str) -> Optional[Holder]:
+def read_holder(fs: FileSystem, local: bool, root_real: str, worker_dir: str) -> Optional[Holder]:
     """The holder named by a worker's claim file, or None (no claim: a run from before format 3).
     A claim caught while being rewritten is read again."""
     path = join(worker_dir, layout.CLAIM)

@@ -18,13 +18,17 @@ import time
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+import io
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
 from ..errors import CorruptRunError, NotARunError
 from . import framing, index, layout, safe_io
-from .fs import is_local, join
+from .fs import FileSystem, is_local, join
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import TypeGuard
 
 log = logging.getLogger("tensortap")
 MAX_NDIM = 64
@@ -45,9 +49,9 @@ class _BufferPool:
 
     def __init__(self, max_buffers: int = 8, max_bytes: int = 64 << 20) -> None:
         self.max_buffers, self.max_bytes = max_buffers, max_bytes
-        self._bufs: List[Tuple[np.ndarray, int]] = []  # (buffer, its address)
+        self._bufs: List[Tuple[np.ndarray[Any, Any], int]] = []  # (buffer, its address)
 
-    def get(self, n: int) -> Tuple[np.ndarray, int]:
+    def get(self, n: int) -> Tuple[np.ndarray[Any, Any], int]:
         """A buffer of at least `n` bytes and its address."""
         bufs = self._bufs
         for b, addr in bufs:
@@ -66,21 +70,23 @@ class _BufferPool:
         return got
 
 
-def _address(arr: np.ndarray) -> int:
-    return arr.__array_interface__["data"][0]
+def _address(arr: np.ndarray[Any, Any]) -> int:
+    address: int = arr.__array_interface__["data"][0]
+    return address
 
 
-def _end(entry: tuple) -> int:
+def _end(entry: Tuple[Any, ...]) -> int:
     """File offset after the record of a (seg, offset, nbytes, ...) entry."""
-    return entry[1] + entry[2] + framing.OVERHEAD
+    end: int = entry[1] + entry[2] + framing.OVERHEAD
+    return end
 
 
-def _is_id(x) -> bool:
+def _is_id(x: Any) -> "TypeGuard[int]":
     """A non-negative JSON integer (not a bool)."""
     return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
-def _list(header: dict, key: str) -> list:
+def _list(header: Dict[str, Any], key: str) -> List[Any]:
     v = header.get(key, [])
     if not isinstance(v, list):
         raise index.BadIndex(f"{key!r} is not a list")
@@ -93,13 +99,13 @@ class StepIndex:
     mode: str
     mode_step: int
     seg: int
-    entries: np.ndarray  # index.ENTRY_DTYPE rows, sorted by nid
+    entries: np.ndarray[Any, Any]  # index.ENTRY_DTYPE rows, sorted by nid
     time: float
     #: per-row segment, only for a step written in parts that landed in different segments
-    segs: Optional[np.ndarray] = None
+    segs: Optional[np.ndarray[Any, Any]] = None
 
     _pos: Optional[Dict[int, int]] = None  # nid -> row, made once the step is looked up often
-    _rows: Optional[List[tuple]] = None  # the rows as Python tuples, made with _pos
+    _rows: Optional[List[Tuple[Any, ...]]] = None  # the rows as Python tuples, made with _pos
     _lookups: int = 0
 
     def _index_of(self, nid: int) -> int:
@@ -124,7 +130,7 @@ class StepIndex:
         i = self._index_of(nid)
         return self.entries[i] if i >= 0 else None
 
-    def find_row(self, nid: int) -> Optional[tuple]:
+    def find_row(self, nid: int) -> Optional[Tuple[Any, ...]]:
         """Like find, as a plain tuple (nid, dtype id, shape id, offset, nbytes): cheaper to use."""
         i = self._index_of(nid)
         if i < 0:
@@ -196,7 +202,7 @@ class DirWatch:
 class WorkerReader:
     """The index of one worker, kept up to date by `refresh()`."""
 
-    def __init__(self, fs, root: str, worker: str, root_real: Optional[str] = None) -> None:
+    def __init__(self, fs: FileSystem, root: str, worker: str, root_real: Optional[str] = None) -> None:
         self.fs = fs
         self.local = is_local(fs)
         self.root = root
@@ -211,19 +217,19 @@ class WorkerReader:
         self.bound = False
         self._token: Optional[bytes] = None  # the writer every segment of this worker must name
         self._tokens: Dict[int, bytes] = {}  # segment -> the writer its header names
-        self._skip: set = set()  # segments refused whole (misplaced, foreign, headless)
-        self._noted: set = set()  # problems already listed
-        self._data_segs: set = set()  # data segments present at the last listing
+        self._skip: Set[int] = set()  # segments refused whole (misplaced, foreign, headless)
+        self._noted: Set[Any] = set()  # problems already listed
+        self._data_segs: Set[int] = set()  # data segments present at the last listing
         self._seg_list: List[int] = []  # index segments present at the last listing
         self._meta_missing = False
-        self.meta: dict = {}
+        self.meta: Dict[str, Any] = {}
         self.names: Dict[int, Tuple[str, str, Tuple[str, ...]]] = {}
         self.nid_of: Dict[Tuple[str, str], int] = {}
-        self.dtypes: Dict[int, np.dtype] = {}
+        self.dtypes: Dict[int, np.dtype[Any]] = {}
         self.shapes: Dict[int, Tuple[int, ...]] = {}
         self.steps: Dict[int, StepIndex] = {}
         self.mode_steps: Dict[Tuple[str, int], int] = {}
-        self.records: List[dict] = []  # rule results, events
+        self.records: List[Dict[str, Any]] = []  # rule results, events
         self.ended = False
         #: bumped by every index record applied (`names_version`: by every name definition);
         #: Trial keeps what it derived from the index until they change
@@ -232,16 +238,16 @@ class WorkerReader:
         self.problems: List[str] = []
         self._offsets: Dict[int, int] = {}
         self._sizes: Dict[int, int] = {}
-        self._handles: Dict[int, object] = {}
-        self._tails_noted: set = set()
-        self._done: set = set()  # local index segments read to their end (a later one exists)
+        self._handles: Dict[int, io.FileIO] = {}
+        self._tails_noted: Set[Tuple[int, int]] = set()
+        self._done: Set[int] = set()  # local index segments read to their end (a later one exists)
         self._pool = _BufferPool()
-        self._index_fh: Dict[int, object] = {}  # local: the open index segment last read
+        self._index_fh: Dict[int, io.FileIO] = {}  # local: the open index segment last read
         self._lock = threading.RLock()
         self._watch = DirWatch(self.dir) if self.local else None
         self._load_meta()
 
-    def _note(self, key, text: str) -> None:
+    def _note(self, key: Any, text: str) -> None:
         """List a problem once."""
         if key not in self._noted:
             self._noted.add(key)
@@ -285,8 +291,9 @@ class WorkerReader:
     # ---- index ---------------------------------------------------------------------------
     def _segments(self) -> Dict[int, Optional[int]]:
         """Index segment -> its size in bytes (None locally, where files grow in place)."""
+        entries: List[Any]  # names locally, fsspec's entries (dicts) elsewhere
         try:
-            if self.local:
+            if self._watch is not None:
                 entries = self._watch.names()
             else:
                 self.fs.invalidate_cache(self.dir)
@@ -295,6 +302,7 @@ class WorkerReader:
             return {}
         segs: Dict[int, Optional[int]] = {}
         data = set()
+        e: Any
         for e in entries:
             p = e if self.local else e["name"]
             base = p.rstrip("/").rsplit("/", 1)[-1]
@@ -311,7 +319,7 @@ class WorkerReader:
         self._seg_list = sorted(segs)
         return dict(sorted(segs.items()))
 
-    def _index_handle(self, seg: int, path: str):
+    def _index_handle(self, seg: int, path: str) -> io.FileIO:
         """The open local index segment (the one being written stays open: a live reader reads it again and again)."""
         f = self._index_fh.get(seg)
         if f is None:
@@ -332,7 +340,8 @@ class WorkerReader:
             return f.read(n)
         if size is not None and start >= size:
             return b""  # nothing new (and a ranged GET past the end is an error on S3)
-        return self.fs.cat_file(path, start=start, end=min(size, start + n) if size is not None else start + n)
+        got: bytes = self.fs.cat_file(path, start=start, end=min(size, start + n) if size is not None else start + n)
+        return got
 
     def _file_size(self, seg: int, path: str, size: Optional[int]) -> int:
         return os.fstat(self._index_handle(seg, path).fileno()).st_size if self.local else int(size or 0)
@@ -412,7 +421,7 @@ class WorkerReader:
                                        "are lost")
         return new
 
-    def _check_segment(self, seg: int, header: dict) -> Optional[str]:
+    def _check_segment(self, seg: int, header: Dict[str, Any]) -> Optional[str]:
         """Why segment `seg` must be refused whole (else None), given one of its index records:
         its opening "segment" record must name this segment and this worker's writer."""
         if header.get("type") != "segment":
@@ -475,7 +484,7 @@ class WorkerReader:
         the torn tail it left (bytes of the step it was writing)."""
         with self._lock:
             out = []
-            used: set = set()
+            used: Set[Any] = set()
             for si in self.steps.values():
                 used.update(si.segs.tolist() if si.segs is not None else (si.seg,))
             if self._meta_missing and self._seg_list:
@@ -507,7 +516,7 @@ class WorkerReader:
                                f"({', '.join(torn)}: the step it was writing) is ignored")
             return out
 
-    def _apply(self, seg: int, header: dict, entries: Optional[np.ndarray]) -> int:
+    def _apply(self, seg: int, header: Dict[str, Any], entries: Optional[np.ndarray[Any, Any]]) -> int:
         kind = header["type"]
         self.version += 1
         if kind == "defs":
@@ -602,7 +611,7 @@ class WorkerReader:
         except struct.error:  # a forged step, id or offset beyond the fields' range
             raise CorruptRunError(f"{what}: the index entry is out of range; the run is damaged") from None
 
-    def _entry(self, si: StepIndex, nid: int, what: str) -> Tuple[int, int, int, np.dtype, Tuple[int, ...], int]:
+    def _entry(self, si: StepIndex, nid: int, what: str) -> Tuple[int, int, int, np.dtype[Any], Tuple[int, ...], int]:
         """(segment, offset, nbytes, dtype, shape, checksum seed) of the array stored for `nid`
         at `si`, checked against the index's own definitions."""
         row = si.find_row(nid)
@@ -622,7 +631,7 @@ class WorkerReader:
         if end > self._size(seg, end):
             raise CorruptRunError(f"{what}: its bytes lie past the end of {layout.data_file(seg)}; the run is damaged")
 
-    def _handle(self, seg: int):
+    def _handle(self, seg: int) -> io.FileIO:
         """An open local data file (call with the lock held)."""
         f = self._handles.get(seg)
         if f is None:
@@ -634,8 +643,9 @@ class WorkerReader:
                                       else open(self._data_path(seg), "rb", buffering=0))
         return f
 
-    def _payload(self, rec, raw: np.ndarray, start: int, seg: int, off: int, nbytes: int, dtype: np.dtype,
-                 shape: Tuple[int, ...], what: str, seed: int, pcrc: Optional[int] = None) -> np.ndarray:
+    def _payload(self, rec: memoryview, raw: np.ndarray[Any, Any], start: int, seg: int, off: int, nbytes: int,
+                 dtype: np.dtype[Any], shape: Tuple[int, ...], what: str, seed: int,
+                 pcrc: Optional[int] = None) -> np.ndarray[Any, Any]:
         """The array of the record held in `rec` (= raw[start - HEADER_SIZE:...]), after its checks."""
         try:
             payload = framing.check_record(rec, framing.KIND_DATA, payload_crc=pcrc, seed=seed)
@@ -655,7 +665,7 @@ class WorkerReader:
             return np.zeros(shape, dtype)
         return raw[start:start + nbytes].view(dtype).reshape(shape)
 
-    def read(self, si: StepIndex, nid: int, what: str) -> np.ndarray:
+    def read(self, si: StepIndex, nid: int, what: str) -> np.ndarray[Any, Any]:
         """The array stored for name id `nid` at step `si`; `what` names it in errors."""
         seg, off, nbytes, dtype, shape, seed = self._entry(si, nid, what)
         total = nbytes + framing.OVERHEAD
@@ -670,7 +680,7 @@ class WorkerReader:
         else:
             raw = np.empty(total + _ALIGN, np.uint8)
             pad = (-framing.HEADER_SIZE - _address(raw)) % _ALIGN
-        rec = memoryview(raw)[pad:pad + total]
+        rec = raw.data[pad:pad + total]
         with self._lock:
             try:
                 self._check_size(seg, off + total, what)
@@ -724,7 +734,7 @@ class WorkerReader:
             except (KeyError, CorruptRunError) as e:
                 out[i] = e
         todo.sort(key=lambda t: (t[0], t[1]))  # t: (seg, offset, nbytes, dtype, shape, seed, what, i)
-        span: list = []
+        span: List[Tuple[Any, ...]] = []
         for t in todo:
             if span and (t[0] != span[0][0] or t[1] - _end(span[-1]) > _GAP or _end(t) - span[0][1] > _SPAN):
                 self._read_span(span, out)
@@ -734,14 +744,14 @@ class WorkerReader:
             self._read_span(span, out)
         return out
 
-    def _read_span(self, span: list, out: List[object]) -> None:
+    def _read_span(self, span: List[Tuple[Any, ...]], out: List[object]) -> None:
         """Read the records of `span` (one segment, by offset) with one request."""
         seg, lo = span[0][0], span[0][1]
         hi = max(_end(t) for t in span)
         with self._lock:
             raw, base = self._pool.get(hi - lo + _PAGE)
         pad = (lo - base) % _PAGE  # every payload at its file offset, modulo a page
-        buf = memoryview(raw)[pad:pad + hi - lo]
+        buf = raw.data[pad:pad + hi - lo]
         try:
             with self._lock:
                 try:

@@ -3,10 +3,13 @@ opened (a FIFO, a device or a symlink leading out of the run is refused without 
 small JSON files are read up to a size cap and parsed with a depth cap."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
+from typing import Any, Union
 from ..errors import CorruptRunError
+from .fs import FileSystem
 
 #: the most any small JSON file of a run (meta.json, the run marker, the writer claim) may hold
 MAX_JSON_BYTES = 1 << 20
@@ -30,7 +33,7 @@ def inside(root_real: str, path: str) -> str:
     return real
 
 
-def open_regular(root_real: str, path: str):
+def open_regular(root_real: str, path: str) -> io.FileIO:
     """An unbuffered binary file object for reading `path`, refused (CorruptRunError) unless it is
     a regular file inside the run. FileNotFoundError passes through (the caller names what is
     missing). A FIFO or device is never opened: its type is checked first, then checked again
@@ -51,9 +54,10 @@ def open_regular(root_real: str, path: str):
         raise
 
 
-def read_small(fs, local: bool, root_real: str, path: str, limit: int = MAX_JSON_BYTES) -> bytes:
+def read_small(fs: FileSystem, local: bool, root_real: str, path: str, limit: int = MAX_JSON_BYTES) -> bytes:
     """The bytes of a small file of the run (at most `limit`; a bigger one is refused). `root_real`:
     the run's real path (local runs)."""
+    raw: bytes
     if local:
         with open_regular(root_real, path) as f:
             raw = f.read(limit + 1)
@@ -64,7 +68,7 @@ def read_small(fs, local: bool, root_real: str, path: str, limit: int = MAX_JSON
     return raw
 
 
-def depth_ok(obj, limit: int = MAX_JSON_DEPTH) -> bool:
+def depth_ok(obj: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     """Is `obj` (parsed JSON) nested at most `limit` levels deep?"""
     stack = [(obj, 1)]
     while stack:
@@ -76,7 +80,7 @@ def depth_ok(obj, limit: int = MAX_JSON_DEPTH) -> bool:
     return True
 
 
-def loads(raw, what: str, max_depth: int = MAX_JSON_DEPTH):
+def loads(raw: Union[str, bytes], what: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """json.loads that raises ValueError (never RecursionError) for nesting beyond `max_depth`."""
     try:
         obj = json.loads(raw)

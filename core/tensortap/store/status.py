@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from ..errors import CorruptRunError
 from . import liveness
@@ -71,7 +71,7 @@ def worker_status(reader: WorkerReader, dead_after: float = liveness.DEAD_AFTER_
     return _status(reader, state, holder, last, why)
 
 
-def _holder_from_meta(meta: dict) -> Optional[liveness.Holder]:
+def _holder_from_meta(meta: Dict[str, Any]) -> Optional[liveness.Holder]:
     """What meta.json tells of a writer from before store format 3 (pid, host, creation time)."""
     pid, host, created = meta.get("pid"), meta.get("hostname"), meta.get("created")
     if not (isinstance(pid, int) and isinstance(host, str) and isinstance(created, (int, float))):

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Dict, List, Optional, Tuple
+from typing import IO, Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from .._version import __version__
 from ..errors import ConfigError
 from . import framing, index, layout
 from .claim import ClaimLost, WorkerClaim, open_new
-from .fs import is_local, join, preallocate, resolve
+from .fs import RunPath, is_local, join, preallocate, resolve
 
 log = logging.getLogger("tensortap")
 
@@ -49,7 +49,7 @@ class TensorItem:
     name: str
     kind: str
     collections: Tuple[str, ...]
-    array: np.ndarray
+    array: np.ndarray[Any, Any]
 
 
 @dataclass
@@ -80,9 +80,9 @@ class StoreWriter:
 
     def __init__(
         self,
-        out_dir,
+        out_dir: RunPath,
         rank: int = 0,
-        meta: Optional[dict] = None,
+        meta: Optional[Dict[str, Any]] = None,
         *,
         queue_bytes: int = DEFAULT_QUEUE_BYTES,
         on_full: str = "block",
@@ -107,7 +107,7 @@ class StoreWriter:
         self.flush_seconds = flush_seconds if flush_seconds is not None else (None if self.local else 5.0)
         self.on_error = on_error or (lambda what, exc: log.warning("tensortap: %s: %s", what, exc))
         self.stats = WriterStats()
-        self._q: Deque = deque()
+        self._q: Deque[Any] = deque()  # StepBatch, index records (dicts), _ROLL, _CLOSE
         self._pending = 0
         self._cv = threading.Condition()
         self._busy = False
@@ -115,14 +115,14 @@ class StoreWriter:
         self._urgent = 0  # flush() calls waiting (the writer does not linger then)
         self._closed = False
         self._seg = -1
-        self._data = None
-        self._index = None
+        self._data: Optional[IO[bytes]] = None
+        self._index: Optional[IO[bytes]] = None
         self._data_pos = 0
         self._seg_opened = 0.0
         self._names: Dict[Tuple[str, str], int] = {}
-        self._name_defs: List[list] = []
+        self._name_defs: List[List[Any]] = []
         self._dtypes: Dict[str, int] = {}
-        self._dtype_ids: Dict[np.dtype, int] = {}
+        self._dtype_ids: Dict[np.dtype[Any], int] = {}
         self._shapes: Dict[Tuple[int, ...], int] = {}
         self._dropped_unreported = 0
         self._seg_steps = 0  # items written to the open segment
@@ -182,7 +182,7 @@ class StoreWriter:
         else:
             self.fs.pipe_file(path, data)
 
-    def update_meta(self, **fields) -> None:
+    def update_meta(self, **fields: Any) -> None:
         """Merge fields into the worker's meta.json (e.g. the framework, once known)."""
         self.meta.update(fields)
         path = join(self.dir, layout.META)
@@ -215,7 +215,7 @@ class StoreWriter:
                 self._cv.notify_all()
         return True
 
-    def submit_record(self, header: dict) -> None:
+    def submit_record(self, header: Dict[str, Any]) -> None:
         """Queue a small index record (rule result, event, end)."""
         with self._cv:
             if self._closed:
@@ -265,6 +265,7 @@ class StoreWriter:
 
     # ---- the writer thread ---------------------------------------------------------------
     def _run(self) -> None:
+        burst: Optional[List[Any]]
         while True:
             with self._cv:
                 self._wait_for_work()
@@ -316,9 +317,11 @@ class StoreWriter:
             self._cv.wait(left)
 
     def _segment_expired(self) -> bool:
-        return bool(self.flush_seconds) and time.monotonic() - self._seg_opened >= self.flush_seconds
+        if not self.flush_seconds:
+            return False
+        return time.monotonic() - self._seg_opened >= self.flush_seconds
 
-    def _write_item(self, item) -> None:
+    def _write_item(self, item: Union[StepBatch, Dict[str, Any]]) -> None:
         if self._claim.lost is not None:  # another writer holds this worker now: write nothing more
             if isinstance(item, StepBatch):
                 self.stats.steps_dropped += 1
@@ -341,6 +344,7 @@ class StoreWriter:
                                              "to write errors", "time": time.time()})
                 log.warning("tensortap: writing resumed at step %s after %s step(s) were lost to write errors",
                             item.step, n)
+            assert self._index is not None  # _roll opened it
             self._index.flush()
             self._seg_steps += 1  # the segment now holds something worth keeping
         except Exception as e:  # noqa: BLE001 - never let the writer die; report and go on
@@ -404,9 +408,10 @@ class StoreWriter:
             if f is None:
                 continue
             if lost and not self.local and hasattr(f, "discard"):
+                remote: Any = f  # an fsspec buffered file
                 try:
-                    f.discard()
-                    f.closed = True  # discarded: nothing left to upload (not even when collected)
+                    remote.discard()
+                    remote.closed = True  # discarded: nothing left to upload (not even when collected)
                 except Exception:  # noqa: BLE001
                     pass
                 continue
@@ -445,7 +450,7 @@ class StoreWriter:
             if gone == 2:
                 self._seg -= 1
 
-    def _write_big(self, data, pos: int, arr: np.ndarray, bind: Callable[[int], int]) -> int:
+    def _write_big(self, data: IO[bytes], pos: int, arr: np.ndarray[Any, Any], bind: Callable[[int], int]) -> int:
         """Write one big array's record at file offset `pos`; returns the record's offset.
 
         A padding record first places the payload at a file offset matching the array's
@@ -453,7 +458,7 @@ class StoreWriter:
         blocks are preallocated, and a payload of PARALLEL_CRC bytes or more is checksummed on a
         helper thread while this one writes it (framing.Checksummer). `bind(offset)` is the
         checksum seed of a record at that offset (framing.binding)."""
-        buf = arr.reshape(-1).view(np.uint8)
+        buf = arr.reshape(-1).view(np.uint8).data  # its bytes, as a memoryview
         n = arr.nbytes
         gap = framing.pad_before(pos, arr.ctypes.data)
         head = framing.header(framing.KIND_DATA, n)
@@ -475,15 +480,17 @@ class StoreWriter:
         data.write(framing.trailer(payload_crc))
         return pos + gap
 
-    def _write_index(self, header: dict, entries: Optional[np.ndarray] = None) -> None:
+    def _write_index(self, header: Dict[str, Any], entries: Optional[np.ndarray[Any, Any]] = None) -> None:
+        assert self._index is not None  # _roll opened it
         self._index.write(framing.encode(framing.KIND_INDEX, index.encode(header, entries)))
 
     def _write_step(self, batch: StepBatch) -> None:
         new_names, new_dtypes, new_shapes = [], [], []
         rows = []
         data = self._data
+        assert data is not None  # _roll opened it
         pos = self._data_pos
-        small: list = []  # records of small arrays, joined into one write (per-call overhead dominates)
+        small: List[bytes] = []  # records of small arrays, joined into one write (per-call overhead dominates)
         header, crc, kind_data, overhead = framing.header, framing.crc, framing.KIND_DATA, framing.OVERHEAD
         binding, token, rank, seg, step = framing.binding, self._token, self._rank, self._seg, batch.step
         for it in batch.items:
@@ -520,7 +527,10 @@ class StoreWriter:
                 if small:
                     data.write(b"".join(small))
                     small = []
-                pos = self._write_big(data, pos, arr, lambda off, nid=nid: binding(token, rank, seg, step, nid, off))
+                def bind(off: int, nid: int = nid) -> int:
+                    return binding(token, rank, seg, step, nid, off)
+
+                pos = self._write_big(data, pos, arr, bind)
             rows.append((nid, did, sid, pos, n))
             pos += n + overhead
         if small:

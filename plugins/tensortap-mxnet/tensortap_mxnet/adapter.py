@@ -23,12 +23,12 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from tensortap.adapter import Adapter, Handle
+from tensortap.capture import is_quiet
 from tensortap.errors import ConfigError
 from tensortap.modes import EVAL, TRAIN
 
 from . import trainer as _trainer
 from .blocks import Deactivated, flat_arrays, is_symbol, layer_info, layer_names
-from .quiet import suspended
 
 _IO_PROBES = ("output_0", "output_1", "input_0", "input_1")
 
@@ -50,8 +50,8 @@ class MXNetAdapter(Adapter):
 
     name = "mxnet"
 
-    def __init__(self, hook) -> None:
-        super().__init__(hook)
+    def __init__(self, session) -> None:
+        super().__init__(session)
         self._params: List[Tuple[str, Any]] = []
         self._param_ids: frozenset = frozenset()
         self._layers: Dict[int, Tuple[str, Any]] = {}
@@ -90,8 +90,8 @@ class MXNetAdapter(Adapter):
             raise ConfigError(f"loss names must be non-empty strings, got {name!r}")
 
         def on_loss(block, args, out):
-            hook = self.hook
-            if suspended() or hook is None or hook.step < 0 or not hook.saving:
+            session = self.session
+            if is_quiet() or session is None or session.step < 0 or not session.saving:
                 return
             arrays = flat_arrays(out)
             if not arrays or is_symbol(arrays[0]):
@@ -116,10 +116,11 @@ class MXNetAdapter(Adapter):
         self._params = list(self.model.collect_params().items())
         self._param_ids = frozenset(id(p) for _, p in self._params)
         old, self._layers = self._layers, layer_names(self.model)
-        if self.hook is not None and self._layers.keys() != old.keys() and any(
-                c.wants_category("inputs") or c.wants_category("outputs") for c in self.hook.collections):
+        session = self.session
+        if session is not None and self._layers.keys() != old.keys() and (
+                session.may_select(category="inputs") or session.may_select(category="outputs")):
             # what each block is (Activation("relu"), Dense, ...), recorded once: rules find layers by kind
-            self.hook.describe_layers(layer_info(n, b) for n, b in self._layers.values())
+            session.describe_layers(layer_info(n, b) for n, b in self._layers.values())
 
     # ---- framework facts ---------------------------------------------------------------------
     def named_parameters(self, model: Any) -> Iterator[Tuple[str, Any]]:
@@ -140,17 +141,17 @@ class MXNetAdapter(Adapter):
 
     # ---- step boundary -----------------------------------------------------------------------
     def _pre(self, block: Any, args: Tuple) -> None:
-        if suspended():
+        if is_quiet():
             return
-        hook = self.hook
+        session = self.session
         try:
             self._end_forward()
         except Exception as e:  # noqa: BLE001
-            hook._report("mxnet: could not clean up after the previous forward", e)
+            session.report_error("mxnet: could not clean up after the previous forward", e)
         from mxnet import autograd
 
-        hook.begin_step(TRAIN if autograd.is_training() else EVAL)
-        if not hook.saving:
+        session.begin_step(TRAIN if autograd.is_training() else EVAL)
+        if not session.saving:
             return
         try:
             self._calls.clear()
@@ -161,15 +162,15 @@ class MXNetAdapter(Adapter):
             self._capture_params()
             self._start_layer_capture()
         except Exception as e:  # noqa: BLE001
-            hook._report("mxnet: capture at the start of the step failed", e)
+            session.report_error("mxnet: capture at the start of the step failed", e)
             self._end_forward()
 
     def _post(self, block: Any, args: Tuple, out: Any) -> None:
-        if suspended():
+        if is_quiet():
             return
-        hook = self.hook
+        session = self.session
         try:
-            if hook.saving:
+            if session.saving:
                 deferred, self._deferred = self._deferred, []
                 for name, p, cat in deferred:
                     self._stage(name, p.list_data()[0], cat)
@@ -177,18 +178,18 @@ class MXNetAdapter(Adapter):
                 if self._io_selected(name):
                     self._capture_io(name, block, args, out, self._calls)
         except Exception as e:  # noqa: BLE001
-            hook._report("mxnet: capture at the end of the forward failed", e)
+            session.report_error("mxnet: capture at the end of the forward failed", e)
         finally:
             self._end_forward()
 
     def finish_step(self) -> None:
         """The Hook hands the step over next: staged copies become numpy; gradients a backward
         produced without a Trainer are taken now."""
-        hook = self.hook
-        if hook is None or hook.step < 0 or not hook.saving:
+        session = self.session
+        if session is None or session.step < 0 or not session.saving:
             self._pending, self._staged, self._losses = [], [], []
             return
-        if (self._grads_step != hook.step and hook.mode == TRAIN and hook.wants("gradients")
+        if (self._grads_step != session.step and session.mode == TRAIN and session.wants("gradients")
                 and self._fresh_gradients()):
             self._capture_grads()
         self._flush()
@@ -203,8 +204,8 @@ class MXNetAdapter(Adapter):
 
     # ---- parameters and gradients ----------------------------------------------------------------
     def _capture_params(self) -> None:
-        hook = self.hook
-        wants = {c: hook.wants(c) for c in ("weights", "biases")}
+        session = self.session
+        wants = {c: session.wants(c) for c in ("weights", "biases")}
         if not any(wants.values()):
             return
         for name, p in self._params:
@@ -224,22 +225,22 @@ class MXNetAdapter(Adapter):
 
     def _before_trainer_update(self, trainer: Any) -> None:
         """Called by the wrapped Trainer.step/allreduce_grads/update before it touches gradients."""
-        hook = self.hook
+        session = self.session
         try:
-            if (hook is None or hook._closed or suspended() or hook.step < 0 or not hook.saving
-                    or self._grads_step == hook.step):
+            if (session is None or session.closed or is_quiet() or session.step < 0 or not session.saving
+                    or self._grads_step == session.step):
                 return
-            if not hook.wants("gradients"):
+            if not session.wants("gradients"):
                 return
             if _trainer.owns_any(trainer, self._param_ids):
                 self._capture_grads()
         except Exception as e:  # noqa: BLE001
-            hook._report("mxnet: could not capture gradients before trainer update", e)
+            session.report_error("mxnet: could not capture gradients before trainer update", e)
 
     def _capture_grads(self) -> None:
-        hook = self.hook
-        self._grads_step = hook.step
-        if hook.wants("gradients"):
+        session = self.session
+        self._grads_step = session.step
+        if session.wants("gradients"):
             for name, p in self._params:
                 if p.grad_req == "null" or p._grad is None:
                     continue
@@ -250,7 +251,7 @@ class MXNetAdapter(Adapter):
         engine op ordered before any later write (e.g. the optimizer's update), so it holds today's
         value; it becomes numpy at the end of the step, when the engine has long computed it: the
         training thread never waits for the engine in the middle of a step."""
-        if not self._active_includes(name, category):
+        if not self.session.selects(name, category):
             return
         from mxnet import autograd
 
@@ -258,58 +259,48 @@ class MXNetAdapter(Adapter):
             self._staged.append((name, array.copy(), category))
 
     def _flush(self) -> None:
-        """Hand this step's staged copies, output gradients and losses to the hook (as numpy)."""
-        hook = self.hook
+        """Hand this step's staged copies, output gradients and losses to the session (as numpy)."""
+        session = self.session
         staged, self._staged = self._staged, []
         pending, self._pending = self._pending, []
         losses, self._losses = self._losses, []
         if staged:
             staged[-1][1].wait_to_read()  # the last copy queued: once it is done, most others are too
         for name, arr, cat in staged:
-            hook.capture(name, arr, cat)
+            session.capture(name, arr, cat)
         from .gradtap import gradients
 
         for name, arr in gradients(pending):
-            hook.capture(name, arr, "gradients")
+            session.capture(name, arr, "gradients")
         for name, value in losses:
-            hook.record_loss(value.asnumpy().reshape(()), name)  # a scalar, like the other frameworks' losses
+            session.record_loss(value.asnumpy().reshape(()), name)  # a scalar, like the other frameworks' losses
 
     # ---- layer tensors -----------------------------------------------------------------------------
-    def _active_includes(self, name: str, category: str, by_name_only: bool = False) -> bool:
-        hook = self.hook
-        active = hook._active
-        for c in hook._collections_of(name, category):
-            if by_name_only and c.name == category:
-                continue
-            if any(c is a for a in active):
-                return True
-        return False
-
     def _io_selected(self, layer: str) -> bool:
-        hook = self.hook
-        if not (hook.wants("inputs") or hook.wants("outputs")):
+        session = self.session
+        if not (session.wants("inputs") or session.wants("outputs")):
             return False
-        return any(self._active_includes(f"{layer}/{p}", "inputs" if p.startswith("input") else "outputs")
+        return any(session.selects(f"{layer}/{p}", "inputs" if p.startswith("input") else "outputs")
                    for p in _IO_PROBES)
 
     def _tap_selected(self, layer: str) -> bool:
         """Output gradients are taken only for blocks a collection selects by name (regex or tensor
         name), never by the bare "gradients" category: that one means parameter gradients."""
-        return any(self._active_includes(f"gradients/{layer}/{p}", "gradients", by_name_only=True)
+        return any(self.session.selects(f"gradients/{layer}/{p}", "gradients", by_name=True)
                    for p in ("output_0", "output_1"))
 
     def _start_layer_capture(self) -> None:
-        hook, model = self.hook, self.model
+        session, model = self.session, self.model
         io = [(n, b) for bid, (n, b) in self._layers.items() if b is not model and self._io_selected(n)]
         taps = ([(n, b) for n, b in self._layers.values() if self._tap_selected(n)]
-                if hook.wants("gradients") else [])
+                if session.wants("gradients") else [])
         cells = []
-        if hook.wants("attention"):
+        if session.wants("attention"):
             from .attention import attention_cells
 
-            cells = [(n, c) for n, c in attention_cells(model) if self._active_includes(f"attention/{n}", "attention")]
+            cells = [(n, c) for n, c in attention_cells(model) if session.selects(f"attention/{n}", "attention")]
             if cells and self._tokens is not None:
-                hook.capture("attention/tokens", self._tokens, "attention")
+                session.capture("attention/tokens", self._tokens, "attention")
         if not (io or taps or cells):
             return  # the registered block's own tensors come from its forward hook: no imperative run needed
         self._deact = Deactivated(model)
@@ -338,22 +329,22 @@ class MXNetAdapter(Adapter):
             try:
                 self._capture_io(name, block, args, out, self._calls)
             except Exception as e:  # noqa: BLE001
-                self.hook._report(f"mxnet: could not capture {name!r}", e)
+                self.session.report_error(f"mxnet: could not capture {name!r}", e)
 
         return on_forward
 
     def _capture_io(self, name: str, block: Any, args: Tuple, out: Any, calls: Dict[int, int]) -> None:
-        hook = self.hook
+        session = self.session
         ins, outs = flat_arrays(args), flat_arrays(out)
         if any(is_symbol(a) for a in ins + outs):
             return
         k = calls.get(id(block), 0)
         calls[id(block)] = k + 1
         prefix = name if k == 0 else f"{name}#{k}"
-        if hook.wants("inputs"):
+        if session.wants("inputs"):
             for i, a in enumerate(ins):
                 self._stage(f"{prefix}/input_{i}", a, "inputs")
-        if hook.wants("outputs"):
+        if session.wants("outputs"):
             for i, a in enumerate(outs):
                 self._stage(f"{prefix}/output_{i}", a, "outputs")
 
@@ -372,6 +363,6 @@ class MXNetAdapter(Adapter):
                     probs = probabilities(cell, args[0])
                 self._stage(f"attention/{name}" + (f"#{k}" if k else ""), probs, "attention")
             except Exception as e:  # noqa: BLE001
-                self.hook._report(f"mxnet: could not capture attention of {name!r}", e)
+                self.session.report_error(f"mxnet: could not capture attention of {name!r}", e)
 
         return on_dropout

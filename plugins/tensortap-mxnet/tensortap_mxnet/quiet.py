@@ -1,26 +1,6 @@
-"""Suspend tensortap's own hooks while tensortap itself runs a model (Grad-CAM, attention maps).
+"""Suspend tensortap's own hooks while tensortap itself runs a model (Grad-CAM, attention maps): the
+one quiet context of tensortap.capture, named as this plugin's modules use it."""
+from tensortap.capture import is_quiet as suspended
+from tensortap.capture import quiet
 
-An explanation computed during training must not count as a training step of an attached Hook,
-nor record anything in it.
-"""
-from __future__ import annotations
-
-import contextlib
-import threading
-
-_state = threading.local()
-
-
-def suspended() -> bool:
-    """True inside `quiet()` on this thread."""
-    return getattr(_state, "depth", 0) > 0
-
-
-@contextlib.contextmanager
-def quiet():
-    """Within this block, attached MXNetAdapters ignore the model's forward passes."""
-    _state.depth = getattr(_state, "depth", 0) + 1
-    try:
-        yield
-    finally:
-        _state.depth -= 1
+__all__ = ["quiet", "suspended"]

@@ -6,4 +6,4 @@ def watch_gradcam(hook, images, target_layer, targets=None) -> None:
     """Save Grad-CAM maps of `images` (NHWC) for `target_layer` on every saved TRAIN step of
     `model.fit` (after that step's update), in collection "feature_maps" with the names
     tensortap.explain.record_gradcam uses (so the `gradcam` visualizer draws them)."""
-    hook._framework_adapter("tensorflow").watch_gradcam(images, target_layer, targets)
+    hook.extra("watch_gradcam")(images, target_layer, targets)

@@ -17,12 +17,13 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from tensortap.adapter import Adapter, Handle
+from tensortap.capture import is_quiet
 from tensortap.errors import StopTraining
 from tensortap.modes import EVAL, PREDICT, TRAIN
 
 from . import attention as _att
 from .naming import float_variables, is_bias, layer_info, layer_name, sub_layers, variable_name
-from .patching import is_quiet, patch
+from .patching import patch
 from .taps import BatchReader, Slots, Switches, in_xla_context, replica_info, send
 
 log = logging.getLogger("tensortap")
@@ -36,8 +37,8 @@ class TensorFlowAdapter(Adapter):
 
     name = "tensorflow"
 
-    def __init__(self, hook) -> None:
-        super().__init__(hook)
+    def __init__(self, session) -> None:
+        super().__init__(session)
         self._switches: Optional[Switches] = None
         self.slots = Slots()
         self._reader = BatchReader()
@@ -94,18 +95,16 @@ class TensorFlowAdapter(Adapter):
 
     # ---- what the hook may ever want (decides which patches are worth installing) ----------
     def _may_want(self, category: str) -> bool:
-        return self.hook is not None and any(c.wants_category(category) for c in self.hook.collections)
+        return self.session is not None and self.session.may_select(category=category)
 
     def _output_grad_layers_wanted(self, name: str) -> bool:
-        """Gradients of a layer's outputs are taken only where a regex/name collection asks for them."""
-        if self.hook is None:
-            return False
-        probe = f"gradients/{name}/output_0"
-        return any((c._pattern is not None or c.tensor_names) and c.includes(probe, "gradients")
-                   for c in self.hook.collections)
+        """Gradients of a layer's outputs are taken only where a regex/name collection asks for them
+        (never for the bare "gradients" collection: that one means parameter gradients)."""
+        return self.session is not None and self.session.may_select(f"gradients/{name}/output_0", "gradients",
+                                                                    by_name=True)
 
     def _want_now(self, category: str) -> bool:
-        return self.armed and not is_quiet() and self.hook.wants(category)
+        return self.armed and not is_quiet() and self.session.wants(category)
 
     # ---- attach / detach -------------------------------------------------------------------
     def attach(self, model: Any) -> None:
@@ -189,7 +188,7 @@ class TensorFlowAdapter(Adapter):
             try:
                 return self._tap_layer(layer, args[:1], out)
             except Exception as e:  # noqa: BLE001
-                self.hook._report(f"could not tap layer {layer_name(layer)!r}", e)
+                self.session.report_error(f"could not tap layer {layer_name(layer)!r}", e)
                 return out
 
         return call
@@ -200,7 +199,7 @@ class TensorFlowAdapter(Adapter):
         return name if k == 0 else f"{name}#{k}"
 
     def _regex_collections(self) -> bool:
-        return self.hook is not None and any(c.tensor_names or c._pattern is not None for c in self.hook.collections)
+        return self.session is not None and self.session.may_select(by_name=True)
 
     def _tap_layer(self, layer, inputs, out):
         """Layer inputs (the call's first argument, flattened) and outputs: captured eagerly, or
@@ -214,7 +213,7 @@ class TensorFlowAdapter(Adapter):
         name = layer_name(layer)
         if self._described.get(id(layer)) != name:  # once per layer (its name is final once it is called)
             self._described[id(layer)] = name
-            self.hook.describe_layers([layer_info(name, layer)])
+            self.session.describe_layers([layer_info(name, layer)])
         base = self._call_base(name)
         regex = self._regex_collections()
         items = []
@@ -227,7 +226,7 @@ class TensorFlowAdapter(Adapter):
             if tf.executing_eagerly():
                 for name, cat, t in items:
                     if self._want_now(cat):
-                        self.hook.capture(name, t, cat)
+                        self.session.capture(name, t, cat)
             elif self._graph_ok():
                 send(self._pred("outputs"), self._sender([n for n, _, _ in items], [c for _, c, _ in items]),
                      [t for _, _, t in items])
@@ -238,7 +237,7 @@ class TensorFlowAdapter(Adapter):
         return out
 
     def _grad_probe(self, t, name: str):
-        """Identity whose backward hands the incoming gradient (d loss / d output) to the hook."""
+        """Identity whose backward hands the incoming gradient (d loss / d output) to the session."""
         import tensorflow as tf
 
         adapter = self
@@ -248,7 +247,7 @@ class TensorFlowAdapter(Adapter):
             def grad(dy):
                 if tf.executing_eagerly():
                     if adapter._want_now("gradients"):
-                        adapter.hook.capture(name, dy, "gradients")
+                        adapter.session.capture(name, dy, "gradients")
                     return dy
                 if adapter._graph_ok():
                     send(adapter._pred("output_gradients"), adapter._sender([name], "gradients"), [dy])
@@ -264,12 +263,12 @@ class TensorFlowAdapter(Adapter):
         if not self._active or is_quiet():
             return
         if isinstance(make, BaseException):
-            self.hook._report(f"could not compute attention scores of {layer_name(layer)!r}", make)
+            self.session.report_error(f"could not compute attention scores of {layer_name(layer)!r}", make)
             return
         base = "attention/" + self._call_base("attention/" + layer_name(layer))[len("attention/"):]
         if tf.executing_eagerly():
             if self._want_now("attention"):
-                self.hook.capture(base, make(), "attention")
+                self.session.capture(base, make(), "attention")
         elif self._graph_ok():
             pred = self._pred("attention")
             sender = self._sender([base], "attention")
@@ -289,7 +288,7 @@ class TensorFlowAdapter(Adapter):
                 try:
                     self._tap_loss(loss)
                 except Exception as e:  # noqa: BLE001
-                    self.hook._report("could not tap the loss", e)
+                    self.session.report_error("could not tap the loss", e)
             return loss
 
         return compute_loss
@@ -301,7 +300,7 @@ class TensorFlowAdapter(Adapter):
             return
         if tf.executing_eagerly():
             if self._want_now("losses"):
-                self.hook.capture("loss", loss, "losses")
+                self.session.capture("loss", loss, "losses")
             return
         if self._graph_pred_for_current() is not None:
             return  # a wrapped tape inside tf.function records the loss itself
@@ -318,7 +317,7 @@ class TensorFlowAdapter(Adapter):
                         tv = getattr(optimizer, "_trainable_variables", None) or []
                     self._tap_gradients(list(grads), list(tv))
                 except Exception as e:  # noqa: BLE001
-                    self.hook._report("could not tap gradients", e)
+                    self.session.report_error("could not tap gradients", e)
             return original(grads, trainable_variables)
 
         return apply
@@ -332,10 +331,10 @@ class TensorFlowAdapter(Adapter):
             for g, v in zip(grads, variables):
                 name = variable_name(v)
                 if g is not None and self._want_now("gradients"):
-                    self.hook.capture(f"gradients/{name}", tf.convert_to_tensor(g), "gradients")
+                    self.session.capture(f"gradients/{name}", tf.convert_to_tensor(g), "gradients")
                 cat = "biases" if is_bias(name) else "weights"
                 if self._late_weights and self._want_now(cat):
-                    self.hook.capture(name, v, cat)
+                    self.session.capture(name, v, cat)
             return
         if self._graph_pred_for_current() is not None:
             return  # inside a tf.function custom loop the wrapped tape records gradients
@@ -362,9 +361,9 @@ class TensorFlowAdapter(Adapter):
         if in_xla_context():
             if not self._xla_reported:
                 self._xla_reported = True
-                self.hook._report("layer outputs/attention are not captured inside XLA-compiled steps "
-                                  "(jit_compile=True); compile with jit_compile=False to capture them",
-                                  RuntimeError("XLA"))
+                self.session.report_error("layer outputs/attention are not captured inside XLA-compiled steps "
+                                          "(jit_compile=True); compile with jit_compile=False to capture them",
+                                          RuntimeError("XLA"))
             return False
         return True
 
@@ -390,13 +389,13 @@ class TensorFlowAdapter(Adapter):
         """fn(replica_id, *arrays) capturing each array under its name (replica_<i>/ prefix if several);
         `category` is one category or one per name."""
         _, n = replica_info()
-        hook = self.hook
+        session = self.session
         cats = [category] * len(names) if isinstance(category, str) else list(category)
 
         def fn(rid: int, *arrays) -> None:
             prefix = f"replica_{rid}/" if n > 1 else ""
             for name, cat, a in zip(names, cats, arrays):
-                hook.capture(prefix + name, np.asarray(a), cat)
+                session.capture(prefix + name, np.asarray(a), cat)
 
         return fn
 
@@ -406,8 +405,8 @@ class TensorFlowAdapter(Adapter):
         compiled function from there can deadlock TF's inter-op thread pool."""
         if model is None:
             return
-        hook = self.hook
-        ww, wb = hook.wants("weights"), hook.wants("biases")
+        session = self.session
+        ww, wb = session.wants("weights"), session.wants("biases")
         if not (ww or wb):
             return
         picked = [(name, v, "biases" if is_bias(name) else "weights") for name, v in float_variables(model)]
@@ -415,7 +414,7 @@ class TensorFlowAdapter(Adapter):
         variables = [v for _, v, _ in picked]
         values = self._read(variables) if batched else [np.array(v.numpy(), copy=True) for v in variables]
         for (name, _, cat), value in zip(picked, values):
-            hook.capture(name, value, cat)
+            session.capture(name, value, cat)
 
     def _read(self, variables) -> List[np.ndarray]:
         """Values of plain or mirrored variables, read in one call when possible."""
@@ -425,17 +424,17 @@ class TensorFlowAdapter(Adapter):
             return [np.array(v.numpy(), copy=True) for v in variables]
 
     def set_switches(self, graph_kinds: bool = True) -> None:
-        sw, hook = self.switches, self.hook
-        on = hook.saving and graph_kinds
-        sw.set("gradients", on and hook.wants("gradients"))
-        sw.set("losses", on and hook.wants("losses"))
-        sw.set("outputs", on and (hook.wants("outputs") or hook.wants("inputs") or any(
-            c.tensor_names or c._pattern is not None for c in hook._active)))
-        sw.set("attention", on and hook.wants("attention"))
-        sw.set("output_gradients", on and hook.wants("gradients"))
+        sw, session = self.switches, self.session
+        on = session.saving and graph_kinds
+        sw.set("gradients", on and session.wants("gradients"))
+        sw.set("losses", on and session.wants("losses"))
+        sw.set("outputs", on and (session.wants("outputs") or session.wants("inputs")
+                                  or session.selects(by_name=True)))
+        sw.set("attention", on and session.wants("attention"))
+        sw.set("output_gradients", on and session.wants("gradients"))
 
     def read_slots(self, model: Any) -> None:
-        """After a compiled step: hand the gradients and loss the step stored to the hook."""
+        """After a compiled step: hand the gradients and loss the step stored to the session."""
         sw = self.switches
         if sw.state["gradients"] and self.slots.take_marker("gradients"):
             keys = [f"gradients/{variable_name(v)}" for v in getattr(model, "trainable_variables", [])]
@@ -453,20 +452,20 @@ class TensorFlowAdapter(Adapter):
             for v in getattr(model, "trainable_variables", []):
                 name = variable_name(v)
                 for value in self.slots.read(f"value/{name}")[:1]:
-                    self.hook.capture(name, value, "biases" if is_bias(name) else "weights")
+                    self.session.capture(name, value, "biases" if is_bias(name) else "weights")
 
     def _capture_replicated(self, name: str, values: List[np.ndarray], category: str) -> None:
         if not values:
             return
         if len(values) == 1:
-            self.hook.capture(name, values[0], category)
+            self.session.capture(name, values[0], category)
             return
         total = values[0].copy()
         for v in values[1:]:
             total = total + v
-        self.hook.capture(name, total, category)
+        self.session.capture(name, total, category)
         for i, v in enumerate(values):
-            self.hook.capture(f"replica_{i}/{name}", v, category)
+            self.session.capture(f"replica_{i}/{name}", v, category)
 
     def prepare_distributed(self, model: Any) -> None:
         """Under a multi-replica strategy, create per-replica slots before the step is traced."""
@@ -524,32 +523,32 @@ class TensorFlowAdapter(Adapter):
             if self.ensure_optimizer(model):
                 self._retrace(model)
         self.armed = False
-        self.hook.begin_step(mode)
+        self.session.begin_step(mode)
         self.armed = True
-        hook = self.hook
+        session = self.session
         self._late_weights = mode == TRAIN and not getattr(model, "weights", None) and (
-            hook.wants("weights") or hook.wants("biases"))
+            session.wants("weights") or session.wants("biases"))
         self.set_switches()
         self.switches.set("late_weights", bool(self._late_weights))
         self.capture_weights(model)
 
     def end_batch(self, model: Any, logs: Optional[dict]) -> None:
         """Step end: read what the compiled step stored, save the logs' metrics, hand the step over."""
-        hook = self.hook
+        session = self.session
         try:
-            if hook.saving:
+            if session.saving:
                 self.read_slots(model)
-                if self._gradcams and hook.mode == TRAIN and hook.wants("feature_maps"):
+                if self._gradcams and session.mode == TRAIN and session.wants("feature_maps"):
                     self._record_gradcams(model)
-                if logs and hook.wants("metrics"):
+                if logs and session.wants("metrics"):
                     for k, v in logs.items():
                         if np.ndim(v) == 0:
-                            hook.capture("loss_running_mean" if k == "loss" else k,
-                                         np.float64(np.asarray(v)), "metrics")
+                            session.capture("loss_running_mean" if k == "loss" else k,
+                                            np.float64(np.asarray(v)), "metrics")
         finally:
             self.armed = False
-            hook.end_step()
-        if getattr(hook, "_stop_reason", None) is not None and hasattr(model, "stop_training"):
+            session.end_step()
+        if session.stop_requested is not None and hasattr(model, "stop_training"):
             model.stop_training = True  # Keras checks this right after on_train_batch_end
 
     def watch_gradcam(self, images: Any, target_layer: Any, targets=None) -> None:
@@ -568,9 +567,9 @@ class TensorFlowAdapter(Adapter):
         for images, target, targets in self._gradcams:
             try:
                 acts, grads, _, tgt = gradcam_tensors(model, images, target, targets)
-                record_gradcam(self.hook, layer_name(find_layer(model, target)), acts, grads, images, tgt)
+                record_gradcam(self.session, layer_name(find_layer(model, target)), acts, grads, images, tgt)
             except Exception as e:  # noqa: BLE001
-                self.hook._report("could not compute Grad-CAM", e)
+                self.session.report_error("could not compute Grad-CAM", e)
 
     def stop_training(self, reason: str) -> None:
         """Inside fit(): set model.stop_training (Keras stops after the current batch). Elsewhere:

@@ -1,9 +1,9 @@
 """The Keras callback: step boundaries of fit (TRAIN), evaluate (EVAL) and predict (PREDICT).
 
-on_*_batch_begin starts the step (hook.begin_step(mode)), turns on the switches the compiled
+on_*_batch_begin starts the step (session.begin_step(mode)), turns on the switches the compiled
 step reads (only on saved steps) and saves the weights the coming forward pass will use;
 on_*_batch_end reads the gradients/loss the step stored, saves the logs' metrics and hands
-the step to the writer (hook.end_step()).
+the step to the writer (session.end_step()).
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class TensorTapCallback(keras.callbacks.Callback):
         if a.in_fit == 0:
             a.armed = False
             a.switches.all_off()
-            a.hook.end_step()
+            a.session.end_step()
 
     on_train_begin = on_test_begin = on_predict_begin = lambda self, logs=None: self._begin()
     on_train_end = on_test_end = on_predict_end = lambda self, logs=None: self._end()

@@ -6,14 +6,12 @@ handle restores exactly what was there before: the class method, or an earlier i
 from __future__ import annotations
 
 import functools
-import threading
-from contextlib import contextmanager
 from typing import Any, Callable
 
 from tensortap.adapter import Handle
+from tensortap.capture import is_quiet, quiet  # noqa: F401 - the one quiet context, for this plugin's modules
 
 _MISSING = object()
-_local = threading.local()
 
 
 def patch(obj: Any, attr: str, make: Callable[[Callable], Callable]) -> Handle:
@@ -41,18 +39,3 @@ def patch(obj: Any, attr: str, make: Callable[[Callable], Callable]) -> Handle:
 
 def is_patched(obj: Any, attr: str) -> bool:
     return hasattr(obj.__dict__.get(attr, None), "__tensortap_original__")
-
-
-@contextmanager
-def quiet():
-    """Inside: tensortap's training taps pass through (tt.explain's own forwards, score recomputation)."""
-    depth = getattr(_local, "quiet", 0)
-    _local.quiet = depth + 1
-    try:
-        yield
-    finally:
-        _local.quiet = depth
-
-
-def is_quiet() -> bool:
-    return getattr(_local, "quiet", 0) > 0

@@ -19,4 +19,5 @@ def tensortap_register_adapters():
                                   conformance="tensortap_tensorflow.conformance:Kit",
                                   explainer="tensortap_tensorflow.explainer:TensorFlowExplainer",
                                   instrument="tensortap_tensorflow.instrument:KerasInstrumentation",
-                                  versions=(TENSORFLOW, KERAS))]
+                                  versions=(TENSORFLOW, KERAS),
+                                  extras=("keras_callback", "wrap_tape", "watch_gradcam"))]

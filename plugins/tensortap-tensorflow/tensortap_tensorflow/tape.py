@@ -65,15 +65,16 @@ class WrappedTape:
     def _begin_runtime(self, arm: bool):
         """Runs eagerly (directly, or inside the py_function at each compiled step). Only an eager
         step arms the eager taps: a compiled step's own taps are guarded by the returned flags."""
-        a, hook = self._adapter, self._adapter.hook
+        a, session = self._adapter, self._adapter.session
         a.armed = False
-        hook.begin_step(TRAIN)
+        session.begin_step(TRAIN)
         a._counts = {}
         a.armed = arm
         a.capture_weights(a.model, batched=arm)
-        any_ = hook.wants("gradients") or hook.wants("losses") or hook.wants("weights") or hook.wants("biases")
-        outs = hook.wants("outputs") or hook.wants("inputs") or hook.wants("attention") or any(
-            c.tensor_names or c._pattern is not None for c in hook._active)
+        any_ = (session.wants("gradients") or session.wants("losses") or session.wants("weights")
+                or session.wants("biases"))
+        outs = (session.wants("outputs") or session.wants("inputs") or session.wants("attention")
+                or session.selects(by_name=True))
         return tf.constant(bool(any_ or outs)), tf.constant(bool(outs))
 
     @tf.autograph.experimental.do_not_convert
@@ -103,21 +104,21 @@ class WrappedTape:
             elif self._preds is not None:
                 self._record_graph(target, named)
         except Exception as e:  # noqa: BLE001
-            a.hook._report("could not record tape gradients", e)
+            a.session.report_error("could not record tape gradients", e)
         return grads
 
     def _record(self, target, items, compiled: bool = False) -> None:
-        a, hook = self._adapter, self._adapter.hook
+        a, session = self._adapter, self._adapter.session
         if not (a.armed or compiled):
             return
-        if target is not None and hook.wants("losses") and np.ndim(_np(target)) == 0:
-            hook.capture("loss", _np(target), "losses")
+        if target is not None and session.wants("losses") and np.ndim(_np(target)) == 0:
+            session.capture("loss", _np(target), "losses")
         for name, value, grad in items:
-            if hook.wants("gradients"):
-                hook.capture(f"gradients/{name}", grad, "gradients")
+            if session.wants("gradients"):
+                session.capture(f"gradients/{name}", grad, "gradients")
             cat = "biases" if is_bias(name) else "weights"
-            if hook.wants(cat):
-                hook.capture(name, value, cat)
+            if session.wants(cat):
+                session.capture(name, value, cat)
 
     def _record_graph(self, target, named) -> None:
         pred = self._preds["any"]

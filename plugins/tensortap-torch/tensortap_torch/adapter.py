@@ -1,7 +1,7 @@
 """TorchAdapter: drives a tensortap Hook from a torch.nn.Module.
 
 - step boundary: a forward pre-hook on the (unwrapped) top-level module calls
-  `hook.begin_step(TRAIN if model.training else EVAL)`, then captures weights/biases; for modes a
+  `session.begin_step(TRAIN if model.training else EVAL)`, then captures weights/biases; for modes a
   driver begins itself (`hook.drive_steps`, the trainer integrations) the forward starts no step:
   `start_driven_step` sets the step up and `capture_gradients` takes `.grad` before the optimizer step;
 - parameter gradients: `register_post_accumulate_grad_hook` on each parameter (fires once
@@ -11,7 +11,7 @@
   them and removed at the next boundary; gradients of selected outputs: tensor hooks;
 - losses: a forward hook on the loss module (`hook.register_loss`), present during saved steps;
 - attention: see attention.py; Grad-CAM: see gradcam.py.
-Every callback first asks `hook.wants(...)`: an unsaved step does no tensor work at all, and runs
+Every callback first asks `session.wants(...)`: an unsaved step does no tensor work at all, and runs
 the bare model and loss apart from the top-level pre-hook (hooks on a module or tensor cost even
 when they return at once: torch's slower call path).
 """
@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from tensortap.adapter import Adapter, Handle
+from tensortap.capture import is_quiet
 from tensortap.explain import record_gradcam
 from tensortap.layers import LayerInfo
 from tensortap.modes import EVAL, TRAIN
@@ -33,7 +34,7 @@ from . import gradcam as _gradcam
 from .attention import AttentionTap
 from .convert import CopyPool, reduce_torch, reduce_work, work
 from .reducer import Reducer
-from .util import dist_info, eager, is_quiet, tensors, unwrap
+from .util import dist_info, eager, tensors, unwrap
 from .vector import Held, reduce_vector
 
 LAYER_CATEGORIES = ("inputs", "outputs")
@@ -51,8 +52,8 @@ class TorchAdapter(Adapter):
     #: benchmarks/overhead_torch.py, docs/torch.md)
     reduce_off_thread: Optional[bool] = None
 
-    def __init__(self, hook) -> None:
-        super().__init__(hook)
+    def __init__(self, session) -> None:
+        super().__init__(session)
         self.root: Optional[nn.Module] = None
         self._calls: Dict[str, int] = {}
         self._feature_layer: Optional[Tuple[str, nn.Module]] = None
@@ -73,8 +74,13 @@ class TorchAdapter(Adapter):
     def attach(self, model: Any) -> None:
         """Install the hooks described in the module docstring on `model` (DDP/compile unwrapped)."""
         root = unwrap(model)
+        session = self.session
+        fm = session.collection("feature_maps")
+        if fm is not None:
+            self._feature_layer = _gradcam.choose_layer(root, fm.include_regex)
+            fm.categories = ("feature_maps",)  # its regex names a layer, not tensors of other categories
+            fm.changed()
         self.root = root
-        hook = self.hook
         self._batch_grads = root is model and dist_info()[1] == 1
         self.handles.append(root.register_forward_pre_hook(eager(self._on_step)))
         self._grad_params = list(root.named_parameters())
@@ -83,17 +89,12 @@ class TorchAdapter(Adapter):
             # the hook functions are made once: wrapping them for torch.compile costs more than the hook
             self._layers = [(m, eager(partial(self._on_layer, name))) for name, m in root.named_modules() if name]
             # what each layer is (nn.ReLU, nn.Tanh, ...), recorded once: rules find layers by kind
-            hook.describe_layers(LayerInfo.of(name, m) for name, m in root.named_modules() if name)
+            session.describe_layers(LayerInfo.of(name, m) for name, m in root.named_modules() if name)
         self.handles.append(Handle(self._drop_step_hooks))
         self.handles.append(Handle(self._reducer.close))
-        if self._collection("attention") is not None or self._has_regex_collection():
-            tap = AttentionTap(self._on_attention, self._wants_attention, hook._report)
+        if session.may_select(category="attention"):
+            tap = AttentionTap(self._on_attention, self._wants_attention, session.report_error)
             self.handles.extend(tap.attach(root))
-        fm = self._collection("feature_maps")
-        if fm is not None:
-            self._feature_layer = _gradcam.choose_layer(root, fm.include_regex)
-            fm.categories = ("feature_maps",)  # its regex names a layer, not tensors of other categories
-            hook._forget_plans()
 
     def collections_changed(self) -> None:
         """A collection gained regexes after attach: add the layer hooks it may now select (kept idle
@@ -120,7 +121,7 @@ class TorchAdapter(Adapter):
     def reduce_many(self, tensors, names, bins: int):
         """Snapshots now, reductions later on the reducer thread (see reducer.py): handles the Hook
         resolves before the step goes to the writer. Without a hook (tt.explain): computed here."""
-        if self.hook is None or not all(isinstance(t, torch.Tensor) for t in tensors):
+        if self.session is None or not all(isinstance(t, torch.Tensor) for t in tensors):
             return super().reduce_many(tensors, names, bins)
         off = self.reduce_off_thread
         if off is None:
@@ -154,23 +155,23 @@ class TorchAdapter(Adapter):
                 try:
                     torch.autograd.Variable._execution_engine.queue_callback(self._flush_grads)
                 except Exception:  # noqa: BLE001 - not inside a backward pass after all: capture now
-                    self.hook.capture(gname, grad, "gradients")
+                    self.session.capture(gname, grad, "gradients")
                     return
             self._grads.append((gname, grad, grad._version))
         else:
-            self.hook.capture(gname, grad, "gradients")
+            self.session.capture(gname, grad, "gradients")
 
     def _flush_grads(self) -> None:
         grads, self._grads = self._grads, []
         keep = []
         for gname, g, version in grads:
             if g._version != version:  # changed in place later in the same pass (an optimizer step in a hook)
-                self.hook._report(f"the gradient {gname!r} changed in place before the backward pass ended; "
-                                  "not saved at this step", RuntimeError("gradient modified during backward"))
+                self.session.report_error(f"the gradient {gname!r} changed in place before the backward pass "
+                                          "ended; not saved at this step", RuntimeError("gradient modified during backward"))
             else:
                 keep.append((gname, g, "gradients"))
         if keep:
-            self.hook.capture_many(keep)
+            self.session.capture_many(keep)
 
     def is_tensor(self, obj: Any) -> bool:
         return isinstance(obj, torch.Tensor)
@@ -190,44 +191,31 @@ class TorchAdapter(Adapter):
                               f"{type(loss_obj).__name__}; for a loss tensor call hook.record_loss(loss)")
 
         def on_loss(_m, _args, out):
-            if not is_quiet() and self.hook.saving and isinstance(out, torch.Tensor):
-                self.hook.record_loss(out, name)
+            if not is_quiet() and self.session.saving and isinstance(out, torch.Tensor):
+                self.session.record_loss(out, name)
 
         fn = eager(on_loss)
         if self.root is None:  # no model, no step boundaries to add it at: always there
             self.handles.append(loss_obj.register_forward_hook(fn))
             return
         self._loss_hooks.append((loss_obj, fn))
-        if self.hook.saving:  # registered in the middle of a saved step: it counts already
+        if self.session.saving:  # registered in the middle of a saved step: it counts already
             self._step_hooks.append(loss_obj.register_forward_hook(fn))
 
     # ---- selection helpers -----------------------------------------------------------------
-    def _collection(self, name: str):
-        return next((c for c in self.hook.collections if c.name == name), None)
-
-    def _has_regex_collection(self) -> bool:
-        return any((c._pattern is not None or c.tensor_names) and c.name != "feature_maps" for c in self.hook.collections)
-
     def _could_select_layers(self) -> bool:
-        for c in self.hook.collections:
-            if c.name in LAYER_CATEGORIES:
-                return True
-            if c.name != "feature_maps" and (c._pattern is not None or c.tensor_names) and (
-                    c.categories is None or set(c.categories) & {"inputs", "outputs", "gradients"}):
-                return True
-        return False
-
-    def _selects(self, name: str, category: str) -> bool:
-        """Would an active collection keep `name` now? (decides whether to register a tensor hook)"""
-        return self.hook._plan(name, category) is not None  # cached per name and set of active collections
+        """Could a step want layer inputs/outputs, or gradients of outputs a collection names?"""
+        session = self.session
+        return (any(session.may_select(category=c) for c in LAYER_CATEGORIES)
+                or session.may_select(category="gradients", by_name=True))
 
     # ---- callbacks ---------------------------------------------------------------------------
     def _grad_hook(self, p: torch.Tensor, name: str) -> Handle:
         gname = f"gradients/{name}"
-        hook = self.hook
+        session = self.session
         if hasattr(p, "register_post_accumulate_grad_hook"):
             def on_grad(param):
-                if hook.wants("gradients") and not is_quiet():
+                if session.wants("gradients") and not is_quiet():
                     self._on_grad(gname, param.grad)
             handle = p.register_post_accumulate_grad_hook(on_grad)
             # run before the user's own hooks, whenever they were registered (an optimizer step
@@ -241,8 +229,8 @@ class TorchAdapter(Adapter):
             return handle
 
         def on_grad_old(g):  # torch < 2.1: this backward's gradient (no accumulation)
-            if hook.wants("gradients") and not is_quiet():
-                hook.capture(gname, g, "gradients")
+            if session.wants("gradients") and not is_quiet():
+                session.capture(gname, g, "gradients")
         return p.register_hook(on_grad_old)
 
     def start_driven_step(self, first_pass: bool = True) -> None:
@@ -259,43 +247,43 @@ class TorchAdapter(Adapter):
         """`.grad` of every parameter as it is now (after accumulation, clipping, DDP's all-reduce)."""
         if is_quiet():
             return 0
-        return self.hook.capture_many((f"gradients/{name}", p.grad, "gradients")
-                                      for name, p in self._grad_params if p.grad is not None)
+        return self.session.capture_many((f"gradients/{name}", p.grad, "gradients")
+                                         for name, p in self._grad_params if p.grad is not None)
 
     def _on_step(self, module: nn.Module, args: tuple) -> None:
         if is_quiet():
             return
-        hook = self.hook
-        if hook.is_driven(TRAIN if module.training else EVAL):  # a driver begins the steps
+        session = self.session
+        if session.is_driven(TRAIN if module.training else EVAL):  # a driver begins the steps
             if self._gradcam_due and self._first_pass:
                 self._gradcam_due = False
                 self._record_gradcam(module, args)
             return
         self._first_pass = True
         self._drop_step_hooks()
-        hook.begin_step(TRAIN if module.training else EVAL)  # may raise tt.StopTraining (a rule's stop)
+        session.begin_step(TRAIN if module.training else EVAL)  # may raise tt.StopTraining (a rule's stop)
         try:
             self._start_step(module, args)
         except Exception as e:  # noqa: BLE001 - a failure here must not stop the user's forward pass
-            hook._report("could not prepare the step's capture", e)
+            session.report_error("could not prepare the step's capture", e)
 
     def _start_step(self, module: nn.Module, args: Optional[tuple], driven: bool = False) -> None:
         """The step's hooks and the captures at its start (weights, Grad-CAM), once it has begun.
         `driven`: begun by a driver, which captures gradients itself; Grad-CAM waits for the batch."""
-        hook = self.hook
+        session = self.session
         self._calls.clear()
-        if self._layers and (hook.wants("inputs") or hook.wants("outputs")):
+        if self._layers and (session.wants("inputs") or session.wants("outputs")):
             # layer hooks exist only during saved steps: an unsaved step runs the bare model
             self._step_hooks = [m.register_forward_hook(fn) for m, fn in self._layers]
-        if self._loss_hooks and hook.saving:
+        if self._loss_hooks and session.saving:
             self._step_hooks.extend(m.register_forward_hook(fn) for m, fn in self._loss_hooks)
-        self._keep_grad_hooks(hook.wants("gradients") and not driven)
-        ww, wb = hook.wants("weights"), hook.wants("biases")
+        self._keep_grad_hooks(session.wants("gradients") and not driven)
+        ww, wb = session.wants("weights"), session.wants("biases")
         if ww or wb:
-            hook.capture_many((name, p, cat) for name, p in module.named_parameters()
-                              for cat in (("biases" if name.endswith("bias") else "weights"),)
-                              if (wb if cat == "biases" else ww))
-        want_cam = self._feature_layer is not None and hook.wants("feature_maps")
+            session.capture_many((name, p, cat) for name, p in module.named_parameters()
+                                 for cat in (("biases" if name.endswith("bias") else "weights"),)
+                                 if (wb if cat == "biases" else ww))
+        want_cam = self._feature_layer is not None and session.wants("feature_maps")
         self._gradcam_due = want_cam and args is None
         if want_cam and args is not None:
             self._record_gradcam(module, args)
@@ -318,7 +306,7 @@ class TorchAdapter(Adapter):
                 try:
                     handles[name] = self._grad_hook(p, name)
                 except RuntimeError as e:  # torch would not take the hook: that gradient is not saved
-                    self.hook._report(f"could not watch the gradient of {name!r}", e)
+                    self.session.report_error(f"could not watch the gradient of {name!r}", e)
 
     def _drop_step_hooks(self) -> None:
         while self._step_hooks:
@@ -330,51 +318,50 @@ class TorchAdapter(Adapter):
         return name if k == 0 else f"{name}#{k}"
 
     def _on_layer(self, name: str, _module: nn.Module, args: tuple, output: Any) -> None:
-        hook = self.hook
-        wi, wo = hook.wants("inputs"), hook.wants("outputs")
+        session = self.session
+        wi, wo = session.wants("inputs"), session.wants("outputs")
         if not (wi or wo) or is_quiet():
             return
         base = self._call_name(name)
         if wi:
             for i, t in enumerate(tensors(args)):
-                hook.capture(f"{base}/input_{i}", t, "inputs")
-        wg = hook.wants("gradients") and torch.is_grad_enabled()
+                session.capture(f"{base}/input_{i}", t, "inputs")
+        wg = session.wants("gradients") and torch.is_grad_enabled()
         for i, t in enumerate(tensors(output)):
             oname = f"{base}/output_{i}"
-            kept = hook.capture(oname, t, "outputs") if wo else False
+            kept = session.capture(oname, t, "outputs") if wo else False
             gname = f"gradients/{oname}"
-            if t.requires_grad and ((wg and (kept or self._selected_by_regex(gname)) and self._selects(gname, "gradients"))
-                                    or (kept and hook.needs_gradient(oname) and torch.is_grad_enabled())):
+            # an output's gradient is taken where its output is kept or a collection names it
+            # (never for the bare "gradients" collection: that one means parameter gradients)
+            if t.requires_grad and ((wg and (kept or session.selects(gname, "gradients", by_name=True))
+                                     and session.selects(gname, "gradients"))
+                                    or (kept and session.needs_gradient(oname) and torch.is_grad_enabled())):
                 try:
-                    t.register_hook(partial(self._on_output_grad, gname, hook.step))
+                    t.register_hook(partial(self._on_output_grad, gname, session.step))
                 except RuntimeError as e:  # e.g. a view modified in place by autograd-unfriendly code
-                    hook._report(f"could not watch the gradient of {oname!r}", e)
-
-    def _selected_by_regex(self, name: str) -> bool:
-        hook = self.hook
-        return any(c.name != "gradients" and any(c is a for a in hook._active)
-                   for c in hook._collections_of(name, "gradients"))
+                    session.report_error(f"could not watch the gradient of {oname!r}", e)
 
     def _on_output_grad(self, gname: str, step: int, grad: torch.Tensor) -> None:
-        if self.hook.step == step:  # a backward that runs after the next forward began belongs to no step
-            self.hook.capture(gname, grad, "gradients")
+        if self.session.step == step:  # a backward that runs after the next forward began belongs to no step
+            self.session.capture(gname, grad, "gradients")
 
     def _wants_attention(self, name: str) -> bool:
-        hook = self.hook
-        return (hook.wants("attention") and self._first_pass and not is_quiet()
-                and self._selects(f"attention/{name}", "attention"))
+        session = self.session
+        return (session.wants("attention") and self._first_pass and not is_quiet()
+                and session.selects(f"attention/{name}", "attention"))
 
     def _on_attention(self, name: str, probs: torch.Tensor) -> None:
-        self.hook.capture(f"attention/{self._call_name('attention/' + name)[len('attention/'):]}", probs, "attention")
+        self.session.capture(f"attention/{self._call_name('attention/' + name)[len('attention/'):]}", probs,
+                             "attention")
 
     def _record_gradcam(self, module: nn.Module, args: tuple) -> None:
         """Grad-CAM during training (collection "feature_maps"), on saved steps only: the model as
         the step's forward pass finds it (before that pass updates BatchNorm statistics)."""
-        hook = self.hook
+        session = self.session
         try:
             lname, layer = self._feature_layer
             few = _gradcam.batch_slice(args, self.gradcam_max_images)
             acts, grads, _, tgt, scores = _gradcam.run(module, few, layer, None)
-            record_gradcam(hook, lname, acts, grads, _gradcam.images_nhwc(tensors(few)[0]), tgt, scores)
+            record_gradcam(session, lname, acts, grads, _gradcam.images_nhwc(tensors(few)[0]), tgt, scores)
         except Exception as e:  # noqa: BLE001
-            hook._report("could not compute Grad-CAM during training", e)
+            session.report_error("could not compute Grad-CAM during training", e)
