@@ -17,6 +17,9 @@ from .save_config import SaveConfig
 
 #: Categories adapters tag captured tensors with; each is also a built-in collection.
 CATEGORIES = ("weights", "biases", "gradients", "inputs", "outputs", "losses", "metrics", "scalars")
+#: Categories of scalar values, always stored whole whatever the reduction_config (their reductions
+#: too, if asked for): a loss kept only as reductions would leave loss rules nothing to read.
+WHOLE_VALUE_CATEGORIES = frozenset({"losses", "metrics", "scalars"})
 
 
 @dataclass

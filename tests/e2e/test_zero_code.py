@@ -1,8 +1,8 @@
 """`tensortap run`: unmodified scripts of each framework give the same run (tensor names, steps,
 modes, values bit-exact) as the same script with an explicit tt.Hook written into it: for a PyTorch
 loop, a hook whose TRAIN steps the script drives by hand at its optimizer steps (hook.drive_steps,
-begin_step before the step's forward, capture_gradients before optimizer.step()); for Keras and
-Gluon, `hook.register(model)`. The child's exit code is kept; a rule's stop ends the script cleanly
+begin_step before the step's forward, capture_gradients before optimizer.step()), and for Gluon
+the same at trainer.step(); for Keras, `hook.register(model)`. The child's exit code is kept; a rule's stop ends the script cleanly
 at an optimizer step boundary; torchrun gives one worker per rank; DataLoader workers get no hook;
 a bad configuration stops before the script starts; a script with nothing to instrument ends with
 a warning saying what was looked for."""
@@ -202,15 +202,22 @@ if EXPLICIT:
                    save_config=tt.SaveConfig(save_interval=3))
     hook.register(net)
     hook.register_loss(loss_fn)
-trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.05})
+    hook.drive_steps([tt.modes.TRAIN])  # one TRAIN step per trainer.step(); eval forwards start EVAL steps
+trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.05, "momentum": 0.9})
 x = nd.random.normal(shape=(96, 8))
 y = nd.array([i % 4 for i in range(96)])
+step = 0
 for epoch in range(2):
     for i in range(0, 80, 16):
+        if EXPLICIT:
+            hook.begin_step(tt.modes.TRAIN, step=step)
         with autograd.record():
             loss = loss_fn(net(x[i:i + 16]), y[i:i + 16])
         loss.backward()
+        if EXPLICIT:
+            hook.capture_gradients()  # what the trainer applies
         trainer.step(16)
+        step += 1
     net(x[80:])
 if EXPLICIT:
     hook.close()
@@ -229,7 +236,11 @@ def test_gluon_same_run_as_explicit_hook(tmp_path):
     t = run([sys.executable, script], env={"TWIN_OUT": twin})
     assert t.returncode == 0, t.stderr
     assert_same_run(zero, twin)
-    assert "gradients/dense0_weight" in tt.create_trial(zero).tensor_names()
+    trial = tt.create_trial(zero)
+    assert "gradients/dense0_weight" in trial.tensor_names() and "loss" in trial.tensor_names()
+    assert trial.steps(mode="train") == [0, 3, 6, 9] and trial.steps(mode="eval") == [0]
+    assert "one step per trainer.step()" not in r.stderr and "HybridSequential (the parameters of gluon.Trainer)" \
+        in r.stderr
 
 
 def test_nothing_to_instrument_warns_and_keeps_exit_code(tmp_path):
@@ -306,9 +317,8 @@ print("finished all steps")
 """
 
 
-def test_stop_training_ends_the_script_cleanly(tmp_path):
-    pytest.importorskip("torch")
-    script = write(tmp_path, "train.py", STOP_SCRIPT)
+def run_with_stop_rule(tmp_path, script: str, out: str):
+    """`script` under tensortap run with a rule that fires at the first saved step and stops training."""
     cfg = write(tmp_path, "tensortap.toml", """\
         include_collections = ["gradients"]
         [save_config]
@@ -318,9 +328,15 @@ def test_stop_training_ends_the_script_cleanly(tmp_path):
         params = { threshold = 1e9 }
         actions = ["stop_training"]
         """)
+    return tensortap_run("--config", cfg, "--out", out, "--", sys.executable, script,
+                         env={"TENSORTAP_LIVE_RULES": "thread"})
+
+
+def test_stop_training_ends_the_script_cleanly(tmp_path):
+    pytest.importorskip("torch")
+    script = write(tmp_path, "train.py", STOP_SCRIPT)
     out = str(tmp_path / "run")
-    r = tensortap_run("--config", cfg, "--out", out, "--", sys.executable, script,
-                      env={"TENSORTAP_LIVE_RULES": "thread"})
+    r = run_with_stop_rule(tmp_path, script, out)
     assert r.returncode == 0, r.stderr
     assert "finished all steps" not in r.stdout
     assert "tensortap: training stopped: rule vanishing_gradient fired at step 0" in r.stderr

@@ -13,7 +13,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ..collections import Collection
+from ..collections import WHOLE_VALUE_CATEGORIES, Collection
 from ..errors import ConfigError, edit_distance
 from ..modes import ModeKeys
 from ..reductions import ReductionConfig, packed_kind, split_reductions
@@ -195,7 +195,7 @@ class Selection:
         if not active and not force:
             return None
         rcs = [c.reduction_config or self.reduction_config for c in (active or colls)]
-        raw = force or any(rc is None or rc.save_raw_tensor for rc in rcs)
+        raw = force or category in WHOLE_VALUE_CATEGORIES or any(rc is None or rc.save_raw_tensor for rc in rcs)
         reds, vectors = split_reductions(r for rc in rcs if rc is not None for r in rc.reductions)
         bins = max([rc.histogram_bins for rc in rcs if rc is not None] or [64])
         cnames = tuple(dict.fromkeys(tuple(c.name for c in colls) + ((category,) if force else ())

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..collections import WHOLE_VALUE_CATEGORIES
 from ..layers import LayerInfo, display_kind
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,11 +39,15 @@ class Need:
     layer_kinds: for layer inputs/outputs, only those of layers of these kinds ("relu", "tanh";
                  see tensortap.layers), found through the layer classes the run records
     what:        how messages name them (default: made from the two above)
+    full_values: the rule reads whole tensors (`value(step)`), so a hook that saves only reductions
+                 of them leaves it nothing to check (Hook.add_rule warns); False for a rule that
+                 reads only `reduction_value(step, name)`
     """
 
     collection: str
     layer_kinds: tuple[str, ...] = ()
     what: str = ""
+    full_values: bool = True
 
     def __post_init__(self) -> None:
         kinds = (self.layer_kinds,) if isinstance(self.layer_kinds, str) else tuple(self.layer_kinds)
@@ -133,6 +138,18 @@ def _saves(hook: Hook, collection: str) -> bool:
     return any(c.wants_category(collection) for c in hook.collections)
 
 
+def _only_reductions(hook: Hook, collection: str) -> tuple[str, ...]:
+    """The reductions the hook saves of `collection` when it saves no whole tensor of it (every
+    collection of the hook that could take them has a reduction_config without save_raw_tensor);
+    () when whole tensors can be saved."""
+    if collection in WHOLE_VALUE_CATEGORIES:
+        return ()  # always stored whole
+    configs = [c.reduction_config or hook.reduction_config for c in hook.collections if c.wants_category(collection)]
+    if not configs or any(rc is None or rc.save_raw_tensor for rc in configs):
+        return ()  # saved by hand (save_tensor keeps values), or some collection keeps whole tensors
+    return tuple(dict.fromkeys(str(r) for rc in configs if rc is not None for r in rc.reductions))
+
+
 class NeedsCheck:
     """For each rule added to a hook: warn once (RuleNeedsWarning, and an event in the run) when the
     hook does not save what the rule reads. Collections are checked at add_rule; layer kinds once
@@ -172,7 +189,17 @@ class NeedsCheck:
             fixes = " or ".join(dict.fromkeys(n.fix() for n in needs))
             self._warn(rule, f"rule {rule.name} reads {what}, which this hook does not save: {fixes}", stacklevel=3)
             return
-        if any(n.layer_kinds for n in have):
+        whole = [n for n in have if not (n.full_values and _only_reductions(self.hook, n.collection))]
+        if not whole:
+            what = " or ".join(n.describe() for n in have)
+            reds = ", ".join(dict.fromkeys(r for n in have for r in _only_reductions(self.hook, n.collection))) or "none"
+            colls = " or ".join(repr(n.collection) for n in have)
+            self._warn(rule, f"rule {rule.name} reads whole tensors ({what}), but this hook saves only their "
+                       f"reductions ({reds}): set save_raw_tensor=True in the hook's reduction_config "
+                       f"(tt.ReductionConfig(reductions=[...], save_raw_tensor=True)), or give collection {colls} "
+                       "its own tt.ReductionConfig(save_raw_tensor=True)", stacklevel=3)
+            return
+        if any(n.layer_kinds for n in whole):
             self.waiting.append(rule)
 
     def step_saved(self) -> None:

@@ -2,7 +2,10 @@
 
 - Step boundary: the registered block's forward pre-hook (one call of the model = one step);
   mode TRAIN when `autograd.is_training()` (inside `autograd.record()`), else EVAL, unless the
-  user set one.
+  user set one. For modes a driver begins itself (`hook.drive_steps`; `tensortap run` steps at
+  `trainer.step()`, step_driver.py) the forward starts no step: `start_driven_step` takes the
+  weights, the step's first forward its layer tensors and losses, and `capture_gradients` the
+  gradients (accumulated, with grad_req="add") just before the trainer applies them.
 - Weights/biases: every entry of `collect_params()`, under its full Gluon name, copied before
   the forward uses them (parameters still waiting for deferred initialisation: right after it).
 - Gradients `gradients/<name>`: copied just before a Gluon Trainer updates the model's
@@ -67,6 +70,9 @@ class MXNetAdapter(Adapter):
         self._loss_calls: Dict[str, int] = {}
         self._att_calls: Dict[int, int] = {}
         self._tokens: Optional[np.ndarray] = None
+        self._first_pass = True   # a driven step's first forward/backward pass (layer tensors and losses come from it)
+        self._tapped = False      # a driven step's layer capture was set up (at its first forward)
+        self._tapping = False     # this forward captures the registered block's own inputs/outputs
 
     # ---- registration ------------------------------------------------------------------------
     def attach(self, model: Any) -> None:
@@ -91,7 +97,7 @@ class MXNetAdapter(Adapter):
 
         def on_loss(block, args, out):
             session = self.session
-            if is_quiet() or session is None or session.step < 0 or not session.saving:
+            if is_quiet() or session is None or session.step < 0 or not session.saving or not self._first_pass:
                 return
             arrays = flat_arrays(out)
             if not arrays or is_symbol(arrays[0]):
@@ -150,20 +156,53 @@ class MXNetAdapter(Adapter):
             session.report_error("mxnet: could not clean up after the previous forward", e)
         from mxnet import autograd
 
-        session.begin_step(TRAIN if autograd.is_training() else EVAL)
+        mode = TRAIN if autograd.is_training() else EVAL
+        if session.is_driven(mode):  # a driver began the step (start_driven_step): layer taps at its first forward
+            if self._first_pass and not self._tapped and session.saving:
+                self._tapped = True
+                self._guarded(self._start_layer_capture)
+            return
+        self._first_pass = True
+        session.begin_step(mode)
         if not session.saving:
             return
+        self._guarded(self._start_step)
+        self._guarded(self._start_layer_capture)
+
+    def _guarded(self, fn: Callable[[], None]) -> None:
         try:
-            self._calls.clear()
-            self._tap_calls.clear()
-            self._loss_calls.clear()
-            self._att_calls.clear()
-            self._refresh()
-            self._capture_params()
-            self._start_layer_capture()
+            fn()
         except Exception as e:  # noqa: BLE001
-            session.report_error("mxnet: capture at the start of the step failed", e)
+            self.session.report_error("mxnet: capture at the start of the step failed", e)
             self._end_forward()
+
+    def _start_step(self) -> None:
+        """The captures at the start of a saved step: counters reset, the weights."""
+        self._calls.clear()
+        self._tap_calls.clear()
+        self._loss_calls.clear()
+        self._att_calls.clear()
+        self._refresh()
+        self._capture_params()
+
+    def start_driven_step(self, first_pass: bool = True) -> None:
+        """A step begun by a driver (hook.drive_steps): the weights now (what the step's forward
+        passes use); layer tensors and losses from its first forward; gradients from
+        `capture_gradients`. A later pass of the same step (gradient accumulation) captures no more
+        layer tensors or losses."""
+        self._first_pass = first_pass
+        if not first_pass:
+            return
+        self._tapped = False
+        if self.session.saving:
+            self._start_step()
+
+    def capture_gradients(self) -> int:
+        """Every parameter's gradient as it is now (after accumulation, clipping), kept for the step."""
+        session = self.session
+        if is_quiet() or session.step < 0 or not session.saving:
+            return 0
+        return self._capture_grads()
 
     def _post(self, block: Any, args: Tuple, out: Any) -> None:
         if is_quiet():
@@ -175,7 +214,7 @@ class MXNetAdapter(Adapter):
                 for name, p, cat in deferred:
                     self._stage(name, p.list_data()[0], cat)
                 name = self._layers.get(id(block), (block.name, block))[0]
-                if self._io_selected(name):
+                if self._tapping and self._io_selected(name):
                     self._capture_io(name, block, args, out, self._calls)
         except Exception as e:  # noqa: BLE001
             session.report_error("mxnet: capture at the end of the forward failed", e)
@@ -195,6 +234,7 @@ class MXNetAdapter(Adapter):
         self._flush()
 
     def _end_forward(self) -> None:
+        self._tapping = False
         undo, self._undo = self._undo, []
         for fn in reversed(undo):
             fn()
@@ -237,26 +277,30 @@ class MXNetAdapter(Adapter):
         except Exception as e:  # noqa: BLE001
             session.report_error("mxnet: could not capture gradients before trainer update", e)
 
-    def _capture_grads(self) -> None:
+    def _capture_grads(self) -> int:
+        """Stage every parameter's gradient as it is now; how many are kept."""
         session = self.session
         self._grads_step = session.step
+        kept = 0
         if session.wants("gradients"):
             for name, p in self._params:
                 if p.grad_req == "null" or p._grad is None:
                     continue
-                self._stage(f"gradients/{name}", p.list_grad()[0], "gradients")
+                kept += self._stage(f"gradients/{name}", p.list_grad()[0], "gradients")
+        return kept
 
-    def _stage(self, name: str, array: Any, category: str) -> None:
+    def _stage(self, name: str, array: Any, category: str) -> bool:
         """Queue an on-device copy of `array` if a collection active now keeps `name`. The copy is an
         engine op ordered before any later write (e.g. the optimizer's update), so it holds today's
         value; it becomes numpy at the end of the step, when the engine has long computed it: the
         training thread never waits for the engine in the middle of a step."""
         if not self.session.selects(name, category):
-            return
+            return False
         from mxnet import autograd
 
         with autograd.pause():
             self._staged.append((name, array.copy(), category))
+        return True
 
     def _flush(self) -> None:
         """Hand this step's staged copies, output gradients and losses to the session (as numpy)."""
@@ -291,6 +335,7 @@ class MXNetAdapter(Adapter):
 
     def _start_layer_capture(self) -> None:
         session, model = self.session, self.model
+        self._tapping = True
         io = [(n, b) for bid, (n, b) in self._layers.items() if b is not model and self._io_selected(n)]
         taps = ([(n, b) for n, b in self._layers.values() if self._tap_selected(n)]
                 if session.wants("gradients") else [])

@@ -1,7 +1,8 @@
 """`tensortap run` for Gluon: the model is the Block whose parameters a gluon.Trainer is built
 over (the block among the script's variables holding all of them, the largest if several do);
-every gluon.loss.Loss block is registered with hook.register_loss (the first as "loss"). Steps
-begin at the block's forward, exactly as `tt.Hook(...).register(block)` gives.
+every gluon.loss.Loss block is registered with hook.register_loss (the first as "loss"). One TRAIN
+step per step() of that trainer (step_driver.StepDriver), as an explicit hook driving its steps
+at trainer.step() gives; a later trainer over the same block drives nothing.
 This module does not import mxnet at top level."""
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ class GluonInstrumentation(Instrumentation):
     """Patches gluon.Trainer.__init__ and gluon.loss.Loss.__init__."""
 
     looks_for = ("MXNet/Gluon: a gluon.Trainer built over the parameters of a Block (the block is the model; "
-                 "steps begin at its forward pass; the loss comes from gluon.loss blocks)",)
+                 "one step per trainer.step(); the loss comes from gluon.loss blocks)",)
 
     def __init__(self, session, framework: str) -> None:
         super().__init__(session, framework)
+        from .step_driver import StepDriver
+
+        self.driver = StepDriver(session)
         self.losses = Losses(session)
 
     def install(self) -> None:
@@ -29,12 +33,20 @@ class GluonInstrumentation(Instrumentation):
         self.session.patch(gluon.loss.Loss, "__init__", self.after("follow a loss block", self.losses.made))
 
     def _trainer(self, trainer: Any, *_args, **_kwargs) -> None:
+        run_model = self.session.model
+        ids = {id(p) for p in getattr(trainer, "_params", [])}
+        if run_model is not None and holder_of(ids, [run_model], lambda b: b.collect_params().values()) is not None:
+            return  # a second trainer over the run's model: the first one drives the steps
         block = self.block_of(trainer)
         if block is None:
             self.session.report("find the model of a gluon.Trainer", RuntimeError(
                 "no gluon Block among the script's variables holds its parameters; nothing attached"))
             return
-        if self.session.attach(block, f"{type(block).__name__} (the parameters of gluon.Trainer)") is not None:
+        how = f"{type(block).__name__} (the parameters of gluon.Trainer)"
+        if run_model is not None:  # a trainer over another block (a GAN's discriminator): said once
+            self.session.attach(block, how)
+            return
+        if self.driver.attach(block, trainer, how) is not None:
             self.losses.register()
 
     def block_of(self, trainer: Any) -> Optional[Any]:

@@ -1,6 +1,7 @@
 """How `tensortap run` steps a plain PyTorch loop: one TRAIN step per optimizer step, through the
 Hook's step-driving API (hook.drive_steps / begin_step / capture_gradients / end_step /
-take_stop_request), as an explicit user who knows where the steps are would write it.
+take_stop_request; tensortap.zerocode.update_steps), as an explicit user who knows where the
+steps are would write it.
 
 - A TRAIN step is numbered by the count of optimizer steps before it (0, 1, ...). It begins at the
   first training forward of the model after an optimizer step (the model in train mode, gradients
@@ -18,25 +19,22 @@ take_stop_request), as an explicit user who knows where the steps are would writ
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 from torch import nn
 
-from tensortap.errors import StopTraining
-from tensortap.modes import EVAL, TRAIN
+from tensortap.zerocode.update_steps import UpdateSteps
 
 from .util import eager, is_quiet, unwrap
 
 
-class StepDriver:
-    """Drives the run's hook from one model and the optimizer built over its parameters."""
+class StepDriver(UpdateSteps):
+    """Drives the run's hook from one model and the optimizer built over its parameters (the step
+    logic is tensortap.zerocode.update_steps', shared with the Gluon driver)."""
 
     def __init__(self, session: Any) -> None:
-        self.session = session
-        self.hook: Any = None
-        self.optimizer_steps = 0      # optimizer steps taken: the number of the next TRAIN step
-        self._open = False            # a TRAIN step began since the last optimizer step
+        super().__init__(session)
         self._loss: Optional[torch.Tensor] = None
         self._loss_step = -1          # the hook's global step that self._loss sums over
 
@@ -46,8 +44,7 @@ class StepDriver:
         hook = self.session.attach(model, how)
         if hook is None:
             return None
-        self.hook = hook
-        hook.drive_steps()  # every mode: the adapter starts no step of its own
+        self.drive(hook)
         # before the adapter's own pre-hook, which takes a driven step's Grad-CAM from the batch
         pre = unwrap(model).register_forward_pre_hook(eager(self._on_forward), prepend=True)
         before = optimizer.register_step_pre_hook(self._before_optimizer_step)
@@ -60,48 +57,26 @@ class StepDriver:
     def _on_forward(self, module: nn.Module, args: Tuple[Any, ...]) -> None:
         if is_quiet():  # tensortap's own forward passes (Grad-CAM, attention)
             return
-        if self._open or (module.training and torch.is_grad_enabled()):
-            self._train_step()
-        else:
-            self._guard("begin an evaluation step", lambda: self.hook.begin_step(EVAL))
-
-    def _train_step(self) -> None:
-        """Begin the TRAIN step of the coming optimizer step, or continue it (another pass of it).
-        A stop request is taken here, where a new step would begin."""
-        if not self._open:
-            reason = self.hook.take_stop_request()
-            if reason is not None:
-                raise StopTraining(reason)
-            self._open = True
-        self._guard("begin a training step", lambda: self.hook.begin_step(TRAIN, step=self.optimizer_steps))
+        self.forward(module.training and torch.is_grad_enabled())
 
     def _before_optimizer_step(self, optimizer: Any, args: tuple, kwargs: dict) -> Optional[Tuple[tuple, dict]]:
         """The optimizer's step pre-hook: `args` are step's own, the optimizer first, then the closure."""
         closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
         if closure is None:
-            self._gradients()
+            self.before_update()
             return None
 
         def closure_then_gradients() -> Any:  # the closure computes the gradients: take them after it
             out = closure()
-            self._gradients()
+            self.before_update()
             return out
 
         if "closure" in kwargs:
             return args, dict(kwargs, closure=closure_then_gradients)
         return (args[0], closure_then_gradients) + tuple(args[2:]), kwargs
 
-    def _gradients(self) -> None:
-        """The gradients the optimizer is about to apply, into the step (begun now if no training
-        forward of the model began it, e.g. a loop that calls the model's layers directly)."""
-        if not self._open:
-            self._train_step()
-        self._guard("capture the gradients", self.hook.capture_gradients)
-
     def _after_optimizer_step(self, optimizer: Any, args: tuple, kwargs: dict) -> None:
-        self.optimizer_steps += 1
-        self._open = False
-        self._guard("hand the step to the writer", self.hook.end_step)
+        self.after_update()
 
     # ---- the loss ----------------------------------------------------------------------------
     def backward_called(self, value: torch.Tensor) -> None:
@@ -114,12 +89,3 @@ class StepDriver:
             total = self._loss + total
         self._loss, self._loss_step = total, hook.step
         hook.record_loss(total)
-
-    def _guard(self, what: str, fn: Callable[[], Any]) -> None:
-        """A failure inside tensortap is reported once and the script goes on."""
-        try:
-            fn()
-        except StopTraining:
-            raise
-        except Exception as e:  # noqa: BLE001
-            self.session.report(f"could not {what}", e)
