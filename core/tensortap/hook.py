@@ -59,6 +59,11 @@ class Hook:
     >>> hook = tt.Hook("runs/exp1", include_collections=["weights", "gradients", "losses"],
     ...                save_config=tt.SaveConfig(save_interval=10))
     >>> hook.register(model)
+
+    `dry_run=True` makes a hook that writes nothing and claims nothing: out_dir is neither created
+    nor claimed (a real run may use it), `register` leaves the model bare, saves and rules are
+    ignored, and `close` has nothing to do. For a process that must not write: smdebug's dry_run,
+    or a rank other than 0 when only rank 0 writes.
     """
 
     def __init__(
@@ -76,12 +81,16 @@ class Hook:
         on_full: str = "block",
         flush_seconds: Optional[float] = None,
         close_timeout: Optional[float] = DEFAULT_CLOSE_TIMEOUT,
+        dry_run: bool = False,
     ) -> None:
         if out_dir is None or (isinstance(out_dir, str) and not out_dir.strip()):
             raise ConfigError("out_dir is required: pass a directory (or an fsspec URL such as s3://bucket/run)")
         self.out_dir: str = os.fspath(out_dir)
         self.close_timeout = check_close_timeout(close_timeout)
-        make_run_dir(*resolve(self.out_dir), shown=self.out_dir)  # a bad out_dir is an error now, not at register()
+        #: True: this hook writes and claims nothing (see the class docstring)
+        self.dry_run = bool(dry_run)
+        if not self.dry_run:
+            make_run_dir(*resolve(self.out_dir), shown=self.out_dir)  # a bad out_dir is an error now, not at register()
         if save_config is None:
             save_config = SaveConfig()
         if not isinstance(save_config, SaveConfig):
@@ -101,10 +110,12 @@ class Hook:
         #: what close() gave up waiting for (live rules, callbacks, webhooks), by name
         self.abandoned: List[str] = []
         # Claim this worker of the run now, not at the first write: a second writer is refused here.
-        self._output = RunOutput(self, rank, self.registry, writer_options)
+        self._output = RunOutput(self, rank, self.registry, writer_options, claim=not self.dry_run)
         #: the `tt.Capture` this hook's adapters capture through (tensortap.capture)
         self.session = CaptureSession(selection, self.registry, self._output.reporter, self._output.step_done,
                                       self._output.record)
+        if self.dry_run:
+            self.session.close()  # captures and saves are dropped from the start
         for c in self.collections:
             c.on_change(self._collection_changed)
         atexit.register(_close_at_exit, weakref.ref(self))
@@ -141,7 +152,10 @@ class Hook:
         return self.session.adapter
 
     def register(self, model: Any) -> "Hook":
-        """Attach to a model; its framework is detected through the installed plugins."""
+        """Attach to a model; its framework is detected through the installed plugins (a dry_run
+        hook attaches nothing)."""
+        if self.dry_run:
+            return self
         spec = self._spec_for(model)
         with self.session.lock:
             cls = spec.load()
@@ -194,7 +208,8 @@ class Hook:
             spec = offering[0]
             with self.session.lock:
                 self.session.set_adapter(spec.load()(self.session))
-                self._output.open().update_meta(framework=spec.name)
+                if not self.dry_run:  # a dry_run hook's adapter captures nothing: its session is closed
+                    self._output.open().update_meta(framework=spec.name)
             adapter = self.adapter
         return getattr(adapter, name)
 
@@ -320,6 +335,8 @@ class Hook:
 
     def register_loss(self, loss_obj: Any, name: str = "loss") -> None:
         """Record the output of a loss module/block every time it is called."""
+        if self.dry_run:
+            return
         adapter = self.adapter
         if adapter is None:
             spec = self._spec_for(loss_obj)
@@ -354,6 +371,8 @@ class Hook:
         from .rules.live import LiveRules
         from .rules.requirements import NeedsCheck
 
+        if self.dry_run:
+            return
         out = self._output
         with self.session.lock:
             if out.rules is None:
@@ -411,6 +430,10 @@ class Hook:
         warning, in `hook.abandoned` and in a `close_abandoned` event of the run. Writing the
         captured data is not cut short (nor counted in that time): every step is written first."""
         if self.session.closed:
+            if self.dry_run and self.adapter is not None:  # made by an extra (keras_callback): undo its wrapping
+                adapter = self.adapter
+                self.session.set_adapter(None)
+                self._detach(adapter)
             return
         limit = self.close_timeout if timeout is None else check_close_timeout(timeout)
         out = self._output
@@ -422,20 +445,24 @@ class Hook:
         if out.rules is not None:
             self.abandoned = out.rules.close(limit)
         if self.adapter is not None:
-            try:
-                self.adapter.detach()
-            except Exception as e:  # noqa: BLE001
-                self.report_error("could not detach", e)
+            self._detach(self.adapter)
         try:
             writer = out.open()
         except ConfigError as e:  # register() already failed on this; closing must not raise again
             log.warning("tensortap: %s closed without a run: %s", self.out_dir, e)
-            out.claim.release(remove=True)
+            if out.claim is not None:
+                out.claim.release(remove=True)
             return
         record_abandoned(self, self.abandoned, limit)
         wait_written(writer, self.out_dir, readable=False)  # close() below makes it readable
         writer.close()
         self.registry.call_behaviour("tensortap_run_closed", hook=self, out_dir=self.out_dir)
+
+    def _detach(self, adapter: Adapter) -> None:
+        try:
+            adapter.detach()
+        except Exception as e:  # noqa: BLE001
+            self.report_error("could not detach", e)
 
     def disown(self) -> None:
         """Stop capturing in this process without writing or closing anything: for a forked child

@@ -42,9 +42,11 @@ def env_rank() -> Optional[int]:
 
 class RunOutput:
     """One Hook's run on disk. `hook` is read for the run's meta (its adapter, framework,
-    collections, save config) when the writer is made, and passed to plugins' behaviour hooks."""
+    collections, save config) when the writer is made, and passed to plugins' behaviour hooks.
+    `claim=False` (a dry_run Hook) claims nothing and must never be opened."""
 
-    def __init__(self, hook: "Hook", rank: Optional[int], registry: "Registry", writer_options: Dict[str, Any]) -> None:
+    def __init__(self, hook: "Hook", rank: Optional[int], registry: "Registry", writer_options: Dict[str, Any],
+                 claim: bool = True) -> None:
         self.out_dir = hook.out_dir
         self.reporter = ErrorReporter(self.record_if_open)
         self.writer: Optional[StoreWriter] = None
@@ -54,7 +56,7 @@ class RunOutput:
         self._rank = rank
         self._registry = registry
         self._writer_options = writer_options
-        self.claim = WorkerClaim.acquire(self.out_dir, self._initial_rank())
+        self.claim: Optional[WorkerClaim] = WorkerClaim.acquire(self.out_dir, self._initial_rank()) if claim else None
 
     def _initial_rank(self) -> int:
         """The rank to claim at creation: rank=, else the framework's (a plugin that sees its
@@ -73,6 +75,8 @@ class RunOutput:
     def open(self) -> StoreWriter:
         """The run's writer, made now if it is not yet (the first write, or register)."""
         if self.writer is None:
+            if self.claim is None:
+                raise RuntimeError(f"tensortap: the dry_run run output of {self.out_dir} cannot be written")
             hook = self._hook
             adapter = hook.adapter
             rank = self._rank

@@ -368,9 +368,6 @@ def test_loss_spelling_with_several_losses_names_them(tmp_path):
     assert not trial.has_tensor("Net_nothing")
 
 
-@pytest.mark.xfail(strict=True, reason="tt.Hook.__init__ creates out_dir and claims workers/worker-N/writer.json "
-                   "before the compat hook can say it saves nothing, and keeps the claim after close(): needs a way "
-                   "in core/tensortap/hook.py to make a hook that claims and creates nothing (fixes helper's report)")
 @pytest.mark.parametrize("case", ["dry_run", "rank 1 with include_workers='one'"])
 def test_a_hook_that_saves_nothing_creates_nothing(tmp_path, monkeypatch, case):
     """smdebug's dry_run, and ranks other than 0 under include_workers="one", write nothing at all:

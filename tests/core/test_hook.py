@@ -268,3 +268,30 @@ def test_close_after_failed_register_does_not_raise(tmp_path):
     with pytest.raises(tt.ConfigError, match="no installed tensortap plugin"):
         second.register(object())
     second.close()  # reported, never raised (it also runs at interpreter exit)
+
+
+def test_dry_run_writes_and_claims_nothing(tmp_path):
+    """tt.Hook(dry_run=True) trains bare: nothing appears on disk, not even out_dir, and nothing holds
+    out_dir, so a real run may use it while the dry one is still open. Before: the Hook created
+    out_dir and claimed workers/worker-0 at creation whatever it would save."""
+    run = str(tmp_path / "nested" / "run")
+    dry = tt.Hook(run, include_collections=["weights", "gradients", "losses", "scalars"],
+                  save_config=tt.SaveConfig(save_interval=1), dry_run=True)
+    assert dry.dry_run
+    model = NumpyMLP(seed=3)
+    dry.register(model)
+    dry.register_loss(model)
+    dry.add_rule(tt.rules.get("vanishing_gradient")(), action="stop_training")
+    x, y = make_data(32, seed=4)
+    for s in range(4):
+        model.loss(model.forward(x[s * 8:s * 8 + 8]), y[s * 8:s * 8 + 8])
+        model.backward()
+        model.sgd_step(0.1)
+        dry.save_scalar("acc", 0.5)
+        dry.save_tensor("labels", y[s * 8:s * 8 + 8])
+    assert dry.flush()
+    assert not (tmp_path / "nested").exists()
+    assert train_mlp(run, steps=3, save_interval=1)  # the real run, while the dry hook is open
+    dry.close()
+    assert dry.adapter is None and dry.stats is None and dry.errors == []
+    assert tt.create_trial(run).steps() == [0, 1, 2]

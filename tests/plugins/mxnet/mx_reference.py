@@ -231,6 +231,22 @@ def explain_errors(model: str, hybridize: bool) -> Dict[str, float]:
             "repeat_rel": rel(cams[1].raw, cams[0].raw), "ref_cam_max": float(ref["cam"].max())}
 
 
+def raw_mxnet_errors(model: str) -> Dict[str, float]:
+    """What mxnet's own gradients give: explain_errors' measures with tensortap's oneDNN pooling
+    workaround switched off (docs/mxnet.md quotes them; with oneDNN off they equal the fixed ones)."""
+    import contextlib
+
+    import tensortap_mxnet.gradcam as mx_gradcam
+
+    fixed = mx_gradcam.pooling_in_train_mode
+    mx_gradcam.pooling_in_train_mode = contextlib.nullcontext
+    try:
+        e = explain_errors(model, False)
+    finally:
+        mx_gradcam.pooling_in_train_mode = fixed
+    return {k: e[k] for k in ("cam_rel", "cam_corr", "repeat_rel")}
+
+
 def train_time_errors(model: str, hybridize: bool, out_dir: str) -> Dict[str, float]:
     """Grad-CAM saved during training (collection "feature_maps") against torch at each saved step."""
     import tensortap_mxnet
@@ -367,6 +383,8 @@ def all_checks() -> Dict[str, Dict[str, float]]:
     out = {}
     with tempfile.TemporaryDirectory() as d:
         out["symbol_head"] = symbol_head_errors(d)
+        for model in MODELS:
+            out[f"mxnet_raw/{model}"] = raw_mxnet_errors(model)
         for model in MODELS:
             for hyb in (False, True):
                 key = f"{model}/{'hybridized' if hyb else 'imperative'}"

@@ -59,18 +59,18 @@ class Hook(_TTHook):
         if include_workers not in ("one", "all"):
             raise ConfigError(f'include_workers must be "one" or "all", got {include_workers!r}')
         rc = to_tensortap(reduction_config)
-        self.dry_run = bool(dry_run)
         self.include_workers = include_workers
         rank = _env_rank()
-        self.inert = self.dry_run or (include_workers == "one" and rank not in (None, 0))
-        if self.dry_run:
+        #: saves nothing: dry_run, or a rank other than 0 under include_workers="one" (a tt.Hook dry_run)
+        self.inert = bool(dry_run) or (include_workers == "one" and rank not in (None, 0))
+        if dry_run:
             log.warning("tensortap: dry_run=True: this hook saves nothing")
         self._defined: Dict[str, Collection] = {}
         self._sm_metric_warned = False
         self._losses_registered = 0
         super().__init__(out_dir, include_collections=self._collections(include_collections, rc),
                          save_config=SaveConfig.parse(save_config), reduction_config=rc,
-                         include_regex=include_regex, save_all=save_all)
+                         include_regex=include_regex, save_all=save_all, dry_run=self.inert)
         for c in self.collections:
             if isinstance(c, Collection):
                 c.bind(self)
@@ -102,8 +102,6 @@ class Hook(_TTHook):
 
     # ---- registration ---------------------------------------------------------------------
     def register(self, model: Any) -> "Hook":
-        if self.inert:
-            return self
         super().register(model)
         self.resolve_layers()
         return self
@@ -116,10 +114,9 @@ class Hook(_TTHook):
     def register_loss(self, loss_obj: Any, name: Optional[str] = None) -> None:
         """smdebug named each loss module's output by its class; here the first is "loss", later
         ones "loss_1", "loss_2", ... (as `tensortap run` names them), so two losses never share a name."""
-        if not self.inert:
-            self._losses_registered += 1
-            k = self._losses_registered - 1
-            super().register_loss(loss_obj, name or ("loss" if k == 0 else f"loss_{k}"))
+        self._losses_registered += 1
+        k = self._losses_registered - 1
+        super().register_loss(loss_obj, name or ("loss" if k == 0 else f"loss_{k}"))
 
     def resolve_layers(self) -> None:
         """Layers named by add_module_tensors / add_block_tensors, as regexes of their names."""
@@ -166,17 +163,14 @@ class Hook(_TTHook):
             self._sm_metric_warned = True
             log.warning("tensortap: save_scalar(..., sm_metric=True): SageMaker metrics have no counterpart; the "
                         "scalar is saved in the run (collection 'scalars')")
-        if not self.inert:
-            super().save_scalar(name, value)
+        super().save_scalar(name, value)
 
     def save_tensor(self, tensor_name: str, tensor_value: Any, collections_to_write: Any = "default") -> None:
-        if not self.inert:
-            super().save_tensor(tensor_name, tensor_value, collections=collections_to_write)
+        super().save_tensor(tensor_name, tensor_value, collections=collections_to_write)
 
     def record_tensor_value(self, tensor_name: str, tensor_value: Any) -> None:
         """smdebug's way to save a loss computed by a function (F.cross_entropy(...))."""
-        if not self.inert:
-            self.record_loss(tensor_value, tensor_name)
+        self.record_loss(tensor_value, tensor_name)
 
     def add_rule(self, rule: Any, action: Any = None, **params: Any) -> None:
         """A tensortap rule, or an smdebug-style rule (a class, made with the live trial and
@@ -188,14 +182,10 @@ class Hook(_TTHook):
             rule = SmdebugRule(rule, **params)
         elif params:
             raise ConfigError("parameters go with an smdebug rule class; make a tensortap rule with its parameters")
-        if not self.inert:
-            super().add_rule(rule, action=action)
+        super().add_rule(rule, action=action)
 
     # ---- closing --------------------------------------------------------------------------
     def close(self, timeout: Optional[float] = None) -> None:
-        if self.inert:
-            self.disown()
-            return
         closed = self._closed
         super().close(timeout)
         if self.tensorboard_dir and not closed and self.adapter is not None:
