@@ -174,7 +174,7 @@ def main(argv=None) -> int:
         arrays = one_wg1_step()
         nbytes = sum(a.nbytes for a in arrays.values()) * store_steps
         alone, dd_cache, dd_sync = [], [], []
-        for r in range(args.runs):
+        for _ in range(args.runs):
             alone.append(store_alone(arrays, store_steps, base))
             dd_cache.append(nbytes / MB / dd(os.path.join(base, "dd.bin"), nbytes, sync=False))
             dd_sync.append(nbytes / MB / dd(os.path.join(base, "dd.bin"), nbytes, sync=True))

@@ -18,7 +18,7 @@ import os
 import random
 import tempfile
 import time
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -104,7 +104,7 @@ def main() -> None:
     y = rng.integers(0, 10, n)
     with tempfile.TemporaryDirectory() as root:
         setups = {name: setup(name, root) for name in CONFIGS}
-        for name, (model, cbs, _) in setups.items():  # warm-up: trace the train step
+        for model, cbs, _ in setups.values():  # warm-up: trace the train step
             model.fit(x, y, batch_size=args.batch, epochs=1, verbose=0, callbacks=cbs)
         times = {name: [] for name in CONFIGS}
         cpu = {name: [] for name in CONFIGS}

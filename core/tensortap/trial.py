@@ -305,7 +305,7 @@ class Trial:
         if got is None:
             got = {}
             for r in self._readers(worker):
-                for name, kind, colls in r.names.values():
+                for name, _kind, colls in r.names.values():
                     got.setdefault(name, set()).update(colls)
             self._struct[key] = got
         return got
@@ -382,7 +382,7 @@ class Trial:
         got = self._struct.get(key)
         if got is None:
             got = {}
-            for (n, kind), nid in r.nid_of.items():
+            for (n, _kind), nid in r.nid_of.items():
                 got.setdefault(n, []).append(nid)
             self._struct[key] = got
         return got

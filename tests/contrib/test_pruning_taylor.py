@@ -230,7 +230,7 @@ def test_rankings_from_captured_importance_equal_the_full_tensor_computation(tmp
 
         def grab(m, i, o, n):
             o.retain_grad()
-            kept[n] = o
+            kept[n] = o  # noqa: B023 (the hooks are removed before the next capture mode)
 
         hs = [getattr(model, n).register_forward_hook(lambda m, i, o, n=n: grab(m, i, o, n)) for n in ("r1", "r2")]
         opt = torch.optim.Adam(model.parameters(), 3e-3)

@@ -28,7 +28,7 @@ _LAZY = {
 }
 
 __all__ = ["CRITERIA", "PruningAccuracy", "taylor_per_example", "taylor_scores", "l2_normalise", "layer_scores_from_trial",
-           "group_scores", *_LAZY]
+           "group_scores"] + list(_LAZY)
 
 
 def __getattr__(name: str) -> Any:

@@ -70,7 +70,7 @@ def _guard_symbol_blocks(model: Any, held: dict) -> List[Callable[[], None]]:
     undo = []
     for _, b in walk(model):
         if isinstance(b, SymbolBlock) and has_max_pooling(b):
-            def forward(*args, _b=b, _orig=type(b).forward):
+            def forward(*args, _b=b, _orig=type(b).forward):  # noqa: B008 (binds this block's forward now)
                 if "a" in held:
                     raise ConfigError(
                         f"Grad-CAM would be wrong: the imported SymbolBlock {_b.name!r} runs after the target layer "

@@ -102,7 +102,7 @@ def test_output_gradient_values_and_upstream_parameter_gradients(tmp_path):
     snaps = train(net, data, hook, snapshot=True)
     hook.close()
     trial = tt.create_trial(str(tmp_path / "run"))
-    for s, (x, y) in enumerate(data):
+    for s, (_x, y) in enumerate(data):
         logits = snaps[s]["out"]
         p = np.exp(logits - logits.max(1, keepdims=True))
         p /= p.sum(1, keepdims=True)
