@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, FrozenSet, Iterable, List, Optional, Tuple, Union
 
+from . import plugins
 from .errors import ConfigError
 from .reductions import ReductionConfig
 from .save_config import SaveConfig
@@ -131,6 +132,8 @@ def builtin_collections() -> Iterable[Collection]:
     }
     return [Collection(n, description=d) for n, d in docs.items()]
 
+
+plugins.add_table(plugins.Table("collections", "tensortap_register_collections", Collection, "tt.Collection"))
 
 from .hookspecs import hookimpl  # noqa: E402 - the built-in collections are a plugin too
 

@@ -10,10 +10,9 @@ TENSORTAP_STRICT_PLUGINS=1 it is fatal. TENSORTAP_DISABLE_PLUGINS=a,b skips plug
 entry-point, module or distribution name.
 
 What plugins can register is a set of tables (Table), each filled by one registration hook.
-This module owns the framework adapters' and collections' tables; a package that owns another
-kind of item adds its table when it is imported (tensortap.rules: rules and actions;
-tensortap.vis: visualizers; tensortap.vector_reductions: reductions), so the manager imports
-none of them.
+The module that owns a kind of item adds its table when it is imported (tensortap.adapter:
+adapters; tensortap.collections: collections; tensortap.rules: rules and actions; tensortap.vis:
+visualizers; tensortap.vector_reductions: reductions), so the manager imports none of them.
 """
 from __future__ import annotations
 
@@ -31,8 +30,6 @@ import pluggy
 
 from . import hookspecs
 from ._version import __version__
-from .adapter import AdapterSpec
-from .collections import Collection
 from .errors import ConfigError, PluginError, did_you_mean
 from .framework_versions import SupportedVersions
 
@@ -71,11 +68,8 @@ class Table:
 
 
 _lock = threading.RLock()
-#: the tables plugins fill, by registration hook (add_table adds the others)
-_tables: dict[str, Table] = {t.hook: t for t in (
-    Table("adapters", "tensortap_register_adapters", AdapterSpec, "AdapterSpec"),
-    Table("collections", "tensortap_register_collections", Collection, "tt.Collection"),
-)}
+#: the tables plugins fill, by registration hook (add_table adds them)
+_tables: dict[str, Table] = {}
 #: the built-in plugin modules, loaded first, in this order (add_table adds those of other tables)
 _builtins: list[str] = ["tensortap.collections"]
 
