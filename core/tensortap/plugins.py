@@ -16,15 +16,17 @@ visualizers; tensortap.vector_reductions: reductions), so the manager imports no
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata as md
 import inspect
 import logging
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import pluggy
 
@@ -58,7 +60,7 @@ class Table:
         if not self.classes:
             if not isinstance(item, self.base):
                 raise PluginError(f"{self.hook} must return {self.shown_as} objects, got {item!r}")
-            return str(item.name)
+            return str(cast(Any, item).name)
         if not (inspect.isclass(item) and issubclass(item, self.base)):
             raise PluginError(f"{self.name} must be subclasses of {self.shown_as}, got {item!r}")
         name = getattr(item, "name", None)
@@ -200,10 +202,10 @@ class Registry:
                 info.disabled = True
                 self.plugins.append(info)
                 continue
-            self._add(info, lambda m=modname: importlib.import_module(m))
-        try:
+            self._add(info, functools.partial(importlib.import_module, modname))
+        if sys.version_info >= (3, 10):
             eps = md.entry_points(group=ENTRY_POINT_GROUP)
-        except TypeError:  # Python < 3.10
+        else:
             eps = md.entry_points().get(ENTRY_POINT_GROUP, [])
         seen = set()
         for ep in sorted(eps, key=lambda e: e.name):

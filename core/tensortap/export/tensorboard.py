@@ -29,7 +29,7 @@ SCALAR_REDUCTIONS = ("min", "max", "mean", "std", "variance", "sum", "l1", "l2",
 def _wall_time(trial, step: int) -> Optional[float]:
     for r in trial._readers():  # the time the step was written, when the index has it
         si = r.steps.get(step)
-        if si is not None and getattr(si, "time", 0):
+        if si is not None and getattr(si, "time", None):
             return float(si.time)
     return None
 
@@ -71,7 +71,7 @@ OWN_SUFFIX = ".tensortap"
 def remove_previous(out: str) -> List[str]:
     """Delete the event files an earlier export wrote under `out`/<mode>/ (only tensortap's own,
     named *.tensortap): exporting again replaces the series instead of doubling them."""
-    gone = []
+    gone: List[str] = []
     if not os.path.isdir(out):
         return gone
     for mode in os.listdir(out):
@@ -143,11 +143,11 @@ class _Export:
                     t = trial.tensor(n)
                     for red in red_kinds[n]:
                         try:
-                            v = np.asarray(t.reduction_value(s, red), dtype=np.float64)
+                            vec = np.asarray(t.reduction_value(s, red), dtype=np.float64)
                         except Exception:  # noqa: BLE001 - that reduction was not saved at this step
                             continue
-                        if v.size == 1:
-                            values.append(scalar_value(f"{n}/{red}", float(v.reshape(-1)[0])))
+                        if vec.size == 1:
+                            values.append(scalar_value(f"{n}/{red}", float(vec.reshape(-1)[0])))
                             c["scalars"] += 1
             for tag, png, h, w in cams.get(s, ()):
                 values.append(image_value(tag, png, h, w))

@@ -138,7 +138,8 @@ class StepIndex:
         rows = self._rows
         if rows is None:
             if self._pos is None:
-                return self.entries[i].item()
+                row: Tuple[Any, ...] = self.entries[i].item()
+                return row
             rows = self._rows = self.entries.tolist()
         return rows[i]
 
@@ -159,7 +160,7 @@ class _HotSteps:
 
     def __init__(self, size: int = 256) -> None:
         self.size = size
-        self._steps: "OrderedDict[int, weakref.ref]" = OrderedDict()
+        self._steps: "OrderedDict[int, weakref.ref[StepIndex]]" = OrderedDict()
         self._lock = threading.Lock()
 
     def add(self, si: StepIndex) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import inspect
 import os
 import tempfile
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import ConfigError, did_you_mean
 
@@ -26,8 +26,11 @@ class Visualizer:
     def applies_to(self, trial) -> bool:
         return False
 
-    def render(self, trial, out: str, **options: Any) -> str:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # each visualizer's options are keywords of its own render (see options())
+        render: Callable[..., str]
+    else:
+        def render(self, trial, out: str, **options: Any) -> str:
+            raise NotImplementedError
 
     def table(self, trial) -> Optional[Tuple[List[str], List[tuple]]]:
         """(header, rows) of the numbers behind the picture, shown under it in the report; None: none."""

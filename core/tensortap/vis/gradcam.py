@@ -59,7 +59,7 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
     if abs(scale - 1) < 1e-9:
         return img
     nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
-    resample = Image.NEAREST if scale >= 2 else Image.BILINEAR
+    resample = Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.BILINEAR
     return np.asarray(Image.fromarray(img).resize((nw, nh), resample))
 
 
@@ -137,7 +137,7 @@ class GradCAMVisualizer(Visualizer):
             smax = float(cams.max()) or 1.0
             for j, i in enumerate(f["index"]):
                 img = to_uint8_image(f["images"][i])
-                up = upsample(cams[j][None], img.shape[:2])[0]
+                up = upsample(cams[j][None], (img.shape[0], img.shape[1]))[0]
                 lo, hi = up.min(), up.max()
                 own = (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
                 scaled = {"global": up / gmax, "step": up / smax, "image": own}

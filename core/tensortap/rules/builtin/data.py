@@ -79,7 +79,7 @@ class ClassImbalance(Rule):
         vals = {"counts": dict(counts), "imbalance": ratio, "misprediction": wrong}
         why = []
         if ratio > self.threshold_imbalance:
-            big, small = max(counts, key=counts.get), min(counts, key=counts.get)
+            big, small = max(counts, key=lambda c: counts[c]), min(counts, key=lambda c: counts[c])
             why.append(f"class {big} has {ratio:.3g}x the samples of class {small} "
                        f"({counts[big]} vs {counts[small]}; threshold {self.threshold_imbalance:g})")
         if bad_pred:
