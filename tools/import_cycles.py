@@ -24,17 +24,17 @@ def module_cycles(graph: grimp.ImportGraph, package: str) -> List[List[str]]:
     stack: List[str] = []
     on_stack: Set[str] = set()
     found: List[List[str]] = []
+    work: List[Tuple[str, List[str]]] = []  # the depth-first path: (module, imports still to visit)
+
+    def enter(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        work.append((v, sorted(graph.find_modules_directly_imported_by(v) & inside)))
+
     for root in modules:  # Tarjan's algorithm, iterative (no recursion limit on deep graphs)
         if root in index:
             continue
-        work: List[Tuple[str, List[str]]] = []
-
-        def enter(v: str) -> None:
-            index[v] = low[v] = len(index)
-            stack.append(v)
-            on_stack.add(v)
-            work.append((v, sorted(graph.find_modules_directly_imported_by(v) & inside)))
-
         enter(root)
         while work:
             v, todo = work[-1]

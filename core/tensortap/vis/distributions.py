@@ -1,7 +1,7 @@
 """`distributions`: how a tensor's values spread over steps, as a histogram heat-map."""
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
@@ -14,11 +14,11 @@ from .base import Visualizer
 DEFAULT_COLLECTIONS = ("weights", "gradients", "biases", "outputs")
 
 
-def _hist_sources(trial, name: str, steps) -> List[Tuple[int, object]]:
+def _hist_sources(trial, name: str, steps) -> List[Tuple[int, Any]]:
     """(step, full array or (counts, edges)) for each chosen step: the value when saved, else the
     saved "histogram" reduction."""
     t = trial.tensor(name)
-    out = []
+    out: List[Tuple[int, Any]] = []
     for s in steps:
         try:
             out.append((s, np.asarray(t.value(s))))

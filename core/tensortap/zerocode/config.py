@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..collections import Collection
@@ -103,7 +104,7 @@ def _check_keys(src: Source, where: Tuple[Any, ...], table: Any, known: Sequence
                             + f" Known keys: {', '.join(known)}")
 
 
-def _guard(src: Source, where: Tuple[Any, ...], fn: Callable[[], Any]) -> Any:
+def _guard(src: Source, where: Tuple[Any, ...], fn: Callable[..., Any]) -> Any:
     """Run fn; a ConfigError/TypeError/ValueError it raises is re-raised pointing at `where`."""
     try:
         return fn()
@@ -129,11 +130,11 @@ def _parse(path: str, text: str) -> Tuple[str, Any]:
 
 
 def _parse_toml(path: str, text: str) -> Any:
-    try:
-        import tomllib  # Python 3.11+
-    except ImportError:  # pragma: no cover - Python 3.9/3.10
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.9/3.10
         try:
-            import tomli as tomllib  # type: ignore[no-redef]
+            import tomli as tomllib
         except ImportError:
             raise ConfigError(f"{path}: reading TOML needs Python 3.11+ or the tomli package "
                               "(pip install tomli); or write the configuration as JSON") from None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Type, Union
 
 from ...collections import Collection as _TTCollection
 from ...errors import ConfigError
@@ -245,7 +245,7 @@ def del_hook() -> None:
 
 
 def get_hook(json_config_path: Optional[str] = None, create_if_not_exists: bool = False,
-             hook_class: type = Hook) -> Optional[Hook]:
+             hook_class: Type[Hook] = Hook) -> Optional[Hook]:
     """The hook made last in this process; with create_if_not_exists, one from the JSON hook
     configuration if there is one (None otherwise), as smdebug's get_hook."""
     global _hook
