@@ -127,8 +127,10 @@ def builtin_collections() -> Iterable[Collection]:
         "metrics": "metrics reported by the framework (e.g. Keras logs)",
         "scalars": "values saved with save_scalar",
         # Shared by several framework plugins, so the core owns them (two plugins may not register one name):
-        "attention": "attention probabilities attention/<layer>, (batch, heads, query, key); tokens in attention/tokens",
-        "feature_maps": "Grad-CAM during training: gradcam/<layer>/{activations,gradients,cam,targets,scores}, gradcam/images",
+        "attention": ("attention probabilities attention/<layer>, (batch, heads, query, key); tokens in "
+                      "attention/tokens"),
+        "feature_maps": ("Grad-CAM during training: gradcam/<layer>/{activations,gradients,cam,targets,scores}, "
+                         "gradcam/images"),
     }
     return [Collection(n, description=d) for n, d in docs.items()]
 

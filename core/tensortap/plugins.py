@@ -267,7 +267,8 @@ class Registry:
                         raise PluginError(
                             f"{table[:-1]} {name!r} is registered by both distribution {other.distribution!r} "
                             f"(plugin {other.name!r}) and distribution {info.distribution!r} (plugin {info.name!r}); "
-                            f"kept {other.distribution!r}'s. Uninstall one, or set TENSORTAP_DISABLE_PLUGINS={info.name}"
+                            f"kept {other.distribution!r}'s. Uninstall one, or set "
+                            f"TENSORTAP_DISABLE_PLUGINS={info.name}"
                         )
         except Exception as e:  # noqa: BLE001
             self.pm.unregister(obj)

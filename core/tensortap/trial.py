@@ -508,7 +508,8 @@ class Trial:
         return trial_html(self)
 
     def __repr__(self) -> str:
-        return f"<Trial {self.path!r}: {len(self.steps())} steps, {len(self._names())} tensors, workers={self.workers()}>"
+        return (f"<Trial {self.path!r}: {len(self.steps())} steps, {len(self._names())} tensors, "
+                f"workers={self.workers()}>")
 
 
 class Tensor:
@@ -546,8 +547,8 @@ class Tensor:
                 raise StepNotFound(
                     f"only reductions of {self.name!r} were saved at {where}: "
                     f"use reduction_value(step, name) with one of {reds}",
-                    reason=f"only reductions of {self.name!r} were saved ({', '.join(reds)}); this rule reads its values: "
-                    f"set save_raw_tensor=True in the hook's reduction_config, or give {colls} its own "
+                    reason=f"only reductions of {self.name!r} were saved ({', '.join(reds)}); this rule reads its "
+                    f"values: set save_raw_tensor=True in the hook's reduction_config, or give {colls} its own "
                     f"tt.ReductionConfig(save_raw_tensor=True)")
             raise StepNotFound(f"{self.name!r} was not saved at {where} (its steps: {_short(self.steps(mode))})",
                                reason=f"{self.name!r} was not saved at a step it reads (the save_config of {colls} "

@@ -214,7 +214,8 @@ def _scalar_reductions(trial) -> Dict[str, List[str]]:
     out: Dict[str, set] = {}
     for r in trial._readers():
         for name, recs in trial._red_nids(r).items():  # packed vectors and older one-per-reduction records
-            out.setdefault(name, set()).update(n for _nid, names, _packed in recs for n in names if n in SCALAR_REDUCTIONS)
+            out.setdefault(name, set()).update(n for _nid, names, _packed in recs for n in names
+                                               if n in SCALAR_REDUCTIONS)
     return {n: sorted(k) for n, k in out.items() if k}
 
 

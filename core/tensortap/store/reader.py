@@ -564,8 +564,8 @@ class WorkerReader:
             segs = None
             if old is not None:  # a step written in parts (maybe in different segments): merge, newest wins
                 merged = np.concatenate([entries, old.entries])
-                msegs = np.concatenate([np.full(len(entries), seg, np.int64),
-                                        old.segs if old.segs is not None else np.full(len(old.entries), old.seg, np.int64)])
+                old_segs = old.segs if old.segs is not None else np.full(len(old.entries), old.seg, np.int64)
+                msegs = np.concatenate([np.full(len(entries), seg, np.int64), old_segs])
                 _, first = np.unique(merged["nid"], return_index=True)
                 entries, segs = merged[first], msegs[first]
                 if (segs == seg).all():

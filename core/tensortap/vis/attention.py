@@ -129,7 +129,8 @@ class AttentionVisualizer(Visualizer):
                 if a.ndim == 3:
                     a = a[None]
                 if a.ndim != 4:
-                    raise ConfigError(f"{n} at step {s} has shape {a.shape}; attention must be (batch, heads, query, key)")
+                    raise ConfigError(f"{n} at step {s} has shape {a.shape}; attention must be "
+                                      "(batch, heads, query, key)")
                 if ex_idx is None:
                     want = ([int(x) for x in examples.split(",")] if isinstance(examples, str)
                             else list(examples) if examples is not None else list(range(a.shape[0])))

@@ -40,7 +40,8 @@ class Visualizer:
     def options(cls) -> Dict[str, Any]:
         sig = inspect.signature(cls.render)
         return {p.name: (None if p.default is inspect.Parameter.empty else p.default)
-                for p in list(sig.parameters.values())[3:] if p.kind is p.KEYWORD_ONLY or p.default is not inspect.Parameter.empty}
+                for p in list(sig.parameters.values())[3:]
+                if p.kind is p.KEYWORD_ONLY or p.default is not inspect.Parameter.empty}
 
     @classmethod
     def inline_scripts(cls) -> List[str]:

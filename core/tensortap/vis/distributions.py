@@ -82,8 +82,10 @@ class DistributionsVisualizer(Visualizer):
         if tensors:
             names = sorted(trial.tensor_names(regex=tensors), key=natural_key)
         else:
-            params = sorted(set(trial.tensor_names(collection="weights")) | set(trial.tensor_names(collection="biases")),
-                            key=lambda n: (natural_key(n.rsplit(".", 1)[0]), "bias" in n.rsplit(".", 1)[-1], natural_key(n)))
+            params = sorted(set(trial.tensor_names(collection="weights"))
+                            | set(trial.tensor_names(collection="biases")),
+                            key=lambda n: (natural_key(n.rsplit(".", 1)[0]), "bias" in n.rsplit(".", 1)[-1],
+                                           natural_key(n)))
             grads = set(trial.tensor_names(collection="gradients"))
             names = []
             for n in params:

@@ -71,8 +71,8 @@ class GradCAMVisualizer(Visualizer):
     (gradcam/labels, when saved) and the predicted one (the class explained, with its probability),
     by class name when known (class_names, or gradcam/class_names saved in the run).
 
-    Options: layer, steps, max_steps (default 8 in a grid, 60 in a GIF), images (indices "0,3"), max_images, normalise, alpha, cell (px),
-    cmap, duration_ms (GIF frame time).
+    Options: layer, steps, max_steps (default 8 in a grid, 60 in a GIF), images (indices "0,3"), max_images,
+    normalise, alpha, cell (px), cmap, duration_ms (GIF frame time).
     """
 
     name = "gradcam"

@@ -58,7 +58,8 @@ def mode_of(trial, step: int) -> Optional[str]:
 def listing(values: Mapping[str, Any], limit: int = 5, fmt: str = "{:.3g}") -> str:
     """"a=1.2e-09, b=3e-08 (+3 more)" for messages."""
     items = list(values.items())
-    text = ", ".join(f"{k}={fmt.format(v) if isinstance(v, (int, float, np.floating)) else v}" for k, v in items[:limit])
+    text = ", ".join(f"{k}={fmt.format(v) if isinstance(v, (int, float, np.floating)) else v}"
+                     for k, v in items[:limit])
     return text + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
 
 

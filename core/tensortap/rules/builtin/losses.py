@@ -45,7 +45,8 @@ class LossNotDecreasing(Rule):
         if not (0.0 <= self.diff_percent < 100.0):
             raise ConfigError("loss_not_decreasing: diff_percent must be in [0, 100)")
         if not (self.use_losses_collection or self.collection_names or self.tensor_regex):
-            raise ConfigError("loss_not_decreasing: with use_losses_collection=False give collection_names or tensor_regex")
+            raise ConfigError("loss_not_decreasing: with use_losses_collection=False give collection_names or "
+                              "tensor_regex")
         # by (loss, mode): (mode step, loss, global step)
         self._hist: Dict[Tuple[str, Optional[str]], List[Tuple[int, float, int]]] = {}
         self._last: Dict[Tuple[str, Optional[str]], int] = {}
