@@ -34,7 +34,7 @@ _IO_PROBES = ("output_0", "output_1", "input_0", "input_1")
 
 
 def _is_bias(name: str) -> bool:
-    return name.endswith(("bias", "beta"))
+    return name.endswith("bias") or name.endswith("beta")
 
 
 def _check_block(obj: Any, what: str) -> None:

@@ -15,8 +15,8 @@ FRAMEWORK_MODULES = ("mxnet", "gluonnlp", "tensortap_mxnet")
 class GluonInstrumentation(Instrumentation):
     """Patches gluon.Trainer.__init__ and gluon.loss.Loss.__init__."""
 
-    looks_for = (("MXNet/Gluon: a gluon.Trainer built over the parameters of a Block (the block is the model; "
-                  "steps begin at its forward pass; the loss comes from gluon.loss blocks)"),)
+    looks_for = ("MXNet/Gluon: a gluon.Trainer built over the parameters of a Block (the block is the model; "
+                 "steps begin at its forward pass; the loss comes from gluon.loss blocks)",)
 
     def __init__(self, session, framework: str) -> None:
         super().__init__(session, framework)

@@ -18,8 +18,8 @@ METHODS = ("fit", "evaluate", "predict", "train_on_batch", "test_on_batch", "pre
 class KerasInstrumentation(Instrumentation):
     """Patches keras.Model's training entry points at class level."""
 
-    looks_for = (("Keras: a model's fit / evaluate / predict / train_on_batch / test_on_batch / predict_on_batch "
-                  "(the tensortap callback is injected)"),)
+    looks_for = ("Keras: a model's fit / evaluate / predict / train_on_batch / test_on_batch / predict_on_batch "
+                 "(the tensortap callback is injected)",)
 
     def __init__(self, session, framework: str) -> None:
         super().__init__(session, framework)

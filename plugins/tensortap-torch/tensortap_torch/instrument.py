@@ -34,9 +34,9 @@ class TorchInstrumentation(Instrumentation):
     Hugging Face / Lightning Trainers once those are imported."""
 
     looks_for = (
-        ("PyTorch: a torch.optim optimizer built over the parameters of a torch.nn.Module (the module is the model; "
-         "one step per optimizer.step(); the loss comes from nn loss modules, or from the value backward() is "
-         "called on)"),
+        "PyTorch: a torch.optim optimizer built over the parameters of a torch.nn.Module (the module is the model; "
+        "one step per optimizer.step(); the loss comes from nn loss modules, or from the value backward() is "
+        "called on)",
         "Hugging Face transformers.Trainer and Lightning Trainer (their model)",
     )
 
