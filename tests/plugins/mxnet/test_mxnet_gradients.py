@@ -68,7 +68,8 @@ def _train_pair(tmp_path, make, hybridize):
     ref = make(hybridize)
     train(ref, data)
     net = make(hybridize)
-    hook = tt.Hook(str(tmp_path / "run"), include_collections=["gradients", TAPS], save_config=tt.SaveConfig(save_interval=2))
+    hook = tt.Hook(str(tmp_path / "run"), include_collections=["gradients", TAPS],
+                   save_config=tt.SaveConfig(save_interval=2))
     train(net, data, hook)
     hook.close()
     return max(float(np.abs(a - b).max()) for a, b in zip(param_values(ref), param_values(net)))
