@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import os
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -97,7 +97,8 @@ class _Export:
         self.counts: Dict[str, dict] = {}
         self.done: set = set()
 
-    def _names(self):
+    def _names(self) -> Tuple[List[str], List[str], Dict[str, List[str]], List[str]]:
+        """(scalar names, histogram names, name -> its scalar reductions, names with only reductions)."""
         trial = self.trial
         scalar_names = trial.tensor_names(collection=list(SCALAR_COLLECTIONS))
         hist_names: List[str] = []
