@@ -106,7 +106,7 @@ def reduce_numpy(a: np.ndarray, names: Iterable[str], bins: int = 64) -> Dict[st
     f = _as_float(a)
     out: Dict[str, np.ndarray] = {}
     empty = f.size == 0
-    v: float
+    v: Union[float, np.generic]
     for name in names:
         if name == "histogram":
             out[name] = histogram(f, bins)
