@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo   - set up the venv if needed, run the quick demo, print where the run and report are"
 	@echo "make test   - set up both venvs if needed, run make lint, then the whole suite in each"
-	@echo "make lint   - ruff, mypy and the import contracts (config in pyproject.toml; a few seconds)"
+	@echo "make lint   - ruff, mypy and the import contracts (config in pyproject.toml; seconds with mypy's cache warm)"
 	@echo "make bench  - overhead and throughput benchmarks (prints ratios)"
 	@echo "make dist   - build every distribution's sdist and wheel into dist/ and check them"
 
