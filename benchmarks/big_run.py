@@ -99,7 +99,8 @@ def main() -> None:
             m = measure(root, steps, args.tensors, args.elems, args.reps)
             print(f"{steps:>6} {args.tensors:>8} | {wt:>7.1f} | {m['open']:>11.3f}s {m['names'] * 1e3:>10.2f}ms "
                   f"{m['lookup'] * 1e6:>10.1f} {m['lookup_p99'] * 1e6:>7.1f} {m['tsteps'] * 1e3:>7.1f}ms | "
-                  f"{m['index'] / 2 ** 20:>8.1f} {m['index'] / (steps * args.tensors):>7.1f} {m['data'] / 2 ** 20:>8.1f}",
+                  f"{m['index'] / 2 ** 20:>8.1f} {m['index'] / (steps * args.tensors):>7.1f} "
+                  f"{m['data'] / 2 ** 20:>8.1f}",
                   flush=True)
             shutil.rmtree(root)
     finally:

@@ -22,7 +22,7 @@ ResNet-style CNN, ~1M parameters, batch 64, 1 thread, configurations wg10/wg1/re
 Throughput: medians of --runs (>= 5) runs, store and dd alternated; training runs interleave the
 configurations run by run (bytes per step are exact: one run suffices, --quick does one).
 
-    python benchmarks/bytes_per_step.py            # ~6 minutes on a quiet 2-core box (og10 writes 0.56 GB per saved step)
+    python benchmarks/bytes_per_step.py            # ~6 minutes on a quiet 2-core box (og10: 0.56 GB per saved step)
     python benchmarks/bytes_per_step.py --quick    # one 10-step run per configuration, 64 MB store runs: ~1.5 min
 """
 from __future__ import annotations
@@ -129,7 +129,8 @@ def main(argv=None) -> int:
                     " the in-loop MB/s is then one run), 10 steps, 64 MB per store-alone run")
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=0, help="training steps per run (default 20; --quick 10: one saved step for wg10/og10)")
+    ap.add_argument("--steps", type=int, default=0,
+                    help="training steps per run (default 20; --quick 10: one saved step for wg10/og10)")
     ap.add_argument("--store-steps", type=int, default=0, help="wg1 steps per store-alone run (default 32; --quick 8)")
     ap.add_argument("--loop-runs", type=int, default=0, help="training runs per configuration (default --runs;"
                     " --quick 1)")
@@ -174,7 +175,7 @@ def main(argv=None) -> int:
         arrays = one_wg1_step()
         nbytes = sum(a.nbytes for a in arrays.values()) * store_steps
         alone, dd_cache, dd_sync = [], [], []
-        for r in range(args.runs):
+        for _ in range(args.runs):
             alone.append(store_alone(arrays, store_steps, base))
             dd_cache.append(nbytes / MB / dd(os.path.join(base, "dd.bin"), nbytes, sync=False))
             dd_sync.append(nbytes / MB / dd(os.path.join(base, "dd.bin"), nbytes, sync=True))

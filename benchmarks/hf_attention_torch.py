@@ -18,7 +18,7 @@ import os
 import random
 import tempfile
 import time
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -61,8 +61,8 @@ def main(argv=None) -> int:
     for name, sc in (("tap, unsaved steps", tt.SaveConfig(save_steps=[0])), ("tap, every step saved",
                                                                               tt.SaveConfig(save_interval=1))):
         m = build()
-        hook = tt.Hook(os.path.join(tmp, name.split(",")[1].strip().replace(" ", "_")), include_collections=["attention"],
-                       save_config=sc)
+        hook = tt.Hook(os.path.join(tmp, name.split(",")[1].strip().replace(" ", "_")),
+                       include_collections=["attention"], save_config=sc)
         hook.register(m)
         hooks.append(hook)
         twins[name] = m

@@ -2,9 +2,9 @@
 
 Each configuration has its own model; they train in interleaved blocks of --steps steps (one save
 interval, so "every 10" has exactly one saved step per block), each block timed until the engine
-has finished it; the hook's writer is then drained, untimed (its time is printed beside). Printed per model mode: median time per step and
-the median over blocks of (config / off of the same round), so load drift on a shared machine
-cancels out.
+has finished it; the hook's writer is then drained, untimed (its time is printed beside). Printed per
+model mode: median time per step and the median over blocks of (config / off of the same round), so
+load drift on a shared machine cancels out.
 
     ~/.cache/tensortap/venvs/all/bin/python benchmarks/overhead_mxnet.py [--steps 10] [--repeats 15]
 """
@@ -98,7 +98,8 @@ def main() -> None:
     probe = make_cnn(False)
     probe(mx.nd.zeros((1, 3, 32, 32)))
     n_params = sum(p.data().size for p in probe.collect_params().values())
-    print(f"mxnet {mx.__version__}, CNN 3x32x32 -> 10, batch {args.batch}, {args.repeats} blocks of {args.steps} steps, "
+    print(f"mxnet {mx.__version__}, CNN 3x32x32 -> 10, batch {args.batch}, {args.repeats} blocks of {args.steps} "
+          "steps, "
           f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} (params: {n_params})")
     with tempfile.TemporaryDirectory() as root:
         for hybridize in (False, True):

@@ -104,7 +104,7 @@ def main() -> None:
     y = rng.integers(0, 10, n)
     with tempfile.TemporaryDirectory() as root:
         setups = {name: setup(name, root) for name in CONFIGS}
-        for name, (model, cbs, _) in setups.items():  # warm-up: trace the train step
+        for model, cbs, _ in setups.values():  # warm-up: trace the train step
             model.fit(x, y, batch_size=args.batch, epochs=1, verbose=0, callbacks=cbs)
         times = {name: [] for name in CONFIGS}
         cpu = {name: [] for name in CONFIGS}
@@ -128,7 +128,8 @@ def main() -> None:
     print(f"Keras CNN {params} params, batch {args.batch}, TF {tf.__version__}, Keras {keras.__version__}, "
           f"1 thread; median of {args.runs} runs x {args.epochs * STEPS_PER_EPOCH} steps")
     cbase = statistics.median(cpu["off"])
-    print(f"{'config':<13} {'cpu ms/step':>11} {'cpu ratio':>9} {'IQR per round':>15} {'wall ms/step':>12} {'wall ratio':>10}")
+    print(f"{'config':<13} {'cpu ms/step':>11} {'cpu ratio':>9} {'IQR per round':>15} {'wall ms/step':>12} "
+          f"{'wall ratio':>10}")
     for name in CONFIGS:
         c, w = statistics.median(cpu[name]), statistics.median(times[name])
         q = np.percentile([a / b for a, b in zip(cpu[name], cpu["off"])], [25, 75])

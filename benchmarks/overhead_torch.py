@@ -17,14 +17,14 @@ loop, nothing stored: what any tool pays before it writes a byte; and
 "np.save by hand": the same, written with np.save to one file per saved step on the training thread.
 
 Method: configurations are interleaved run by run, in a shuffled order each round (so load from
-other processes hits all of them alike, and none always runs first); one run = `--steps` training steps (forward, loss, backward, SGD step) plus the
-flush of what the run wrote; we print the median over `--runs` runs (>= 5) of the time per step
-and the median over runs of its ratio to the hook-off run of the same round (paired: a slow spell
-of the machine hits both alike): wall clock, CPU time of the whole process (every thread,
-a tool's writer/reducer threads included: the work it adds) and CPU time of the training thread
-(what the training loop itself pays; on a machine with a free core the others run beside it).
-The load average is printed at the start and the end. The smdebug configurations run in a
-subprocess, with their own hook-off baseline measured in that process.
+other processes hits all of them alike, and none always runs first); one run = `--steps` training
+steps (forward, loss, backward, SGD step) plus the flush of what the run wrote; we print the median
+over `--runs` runs (>= 5) of the time per step and the median over runs of its ratio to the hook-off
+run of the same round (paired: a slow spell of the machine hits both alike): wall clock, CPU time of
+the whole process (every thread, a tool's writer/reducer threads included: the work it adds) and CPU
+time of the training thread (what the training loop itself pays; on a machine with a free core the
+others run beside it). The load average is printed at the start and the end. The smdebug
+configurations run in a subprocess, with their own hook-off baseline measured in that process.
 
     python benchmarks/overhead_torch.py            # both models, ~10 minutes on a quiet 2-core box
     python benchmarks/overhead_torch.py --quick    # MLP only + ResNet's wg10/red1, ~3 minutes
@@ -417,7 +417,8 @@ def main(argv=None) -> int:
         ap.error("--runs must be >= 5 (medians of at least 5 runs)")
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.device != "cpu":
-        print(f"device {args.device}: {torch.cuda.get_device_name(args.device)}; smdebug skipped (its venv is CPU-only)")
+        print(f"device {args.device}: {torch.cuda.get_device_name(args.device)}; smdebug skipped (its venv is "
+              "CPU-only)")
         args.no_smdebug = True
     print(f"torch {torch.__version__}, 1 thread, {os.cpu_count()} CPUs; smdebug venv: "
           f"{'found' if smdebug_python() else 'missing (tools/smdebug-venv.sh builds it)'}")
@@ -430,7 +431,8 @@ def main(argv=None) -> int:
         steps = args.steps or (10 if model_name == "resnet" else 30)
         n_params = sum(p.numel() for p in make(model_name)[0].parameters())
         print(f"\n== {model_name}: {n_params:,} parameters, batch 64, {args.runs} runs x {steps} steps", flush=True)
-        results: Dict[str, Optional[Dict[str, List[float]]]] = {"tensortap": measure(model_name, "tensortap", cfgs, args.runs, steps, device=args.device)}
+        results: Dict[str, Optional[Dict[str, List[float]]]] = {
+            "tensortap": measure(model_name, "tensortap", cfgs, args.runs, steps, device=args.device)}
         if not args.no_bare:
             results["bare torch (floor)"] = measure(model_name, "bare", cfgs, args.runs, steps, device=args.device)
             results["np.save by hand"] = measure(model_name, "npsave", cfgs, args.runs, steps, device=args.device)
@@ -439,7 +441,8 @@ def main(argv=None) -> int:
         if not args.no_smdebug:
             results["smdebug 1.0.34"] = measure_smdebug(model_name, cfgs, args.runs, steps)
         rows += report(model_name, results, cfgs)
-    print(f"\ntotal {time.time() - t_start:.0f} s; load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\ntotal {time.time() - t_start:.0f} s; load average at end: {load}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

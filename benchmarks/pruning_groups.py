@@ -59,7 +59,8 @@ def main() -> None:
     except ImportError:
         tp_version = None
     print(f"torch {torch.__version__}; Torch-Pruning {tp_version or 'not installed (comparison skipped)'}")
-    print(f"{'model':14s} {'groups':>6s} {'prunable':>8s} {'torch-pruning':>13s}  frozen (why)  | params before -> after, output")
+    print(f"{'model':14s} {'groups':>6s} {'prunable':>8s} {'torch-pruning':>13s}  frozen (why)  "
+          "| params before -> after, output")
     for name, make in MODELS.items():
         model = make().eval()
         t = time.perf_counter()
@@ -67,8 +68,8 @@ def main() -> None:
         took = time.perf_counter() - t
         ours = [g for g in groups if g.prunable]
         why = Counter(g.frozen for g in groups if not g.prunable)
-        head = model.fc if hasattr(model, "fc") else (model.classifier[-1] if isinstance(model.classifier, nn.Sequential)
-                                                     else model.classifier)
+        head = model.fc if hasattr(model, "fc") else (
+            model.classifier[-1] if isinstance(model.classifier, nn.Sequential) else model.classifier)
         theirs = torch_pruning_groups(model, x, head)
         before = count_params(model)
         for g in ours:

@@ -56,7 +56,8 @@ def main(argv=None) -> int:
     build = make(args.model)
     batch, width = (4, 8) if args.model == "tiny" else (64, 784)
     g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(batch, width, generator=g), torch.randint(0, 2 if args.model == "tiny" else 10, (batch,), generator=g)
+    x = torch.randn(batch, width, generator=g)
+    y = torch.randint(0, 2 if args.model == "tiny" else 10, (batch,), generator=g)
     out = tempfile.mkdtemp()
     hook = tt.Hook(out, include_collections=args.collections.split(","), save_config=tt.SaveConfig(save_steps=[0]))
     twins = {"plain": build(), "plain, again": build(), "hooked": build()}

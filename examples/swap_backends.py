@@ -159,7 +159,8 @@ BACKENDS: Dict[str, Callable] = {"torch": torch_backend, "tensorflow": tensorflo
 # ---- everything below is the same for every framework ---------------------------------------------
 def make_hook(run: str) -> tt.Hook:
     """The one tensortap configuration all three frameworks use."""
-    per_epoch = [every_step("probe_cams", [r"^gradcam/"], ["feature_maps"]), every_step("epoch", ["^accuracy$"], ["scalars"])]
+    per_epoch = [every_step("probe_cams", [r"^gradcam/"], ["feature_maps"]),
+                 every_step("epoch", ["^accuracy$"], ["scalars"])]
     hook = tt.Hook(run, include_collections=["weights", "biases", "gradients", "losses", *per_epoch],
                    save_config=tt.SaveConfig(save_interval=5))
     for name, params in RULES:
@@ -238,7 +239,8 @@ def main(argv=None) -> list:
     names = FRAMEWORKS if args.framework == "all" else (args.framework,)
     results = [run_framework(f, cfg, args.out, args.seed, (xtr, ytr, xte, yte)) for f in names]
     if len(results) > 1:
-        print(f"\n{'framework':<11} {'accuracy':>8} {'loss first->last':>17} {'tensors':>8} {'steps':>6}  rules fired (offline)")
+        print(f"\n{'framework':<11} {'accuracy':>8} {'loss first->last':>17} {'tensors':>8} {'steps':>6}  "
+              "rules fired (offline)")
         for s in results:
             print(f"{s['framework']:<11} {s['accuracy'][-1]:>8.3f} {s['first_loss']:>8.3f}->{s['last_loss']:<8.3f} "
                   f"{s['tensors']:>8} {s['steps']:>6}  {s['rules_fired_offline']}")

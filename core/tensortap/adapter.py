@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional,
 
 import numpy as np
 
+from . import plugins
 from .errors import ConfigError, StopTraining
 from .framework_versions import SupportedVersions, check_versions
 from .reductions import pack, reduce_numpy
@@ -108,6 +109,9 @@ class AdapterSpec:
 
     def load_instrument(self):
         return _load_object(self.instrument) if self.instrument else None
+
+
+plugins.add_table(plugins.Table("adapters", "tensortap_register_adapters", AdapterSpec, "AdapterSpec"))
 
 
 def _load_object(path: str):

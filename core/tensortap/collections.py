@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, FrozenSet, Iterable, List, Optional, Tuple, Union
 
+from . import plugins
 from .errors import ConfigError
 from .reductions import ReductionConfig
 from .save_config import SaveConfig
@@ -129,11 +130,15 @@ def builtin_collections() -> Iterable[Collection]:
         "metrics": "metrics reported by the framework (e.g. Keras logs)",
         "scalars": "values saved with save_scalar",
         # Shared by several framework plugins, so the core owns them (two plugins may not register one name):
-        "attention": "attention probabilities attention/<layer>, (batch, heads, query, key); tokens in attention/tokens",
-        "feature_maps": "Grad-CAM during training: gradcam/<layer>/{activations,gradients,cam,targets,scores}, gradcam/images",
+        "attention": ("attention probabilities attention/<layer>, (batch, heads, query, key); tokens in "
+                      "attention/tokens"),
+        "feature_maps": ("Grad-CAM during training: gradcam/<layer>/{activations,gradients,cam,targets,scores}, "
+                         "gradcam/images"),
     }
     return [Collection(n, description=d) for n, d in docs.items()]
 
+
+plugins.add_table(plugins.Table("collections", "tensortap_register_collections", Collection, "tt.Collection"))
 
 from .hookspecs import hookimpl  # noqa: E402 - the built-in collections are a plugin too
 

@@ -98,7 +98,7 @@ def normalise(maps: np.ndarray) -> np.ndarray:
 
 
 def gradcam_from_tensors(activations: np.ndarray, gradients: np.ndarray, input_size: Tuple[int, int],
-                         targets: Optional[Sequence[int]] = None) -> GradCAM:
+                         targets: Union[Sequence[int], np.ndarray, None] = None) -> GradCAM:
     raw = cam_from_tensors(activations, gradients)
     heat = normalise(upsample(raw, input_size))
     t = np.asarray(targets if targets is not None else np.full(len(raw), -1), dtype=np.int64)

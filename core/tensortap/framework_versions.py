@@ -146,9 +146,9 @@ def _distribution_of(owner: str) -> str:
     """The distribution whose `tensortap` entry point lives in the owner's top-level package
     ("tensortap_torch.adapter:TorchAdapter" -> "tensortap-torch 0.1.0"), for the messages."""
     top = owner.split(":")[0].split(".")[0]
-    try:
-        eps = md.entry_points(group="tensortap")
-    except TypeError:  # Python < 3.10: name the package instead
+    if sys.version_info >= (3, 10):
+        eps: Sequence[md.EntryPoint] = tuple(md.entry_points(group="tensortap"))
+    else:  # Python < 3.10: name the package instead
         eps = ()
     for ep in eps:
         dist = getattr(ep, "dist", None)

@@ -476,4 +476,5 @@ class Hook:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Hook out_dir={self.out_dir!r} framework={self.adapter.name if self.adapter else self.framework} step={self.step}>"
+        framework = self.adapter.name if self.adapter else self.framework
+        return f"<Hook out_dir={self.out_dir!r} framework={framework} step={self.step}>"

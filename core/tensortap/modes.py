@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import enum
+from typing import Optional, Union, overload
 
 
 class ModeKeys(str, enum.Enum):
@@ -21,7 +22,15 @@ GLOBAL = ModeKeys.GLOBAL
 ALL_MODES = (TRAIN, EVAL, PREDICT, GLOBAL)
 
 
-def to_mode(mode: "ModeKeys | str | None") -> "ModeKeys | None":
+@overload
+def to_mode(mode: Union[ModeKeys, str]) -> ModeKeys: ...
+@overload
+def to_mode(mode: None) -> None: ...
+@overload
+def to_mode(mode: Union[ModeKeys, str, None]) -> Optional[ModeKeys]: ...
+
+
+def to_mode(mode: Union[ModeKeys, str, None]) -> Optional[ModeKeys]:
     """Accept a ModeKeys, its value ("train") or its name ("TRAIN"); None stays None."""
     if mode is None or isinstance(mode, ModeKeys):
         return mode

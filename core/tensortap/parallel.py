@@ -77,7 +77,7 @@ def invoke_rule_parallel(rule: RuleSpec, path: str, client, params: Optional[dic
         return []
     n = _client_and_chunks(client, n_chunks)
     futures = [client.submit(_chunk_rule, rule, params, path, c, pure=False) for c in _chunks(steps, n)]
-    out = []
+    out: List[RuleResult] = []
     for part in client.gather(futures):
         out.extend(RuleResult(**d) for d in part)
     return sorted(out, key=lambda r: r.step)

@@ -10,29 +10,28 @@ TENSORTAP_STRICT_PLUGINS=1 it is fatal. TENSORTAP_DISABLE_PLUGINS=a,b skips plug
 entry-point, module or distribution name.
 
 What plugins can register is a set of tables (Table), each filled by one registration hook.
-This module owns the framework adapters' and collections' tables; a package that owns another
-kind of item adds its table when it is imported (tensortap.rules: rules and actions;
-tensortap.vis: visualizers; tensortap.vector_reductions: reductions), so the manager imports
-none of them.
+The module that owns a kind of item adds its table when it is imported (tensortap.adapter:
+adapters; tensortap.collections: collections; tensortap.rules: rules and actions; tensortap.vis:
+visualizers; tensortap.vector_reductions: reductions), so the manager imports none of them.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata as md
 import inspect
 import logging
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import pluggy
 
 from . import hookspecs
 from ._version import __version__
-from .adapter import AdapterSpec
-from .collections import Collection
 from .errors import ConfigError, PluginError, did_you_mean
 from .framework_versions import SupportedVersions
 
@@ -61,7 +60,7 @@ class Table:
         if not self.classes:
             if not isinstance(item, self.base):
                 raise PluginError(f"{self.hook} must return {self.shown_as} objects, got {item!r}")
-            return str(item.name)
+            return str(cast(Any, item).name)
         if not (inspect.isclass(item) and issubclass(item, self.base)):
             raise PluginError(f"{self.name} must be subclasses of {self.shown_as}, got {item!r}")
         name = getattr(item, "name", None)
@@ -71,11 +70,8 @@ class Table:
 
 
 _lock = threading.RLock()
-#: the tables plugins fill, by registration hook (add_table adds the others)
-_tables: dict[str, Table] = {t.hook: t for t in (
-    Table("adapters", "tensortap_register_adapters", AdapterSpec, "AdapterSpec"),
-    Table("collections", "tensortap_register_collections", Collection, "tt.Collection"),
-)}
+#: the tables plugins fill, by registration hook (add_table adds them)
+_tables: dict[str, Table] = {}
 #: the built-in plugin modules, loaded first, in this order (add_table adds those of other tables)
 _builtins: list[str] = ["tensortap.collections"]
 
@@ -206,10 +202,10 @@ class Registry:
                 info.disabled = True
                 self.plugins.append(info)
                 continue
-            self._add(info, lambda m=modname: importlib.import_module(m))
-        try:
+            self._add(info, functools.partial(importlib.import_module, modname))
+        if sys.version_info >= (3, 10):
             eps = md.entry_points(group=ENTRY_POINT_GROUP)
-        except TypeError:  # Python < 3.10
+        else:
             eps = md.entry_points().get(ENTRY_POINT_GROUP, [])
         seen = set()
         for ep in sorted(eps, key=lambda e: e.name):
@@ -271,7 +267,8 @@ class Registry:
                         raise PluginError(
                             f"{table[:-1]} {name!r} is registered by both distribution {other.distribution!r} "
                             f"(plugin {other.name!r}) and distribution {info.distribution!r} (plugin {info.name!r}); "
-                            f"kept {other.distribution!r}'s. Uninstall one, or set TENSORTAP_DISABLE_PLUGINS={info.name}"
+                            f"kept {other.distribution!r}'s. Uninstall one, or set "
+                            f"TENSORTAP_DISABLE_PLUGINS={info.name}"
                         )
         except Exception as e:  # noqa: BLE001
             self.pm.unregister(obj)

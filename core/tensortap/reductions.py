@@ -11,6 +11,7 @@ from typing import Dict, Iterable, Optional, Tuple, Union
 
 import numpy as np
 
+from . import plugins
 from .errors import ConfigError, did_you_mean
 
 REDUCTIONS = (
@@ -52,15 +53,11 @@ class ReductionConfig:
 
 def _vector_reduction(name: str):
     """The plugin-registered VectorReduction `name`, or None (loads the plugins on first use)."""
-    from .vector_reductions import lookup
-
-    return lookup(name)
+    return plugins.get_registry().reductions.get(name)
 
 
 def _vector_names() -> Tuple[str, ...]:
-    from .vector_reductions import registered
-
-    return tuple(registered())
+    return tuple(plugins.get_registry().reductions)
 
 
 def split_reductions(names: Iterable[str]) -> Tuple[Tuple[str, ...], tuple]:
@@ -109,6 +106,7 @@ def reduce_numpy(a: np.ndarray, names: Iterable[str], bins: int = 64) -> Dict[st
     f = _as_float(a)
     out: Dict[str, np.ndarray] = {}
     empty = f.size == 0
+    v: Union[float, np.generic]
     for name in names:
         if name == "histogram":
             out[name] = histogram(f, bins)

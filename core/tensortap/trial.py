@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Union
 
 import numpy as np
 
@@ -79,8 +79,9 @@ class Trial:
         self._real = os.path.realpath(self.root) if is_local(self.fs) else ""
         self._check_format()
         self._workers: Dict[str, WorkerReader] = {}
-        self._cache: Dict[tuple, object] = {}  # what the index says; cleared when it changes
-        self._struct: Dict[tuple, object] = {}  # what only name definitions decide
+        # caches of answers of several kinds, by a key naming the question:
+        self._cache: Dict[Any, Any] = {}  # what the index says; cleared when it changes
+        self._struct: Dict[Any, Any] = {}  # what only name definitions decide
         self._versions: tuple = ()
         self._names_versions: tuple = ()
         self._watch = DirWatch(join(self.root, layout.WORKERS_DIR)) if is_local(self.fs) else None
@@ -251,7 +252,7 @@ class Trial:
         m = to_mode(mode)
         key = ("steps", m, worker)
         if key not in self._cache:
-            out = set()
+            out: Set[int] = set()
             for r in self._readers(worker):
                 if m is None or m == ModeKeys.GLOBAL:
                     out.update(r.steps)
@@ -305,7 +306,7 @@ class Trial:
         if got is None:
             got = {}
             for r in self._readers(worker):
-                for name, kind, colls in r.names.values():
+                for name, _kind, colls in r.names.values():
                     got.setdefault(name, set()).update(colls)
             self._struct[key] = got
         return got
@@ -382,7 +383,7 @@ class Trial:
         got = self._struct.get(key)
         if got is None:
             got = {}
-            for (n, kind), nid in r.nid_of.items():
+            for (n, _kind), nid in r.nid_of.items():
                 got.setdefault(n, []).append(nid)
             self._struct[key] = got
         return got
@@ -507,7 +508,8 @@ class Trial:
         return trial_html(self)
 
     def __repr__(self) -> str:
-        return f"<Trial {self.path!r}: {len(self.steps())} steps, {len(self._names())} tensors, workers={self.workers()}>"
+        return (f"<Trial {self.path!r}: {len(self.steps())} steps, {len(self._names())} tensors, "
+                f"workers={self.workers()}>")
 
 
 class Tensor:
@@ -532,7 +534,8 @@ class Tensor:
             tried_any = True
             if nid is not None and r.steps[g].has(nid):
                 return r, r.steps[g], nid
-        where = f"{to_mode(mode).value} step {step}" if to_mode(mode) not in (None, ModeKeys.GLOBAL) else f"step {step}"
+        m = to_mode(mode)
+        where = f"{m.value} step {step}" if m is not None and m != ModeKeys.GLOBAL else f"step {step}"
         if not tried_any:
             raise StepNotFound(f"{where} was not saved in {t.path} (saved steps: {_short(t.steps(mode))})",
                                reason="a step it reads was not saved (trial.steps() lists the saved ones)")
@@ -544,8 +547,8 @@ class Tensor:
                 raise StepNotFound(
                     f"only reductions of {self.name!r} were saved at {where}: "
                     f"use reduction_value(step, name) with one of {reds}",
-                    reason=f"only reductions of {self.name!r} were saved ({', '.join(reds)}); this rule reads its values: "
-                    f"set save_raw_tensor=True in the hook's reduction_config, or give {colls} its own "
+                    reason=f"only reductions of {self.name!r} were saved ({', '.join(reds)}); this rule reads its "
+                    f"values: set save_raw_tensor=True in the hook's reduction_config, or give {colls} its own "
                     f"tt.ReductionConfig(save_raw_tensor=True)")
             raise StepNotFound(f"{self.name!r} was not saved at {where} (its steps: {_short(self.steps(mode))})",
                                reason=f"{self.name!r} was not saved at a step it reads (the save_config of {colls} "

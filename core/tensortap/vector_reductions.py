@@ -80,7 +80,8 @@ class VectorReduction:
             raise ConfigError(f"VectorReduction {self.name!r}: the name of a built-in reduction; choose another")
         object.__setattr__(self, "inputs", tuple(self.inputs))
         if self.inputs not in INPUTS:
-            raise ConfigError(f"VectorReduction {self.name!r}: inputs must be one of {list(INPUTS)}, got {self.inputs!r}")
+            raise ConfigError(f"VectorReduction {self.name!r}: inputs must be one of {list(INPUTS)}, "
+                              f"got {self.inputs!r}")
         if not (callable(self.numpy) or (isinstance(self.numpy, str) and ":" in self.numpy)):
             raise ConfigError(f"VectorReduction {self.name!r}: numpy must be 'module:function' or a function, "
                               f"got {self.numpy!r}")

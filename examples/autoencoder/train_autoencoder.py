@@ -153,11 +153,13 @@ def main(argv=None) -> dict:
     zsteps = zt.steps()
     knn_first, knn_last = knn_accuracy(zt.value(zsteps[0]), y[ho]), knn_accuracy(zt.value(zsteps[-1]), y[ho])
     t1 = time.time()
-    gif = str(tt.vis.get("embedding")().render(trial, os.path.join(args.out, "embedding.gif"), tensor=f"{LATENT}/output_0",
-                                               labels="labels", method="tsne", max_points=cfg["max_points"],
-                                               max_steps=cfg["frames"], n_iter=cfg["n_iter"], seed=args.seed))
+    gif = str(tt.vis.get("embedding")().render(trial, os.path.join(args.out, "embedding.gif"),
+                                               tensor=f"{LATENT}/output_0", labels="labels", method="tsne",
+                                               max_points=cfg["max_points"], max_steps=cfg["frames"],
+                                               n_iter=cfg["n_iter"], seed=args.seed))
     png = reconstruction_png(x[ho][:12, 0], recon[0][:, 0], os.path.join(args.out, "reconstruction.png"))
-    s = {"quick": args.quick, "run": run, "gif": gif, "reconstruction": png, "latent_shape": list(zt.value(zsteps[-1]).shape),
+    s = {"quick": args.quick, "run": run, "gif": gif, "reconstruction": png,
+         "latent_shape": list(zt.value(zsteps[-1]).shape),
          "frames_captured": len(zsteps), "first_mse": mses[0], "last_mse": mses[-1],
          "first_loss": float(np.mean(losses[:5])), "last_loss": float(np.mean(losses[-5:])),
          "knn_accuracy_first": knn_first, "knn_accuracy_last": knn_last, "chance": 0.1,

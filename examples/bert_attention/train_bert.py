@@ -63,8 +63,9 @@ def build(units: int, hidden: int):
             with self.name_scope():
                 enc = BERTEncoder(num_layers=LAYERS, units=units, hidden_size=hidden, max_length=SEQ, num_heads=HEADS,
                                   dropout=0.1, prefix="bert_enc_")
-                self.bert = BERTModel(enc, vocab_size=len(VOCAB), token_type_vocab_size=2, units=units, embed_size=units,
-                                      use_pooler=True, use_decoder=False, use_classifier=False, prefix="bert_")
+                self.bert = BERTModel(enc, vocab_size=len(VOCAB), token_type_vocab_size=2, units=units,
+                                      embed_size=units, use_pooler=True, use_decoder=False, use_classifier=False,
+                                      prefix="bert_")
                 self.out = gluon.nn.Dense(len(COLOURS), in_units=units, prefix="out_")
 
         def hybrid_forward(self, F, ids, types, valid):

@@ -45,7 +45,8 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    SETTING = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]
+    SETTING = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2],
+               [6, 320, 1, 1]]
 
     def __init__(self, num_classes: int = 1000, width: float = 1.0) -> None:
         super().__init__()
@@ -103,8 +104,9 @@ class DenseNet(nn.Module):
                  bn_size: int = 4) -> None:
         super().__init__()
         growth, c = _c(32, width), _c(64, width)
-        feats: List[Tuple[str, nn.Module]] = [("conv0", nn.Conv2d(3, c, 7, 2, 3, bias=False)), ("norm0", nn.BatchNorm2d(c)),
-                                              ("relu0", nn.ReLU(inplace=True)), ("pool0", nn.MaxPool2d(3, 2, 1))]
+        feats: List[Tuple[str, nn.Module]] = [("conv0", nn.Conv2d(3, c, 7, 2, 3, bias=False)),
+                                              ("norm0", nn.BatchNorm2d(c)), ("relu0", nn.ReLU(inplace=True)),
+                                              ("pool0", nn.MaxPool2d(3, 2, 1))]
         for i, n in enumerate(blocks):
             feats.append((f"denseblock{i + 1}", DenseBlock(n, c, growth, bn_size)))
             c += n * growth
@@ -137,8 +139,10 @@ class Inception(nn.Module):
     def __init__(self, cin: int, ch1: int, ch3r: int, ch3: int, ch5r: int, ch5: int, pool: int) -> None:
         super().__init__()
         self.branch1 = BasicConv2d(cin, ch1, kernel_size=1)
-        self.branch2 = nn.Sequential(BasicConv2d(cin, ch3r, kernel_size=1), BasicConv2d(ch3r, ch3, kernel_size=3, padding=1))
-        self.branch3 = nn.Sequential(BasicConv2d(cin, ch5r, kernel_size=1), BasicConv2d(ch5r, ch5, kernel_size=3, padding=1))
+        self.branch2 = nn.Sequential(BasicConv2d(cin, ch3r, kernel_size=1),
+                                     BasicConv2d(ch3r, ch3, kernel_size=3, padding=1))
+        self.branch3 = nn.Sequential(BasicConv2d(cin, ch5r, kernel_size=1),
+                                     BasicConv2d(ch5r, ch5, kernel_size=3, padding=1))
         self.branch4 = nn.Sequential(nn.MaxPool2d(3, 1, 1, ceil_mode=True), BasicConv2d(cin, pool, kernel_size=1))
 
     def forward(self, x):
@@ -148,7 +152,8 @@ class Inception(nn.Module):
 class GoogLeNet(nn.Module):
     CFG = {"3a": (64, 96, 128, 16, 32, 32), "3b": (128, 128, 192, 32, 96, 64), "4a": (192, 96, 208, 16, 48, 64),
            "4b": (160, 112, 224, 24, 64, 64), "4c": (128, 128, 256, 24, 64, 64), "4d": (112, 144, 288, 32, 64, 64),
-           "4e": (256, 160, 320, 32, 128, 128), "5a": (256, 160, 320, 32, 128, 128), "5b": (384, 192, 384, 48, 128, 128)}
+           "4e": (256, 160, 320, 32, 128, 128), "5a": (256, 160, 320, 32, 128, 128),
+           "5b": (384, 192, 384, 48, 128, 128)}
 
     def __init__(self, num_classes: int = 1000, width: float = 1.0) -> None:
         super().__init__()
@@ -191,12 +196,14 @@ class VGG(nn.Module):
             if v == "M":
                 layers.append(nn.MaxPool2d(2, 2))
             else:
-                layers += [nn.Conv2d(c, _c(v, width), 3, padding=1), nn.BatchNorm2d(_c(v, width)), nn.ReLU(inplace=True)]
+                layers += [nn.Conv2d(c, _c(v, width), 3, padding=1), nn.BatchNorm2d(_c(v, width)),
+                           nn.ReLU(inplace=True)]
                 c = _c(v, width)
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d((pool, pool))
         self.classifier = nn.Sequential(nn.Linear(c * pool * pool, hidden), nn.ReLU(True), nn.Dropout(),
-                                        nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(), nn.Linear(hidden, num_classes))
+                                        nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(),
+                                        nn.Linear(hidden, num_classes))
 
     def forward(self, x):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))

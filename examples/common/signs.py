@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 CLASSES = ("stop", "yield", "warning", "no_entry", "ahead_only", "priority")
-RED, WHITE, BLUE, YELLOW, BLACK = (0.85, 0.1, 0.1), (0.95, 0.95, 0.95), (0.1, 0.25, 0.8), (0.95, 0.8, 0.1), (0.05, 0.05, 0.05)
+RED, WHITE, BLUE = (0.85, 0.1, 0.1), (0.95, 0.95, 0.95), (0.1, 0.25, 0.8)
+YELLOW, BLACK = (0.95, 0.8, 0.1), (0.05, 0.05, 0.05)
 
 
 def _poly(u: np.ndarray, v: np.ndarray, n: int, rot: float) -> np.ndarray:

@@ -129,7 +129,8 @@ def run_one(name: str, cfg: dict, out: str, min_accuracy: float, seed: int, log=
     best = next((r for r in reversed(pruner.history) if r["accuracy"] >= min_accuracy), pruner.history[0])
     png = os.path.join(out, f"{name}_pruning.png")
     plot(run_dir, png, name, min_accuracy)
-    return {"model": name, "run": run_dir, "plot": png, "initial_accuracy": acc0, "initial_loss": float(np.mean(losses[:5])),
+    return {"model": name, "run": run_dir, "plot": png, "initial_accuracy": acc0,
+            "initial_loss": float(np.mean(losses[:5])),
             "final_loss": float(np.mean(losses[-5:])), "history": pruner.history, "stop_reason": pruner.stop_reason,
             "best": {k: best[k] for k in ("params", "size_mb", "accuracy", "iteration")},
             "removed": [s.removed for s in pruner.prune_steps], "channels": [s.channels for s in pruner.prune_steps],
@@ -165,7 +166,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small models, few iterations (about a minute)")
     ap.add_argument("--model", choices=["resnet", "alexnet", "both"], default="both")
-    ap.add_argument("--min-accuracy", type=float, default=None, help="stop pruning below this (default 0.90, quick 0.85)")
+    ap.add_argument("--min-accuracy", type=float, default=None,
+                    help="stop pruning below this (default 0.90, quick 0.85)")
     ap.add_argument("--out", default="runs/pruning")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")

@@ -216,7 +216,7 @@ def test_what_has_no_counterpart_says_so(tmp_path):
     import tensortap.compat.smdebug.tensorflow as smd_tf
 
     with pytest.raises(NoCounterpart, match="TF1 sessions and estimators"):
-        smd_tf.SessionHook
+        _ = smd_tf.SessionHook
     with pytest.raises(tt.ConfigError, match="reduction 'prod' has no counterpart"):
         smd.ReductionConfig(reductions=["prod"])
 

@@ -105,7 +105,8 @@ def test_resnet_param_count_matches_the_arithmetic(drop_trunk1, drop_b1, drop_tr
     model = TinyResNet()
     assert count_params(model) == _hand_count_resnet(8, 8, 12, 12)
     groups = _by_producer(analyse(model, _x()))
-    for key, n in ((("stem", "b1.conv2"), drop_trunk1), (("b1.conv1",), drop_b1), (("b2.downsample.0", "b2.conv2"), drop_trunk2)):
+    for key, n in ((("stem", "b1.conv2"), drop_trunk1), (("b1.conv1",), drop_b1),
+                   (("b2.downsample.0", "b2.conv2"), drop_trunk2)):
         g = groups[key]
         predicted = params_removed(model, g, n)
         before = count_params(model)

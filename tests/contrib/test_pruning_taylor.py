@@ -75,7 +75,8 @@ def test_taylor_from_the_run_equals_direct_autograd(tmp_path, capture):
     assert not hook.errors
     trial = tt.create_trial(str(tmp_path / "run"))
     if capture == "tensors":  # whole feature maps and gradients, the criterion computed when reading
-        assert {"r1/output_0", "gradients/r1/output_0", "r2/output_0", "gradients/r2/output_0"} <= set(trial.tensor_names())
+        maps = {"r1/output_0", "gradients/r1/output_0", "r2/output_0", "gradients/r2/output_0"}
+        assert maps <= set(trial.tensor_names())
         scores = layer_scores_from_trial(trial, ["r1", "r2"])
     else:  # one vector per layer, computed while capturing; no feature map or gradient stored
         assert {"r1/output_0", "r2/output_0"} <= set(trial.tensor_names())
@@ -230,7 +231,7 @@ def test_rankings_from_captured_importance_equal_the_full_tensor_computation(tmp
 
         def grab(m, i, o, n):
             o.retain_grad()
-            kept[n] = o
+            kept[n] = o  # noqa: B023 (the hooks are removed before the next capture mode)
 
         hs = [getattr(model, n).register_forward_hook(lambda m, i, o, n=n: grab(m, i, o, n)) for n in ("r1", "r2")]
         opt = torch.optim.Adam(model.parameters(), 3e-3)
@@ -284,7 +285,8 @@ def test_other_criteria_rank_by_what_they_say(tmp_path, criterion):
     pruner = TaylorPruner(model, x[:4], filters_per_iteration=3, criterion=criterion, capture_interval=2)
     hook = pruner.make_hook(str(tmp_path / "run"))
     snap = {}
-    model.register_forward_pre_hook(lambda m, a: snap.update({k: v.detach().clone() for k, v in m.state_dict().items()}))
+    model.register_forward_pre_hook(
+        lambda m, a: snap.update({k: v.detach().clone() for k, v in m.state_dict().items()}))
     opt = torch.optim.SGD(model.parameters(), 0.05)
     for step in range(5):  # captured at steps 0, 2, 4: the last one's weights are in `snap`
         opt.zero_grad()

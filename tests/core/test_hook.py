@@ -227,7 +227,7 @@ def test_unsupported_model_names_installed_plugins(run_dir):
 def test_wants_is_false_on_unsaved_steps(run_dir):
     hook = tt.Hook(run_dir, include_collections=["weights", "gradients"], save_config=tt.SaveConfig(save_interval=5))
     seen = []
-    for s in range(6):
+    for _ in range(6):
         hook.begin_step()
         seen.append((hook.wants("weights"), hook.wants("gradients"), hook.wants("outputs")))
     hook.close()

@@ -107,13 +107,15 @@ def test_plugins_are_discovered_listed_and_broken_ones_reported(site):
     assert good["registers"] == {"rules": ["good_rule"], "visualizers": ["good_vis"], "collections": ["good_coll"]}
     assert "import failed: ModuleNotFoundError" in by_name["ttbrokenimport"]["error"]
     err = by_name["ttunknownhook"]["error"]
-    assert "unknown hook" in err and "tensortap_register_rulez" in err and 'Did you mean "tensortap_register_rules"' in err
+    assert "unknown hook" in err and "tensortap_register_rulez" in err
+    assert 'Did you mean "tensortap_register_rules"' in err
     assert "needs a class attribute `name`" in by_name["ttnoname"]["error"]
     assert by_name["ttdupone"]["error"] is None
     dup = by_name["ttduptwo"]["error"]
     assert "'tt-dup-one'" in dup and "'tt-dup-two'" in dup and "dup_rule" in dup
     # built-ins are listed as plugins too
-    assert by_name["tensortap.collections"]["builtin"] and "weights" in by_name["tensortap.collections"]["registers"]["collections"]
+    builtin = by_name["tensortap.collections"]
+    assert builtin["builtin"] and "weights" in builtin["registers"]["collections"]
     # the text listing shows the same
     t = cli(site, "plugins")
     assert t.returncode == 0 and "ttgood  [plugin, tt-good 1.2.3]  ok" in t.stdout and "ERROR" in t.stdout
@@ -142,7 +144,8 @@ def test_strict_mode_makes_a_broken_plugin_fatal(site):
     assert r.returncode == 2
     assert "tensortap: error: plugin" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([sys.executable, "-c", "import tensortap as tt; tt.rules.list()"], capture_output=True,
-                       text=True, timeout=120, env=dict(os.environ, PYTHONPATH=pythonpath(site), TENSORTAP_STRICT_PLUGINS="1"))
+                       text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=pythonpath(site), TENSORTAP_STRICT_PLUGINS="1"))
     assert r.returncode != 0 and "PluginError" in r.stderr
 
 

@@ -85,8 +85,8 @@ def test_collections_with_different_reductions_share_one_packed_record(run_dir):
     trial = tt.create_trial(run_dir)
     assert _records_of(trial, "w") == ["reductions:min,max,l2"]
     assert trial.tensor("w").reduction_value(0, "max", abs=True) == 3.0  # from min and max
-    assert trial.tensor("w").reduction_values(0) == {"min": -2.0, "max": 3.0,
-                                                     "l2": pytest.approx(float(np.sqrt((w.astype(np.float64) ** 2).sum())))}
+    l2 = float(np.sqrt((w.astype(np.float64) ** 2).sum()))
+    assert trial.tensor("w").reduction_values(0) == {"min": -2.0, "max": 3.0, "l2": pytest.approx(l2)}
 
 
 def test_runs_with_one_record_per_reduction_still_read(tmp_path):

@@ -231,7 +231,8 @@ def test_live_rules_write_one_record_per_step_and_copy_public_state_back(tmp_pat
     kinds = [rec["type"] for r in trial._readers() for rec in r.records]
     assert kinds.count("rules") == 6 and "rule" not in kinds  # one record per evaluated step
     recs = trial.rule_results()
-    assert [(r["rule"], r["step"]) for r in recs if r["rule"] == "keeps_state"] == [("keeps_state", s) for s in range(6)]
+    kept = [(r["rule"], r["step"]) for r in recs if r["rule"] == "keeps_state"]
+    assert kept == [("keeps_state", s) for s in range(6)]
     assert len(recs) == 12
     stats = hook._rules.process_stats
     assert stats["steps"] == 6 and 0 <= stats["cpu_steps_s"] <= stats["cpu_s"]
@@ -245,7 +246,8 @@ def test_invoke_rule_results_do_not_change_with_prefetching(tmp_path):
         trial = tt.create_trial(run)
         rule = tt.rules.get(name)()
         b = [rule.invoke(trial, s) for s in trial.steps()]  # plain trial: no cache, no prefetch
-        assert [(r.step, r.fired, r.message, r.skipped) for r in a] == [(r.step, r.fired, r.message, r.skipped) for r in b]
+        assert ([(r.step, r.fired, r.message, r.skipped) for r in a]
+                == [(r.step, r.fired, r.message, r.skipped) for r in b])
 
 
 class BurnsCpu(Rule):
@@ -279,7 +281,8 @@ def test_cpu_budget_skips_steps_saved_while_it_waits_and_says_so(tmp_path, monke
     trial = tt.create_trial(run)
     done = [r["step"] for r in trial.rule_results()]
     skipped = [s for e in trial.events() if e.get("event") == "rules_skipped" for s in e["steps"]]
-    assert skipped and "TENSORTAP_RULES_CPU" in next(e["detail"] for e in trial.events() if e.get("event") == "rules_skipped")
+    assert skipped
+    assert "TENSORTAP_RULES_CPU" in next(e["detail"] for e in trial.events() if e.get("event") == "rules_skipped")
     assert done == sorted(done) and done[-1] == trial.steps()[-1]  # in order; the last saved step evaluated
     assert sorted(done + skipped) == trial.steps()  # every saved step evaluated or reported skipped
     assert hook._rules.process_stats["skipped"] == len(skipped)

@@ -150,7 +150,8 @@ def test_all_zero_zero_init(run_dir, healthy):
     res = evaluate(R("all_zero")(), run_dir)
     assert first_fired(res) == 0
     fired = [r for r in res if r.fired][0]
-    assert "fc1.weight" in fired.message and {"relu/output_0", "gradients/fc2.weight"} <= set(fired.values["zero_percent"])
+    assert "fc1.weight" in fired.message
+    assert {"relu/output_0", "gradients/fc2.weight"} <= set(fired.values["zero_percent"])
     assert_quiet(evaluate(R("all_zero")(), healthy))
     # biases start at zero: asked for explicitly, they fire at step 0 only
     assert first_fired(evaluate(R("all_zero")(collection_names="biases"), healthy)) == 0

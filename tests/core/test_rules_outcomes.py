@@ -32,7 +32,8 @@ def run(tmp_path_factory):
     fires (the loss never moves: lr 0), one is quiet, one has nothing to check (dead_relu)."""
     path = str(tmp_path_factory.mktemp("outcomes") / "run")
     with pytest.warns(RuleNeedsWarning, match="dead_relu reads the outputs of ReLU layers"):
-        mlp_run(path, steps=15, lr=0.0, batch=128, data=make_data(128, seed=1), include=("weights", "gradients", "losses"),
+        mlp_run(path, steps=15, lr=0.0, batch=128, data=make_data(128, seed=1),
+                include=("weights", "gradients", "losses"),
                 rules=[R("loss_not_decreasing")(num_steps=5), R("vanishing_gradient")(), R("dead_relu")()])
     return path
 

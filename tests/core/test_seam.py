@@ -305,7 +305,8 @@ LEFT_ALONE = {
     "a framework tensor's": "def f(g):\n    return g._version\n",
     "a framework block's, in a loop": "def f(blocks):\n    for b in blocks:\n        b._active = False\n",
     "its own private over a core base's name": ("from tensortap.adapter import Adapter\nclass A(Adapter):\n"
-                                                "    def f(self):\n        self._grads = []\n        return self._grads\n"),
+                                                "    def f(self):\n        self._grads = []\n"
+                                                "        return self._grads\n"),
     "public attributes of the hook": "def f(hook):\n    return hook.session.wants('x'), hook.step\n",
     "the plugin's adapter reached through the hook": "def f(hook):\n    return hook.adapter._switches\n",
     "dunder attributes": "def f(hook):\n    return hook.__class__\n",

@@ -73,7 +73,7 @@ def _replace(path: str, make) -> None:
 def _open_everything(run: str):
     """What a user does with a run: open it, list what is wrong, read a value, ask about the writer."""
     trial = tt.create_trial(run)
-    trial.problems
+    _ = trial.problems
     trial.tensor("fc1.weight").value(0)
     trial.writer_status()
     return trial

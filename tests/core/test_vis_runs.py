@@ -140,7 +140,7 @@ def pruning_run(path: str, iterations: int = 5) -> str:
     for _ in range(100):
         model.train_step(x, y, lr=0.5)
     alive = np.ones(32, bool)
-    for it in range(iterations):
+    for _ in range(iterations):
         hook.begin_step(tt.modes.TRAIN)
         for _ in range(10):
             model.train_step(x, y, lr=0.2)

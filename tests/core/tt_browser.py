@@ -177,8 +177,9 @@ class Browser:
             self.send("Target.activateTarget", {"targetId": self.targets[sid]})
         if full:
             size = self.send("Page.getLayoutMetrics", session=sid)["cssContentSize"]
-            self.send("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": int(min(max(size["height"], 900), 12000)),
-                                                             "deviceScaleFactor": 1, "mobile": False}, session=sid)
+            height = int(min(max(size["height"], 900), 12000))
+            self.send("Emulation.setDeviceMetricsOverride",
+                      {"width": 1280, "height": height, "deviceScaleFactor": 1, "mobile": False}, session=sid)
             time.sleep(0.3)
         shot = self.send("Page.captureScreenshot", {"format": "png"}, session=sid)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

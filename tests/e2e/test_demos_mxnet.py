@@ -42,5 +42,6 @@ def test_bert_attention_demo(tmp_path):
     tokens = trial.tensor("attention/tokens").value(trial.tensor(s["layers"][0]).steps()[-1])
     assert tokens[0, 0] == "[CLS]" and any(t in ("red", "green", "blue") for t in tokens[0])
     html = open(s["html"], encoding="utf-8").read()
-    assert "<script" in html and not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)  # offline: loads nothing
+    # offline: loads nothing
+    assert "<script" in html and not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
     assert_png(s["png"])

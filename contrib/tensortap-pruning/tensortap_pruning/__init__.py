@@ -27,8 +27,8 @@ _LAZY = {
     "count_params": ".surgery", "size_mb": ".surgery",
 }
 
-__all__ = ["CRITERIA", "PruningAccuracy", "taylor_per_example", "taylor_scores", "l2_normalise", "layer_scores_from_trial",
-           "group_scores", *_LAZY]
+__all__ = ["CRITERIA", "PruningAccuracy", "taylor_per_example", "taylor_scores", "l2_normalise",
+           "layer_scores_from_trial", "group_scores"] + list(_LAZY)
 
 
 def __getattr__(name: str) -> Any:

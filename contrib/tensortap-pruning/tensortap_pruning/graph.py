@@ -70,12 +70,15 @@ class ChannelGroup:
     depthwise: List[str] = field(default_factory=list)         # depthwise convs carrying these channels through
     conv_consumers: List[str] = field(default_factory=list)    # convs taking these channels as input
     linear_consumers: List[Tuple[str, int]] = field(default_factory=list)  # (linear, spatial size per channel)
-    taps: List[str] = field(default_factory=list)              # stored layer names whose output is exactly these channels
+    # stored layer names whose output is exactly these channels
+    taps: List[str] = field(default_factory=list)
     activation_taps: List[str] = field(default_factory=list)   # the subset that are activations (preferred)
     offset: Dict[str, int] = field(default_factory=dict)       # layer -> first channel of this group in it
-    slots: int = 1                                             # remove equally many channels from each of `slots` blocks
+    # remove equally many channels from each of `slots` blocks
+    slots: int = 1
     frozen: Optional[str] = None                               # why it may not be pruned, or None
-    siblings: List["ChannelGroup"] = field(default_factory=list, repr=False, compare=False)  # every group of the analysis
+    # every group of the analysis
+    siblings: List["ChannelGroup"] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def prunable(self) -> bool:

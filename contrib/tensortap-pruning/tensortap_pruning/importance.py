@@ -2,12 +2,12 @@
 reductions (tt.VectorReduction): the Hook computes one small vector per tapped tensor per saved
 step, where the tensor lives, and stores it instead of the tensor.
 
-| criterion | reduction   | computed from                         | per channel k                                    |
-|-----------|-------------|---------------------------------------|--------------------------------------------------|
-| taylor    | "taylor"    | a feature map z (batch, C, ...) and dC/dz | mean over examples of abs(mean over positions of z*dC/dz) |
-| l1        | "filter_l1" | a producer's weight (C, ...)          | sum of abs(weights) of filter k                  |
-| bn_scale  | "bn_scale"  | a norm layer's weight (C,)            | abs(gamma_k)                                     |
-| random    | "random"    | any feature map (batch, C, ...)       | uniform [0, 1) (a baseline)                      |
+| criterion | reduction   | computed from                        | per channel k                                      |
+|-----------|-------------|--------------------------------------|----------------------------------------------------|
+| taylor    | "taylor"    | feature map z (batch, C, ...), dC/dz | mean over examples of abs(spatial mean of z*dC/dz) |
+| l1        | "filter_l1" | a producer's weight (C, ...)         | sum of abs(weights) of filter k                    |
+| bn_scale  | "bn_scale"  | a norm layer's weight (C,)           | abs(gamma_k)                                       |
+| random    | "random"    | any feature map (batch, C, ...)      | uniform [0, 1) (a baseline)                        |
 
 Taylor follows Molchanov et al. 2017: the absolute value is taken per example, before averaging over
 examples and steps (opposite signs do not cancel); the pruner then averages the saved vectors over
@@ -64,7 +64,8 @@ def vector_reductions() -> List[tt.VectorReduction]:
     return [
         tt.VectorReduction("taylor", f"{here}:taylor_numpy", inputs=("value", "gradient"),
                            implementations={"torch": f"{dev}:taylor"},
-                           description="Taylor importance per channel (Molchanov 2017) of a feature map and its gradient"),
+                           description="Taylor importance per channel (Molchanov 2017) of a feature map and its "
+                                       "gradient"),
         tt.VectorReduction("filter_l1", f"{here}:filter_l1", implementations={"torch": f"{dev}:filter_l1"},
                            description="L1 norm of each output filter of a weight"),
         tt.VectorReduction("bn_scale", f"{here}:bn_scale", implementations={"torch": f"{dev}:bn_scale"},

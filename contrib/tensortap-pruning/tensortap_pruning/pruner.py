@@ -104,7 +104,8 @@ class TaylorPruner:
         if self.criterion == "l1":
             return [(f"{p}.weight", 0) for p in g.producers]
         mods = dict(self.model.named_modules())
-        return [(f"{n}.weight", g.offset.get(n, 0)) for n in g.norms if getattr(mods.get(n), "weight", None) is not None]
+        return [(f"{n}.weight", g.offset.get(n, 0)) for n in g.norms
+                if getattr(mods.get(n), "weight", None) is not None]
 
     def collections(self) -> List[tt.Collection]:
         """The collections to add to a tt.Hook: the importance of the tapped tensors (training

@@ -49,7 +49,8 @@ def gradient_name(layer: str, i: int = 0) -> str:
     return f"gradients/{layer}/output_{i}"
 
 
-def layer_scores_from_trial(trial, layers: Iterable[str], steps: Optional[Sequence[int]] = None) -> Dict[str, np.ndarray]:
+def layer_scores_from_trial(trial, layers: Iterable[str],
+                            steps: Optional[Sequence[int]] = None) -> Dict[str, np.ndarray]:
     """Theta per channel for each layer, averaged over the saved `steps` (default: every step
     holding both the layer's output and its gradient); layers with no such step are left out."""
     trial.refresh()

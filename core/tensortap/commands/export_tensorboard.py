@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export-tensorboard", help="write a run as TensorBoard event files (view: tensorboard --logdir DIR)")
+    p = sub.add_parser("export-tensorboard",
+                       help="write a run as TensorBoard event files (view: tensorboard --logdir DIR)")
     p.add_argument("run", help="run directory or fsspec URL")
     p.add_argument("--out", "-o", required=True, help="TensorBoard log directory to write (one sub-directory per mode)")
     p.add_argument("--no-histograms", action="store_true", help="skip histograms of weights/biases/gradients")

@@ -44,7 +44,8 @@ def run(args) -> int:
         for r in s["rules_fired"][:20]:
             print(f"  fired    {r['rule']} at {r['step_label']}: {r['message']}")
     for e in s["events"][:20]:
-        print(f"event      {e.get('event')}: {e.get('what') or e.get('detail') or e.get('why', '')} {e.get('error', '')}")
+        what = e.get("what") or e.get("detail") or e.get("why", "")
+        print(f"event      {e.get('event')}: {what} {e.get('error', '')}")
     for p in s["problems"][:20]:
         print(f"problem    {p}")
     if args.tensors:

@@ -56,25 +56,6 @@ def parse_params(items: List[str]) -> Dict[str, Any]:
     return out
 
 
-def make_rule(name: str, params: Dict[str, Any]):
-    """Instantiate rule `name` with `params`, with a clear error for an unknown parameter."""
-    from .. import rules
-    from ..errors import ConfigError, did_you_mean
-
-    cls = rules.get(name)
-    known = cls.params()
-    for k in params:
-        if k not in known:
-            raise ConfigError(f"rule {name!r} has no parameter {k!r}." + did_you_mean(k, known)
-                              + f" Its parameters: {', '.join(known) or 'none'}")
-    try:
-        return cls(**params)
-    except (TypeError, ValueError) as e:
-        if isinstance(e, ConfigError):
-            raise
-        raise ConfigError(f"rule {name!r}: bad parameter value ({e})") from None
-
-
 def rule_from_args(args):
     """--rule NAME, or --rule-file FILE [--rule-class NAME], with the --param values."""
     from ..errors import ConfigError
@@ -85,6 +66,8 @@ def rule_from_args(args):
         from ..rules.rulefile import load_rule_file
 
         return load_rule_file(args.rule_file, args.rule_class, parse_params(args.param))
+    from ..rules import make_rule
+
     return make_rule(args.rule, parse_params(args.param))
 
 

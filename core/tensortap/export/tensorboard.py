@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import os
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -29,7 +29,7 @@ SCALAR_REDUCTIONS = ("min", "max", "mean", "std", "variance", "sum", "l1", "l2",
 def _wall_time(trial, step: int) -> Optional[float]:
     for r in trial._readers():  # the time the step was written, when the index has it
         si = r.steps.get(step)
-        if si is not None and getattr(si, "time", 0):
+        if si is not None and getattr(si, "time", None):
             return float(si.time)
     return None
 
@@ -71,7 +71,7 @@ OWN_SUFFIX = ".tensortap"
 def remove_previous(out: str) -> List[str]:
     """Delete the event files an earlier export wrote under `out`/<mode>/ (only tensortap's own,
     named *.tensortap): exporting again replaces the series instead of doubling them."""
-    gone = []
+    gone: List[str] = []
     if not os.path.isdir(out):
         return gone
     for mode in os.listdir(out):
@@ -97,7 +97,8 @@ class _Export:
         self.counts: Dict[str, dict] = {}
         self.done: set = set()
 
-    def _names(self):
+    def _names(self) -> Tuple[List[str], List[str], Dict[str, List[str]], List[str]]:
+        """(scalar names, histogram names, name -> its scalar reductions, names with only reductions)."""
         trial = self.trial
         scalar_names = trial.tensor_names(collection=list(SCALAR_COLLECTIONS))
         hist_names: List[str] = []
@@ -143,11 +144,11 @@ class _Export:
                     t = trial.tensor(n)
                     for red in red_kinds[n]:
                         try:
-                            v = np.asarray(t.reduction_value(s, red), dtype=np.float64)
+                            vec = np.asarray(t.reduction_value(s, red), dtype=np.float64)
                         except Exception:  # noqa: BLE001 - that reduction was not saved at this step
                             continue
-                        if v.size == 1:
-                            values.append(scalar_value(f"{n}/{red}", float(v.reshape(-1)[0])))
+                        if vec.size == 1:
+                            values.append(scalar_value(f"{n}/{red}", float(vec.reshape(-1)[0])))
                             c["scalars"] += 1
             for tag, png, h, w in cams.get(s, ()):
                 values.append(image_value(tag, png, h, w))
@@ -214,7 +215,8 @@ def _scalar_reductions(trial) -> Dict[str, List[str]]:
     out: Dict[str, set] = {}
     for r in trial._readers():
         for name, recs in trial._red_nids(r).items():  # packed vectors and older one-per-reduction records
-            out.setdefault(name, set()).update(n for _nid, names, _packed in recs for n in names if n in SCALAR_REDUCTIONS)
+            out.setdefault(name, set()).update(n for _nid, names, _packed in recs for n in names
+                                               if n in SCALAR_REDUCTIONS)
     return {n: sorted(k) for n, k in out.items() if k}
 
 

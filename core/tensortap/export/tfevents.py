@@ -12,7 +12,7 @@ import os
 import socket
 import struct
 import time
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import crc32c as _crc32c
 import numpy as np
@@ -71,7 +71,7 @@ def f_str(field: int, s: str) -> bytes:
     return f_bytes(field, s.encode("utf-8"))
 
 
-def f_packed_doubles(field: int, vals: Sequence[float]) -> bytes:
+def f_packed_doubles(field: int, vals: Union[Sequence[float], np.ndarray]) -> bytes:
     return f_bytes(field, np.asarray(vals, dtype="<f8").tobytes())
 
 

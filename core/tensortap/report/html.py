@@ -27,11 +27,14 @@ REPORT_DEFAULTS: Dict[str, Dict[str, Any]] = {
 ORDER = ("scalars", "distributions", "pruning", "gradcam", "attention", "embedding")
 
 CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1200px;color:#222;
+padding:0 16px}
 h1{font-size:22px;margin-bottom:4px} h2{font-size:18px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}
 h3{font-size:15px;margin:18px 0 6px} .muted{color:#666;font-size:13px}
-table{border-collapse:collapse;font-size:13px;margin:6px 0} td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
-th{background:#f5f5f5} .fired{color:#b00;font-weight:600} .ok{color:#070} .nodata{color:#8a5a00;font-weight:600} .err{background:#fff0f0;border:1px solid #e99;padding:8px;font-size:13px}
+table{border-collapse:collapse;font-size:13px;margin:6px 0}
+td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#f5f5f5} .fired{color:#b00;font-weight:600} .ok{color:#070} .nodata{color:#8a5a00;font-weight:600}
+.err{background:#fff0f0;border:1px solid #e99;padding:8px;font-size:13px}
 img.plot{max-width:100%;border:1px solid #eee} iframe.view{width:100%;height:720px;border:1px solid #eee}
 code{background:#f5f5f5;padding:0 3px} details{margin:6px 0}
 """

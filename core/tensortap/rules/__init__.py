@@ -4,8 +4,10 @@ Importing the package lets plugins register rules and actions (the built-in ones
 from __future__ import annotations
 
 import builtins
+from typing import Any, Dict, Type
 
 from .. import plugins
+from ..errors import ConfigError, did_you_mean
 from .actions import Action, ActionContext
 from .base import Rule
 from .offline import invoke_rule
@@ -24,9 +26,26 @@ def list() -> builtins.list[str]:  # mirrors the documented tt.rules.list()
     return sorted(plugins.get_registry().rules)
 
 
-def get(name: str) -> type:
+def get(name: str) -> Type[Rule]:
     """The Rule class registered under `name` (a clear error with suggestions otherwise)."""
-    return plugins.get_registry().get("rules", name)
+    cls: Type[Rule] = plugins.get_registry().get("rules", name)
+    return cls
+
+
+def make_rule(name: str, params: Dict[str, Any]) -> Rule:
+    """Instantiate rule `name` with `params`, with a clear error for an unknown parameter."""
+    cls = get(name)
+    known = cls.params()
+    for k in params:
+        if k not in known:
+            raise ConfigError(f"rule {name!r} has no parameter {k!r}." + did_you_mean(k, known)
+                              + f" Its parameters: {', '.join(known) or 'none'}")
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"rule {name!r}: bad parameter value ({e})") from None
 
 
 def list_actions() -> builtins.list[str]:
@@ -34,10 +53,11 @@ def list_actions() -> builtins.list[str]:
     return sorted(plugins.get_registry().actions)
 
 
-def get_action(name: str) -> type:
+def get_action(name: str) -> Type[Action]:
     """The Action class registered under `name`."""
-    return plugins.get_registry().get("actions", name)
+    cls: Type[Action] = plugins.get_registry().get("actions", name)
+    return cls
 
 
 __all__ = ["Action", "ActionContext", "Need", "Rule", "RuleNeedsWarning", "RuleResult", "RuleSummary", "get",
-           "get_action", "invoke_rule", "list", "list_actions", "step_label", "summarise"]
+           "get_action", "invoke_rule", "list", "list_actions", "make_rule", "step_label", "summarise"]

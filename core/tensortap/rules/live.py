@@ -48,7 +48,8 @@ class LiveRules:
 
     def add(self, rule: Rule, action: Any) -> None:
         if not isinstance(rule, Rule):
-            raise ConfigError(f"add_rule needs a Rule instance, got {rule!r} (e.g. tt.rules.get('vanishing_gradient')())")
+            raise ConfigError(f"add_rule needs a Rule instance, got {rule!r} "
+                              "(e.g. tt.rules.get('vanishing_gradient')())")
         actions = make_actions(action)
         have = {a.name for a in actions}
         actions += [a for n in rule.implied_actions() if n not in have for a in make_actions(n)]

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import ConfigError
 from ..store.fs import run_location
@@ -23,6 +23,9 @@ from .activity import Activity
 from .base import Rule
 from .recording import Attached, apply_results
 from .worker import cpu_share
+
+if TYPE_CHECKING:
+    from ..trial import Trial
 
 _BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
          "from tensortap.rules.worker import main; main(int(sys.argv[2]), int(sys.argv[3]))")
@@ -47,7 +50,8 @@ class _LazyTrial:
     """The run as the training process reads it, opened only if an action looks at ctx.trial."""
 
     def __init__(self, out_dir: str) -> None:
-        self._out_dir, self._trial, self._stale = out_dir, None, True
+        self._out_dir, self._stale = out_dir, True
+        self._trial: Optional["Trial"] = None
 
     def __getattr__(self, name: str) -> Any:
         if self._trial is None:

@@ -8,7 +8,7 @@ import importlib.util
 import inspect
 import os
 import sys
-from typing import Any
+from typing import Any, Type, cast
 
 from ..errors import ConfigError, did_you_mean
 from .base import Rule
@@ -43,7 +43,7 @@ def rule_classes(module) -> dict[str, type]:
 
 def _smdebug_params(cls: type) -> list[str]:
     skip = {"self", "base_trial", "other_trials", "action_str"}
-    return [p.name for p in inspect.signature(cls.__init__).parameters.values()
+    return [p.name for p in inspect.signature(cls).parameters.values()
             if p.name not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
@@ -66,13 +66,13 @@ def load_rule_file(path: str, class_name: str | None = None, params: dict[str, A
         raise ConfigError(f"--rule-file {path!r} has no rule class {class_name!r}." + did_you_mean(class_name, classes)
                           + f" Its rules: {', '.join(sorted(classes))}")
     cls = classes[class_name]
-    known = _smdebug_params(cls) if issubclass(cls, SmdebugRuleBase) else list(cls.params())
+    known = _smdebug_params(cls) if issubclass(cls, SmdebugRuleBase) else list(cast(Type[Rule], cls).params())
     for k in params:
         if k not in known:
             raise ConfigError(f"rule {class_name!r} has no parameter {k!r}." + did_you_mean(k, known)
                               + f" Its parameters: {', '.join(known) or 'none'}")
     try:
-        return SmdebugRule(cls, **params) if issubclass(cls, SmdebugRuleBase) else cls(**params)
+        return SmdebugRule(cls, **params) if issubclass(cls, SmdebugRuleBase) else cast(Type[Rule], cls)(**params)
     except (TypeError, ValueError) as e:
         if isinstance(e, ConfigError):
             raise

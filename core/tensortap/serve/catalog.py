@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import ConfigError
 from ..store import layout
@@ -69,7 +69,7 @@ class Run:
         self._state: Optional[str] = None  # the state last shown, and when it was last checked
         self._state_at = 0.0
         self.derived: Dict[Tuple, Tuple[tuple, object]] = {}  # other views' caches: key -> (version, value)
-        self.kept: Dict[Tuple, object] = {}  # what views extend as the run grows (e.g. Grad-CAM's shared scale)
+        self.kept: Dict[Any, Any] = {}  # what views extend as the run grows (e.g. Grad-CAM's shared scale)
         self._opener: Optional[threading.Thread] = None
         self._tried = -1e9
         self._shown: Tuple[bool, Optional[str]] = (False, None)
@@ -149,10 +149,16 @@ class Run:
             if self.trial is not None:
                 self.trial.close()
 
+    def opened(self) -> Trial:
+        """The run's Trial; views use it only once the run is open (views._trial says so otherwise)."""
+        if self.trial is None:
+            raise RuntimeError(self.error or "the run is still being opened")
+        return self.trial
+
     # ---- derived, cached -----------------------------------------------------------------------
     def cached(self, key: Tuple, make: Callable[[], object]):
         """`make()` once per version of the trial; the 8 latest keys are kept."""
-        ver = self.trial.version
+        ver = self.opened().version
         got = self.derived.pop(key, None)
         if got is None or got[0] != ver:
             got = (ver, make())
@@ -163,9 +169,10 @@ class Run:
 
     def rules(self) -> Dict[str, rulelog.RuleLog]:
         """rule -> RuleLog, extended with the new results when the trial changed."""
-        ver = self.trial.version
+        trial = self.opened()
+        ver = trial.version
         if self._rules_ver != ver:
-            self._rules.update(self.trial)
+            self._rules.update(trial)
             self._rules_ver = ver
         return self._rules.logs
 

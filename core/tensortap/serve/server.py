@@ -18,7 +18,7 @@ import threading
 import time
 from http import cookies
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, overload
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigError, TensorTapError
@@ -101,6 +101,11 @@ class Params:
         v = self._json(key, lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
                        "a JSON list of strings")
         return None if v is None else v[:200]
+
+    @overload
+    def int(self, key: str, default: int, lo: int = ..., hi: int = ...) -> int: ...
+    @overload
+    def int(self, key: str, default: None = None, lo: int = ..., hi: int = ...) -> Optional[int]: ...
 
     def int(self, key: str, default: Optional[int] = None, lo: int = -(1 << 62), hi: int = 1 << 62) -> Optional[int]:
         v = views.check_int(self.q.get(key), key, lo, hi)
@@ -375,7 +380,7 @@ class Server:
                               "(--port 0 picks a free one)") from None
         self.port = self.httpd.server_address[1]
         self.app.port = self.port
-        self._threads = []
+        self._threads: List[threading.Thread] = []
 
     @property
     def url(self) -> str:

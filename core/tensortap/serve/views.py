@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -221,7 +221,7 @@ def tensor_step_view(run: Run, name: str, step: int) -> dict:
         out["value"] = _stats(np.asarray(tensor.value(step)))
     except TensorTapError as e:
         out["value_note"] = str(e)
-    reds = {}
+    reds: Dict[str, Any] = {}
     try:
         for k, v in tensor.reduction_values(step).items():
             if isinstance(v, tuple):
@@ -306,8 +306,9 @@ def attention_view(run: Run, step: Optional[int], example: int, max_tokens: int)
     steps = sorted(set().union(*[set(t.tensor(n).steps(kind=VALUE)) for n in layers]))
     if not steps:
         raise ViewError("no readable attention map in this run")
-    step = step if step in steps else steps[-1]
-    maps, batch = [], 0
+    step = steps[-1] if step is None or step not in steps else step
+    maps: List[Optional[List[List[List[Optional[float]]]]]] = []
+    batch = 0
     for n in layers:
         try:
             a = np.asarray(t.tensor(n).value(step), np.float64)

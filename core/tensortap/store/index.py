@@ -45,7 +45,8 @@ def is_storable(dt: np.dtype[Any]) -> bool:
 
 def dtype_code(dt: np.dtype[Any]) -> str:
     """What the index stores for a dtype: numpy's '<f4' form, or the ml_dtypes name ('bfloat16')."""
-    return dt.name if dt.kind == "V" and dt.name in ML_DTYPES else dt.str
+    code: str = dt.name if dt.kind == "V" and dt.name in ML_DTYPES else dt.str
+    return code
 
 
 def encode(header: Dict[str, Any], entries: Optional[np.ndarray[Any, Any]] = None) -> bytes:
@@ -90,7 +91,8 @@ def safe_dtype(text: str) -> np.dtype[Any]:
         try:
             import ml_dtypes
 
-            return np.dtype(getattr(ml_dtypes, text))
+            dt: np.dtype[Any] = np.dtype(getattr(ml_dtypes, text))
+            return dt
         except (ImportError, AttributeError):
             return np.dtype(f"<u{ML_DTYPES[text]}")  # the raw bits; `pip install ml_dtypes` to get floats
     try:

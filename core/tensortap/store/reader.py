@@ -138,7 +138,8 @@ class StepIndex:
         rows = self._rows
         if rows is None:
             if self._pos is None:
-                return self.entries[i].item()
+                row: Tuple[Any, ...] = self.entries[i].item()
+                return row
             rows = self._rows = self.entries.tolist()
         return rows[i]
 
@@ -159,7 +160,7 @@ class _HotSteps:
 
     def __init__(self, size: int = 256) -> None:
         self.size = size
-        self._steps: "OrderedDict[int, weakref.ref]" = OrderedDict()
+        self._steps: "OrderedDict[int, weakref.ref[StepIndex]]" = OrderedDict()
         self._lock = threading.Lock()
 
     def add(self, si: StepIndex) -> None:
@@ -563,8 +564,8 @@ class WorkerReader:
             segs = None
             if old is not None:  # a step written in parts (maybe in different segments): merge, newest wins
                 merged = np.concatenate([entries, old.entries])
-                msegs = np.concatenate([np.full(len(entries), seg, np.int64),
-                                        old.segs if old.segs is not None else np.full(len(old.entries), old.seg, np.int64)])
+                old_segs = old.segs if old.segs is not None else np.full(len(old.entries), old.seg, np.int64)
+                msegs = np.concatenate([np.full(len(entries), seg, np.int64), old_segs])
                 _, first = np.unique(merged["nid"], return_index=True)
                 entries, segs = merged[first], msegs[first]
                 if (segs == seg).all():

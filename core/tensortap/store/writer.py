@@ -168,7 +168,8 @@ class StoreWriter:
                 self._put(marker, json.dumps(run_info).encode())
             self._put(join(self.dir, layout.META), json.dumps(meta, default=str, indent=1).encode())
         except PermissionError as e:
-            raise ConfigError(f"out_dir {self.root!r} is not writable ({e}); pass an out_dir you can write to") from None
+            raise ConfigError(f"out_dir {self.root!r} is not writable ({e}); pass an out_dir you can write "
+                              "to") from None
         except OSError as e:
             raise ConfigError(f"cannot write to the run directory {self.root!r}: {e}") from None
 

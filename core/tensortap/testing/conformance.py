@@ -151,7 +151,8 @@ def check_reductions(kit: ConformanceKit, run_dir: str) -> None:
         except tt.StepNotFound as e:
             assert "only reductions" in str(e), str(e)
         else:
-            raise AssertionError(f"{names['fc1.weight']} at step {step} holds its value; only reductions were asked for")
+            raise AssertionError(f"{names['fc1.weight']} at step {step} holds its value; only reductions were "
+                                 "asked for")
         for r in ("min", "max", "mean", "std", "l1", "l2", "nan_count"):
             assert np.isclose(t.reduction_value(step, r), float(want[r]), rtol=1e-5, atol=1e-7), r
         counts, edges = t.reduction_value(step, "histogram")

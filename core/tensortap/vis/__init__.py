@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import builtins
+from typing import Type
 
 from .. import plugins
 from .base import Visualizer
@@ -15,9 +16,10 @@ def list() -> builtins.list[str]:  # mirrors the documented tt.vis.list()
     return sorted(plugins.get_registry().visualizers)
 
 
-def get(name: str) -> type:
+def get(name: str) -> Type[Visualizer]:
     """The Visualizer class registered under `name` (a clear error with suggestions otherwise)."""
-    return plugins.get_registry().get("visualizers", name)
+    cls: Type[Visualizer] = plugins.get_registry().get("visualizers", name)
+    return cls
 
 
 __all__ = ["Visualizer", "get", "list"]

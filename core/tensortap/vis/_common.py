@@ -240,7 +240,7 @@ def write_gif(out: str, frames: Sequence[np.ndarray], duration_ms: int = 600, lo
     for f in frames:
         canvas = np.full((h, w, 3), 255, np.uint8)
         canvas[: f.shape[0], : f.shape[1]] = f[:, :, :3]
-        imgs.append(Image.fromarray(canvas).convert("P", palette=Image.ADAPTIVE, colors=255))
+        imgs.append(Image.fromarray(canvas).convert("P", palette=Image.Palette.ADAPTIVE, colors=255))
     buf = io.BytesIO()
     imgs[0].save(buf, format="GIF", save_all=True, append_images=imgs[1:], duration=int(duration_ms),
                  loop=int(loop), disposal=2, optimize=False)

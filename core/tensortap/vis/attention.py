@@ -11,7 +11,7 @@ import html
 import json
 import os
 import re
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -118,18 +118,19 @@ class AttentionVisualizer(Visualizer):
         step_data, step_tokens, kept_steps = [], [], []
         ex_idx: Optional[List[int]] = None
         for s in progress(steps, "attention"):
-            per_layer = []
+            per_layer: List[Dict[str, Any]] = []
             batch = None
             for n in names:
                 try:
                     a = np.asarray(trial.tensor(n).value(s), dtype=np.float64)
                 except Exception:  # noqa: BLE001 - layer not saved at this step
-                    per_layer = None
+                    per_layer = []
                     break
                 if a.ndim == 3:
                     a = a[None]
                 if a.ndim != 4:
-                    raise ConfigError(f"{n} at step {s} has shape {a.shape}; attention must be (batch, heads, query, key)")
+                    raise ConfigError(f"{n} at step {s} has shape {a.shape}; attention must be "
+                                      "(batch, heads, query, key)")
                 if ex_idx is None:
                     want = ([int(x) for x in examples.split(",")] if isinstance(examples, str)
                             else list(examples) if examples is not None else list(range(a.shape[0])))
@@ -141,7 +142,7 @@ class AttentionVisualizer(Visualizer):
                 batch = a.shape[0]
                 q8 = np.clip(np.round(np.nan_to_num(a) * 255.0), 0, 255).astype(np.uint8)
                 per_layer.append({"shape": list(q8.shape), "b64": base64.b64encode(q8.tobytes()).decode("ascii")})
-            if not per_layer:
+            if not per_layer or ex_idx is None:
                 continue
             kept_steps.append(int(s))
             step_data.append(per_layer)
@@ -149,7 +150,7 @@ class AttentionVisualizer(Visualizer):
             toks = _tokens_at(trial, s, max(ex_idx) + 1, n_tok)
             step_tokens.append([toks[i] if i < len(toks) else [] for i in ex_idx])
             del batch
-        if not kept_steps:
+        if not kept_steps or heads is None:
             raise ConfigError("no step has every attention layer readable")
         return {"layers": [n[len("attention/"):] for n in names], "heads": int(heads), "steps": kept_steps,
                 "examples": ex_idx, "tokens": step_tokens, "data": step_data}

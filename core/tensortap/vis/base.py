@@ -4,7 +4,7 @@ from __future__ import annotations
 import inspect
 import os
 import tempfile
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import ConfigError, did_you_mean
 
@@ -26,8 +26,11 @@ class Visualizer:
     def applies_to(self, trial) -> bool:
         return False
 
-    def render(self, trial, out: str, **options: Any) -> str:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # each visualizer's options are keywords of its own render (see options())
+        render: Callable[..., str]
+    else:
+        def render(self, trial, out: str, **options: Any) -> str:
+            raise NotImplementedError
 
     def table(self, trial) -> Optional[Tuple[List[str], List[tuple]]]:
         """(header, rows) of the numbers behind the picture, shown under it in the report; None: none."""
@@ -37,7 +40,8 @@ class Visualizer:
     def options(cls) -> Dict[str, Any]:
         sig = inspect.signature(cls.render)
         return {p.name: (None if p.default is inspect.Parameter.empty else p.default)
-                for p in list(sig.parameters.values())[3:] if p.kind is p.KEYWORD_ONLY or p.default is not inspect.Parameter.empty}
+                for p in list(sig.parameters.values())[3:]
+                if p.kind is p.KEYWORD_ONLY or p.default is not inspect.Parameter.empty}
 
     @classmethod
     def inline_scripts(cls) -> List[str]:

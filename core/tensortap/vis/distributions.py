@@ -1,7 +1,7 @@
 """`distributions`: how a tensor's values spread over steps, as a histogram heat-map."""
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
@@ -14,11 +14,11 @@ from .base import Visualizer
 DEFAULT_COLLECTIONS = ("weights", "gradients", "biases", "outputs")
 
 
-def _hist_sources(trial, name: str, steps) -> List[Tuple[int, object]]:
+def _hist_sources(trial, name: str, steps) -> List[Tuple[int, Any]]:
     """(step, full array or (counts, edges)) for each chosen step: the value when saved, else the
     saved "histogram" reduction."""
     t = trial.tensor(name)
-    out = []
+    out: List[Tuple[int, Any]] = []
     for s in steps:
         try:
             out.append((s, np.asarray(t.value(s))))
@@ -82,8 +82,10 @@ class DistributionsVisualizer(Visualizer):
         if tensors:
             names = sorted(trial.tensor_names(regex=tensors), key=natural_key)
         else:
-            params = sorted(set(trial.tensor_names(collection="weights")) | set(trial.tensor_names(collection="biases")),
-                            key=lambda n: (natural_key(n.rsplit(".", 1)[0]), "bias" in n.rsplit(".", 1)[-1], natural_key(n)))
+            params = sorted(set(trial.tensor_names(collection="weights"))
+                            | set(trial.tensor_names(collection="biases")),
+                            key=lambda n: (natural_key(n.rsplit(".", 1)[0]), "bias" in n.rsplit(".", 1)[-1],
+                                           natural_key(n)))
             grads = set(trial.tensor_names(collection="gradients"))
             names = []
             for n in params:

@@ -163,7 +163,7 @@ class EmbeddingVisualizer(Visualizer):
         sample: Optional[np.ndarray] = None
         frames: List[Tuple[int, np.ndarray, Optional[np.ndarray]]] = []
         prev: Optional[np.ndarray] = None
-        tsne = _TSNE(perplexity, n_iter, seed) if method == "tsne" else None
+        tsne = _TSNE(perplexity, n_iter, seed)  # used when method is "tsne"
         last_x: Optional[np.ndarray] = None
         with Progress(len(chosen), f"{method} {tensor}") as bar:
             for s in chosen:

@@ -59,7 +59,7 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
     if abs(scale - 1) < 1e-9:
         return img
     nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
-    resample = Image.NEAREST if scale >= 2 else Image.BILINEAR
+    resample = Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.BILINEAR
     return np.asarray(Image.fromarray(img).resize((nw, nh), resample))
 
 
@@ -71,8 +71,8 @@ class GradCAMVisualizer(Visualizer):
     (gradcam/labels, when saved) and the predicted one (the class explained, with its probability),
     by class name when known (class_names, or gradcam/class_names saved in the run).
 
-    Options: layer, steps, max_steps (default 8 in a grid, 60 in a GIF), images (indices "0,3"), max_images, normalise, alpha, cell (px),
-    cmap, duration_ms (GIF frame time).
+    Options: layer, steps, max_steps (default 8 in a grid, 60 in a GIF), images (indices "0,3"), max_images,
+    normalise, alpha, cell (px), cmap, duration_ms (GIF frame time).
     """
 
     name = "gradcam"
@@ -137,7 +137,7 @@ class GradCAMVisualizer(Visualizer):
             smax = float(cams.max()) or 1.0
             for j, i in enumerate(f["index"]):
                 img = to_uint8_image(f["images"][i])
-                up = upsample(cams[j][None], img.shape[:2])[0]
+                up = upsample(cams[j][None], (img.shape[0], img.shape[1]))[0]
                 lo, hi = up.min(), up.max()
                 own = (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
                 scaled = {"global": up / gmax, "step": up / smax, "image": own}

@@ -110,7 +110,7 @@ class ScalarsVisualizer(Visualizer):
                     positive = positive and bool(fin.size) and bool((fin > 0).all())
                     if fin.size:
                         spans.append((fin.min(), fin.max()))
-                for rule, steps in fired.get(t.path, {}).items():
+                for steps in fired.get(t.path, {}).values():
                     for s in steps:
                         ax.axvline(s, color="tab:red", alpha=0.35, linewidth=1)
             use_log = (logy is True or str(logy).lower() in ("true", "1", "yes")) or (

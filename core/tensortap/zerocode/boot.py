@@ -238,6 +238,8 @@ def load(path: str):
     mod = sys.modules.get("_tensortap_boot")
     if mod is None:
         spec = importlib.util.spec_from_file_location("_tensortap_boot", path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"tensortap: cannot load its boot module {path}")
         mod = importlib.util.module_from_spec(spec)
         sys.modules["_tensortap_boot"] = mod
         spec.loader.exec_module(mod)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from ..errors import ConfigError
 
@@ -22,7 +22,7 @@ def watch_list(framework: Optional[str] = None) -> List[str]:
     return out
 
 
-def prepare(config_path: str, out_dir: Optional[str] = None, default_out: Optional[str] = None) -> Dict[str, object]:
+def prepare(config_path: str, out_dir: Optional[str] = None, default_out: Optional[str] = None) -> Dict[str, Any]:
     """Load and check the configuration; the run directory (`out_dir`, else the configuration's,
     else `default_out`) must be known and must not hold a run."""
     from .config import load

@@ -89,8 +89,8 @@ def summarize(statuses: List[Dict[str, Any]], out_dir: str, stream: Optional[Tex
     for ev in trial.events():
         if ev.get("event") == "stop_requested":
             say(f"training was stopped ({ev.get('worker')}): {ev.get('detail')}")
-    for e in errors:
-        say(f"error: {e}")
+    for err in errors:
+        say(f"error: {err}")
     return True
 
 

@@ -17,10 +17,13 @@ import os
 import sys
 import threading
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, cast
 
 from ..adapter import Handle
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..hook import Hook
 
 log = logging.getLogger("tensortap")
 
@@ -114,11 +117,12 @@ class Session:
         from .config import load
 
         self.config = load(config_path)
-        self.out_dir = out_dir or self.config.out_dir
-        if not self.out_dir:
+        out = out_dir or self.config.out_dir
+        if not out:
             raise ConfigError(f'{config_path}: out_dir is not set; add out_dir = "..." or use '
                               "`tensortap run --out DIR`")
-        self.hook = None
+        self.out_dir: str = out
+        self.hook: Optional[Hook] = None
         self.model: Any = None
         self.attached: List[str] = []
         self.skipped: List[str] = []
@@ -155,7 +159,7 @@ class Session:
         """Replace owner.attr (a class or module attribute) by make(original); undone at close."""
         original = owner.__dict__[attr] if isinstance(owner, type) and attr in owner.__dict__ else getattr(owner, attr)
         new = make(original)
-        new.__tensortap_original__ = original
+        cast(Any, new).__tensortap_original__ = original
         setattr(owner, attr, new)
 
         def restore() -> None:

@@ -39,7 +39,8 @@ def make_mlp(seed: int = 0, hybridize: bool = True):
               "mlp_fc2_weight": (N_OUT, N_HIDDEN), "mlp_fc2_bias": (N_OUT,)}
     for name, p in net.collect_params().items():
         fan_in = shapes[name][-1]
-        value = rng.standard_normal(shapes[name]) / np.sqrt(fan_in) if name.endswith("weight") else np.zeros(shapes[name])
+        value = (rng.standard_normal(shapes[name]) / np.sqrt(fan_in) if name.endswith("weight")
+                 else np.zeros(shapes[name]))
         p.set_data(mx.nd.array(value.astype(np.float32)))
     if hybridize:
         net.hybridize()

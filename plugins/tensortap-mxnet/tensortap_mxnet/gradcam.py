@@ -70,7 +70,7 @@ def _guard_symbol_blocks(model: Any, held: dict) -> List[Callable[[], None]]:
     undo = []
     for _, b in walk(model):
         if isinstance(b, SymbolBlock) and has_max_pooling(b):
-            def forward(*args, _b=b, _orig=type(b).forward):
+            def forward(*args, _b=b, _orig=type(b).forward):  # noqa: B008 (binds this block's forward now)
                 if "a" in held:
                     raise ConfigError(
                         f"Grad-CAM would be wrong: the imported SymbolBlock {_b.name!r} runs after the target layer "
@@ -118,7 +118,8 @@ def gradcam_tensors(model: Any, inputs: Any, target_layer: Any, targets: Optiona
         (grad,) = autograd.grad(score, [held["a"]], retain_graph=False, train_mode=False)
         acts = held["a"].asnumpy()
         if acts.ndim != 4:
-            raise ConfigError(f"Grad-CAM needs a (batch, channels, h, w) feature map; {target_layer!r} gives {acts.shape}")
+            raise ConfigError(f"Grad-CAM needs a (batch, channels, h, w) feature map; {target_layer!r} gives "
+                              f"{acts.shape}")
         return acts, grad.asnumpy(), (int(x.shape[2]), int(x.shape[3])), t
     finally:
         for fn in undo:

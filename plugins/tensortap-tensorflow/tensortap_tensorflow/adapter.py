@@ -113,7 +113,7 @@ class TensorFlowAdapter(Adapter):
             return
         self.model = model
         self._active = True
-        self.switches  # create the switches eagerly, outside any tf.function or strategy replica
+        _ = self.switches  # create the switches eagerly, outside any tf.function or strategy replica
         want_out = self._may_want("outputs") or self._may_want("inputs") or self._regex_collections()
         want_att = self._may_want("attention")
         for layer in sub_layers(model):

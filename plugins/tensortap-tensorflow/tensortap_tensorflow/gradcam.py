@@ -89,7 +89,8 @@ def gradcam_tensors(model: Any, inputs: Any, target_layer: Any,
         raise ConfigError(f"the model's output does not depend on layer {layer_name(layer)!r}")
     a, g = acts.numpy(), grads.numpy()
     if a.ndim != 4:
-        raise ConfigError(f"Grad-CAM needs a convolutional layer with 4-D output, {layer_name(layer)!r} gives {a.shape}")
+        raise ConfigError(f"Grad-CAM needs a convolutional layer with 4-D output, {layer_name(layer)!r} gives "
+                          f"{a.shape}")
     if _channels_last(layer):
         a, g = a.transpose(0, 3, 1, 2), g.transpose(0, 3, 1, 2)
         size = (int(x.shape[1]), int(x.shape[2]))

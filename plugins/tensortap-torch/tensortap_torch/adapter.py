@@ -57,7 +57,8 @@ class TorchAdapter(Adapter):
         self.root: Optional[nn.Module] = None
         self._calls: Dict[str, int] = {}
         self._feature_layer: Optional[Tuple[str, nn.Module]] = None
-        self._layers: List[Tuple[nn.Module, Any]] = []  # (module, its forward hook) whose inputs/outputs may be selected
+        # (module, its forward hook) whose inputs/outputs may be selected
+        self._layers: List[Tuple[nn.Module, Any]] = []
         self._step_hooks: List[Any] = []  # forward hooks living for one saved step
         self._grad_params: List[Tuple[str, torch.Tensor]] = []  # the model's parameters, (name, parameter)
         self._grad_handles: Dict[str, Any] = {}  # name -> its gradient hook, present while steps want gradients
@@ -167,7 +168,8 @@ class TorchAdapter(Adapter):
         for gname, g, version in grads:
             if g._version != version:  # changed in place later in the same pass (an optimizer step in a hook)
                 self.session.report_error(f"the gradient {gname!r} changed in place before the backward pass "
-                                          "ended; not saved at this step", RuntimeError("gradient modified during backward"))
+                                          "ended; not saved at this step",
+                                          RuntimeError("gradient modified during backward"))
             else:
                 keep.append((gname, g, "gradients"))
         if keep:

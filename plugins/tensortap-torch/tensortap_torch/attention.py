@@ -120,7 +120,8 @@ class AttentionTap:
                         vals = [a["query"], a["key"], a["value"], a.get("key_padding_mask"), a.get("attn_mask"),
                                 bool(a.get("is_causal", False))]
                     else:
-                        vals = [a["src"], a.get("src_mask"), a.get("src_key_padding_mask"), bool(a.get("is_causal", False))]
+                        vals = [a["src"], a.get("src_mask"), a.get("src_key_padding_mask"),
+                                bool(a.get("is_causal", False))]
                     self.sink(name, probs_fn(module, *vals))
                 except Exception as e:  # noqa: BLE001 - capture must never break the forward pass
                     self.report(f"could not compute attention of {name!r}", e)

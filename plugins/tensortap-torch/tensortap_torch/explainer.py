@@ -19,7 +19,8 @@ class TorchExplainer(Explainer):
 
     name = "torch"
     attention_support = ("torch.nn.MultiheadAttention modules (also inside nn.TransformerEncoderLayer) and the "
-                         "self-attention of Hugging Face transformers models (BERT, RoBERTa, DistilBERT, GPT-2, ViT, ...)")
+                         "self-attention of Hugging Face transformers models (BERT, RoBERTa, DistilBERT, GPT-2, ViT, "
+                         "...)")
 
     def gradcam_tensors(self, model: Any, inputs: Any, target_layer: Any,
                         targets: Any) -> tuple[np.ndarray, np.ndarray, tuple[int, int], np.ndarray]:

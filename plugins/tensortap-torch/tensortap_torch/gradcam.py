@@ -51,7 +51,8 @@ def _ordinary(args: tuple, root: nn.Module) -> tuple:
 
 
 def run(model: nn.Module, inputs: Any, target_layer: Union[str, nn.Module],
-        targets: Optional[Sequence[int]] = None) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int], np.ndarray, np.ndarray]:
+        targets: Optional[Sequence[int]] = None
+        ) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int], np.ndarray, np.ndarray]:
     """(activations NCHW, d y_c / d activations NCHW, input (H, W), targets, softmax score of each target)."""
     root = unwrap(model)
     _, layer = resolve_layer(root, target_layer)
@@ -63,7 +64,8 @@ def run(model: nn.Module, inputs: Any, target_layer: Union[str, nn.Module],
             return None
         if not isinstance(out, torch.Tensor) or out.dim() != 4:
             raise ConfigError(f"Grad-CAM target layer must output a (batch, channels, h, w) tensor, got "
-                              f"{type(out).__name__} {tuple(getattr(out, 'shape', ()))}; pick a convolutional layer or block")
+                              f"{type(out).__name__} {tuple(getattr(out, 'shape', ()))}; pick a convolutional layer "
+                              "or block")
         leaf = out.detach().requires_grad_(True)
         captured.append(leaf)
         return leaf.clone()  # not a leaf: in-place ops after the layer stay legal

@@ -19,7 +19,8 @@ import torch
 from .convert import _PLAIN_FLOATS, as_is, reduce_work, snapshot
 
 
-#: recycled snapshot buffers kept per (numel, dtype, device): steps in flight: the one being reduced, the one being snapshotted
+#: recycled snapshot buffers kept per (numel, dtype, device): steps in flight: the one being reduced, the one
+#: being snapshotted
 POOL_PER_KEY = 4
 #: and at most this many bytes in all (beyond it, snapshots are fresh allocations)
 POOL_BYTES = 256 * 1024 * 1024

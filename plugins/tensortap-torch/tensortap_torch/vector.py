@@ -76,7 +76,8 @@ def reduce_vector(reduction: VectorReduction, tensors: Sequence[Any]) -> Any:
     if not isinstance(vec, torch.Tensor):
         return as_vector(reduction.name, vec)
     if vec.dim() != 1:
-        raise ValueError(f"reduction {reduction.name!r} (torch) must return a 1-D vector, returned shape {tuple(vec.shape)}")
+        raise ValueError(f"reduction {reduction.name!r} (torch) must return a 1-D vector, returned shape "
+                         f"{tuple(vec.shape)}")
     if vec.device.type == "cpu":
         return vec.detach().to(torch.float64).numpy().copy()
     return DeviceVector(reduction.name, vec.detach())

@@ -68,7 +68,8 @@ def _train_pair(tmp_path, make, hybridize):
     ref = make(hybridize)
     train(ref, data)
     net = make(hybridize)
-    hook = tt.Hook(str(tmp_path / "run"), include_collections=["gradients", TAPS], save_config=tt.SaveConfig(save_interval=2))
+    hook = tt.Hook(str(tmp_path / "run"), include_collections=["gradients", TAPS],
+                   save_config=tt.SaveConfig(save_interval=2))
     train(net, data, hook)
     hook.close()
     return max(float(np.abs(a - b).max()) for a, b in zip(param_values(ref), param_values(net)))
@@ -102,7 +103,7 @@ def test_output_gradient_values_and_upstream_parameter_gradients(tmp_path):
     snaps = train(net, data, hook, snapshot=True)
     hook.close()
     trial = tt.create_trial(str(tmp_path / "run"))
-    for s, (x, y) in enumerate(data):
+    for s, (_x, y) in enumerate(data):
         logits = snaps[s]["out"]
         p = np.exp(logits - logits.max(1, keepdims=True))
         p /= p.sum(1, keepdims=True)

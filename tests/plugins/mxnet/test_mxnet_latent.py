@@ -38,7 +38,8 @@ def test_latent_block_output_with_labels(tmp_path):
     model.initialize(mx.init.Xavier())
     model.hybridize()
     latent = tt.Collection("latent", include_regex=["encoder_dense1"], categories=["outputs"])
-    hook = tt.Hook(str(tmp_path / "run"), include_collections=[latent, "losses"], save_config=tt.SaveConfig(save_interval=5))
+    hook = tt.Hook(str(tmp_path / "run"), include_collections=[latent, "losses"],
+                   save_config=tt.SaveConfig(save_interval=5))
     hook.register(model)
     l2 = gluon.loss.L2Loss()
     hook.register_loss(l2)

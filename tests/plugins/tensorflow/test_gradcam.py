@@ -113,7 +113,8 @@ def test_watch_gradcam_saves_maps_on_saved_train_steps(cnns, tmp_path):
     model.set_weights(functional.get_weights())
     model.compile(optimizer=keras.optimizers.SGD(0.0),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    hook = tt.Hook(str(tmp_path / "run"), include_collections=["feature_maps"], save_config=tt.SaveConfig(save_steps=[1]))
+    hook = tt.Hook(str(tmp_path / "run"), include_collections=["feature_maps"],
+                   save_config=tt.SaveConfig(save_steps=[1]))
     hook.register(model)
     watch_gradcam(hook, x[:2], "c2", targets=[1, 2])
     model.fit(x, np.array([0, 1, 2]), batch_size=1, shuffle=False, verbose=0)

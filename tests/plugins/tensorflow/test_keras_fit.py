@@ -135,8 +135,8 @@ def test_output_gradients_when_asked_and_run_eagerly(tmp_path):
     for run_eagerly in (False, True):
         out = str(tmp_path / f"run{int(run_eagerly)}")
         model = H.compile_sgd(H.functional(), run_eagerly=run_eagerly)
-        hook = tt.Hook(out, include_collections=["gradients", tt.Collection("og", include_regex=[r"gradients/fc1/output_0"])],
-                       save_config=tt.SaveConfig(save_steps=[0]))
+        og = tt.Collection("og", include_regex=[r"gradients/fc1/output_0"])
+        hook = tt.Hook(out, include_collections=["gradients", og], save_config=tt.SaveConfig(save_steps=[0]))
         hook.register(model)
         x, y = X[:BS], Y[:BS]
         fc1 = model.get_layer("fc1")

@@ -75,7 +75,8 @@ def test_repeated_module_gets_one_tensor_per_call_and_output_gradients_match_aut
     assert {"gradients/block.relu/output_0", "gradients/block.relu#1/output_0", "gradients/stem.weight"} <= names
     assert "block.relu#2/output_0" not in names
     assert trial.steps() == [0, 2]
-    assert set(trial.tensor_names(collection="biases")) == {"stem.bias", "block.conv1.bias", "block.conv2.bias", "head.bias"}
+    assert set(trial.tensor_names(collection="biases")) == {"stem.bias", "block.conv1.bias", "block.conv2.bias",
+                                                            "head.bias"}
     # reference at step 2, computed independently with retain_grad on a replica
     torch.manual_seed(0)
     ref = Net()
@@ -97,8 +98,10 @@ def test_repeated_module_gets_one_tensor_per_call_and_output_gradients_match_aut
         opt.step()
     assert np.array_equal(trial.tensor("block.relu/output_0").value(2), r1.detach().numpy())
     assert np.array_equal(trial.tensor("block.relu#1/output_0").value(2), r2.detach().numpy())
-    np.testing.assert_allclose(trial.tensor("gradients/block.relu/output_0").value(2), r1.grad.numpy(), rtol=1e-5, atol=1e-8)
-    np.testing.assert_allclose(trial.tensor("gradients/block.relu#1/output_0").value(2), r2.grad.numpy(), rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(trial.tensor("gradients/block.relu/output_0").value(2), r1.grad.numpy(),
+                               rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(trial.tensor("gradients/block.relu#1/output_0").value(2), r2.grad.numpy(),
+                               rtol=1e-5, atol=1e-8)
     assert np.array_equal(trial.tensor("gradients/stem.weight").value(2), ref.stem.weight.grad.numpy())
     assert np.isclose(float(trial.tensor("loss").value(2)), loss.item())
 
@@ -133,7 +136,8 @@ def test_an_unsaved_step_runs_the_bare_model_and_loss(run_dir):
     torch.manual_seed(0)
     model = Net()
     loss_fn = nn.CrossEntropyLoss()
-    hook = tt.Hook(run_dir, include_collections=["gradients", "losses"], save_config=tt.SaveConfig(save_steps=[1, 2, 4]))
+    hook = tt.Hook(run_dir, include_collections=["gradients", "losses"],
+                   save_config=tt.SaveConfig(save_steps=[1, 2, 4]))
     hook.register(model)
     hook.register_loss(loss_fn)
     params = list(model.parameters())
@@ -241,7 +245,8 @@ def test_register_loss_record_loss_and_eval_mode_steps(run_url):
     assert "ce" in trial.tensor_names(collection="losses")
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int32, torch.bool])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int32,
+                                   torch.bool])
 def test_to_numpy_copies_and_reductions_match_numpy(dtype):
     from tensortap_torch.adapter import TorchAdapter
 

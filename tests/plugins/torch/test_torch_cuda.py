@@ -20,7 +20,8 @@ from torch import nn  # noqa: E402
 import tensortap as tt  # noqa: E402
 from tensortap.reductions import REDUCTIONS, canonical, pack, reduce_numpy  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch.cuda.is_available() is False)")
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason="needs a CUDA device (torch.cuda.is_available() is False)")
 DEV = "cuda"
 REDS = ("min", "max", "mean", "std", "l2")
 
@@ -219,7 +220,8 @@ def test_device_reductions_of_a_mixed_batch_match_numpy():
     got = convert.reduce_work(items, names, 16)
     for t, vec in zip(tensors, got):
         want = pack(reduce_numpy(convert.to_numpy(t), names, 16), names)
-        np.testing.assert_allclose(vec, want, rtol=2e-6, atol=1e-9, equal_nan=True, err_msg=f"{t.dtype} {tuple(t.shape)}")
+        np.testing.assert_allclose(vec, want, rtol=2e-6, atol=1e-9, equal_nan=True,
+                                   err_msg=f"{t.dtype} {tuple(t.shape)}")
 
 
 def test_inductor_compiled_module_on_the_gpu_captures_what_the_step_used(run_dir):
@@ -228,7 +230,8 @@ def test_inductor_compiled_module_on_the_gpu_captures_what_the_step_used(run_dir
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 8)).to(DEV)
     compiled = torch.compile(model)
-    hook = tt.Hook(run_dir, include_collections=["weights", "gradients", "losses"], save_config=tt.SaveConfig(save_interval=2))
+    hook = tt.Hook(run_dir, include_collections=["weights", "gradients", "losses"],
+                   save_config=tt.SaveConfig(save_interval=2))
     hook.register(compiled)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     g = torch.Generator().manual_seed(1)

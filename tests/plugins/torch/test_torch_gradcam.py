@@ -68,7 +68,7 @@ def test_matches_brute_force_autograd_on_a_resnet_and_leaves_no_trace():
 
         def keep(_m, _a, out):
             out.retain_grad()
-            store["a"] = out
+            store["a"] = out  # noqa: B023 (hooked and removed within this iteration)
 
         h = ref.layer2.register_forward_hook(keep)
         logits = ref(imgs[i:i + 1])
@@ -122,7 +122,8 @@ def test_feature_maps_during_training_do_not_disturb_it(run_dir):
         assert torch.equal(v, plain.state_dict()[k]), k
     trial = tt.create_trial(run_dir)
     fm = set(trial.tensor_names(collection="feature_maps"))
-    assert fm == {f"gradcam/layer2/{n}" for n in ("activations", "gradients", "cam", "targets", "scores")} | {"gradcam/images"}
+    assert fm == ({f"gradcam/layer2/{n}" for n in ("activations", "gradients", "cam", "targets", "scores")}
+                  | {"gradcam/images"})
     assert trial.tensor("gradcam/layer2/activations").steps() == [0, 2]
     acts = trial.tensor("gradcam/layer2/activations").value(0)
     grads = trial.tensor("gradcam/layer2/gradients").value(0)
@@ -133,7 +134,8 @@ def test_feature_maps_during_training_do_not_disturb_it(run_dir):
     np.testing.assert_allclose(acts, want_a, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(grads, want_g, rtol=1e-4, atol=1e-7)
     np.testing.assert_array_equal(trial.tensor("gradcam/layer2/targets").value(0), want_t)
-    np.testing.assert_allclose(trial.tensor("gradcam/layer2/cam").value(0), cam_from_tensors(want_a, want_g), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(trial.tensor("gradcam/layer2/cam").value(0), cam_from_tensors(want_a, want_g),
+                               rtol=1e-4, atol=1e-6)
     images = trial.tensor("gradcam/images").value(2)
     assert images.shape == (8, 12, 12, 3) and images.min() >= 0 and images.max() <= 1
 

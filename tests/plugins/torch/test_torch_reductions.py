@@ -148,7 +148,8 @@ def test_a_mixed_batch_reduces_like_numpy_item_by_item(how, monkeypatch):
     got = convert.reduce_work(items, names, 16)
     for t, vec in zip(tensors, got):
         want = pack(reduce_numpy(convert.to_numpy(t), names, 16), names)
-        np.testing.assert_allclose(vec, want, rtol=2e-6, atol=1e-9, equal_nan=True, err_msg=f"{t.dtype} {tuple(t.shape)}")
+        np.testing.assert_allclose(vec, want, rtol=2e-6, atol=1e-9, equal_nan=True,
+                                   err_msg=f"{t.dtype} {tuple(t.shape)}")
 
 
 def test_reducer_runs_jobs_inline_once_closed():

@@ -44,6 +44,10 @@ class Collection(_tt.Collection):
     """`Collection(name, include_regex=None, tensor_names=None, reduction_config=None,
     save_config=None, save_histogram=True)` (smdebug's order), usable wherever tt.Collection is."""
 
+    _hook: Optional["weakref.ref[Any]"]  # the hook it was bound to
+    _pending: List[Tuple[Any, bool, bool]]  # layers (layer, inputs, outputs) waiting for the model's names
+    save_histogram: bool
+
     def __init__(self, name: str, include_regex: Any = None, tensor_names: Any = None, reduction_config: Any = None,
                  save_config: Any = None, save_histogram: bool = True, categories: Optional[Tuple[str, ...]] = None,
                  description: str = "") -> None:
@@ -86,9 +90,8 @@ class Collection(_tt.Collection):
 
     # ---- smdebug's calls ------------------------------------------------------------------
     def include(self, t: Any) -> "Collection":
-        if isinstance(t, list):
-            return super().include([x for x in _flat(t)])
-        return super().include(t)
+        super().include([x for x in _flat(t)] if isinstance(t, list) else t)
+        return self
 
     @property
     def modules(self) -> List[Tuple[Any, bool, bool]]:

@@ -5,6 +5,8 @@ smdebug-style rule run by tensortap's rule machinery is "skipped" where smdebug 
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from ...errors import ConfigError, StepNotFound, TensorNotFound, TensorTapError
 from ...modes import ModeKeys
 
@@ -94,7 +96,7 @@ class TensorUnavailable(SMDebugError, TensorNotFound):
 
 
 class InvalidWorker(SMDebugError):
-    def __init__(self, worker: str) -> None:
+    def __init__(self, worker: Optional[str]) -> None:
         super().__init__(worker)
         self.worker = worker
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Type, Union
 
+from ...collections import Collection as _TTCollection
 from ...errors import ConfigError
 from ...hook import Hook as _TTHook, _env_rank, user_collection
 from ...plugins import get_registry
@@ -129,7 +130,7 @@ class Hook(_TTHook):
                 c.resolve(names)
 
     # ---- collections ------------------------------------------------------------------------
-    def get_collection(self, name: str, create: bool = True) -> Collection:
+    def get_collection(self, name: str, create: bool = True) -> _TTCollection:
         """The collection `name`; one that is not included is made (and saved only if included)."""
         for c in self.collections:
             if c.name == name:
@@ -143,7 +144,7 @@ class Hook(_TTHook):
             self._defined[name] = c
         return self._defined[name]
 
-    def get_collections(self) -> Dict[str, Collection]:
+    def get_collections(self) -> Dict[str, _TTCollection]:
         return {**self._defined, **{c.name: c for c in self.collections}}
 
     def add_collection(self, collection: Any) -> None:
@@ -158,7 +159,8 @@ class Hook(_TTHook):
         self._defined[c.name] = c
 
     # ---- saving -----------------------------------------------------------------------------
-    def save_scalar(self, name: str, value: Any, sm_metric: bool = False, timestamp: Optional[float] = None) -> None:
+    def save_scalar(  # type: ignore[override]  # smdebug's signature: scripts pass sm_metric positionally
+            self, name: str, value: Any, sm_metric: bool = False, timestamp: Optional[float] = None) -> None:
         if sm_metric and not self._sm_metric_warned:
             self._sm_metric_warned = True
             log.warning("tensortap: save_scalar(..., sm_metric=True): SageMaker metrics have no counterpart; the "
@@ -233,7 +235,7 @@ def del_hook() -> None:
 
 
 def get_hook(json_config_path: Optional[str] = None, create_if_not_exists: bool = False,
-             hook_class: type = Hook) -> Optional[Hook]:
+             hook_class: Type[Hook] = Hook) -> Optional[Hook]:
     """The hook made last in this process; with create_if_not_exists, one from the JSON hook
     configuration if there is one (None otherwise), as smdebug's get_hook."""
     global _hook

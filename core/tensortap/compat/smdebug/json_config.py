@@ -97,8 +97,8 @@ def _guard(src, where: tuple, fn):
 
 
 def run_config(data: Dict[str, Any], src):
-    """The RunConfig (tensortap.zerocode.config) an smdebug JSON hook configuration means."""
-    from ...zerocode.config import RunConfig
+    """The RunConfig (tensortap.zerocode.run_config) an smdebug JSON hook configuration means."""
+    from ...zerocode.run_config import RunConfig
 
     _check(src, (), data, TOP_KEYS, "the smdebug hook configuration")
     hp = _check(src, ("HookParameters",), data.get("HookParameters"), HOOK_KEYS, "HookParameters")

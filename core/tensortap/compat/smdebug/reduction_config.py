@@ -8,7 +8,7 @@ std/variance/sum of |x|) is refused with a clear error. |x| norms equal the norm
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, overload
 
 from ...errors import ConfigError
 from ...reductions import ReductionConfig as _TTReductionConfig
@@ -63,6 +63,13 @@ class ReductionConfig:
             names.append(_ABS_IN_TENSORTAP[r])
         names += list(self.norms) + list(self.abs_norms)
         return _TTReductionConfig(reductions=tuple(dict.fromkeys(names)), save_raw_tensor=self.save_raw_tensor)
+
+    @overload
+    @classmethod
+    def from_dict(cls, params: Dict[str, Any]) -> "ReductionConfig": ...
+    @overload
+    @classmethod
+    def from_dict(cls, params: None) -> None: ...
 
     @classmethod
     def from_dict(cls, params: Optional[Dict[str, Any]]) -> Optional["ReductionConfig"]:

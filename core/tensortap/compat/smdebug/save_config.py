@@ -42,6 +42,8 @@ class SaveConfigMode(_tt.SaveConfigMode):
     """`SaveConfigMode(save_interval=None, start_step=None, end_step=None, save_steps=None)`:
     smdebug's argument order, defaults and step rule (see the module docstring)."""
 
+    save_interval: int  # smdebug's default when not given
+
     def __init__(self, save_interval: Union[int, str, None] = None, start_step: Union[int, str, None] = None,
                  end_step: Union[int, str, None] = None, save_steps: Optional[Iterable[int]] = None) -> None:
         interval = _int("save_interval", save_interval)
@@ -80,12 +82,12 @@ class SaveConfig(_tt.SaveConfig):
     save_steps=None)`: one SaveConfigMode for every mode, or per mode
     `{smd.modes.TRAIN: SaveConfigMode(...), ...}` (missing modes: the defaults)."""
 
-    def __init__(self, mode_save_configs: Optional[Mapping[ModeArg, Optional[SaveConfigMode]]] = None,
+    def __init__(self, mode_save_configs: Optional[Mapping[ModeArg, Optional[_tt.SaveConfigMode]]] = None,
                  save_interval: Union[int, str, None] = None, start_step: Union[int, str, None] = None,
                  end_step: Union[int, str, None] = None, save_steps: Optional[Iterable[int]] = None) -> None:
         if mode_save_configs is None:
             base = SaveConfigMode(save_interval, start_step, end_step, save_steps)
-            modes = {m: base for m in ALL_MODES}
+            modes: Dict[ModeArg, _tt.SaveConfigMode] = {m: base for m in ALL_MODES}
         else:
             modes = {m: SaveConfigMode() for m in ALL_MODES}
             for mode, cfg in mode_save_configs.items():

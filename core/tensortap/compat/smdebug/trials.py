@@ -15,7 +15,7 @@ import enum
 import logging
 import re
 import time
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, NoReturn, Optional, Tuple
 
 import numpy as np
 
@@ -88,7 +88,8 @@ def _numpy_reduction(name: str, value: np.ndarray, abs: bool) -> Any:
     a = np.absolute(value) if abs else np.asarray(value)
     if name in ALLOWED_NORMS:
         return np.linalg.norm(np.ravel(a).astype(np.float64), ord=int(name[1]))
-    fn = {"min": np.amin, "max": np.amax, "variance": np.var}.get(name) or getattr(np, name)
+    named: Dict[str, Callable[..., Any]] = {"min": np.amin, "max": np.amax, "variance": np.var}
+    fn = named.get(name) or getattr(np, name)
     return fn(a)
 
 
@@ -294,7 +295,7 @@ class Tensor:
         self.original_name = None
         self._t = trial.tensortap_trial.tensor(name)
 
-    def _raise(self, e: Exception, step: int, mode) -> None:
+    def _raise(self, e: Exception, step: int, mode) -> NoReturn:
         """A tensortap StepNotFound/TensorNotFound as the smdebug exception for the same case."""
         m = to_mode(mode) or ModeKeys.GLOBAL
         state = self.trial.has_passed_step(step, mode)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import re
 import threading
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -34,7 +34,7 @@ def as_bool(v) -> bool:
 
 
 def as_float_pair(v, what: str) -> Tuple[float, float]:
-    vals = [float(x) for x in (as_list(v) if isinstance(v, str) else v)]
+    vals = [float(x) for x in ((as_list(v) or []) if isinstance(v, str) else v)]
     if len(vals) != 2 or vals[0] >= vals[1]:
         raise ConfigError(f"{what} must be two numbers (low, high) with low < high, got {v!r}")
     return vals[0], vals[1]
@@ -55,10 +55,11 @@ def mode_of(trial, step: int) -> Optional[str]:
     return m.value if m is not None else None
 
 
-def listing(values: Dict[str, float], limit: int = 5, fmt: str = "{:.3g}") -> str:
+def listing(values: Mapping[str, Any], limit: int = 5, fmt: str = "{:.3g}") -> str:
     """"a=1.2e-09, b=3e-08 (+3 more)" for messages."""
     items = list(values.items())
-    text = ", ".join(f"{k}={fmt.format(v) if isinstance(v, (int, float, np.floating)) else v}" for k, v in items[:limit])
+    text = ", ".join(f"{k}={fmt.format(v) if isinstance(v, (int, float, np.floating)) else v}"
+                     for k, v in items[:limit])
     return text + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
 
 

@@ -28,6 +28,10 @@ class _PerLayerPercent(Rule):
 
     tensor_regex: Optional[list]
     threshold_layer: float
+
+    def percent(self, x: np.ndarray, name: str, kind: Optional[str]) -> float:
+        """The percentage for one layer's array (each subclass says what it counts)."""
+        raise NotImplementedError
     what = ""  # e.g. "dead": the words in messages and the key of the reported values
     kinds: Tuple[str, ...] = ()
     io = "output"

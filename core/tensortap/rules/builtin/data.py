@@ -46,7 +46,8 @@ class ClassImbalance(Rule):
     needs = (Need("labels", what="labels"),)
 
     def __init__(self, threshold_imbalance: float = 10.0, threshold_misprediction: float = 0.7, samples: int = 500,
-                 argmax: bool = False, labels_regex: str = ".*labels", predictions_regex: str = ".*predictions") -> None:
+                 argmax: bool = False, labels_regex: str = ".*labels",
+                 predictions_regex: str = ".*predictions") -> None:
         super().__init__()
         self.threshold_imbalance = float(threshold_imbalance)
         self.threshold_misprediction = float(threshold_misprediction)
@@ -79,7 +80,7 @@ class ClassImbalance(Rule):
         vals = {"counts": dict(counts), "imbalance": ratio, "misprediction": wrong}
         why = []
         if ratio > self.threshold_imbalance:
-            big, small = max(counts, key=counts.get), min(counts, key=counts.get)
+            big, small = max(counts, key=lambda c: counts[c]), min(counts, key=lambda c: counts[c])
             why.append(f"class {big} has {ratio:.3g}x the samples of class {small} "
                        f"({counts[big]} vs {counts[small]}; threshold {self.threshold_imbalance:g})")
         if bad_pred:
@@ -139,7 +140,8 @@ class Confusion(Rule):
         if low:
             why.append(f"recall below {self.min_diag:g}: {listing(low)}")
         if off[worst] > self.max_off_diag:
-            why.append(f"{off[worst]:.1%} of class {worst[0]} predicted as class {worst[1]} (> {self.max_off_diag:.1%})")
+            why.append(f"{off[worst]:.1%} of class {worst[0]} predicted as class {worst[1]} "
+                       f"(> {self.max_off_diag:.1%})")
         if why:
             return result(self, step, True, "; ".join(why), vals)
         return result(self, step, False, f"confusion fine over {int(rows.sum())} samples", vals)
@@ -188,8 +190,8 @@ class CheckInputImages(Rule):
                if abs(m[c]) > self.threshold_mean}
         vals = {"channel_means": {n: m.tolist() for n, m in means.items()}}
         if bad:
-            return result(self, step, True, f"input images not normalised: channel mean beyond ±{self.threshold_mean:g}: "
-                          f"{listing(bad)}", vals)
+            return result(self, step, True, "input images not normalised: channel mean beyond "
+                          f"±{self.threshold_mean:g}: {listing(bad)}", vals)
         return result(self, step, False, "input channel means near 0", vals)
 
 

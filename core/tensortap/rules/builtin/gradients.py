@@ -2,7 +2,7 @@
 poor_weight_initialization."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -59,7 +59,7 @@ class VanishingGradient(Rule):
         if low:
             return result(self, step, True, f"mean |gradient| below {self.threshold:g} in {len(low)} of "
                           f"{len(names)} tensors: {listing(low)}", {"mean_abs": low, "threshold": self.threshold})
-        smallest = min(means, key=means.get)
+        smallest = min(means, key=lambda n: means[n])
         return result(self, step, False, f"smallest mean |gradient| {means[smallest]:.3g} ({smallest})",
                       {"min_mean_abs": means[smallest]})
 
@@ -185,7 +185,8 @@ class PoorWeightInitialization(Rule):
         ms = trial.mode_step(step)
         if ms >= self.steps_:
             return skipped(self, step, f"past the first {self.steps_} train steps")
-        why, vals = [], {}
+        why: List[str] = []
+        vals: Dict[str, Any] = {}
         if self.activation_inputs_regex:
             acts = activations(trial.tensor_names(regex=self.activation_inputs_regex, step=step))
         else:

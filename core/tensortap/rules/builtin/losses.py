@@ -45,9 +45,11 @@ class LossNotDecreasing(Rule):
         if not (0.0 <= self.diff_percent < 100.0):
             raise ConfigError("loss_not_decreasing: diff_percent must be in [0, 100)")
         if not (self.use_losses_collection or self.collection_names or self.tensor_regex):
-            raise ConfigError("loss_not_decreasing: with use_losses_collection=False give collection_names or tensor_regex")
-        self._hist: Dict[Tuple[str, str], List[Tuple[int, float, int]]] = {}  # (mode step, loss, global step)
-        self._last: Dict[Tuple[str, str], int] = {}
+            raise ConfigError("loss_not_decreasing: with use_losses_collection=False give collection_names or "
+                              "tensor_regex")
+        # by (loss, mode): (mode step, loss, global step)
+        self._hist: Dict[Tuple[str, Optional[str]], List[Tuple[int, float, int]]] = {}
+        self._last: Dict[Tuple[str, Optional[str]], int] = {}
 
     def requirements(self) -> Needs:
         colls = list(self.collection_names or []) + (["losses"] if self.use_losses_collection else [])
@@ -65,7 +67,8 @@ class LossNotDecreasing(Rule):
         names = self._names(trial, step)
         if not names:
             return self.skip(step, self.nothing_to_check(trial, step))
-        bad, checked = {}, {}
+        bad: Dict[str, str] = {}
+        checked: Dict[str, Tuple[int, float, float, int]] = {}
         for n in names:
             key = (n, key_mode)
             v = scalar(trial, n, step)

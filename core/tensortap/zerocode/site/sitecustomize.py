@@ -13,6 +13,8 @@ def _tensortap_start() -> None:
     boot = sys.modules.get("_tensortap_boot")
     if boot is None:
         spec = importlib.util.spec_from_file_location("_tensortap_boot", path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"tensortap: cannot load its boot module {path}")
         boot = importlib.util.module_from_spec(spec)
         sys.modules["_tensortap_boot"] = boot
         spec.loader.exec_module(boot)

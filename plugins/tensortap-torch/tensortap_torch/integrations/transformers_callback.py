@@ -97,7 +97,7 @@ class TransformersCallback(TrainerCallback):
                 hook.set_mode(None)
                 hook.end_step()
 
-        setattr(trainer, "predict", predict_in_predict_mode)  # this instance only
+        trainer.predict = predict_in_predict_mode  # this instance only
 
     # ---- training steps ----------------------------------------------------------------------
     @guarded

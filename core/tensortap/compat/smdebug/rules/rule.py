@@ -48,7 +48,7 @@ class Rule(ABC):
         self.trials = ([self.base_trial] if self.base_trial is not None else []) + list(self.other_trials or [])
         self.req_tensors = RequiredTensors(self.base_trial, self.other_trials)
 
-    def set_required_tensors(self, step: int) -> None:
+    def set_required_tensors(self, step: int) -> None:  # noqa: B027 (optional override, as in smdebug)
         """Declare what invoke_at_step reads: self.req_tensors.add(name, steps=[...])."""
 
     @abstractmethod

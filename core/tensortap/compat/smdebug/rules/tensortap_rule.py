@@ -19,26 +19,30 @@ class SmdebugRule(TTRule):
 
     def __init__(self, rule: Any, **params: Any) -> None:
         super().__init__()
+        self.cls: type
+        self.rule_params: Dict[str, Any]
+        self.rule: Optional[SmdebugRuleBase]
         if isinstance(rule, type):
             if not issubclass(rule, SmdebugRuleBase):
                 raise TypeError(f"{rule.__qualname__} is not a subclass of tensortap.compat.smdebug.rules.Rule")
-            self.cls, self.params, self.rule = rule, params, None
+            self.cls, self.rule_params, self.rule = rule, params, None
         else:
             if params:
                 raise TypeError("parameters go with a rule class; this rule object is made already")
-            self.cls, self.params, self.rule = type(rule), {}, rule
+            self.cls, self.rule_params, self.rule = type(rule), {}, rule
         self.name = self.cls.__name__
         self._trial: Optional[Any] = None
 
     def _bound(self, trial: Any) -> SmdebugRuleBase:
-        if self._trial is not trial:
+        rule = self.rule
+        if self._trial is not trial or rule is None:
             view = Trial(trial)
-            if self.rule is None:
-                self.rule = self.cls(view, **self.params)
+            if rule is None:
+                rule = self.rule = self.cls(view, **self.rule_params)
             else:
-                self.rule.bind_trial(view)
+                rule.bind_trial(view)
             self._trial = trial
-        return self.rule
+        return rule
 
     def invoke_at_step(self, trial, step: int):
         rule = self._bound(trial)
