@@ -2,10 +2,10 @@
 modes, values bit-exact) as the same script with an explicit tt.Hook written into it: for a PyTorch
 loop, a hook whose TRAIN steps the script drives by hand at its optimizer steps (hook.drive_steps,
 begin_step before the step's forward, capture_gradients before optimizer.step()), and for Gluon
-the same at trainer.step(); for Keras, `hook.register(model)`. The child's exit code is kept; a rule's stop ends the script cleanly
-at an optimizer step boundary; torchrun gives one worker per rank; DataLoader workers get no hook;
-a bad configuration stops before the script starts; a script with nothing to instrument ends with
-a warning saying what was looked for."""
+the same at trainer.step(); for Keras, `hook.register(model)`. The child's exit code is kept; a
+rule's stop ends the script cleanly at an optimizer step boundary; torchrun gives one worker per
+rank; DataLoader workers get no hook; a bad configuration stops before the script starts; a script
+with nothing to instrument ends with a warning saying what was looked for."""
 from __future__ import annotations
 
 import importlib.util

@@ -192,7 +192,8 @@ class NeedsCheck:
         whole = [n for n in have if not (n.full_values and _only_reductions(self.hook, n.collection))]
         if not whole:
             what = " or ".join(n.describe() for n in have)
-            reds = ", ".join(dict.fromkeys(r for n in have for r in _only_reductions(self.hook, n.collection))) or "none"
+            reds = (", ".join(dict.fromkeys(r for n in have for r in _only_reductions(self.hook, n.collection)))
+                    or "none")
             colls = " or ".join(repr(n.collection) for n in have)
             self._warn(rule, f"rule {rule.name} reads whole tensors ({what}), but this hook saves only their "
                        f"reductions ({reds}): set save_raw_tensor=True in the hook's reduction_config "
