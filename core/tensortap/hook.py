@@ -291,7 +291,8 @@ class Hook:
         return self.session.take_stop_request()
 
     def request_stop(self, reason: str) -> None:
-        """Ask training to stop at the next step boundary (what the stop_training action calls)."""
+        """Ask training to stop at the next step boundary (what the stop_training action calls);
+        while a stop is pending, the first request's reason is kept."""
         self.session.request_stop(reason)
 
     # ---- capture (what adapters do through hook.session; open to manual loops) ----------------

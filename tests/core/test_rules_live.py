@@ -60,6 +60,35 @@ def test_stop_training_at_next_step_boundary(run_dir):
     assert done == 0
 
 
+@pytest.mark.parametrize("where", ["process", "thread"])
+def test_a_burst_of_firings_stops_training_with_the_first_ones_reason(run_dir, monkeypatch, where):
+    """Rule results arrive in bursts when the rules catch up with training (a rules process still
+    starting while a fast loop runs ahead): each firing before the next step boundary asks to stop,
+    and training is told the FIRST one (step 3 here), not the last (step 6)."""
+    monkeypatch.setenv("TENSORTAP_LIVE_RULES", where)
+    model = NumpyMLP(n_in=8, n_hidden=16, n_out=4, seed=0)
+    x, y = make_data(64, seed=1)
+    hook = tt.Hook(run_dir, include_collections=["losses"], save_config=tt.SaveConfig(save_interval=1))
+    rule = R("loss_not_decreasing")(num_steps=3)
+    hook.add_rule(rule, action="stop_training")
+    hook.drive_steps()  # the test, as the trainer, chooses the step boundary where it looks for a stop
+    for i in range(9):  # learning rate 0: a flat loss, the rule fires at steps 3 and 6
+        hook.begin_step(tt.modes.TRAIN, step=i)
+        hook.save_scalar("loss", model.loss(model.forward(x[:32]), y[:32]), collection="losses")
+        model.backward()
+        model.sgd_step(0.0)
+    hook.end_step()
+    deadline = time.monotonic() + 60  # both firings' actions have run once the last step's result is in
+    while (rule.last_result is None or rule.last_result.step < 8) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    reason = hook.take_stop_request()
+    hook.close()
+    fired = [r["step"] for r in tt.create_trial(run_dir).rule_results() if r["fired"]]
+    assert fired == [3, 6], fired
+    assert reason is not None and reason.startswith("rule loss_not_decreasing fired at step 3:"), reason
+    assert not hook.errors, hook.errors
+
+
 def test_results_recorded_and_shown_by_ls(run_url, capsys):
     hook, _, _ = mlp_run(run_url, steps=15, lr=0.0, batch=128, data=make_data(128, seed=1),
                          rules=[R("loss_not_decreasing")(num_steps=5), R("vanishing_gradient")()])

@@ -20,15 +20,27 @@ def _need(module: str) -> None:
         pytest.skip(f"needs {module} (not installed in this venv)")
 
 
-def _hook(run_dir, monkeypatch, where):
-    monkeypatch.setenv("TENSORTAP_LIVE_RULES", where)
-    hook = tt.Hook(run_dir, include_collections=["losses"], save_config=tt.SaveConfig(save_interval=1))
-    hook.add_rule(tt.rules.get("loss_not_decreasing")(num_steps=3), action="stop_training")
-    return hook
+@pytest.fixture
+def make_hook(run_dir, monkeypatch):
+    """make_hook(where): a hook whose live loss_not_decreasing(num_steps=3) stops training, closed
+    after the test even when an assertion fails (an unclosed hook leaves its framework patches, e.g.
+    the Gluon Trainer's, installed for the tests that follow)."""
+    hooks = []
+
+    def make(where):
+        monkeypatch.setenv("TENSORTAP_LIVE_RULES", where)
+        hook = tt.Hook(run_dir, include_collections=["losses"], save_config=tt.SaveConfig(save_interval=1))
+        hooks.append(hook)
+        hook.add_rule(tt.rules.get("loss_not_decreasing")(num_steps=3), action="stop_training")
+        return hook
+
+    yield make
+    for hook in hooks:
+        hook.close()  # safe to call twice
 
 
 def _check_run(hook, run_dir, stopped_at: int, event: bool = True) -> None:
-    hook.close()
+    hook.close()  # the fixture closes it too, when a test fails before this
     assert 3 < stopped_at < STEPS // 2, stopped_at
     trial = tt.create_trial(run_dir)
     fired = [r["step"] for r in trial.rule_results() if r["rule"] == "loss_not_decreasing" and r["fired"]]
@@ -45,14 +57,14 @@ def _data(n=64, d=8, seed=0):
 
 
 @pytest.mark.parametrize("where", WHERE)
-def test_torch_loop_stops(run_dir, monkeypatch, where):
+def test_torch_loop_stops(run_dir, make_hook, where):
     _need("tensortap_torch")
     import torch
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    hook = _hook(run_dir, monkeypatch, where)
+    hook = make_hook(where)
     hook.register(model)
     x, y = (torch.from_numpy(a) for a in _data())
     steps = 0
@@ -68,7 +80,7 @@ def test_torch_loop_stops(run_dir, monkeypatch, where):
 
 
 @pytest.mark.parametrize("where", WHERE)
-def test_keras_fit_stops(run_dir, monkeypatch, where):
+def test_keras_fit_stops(run_dir, make_hook, where):
     _need("tensortap_tensorflow")
     import tensorflow as tf
 
@@ -77,7 +89,7 @@ def test_keras_fit_stops(run_dir, monkeypatch, where):
                                  tf.keras.layers.Dense(2)])
     model.compile(optimizer=tf.keras.optimizers.SGD(learning_rate=0.0),
                   loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    hook = _hook(run_dir, monkeypatch, where)
+    hook = make_hook(where)
     x, y = _data()
     batches = []
     count = tf.keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: batches.append(b))
@@ -88,7 +100,7 @@ def test_keras_fit_stops(run_dir, monkeypatch, where):
 
 
 @pytest.mark.parametrize("where", WHERE)
-def test_gluon_loop_stops(run_dir, monkeypatch, where):
+def test_gluon_loop_stops(run_dir, make_hook, where):
     _need("tensortap_mxnet")
     _need("mxnet")
     import mxnet as mx
@@ -100,7 +112,7 @@ def test_gluon_loop_stops(run_dir, monkeypatch, where):
     mx.random.seed(0)
     net.initialize(mx.init.Xavier(), ctx=mx.cpu())
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-    hook = _hook(run_dir, monkeypatch, where)
+    hook = make_hook(where)
     hook.register(net)
     hook.register_loss(loss_fn)
     trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.0})

@@ -147,8 +147,8 @@ class CaptureSession(StepClock):
             if self._early:
                 self._save_held()
             reason = None
-            if not self.driven:  # a driver takes stop requests itself (take_stop_request)
-                reason, self._stop_reason = self._stop_reason, None
+            if not self.driven and self._stop_reason is not None:  # a driver takes stop requests itself
+                reason = self.take_stop()
         if self.driven:
             self._prepare_driven(self.mode, first_pass=True)
         if self._tokens is not None and "attention" in self._wanted:

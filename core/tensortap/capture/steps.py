@@ -8,6 +8,7 @@ caller's number, so a run of one mode keeps the caller's numbers as its global s
 """
 from __future__ import annotations
 
+import threading
 from typing import Dict, FrozenSet, Iterable, Optional, Tuple, Union
 
 from .. import modes as _modes
@@ -32,6 +33,7 @@ class StepClock:
         self.driven: FrozenSet[ModeKeys] = frozenset()
         self._counters: Dict[ModeKeys, int] = {}
         self._stop_reason: Optional[str] = None
+        self._stop_lock = threading.Lock()  # rule results arrive on other threads (one per rules backend)
 
     def resolve_mode(self, mode: ModeArg) -> ModeKeys:
         """The mode a step begun with `mode` runs in: set_mode's override first, then `mode`, else TRAIN."""
@@ -76,8 +78,12 @@ class StepClock:
         return bool(self.driven) and self.resolve_mode(mode) in self.driven
 
     def request_stop(self, reason: str) -> None:
-        """Ask training to stop at the next step boundary."""
-        self._stop_reason = reason
+        """Ask training to stop at the next step boundary. While a stop is pending, a later request
+        keeps the first reason: live rule results arrive in bursts (a rules process catching up),
+        and training must be told the first firing, not the last one before its next boundary."""
+        with self._stop_lock:
+            if self._stop_reason is None:
+                self._stop_reason = reason
 
     @property
     def stop_requested(self) -> Optional[str]:
@@ -86,5 +92,6 @@ class StepClock:
 
     def take_stop(self) -> Optional[str]:
         """The pending stop reason, cleared."""
-        reason, self._stop_reason = self._stop_reason, None
+        with self._stop_lock:
+            reason, self._stop_reason = self._stop_reason, None
         return reason

@@ -70,8 +70,7 @@ class StopTrainingAction(Action):
         if ctx.hook is None:
             log.warning("tensortap: rule %s asked to stop training, but it runs offline", ctx.result.rule)
             return
-        if getattr(ctx.hook, "_stop_reason", None) is not None:
-            return  # a stop is already pending: the first firing's reason is the one training sees
+        # while a stop is pending, request_stop keeps the first firing's reason (the one training sees)
         ctx.hook.request_stop(f"{fired_at(ctx)}: {ctx.result.message}")
 
 
