@@ -37,8 +37,9 @@ SMALL_RECORD = 64 * 1024  # arrays up to this size are framed in memory and writ
 #: arrays up to this size share "pack" records (format 4): a reduction's 40 bytes would otherwise
 #: carry 21 bytes of framing of their own ...
 PACK_MAX = 2048
-#: ... of at most this many payload bytes (a lookup reads, and checks, its whole pack)
-PACK_BYTES = 16 * 1024
+#: ... of at most this many payload bytes (a lookup reads, and checks, its whole pack: one page
+#: keeps a random lookup of a small array within ~10 % of reading a record of its own)
+PACK_BYTES = 4096
 #: once woken, the writer waits this long for more steps and writes them in one burst ...
 LINGER_SECONDS = 0.01
 #: ... unless this many bytes are queued (or a flush waits): then it starts at once
