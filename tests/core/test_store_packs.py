@@ -75,7 +75,7 @@ def test_packed_arrays_read_back_bit_exact_and_aligned(tmp_path):
     hook.close()
     with open(os.path.join(root, layout.WORKERS_DIR, "worker-0", layout.data_file(0)), "rb") as f:
         data = f.read()
-    records = [r for r in framing.iter_records_verbose(data) if getattr(r, "kind", framing.KIND_DATA) == framing.KIND_DATA]
+    records = [r for r in framing.iter_records_verbose(data) if r.kind == framing.KIND_DATA]
     # per step: 'mid', 'big' and packs holding the 49 small arrays (38.6 kB), at most PACK_BYTES each
     small = sum(a.nbytes for a in _mixed(0).values() if a.nbytes <= PACK_MAX)
     packs = [r for r in records if r.next_offset - r.offset - framing.OVERHEAD <= PACK_BYTES]
