@@ -19,11 +19,12 @@ loop, nothing stored: what any tool pays before it writes a byte; and
 Method: configurations of every tool (smdebug aside) and one hook-off twin are interleaved run by
 run, in a shuffled order each round (so load from other processes hits all of them alike, none
 always runs first, and every tool's ratio is to the same hook-off runs); one run = `--steps`
-training steps (forward, loss, backward, SGD step) plus the flush of what the run wrote; we print the median over `--runs` runs (>= 5) of the time per step
-and the median over runs of its ratio to the hook-off run of the same round (paired: a slow spell
-of the machine hits both alike): wall clock, CPU time of the whole process (every thread,
-a tool's writer/reducer threads included: the work it adds) and CPU time of the training thread
-(what the training loop itself pays; on a machine with a free core the others run beside it).
+training steps (forward, loss, backward, SGD step) plus the flush of what the run wrote; we print
+the median over `--runs` runs (>= 5) of the time per step and the median over runs of its ratio to
+the hook-off run of the same round (paired: a slow spell of the machine hits both alike): wall
+clock, CPU time of the whole process (every thread, a tool's writer/reducer threads included: the
+work it adds) and CPU time of the training thread (what the training loop itself pays; on a
+machine with a free core the others run beside it).
 The load average is printed at the start and the end. The smdebug configurations run in a
 subprocess, with their own hook-off baseline measured in that process.
 
