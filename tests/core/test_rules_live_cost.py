@@ -312,10 +312,10 @@ def test_below_four_cpus_the_budget_is_automatic_after_a_burst(tmp_path, monkeyp
         assert worker.cpu_budget() == (worker.AUTO_SHARE, worker.AUTO_BURST)
         run = str(tmp_path / "run")
         burn_ms = 250.0
+        t0 = time.monotonic()  # before the rules process starts (its budget's clock starts with it)
         hook = tt.Hook(run, include_collections=["losses"], save_config=tt.SaveConfig(save_interval=1),
                        close_timeout=120)  # a loaded machine stretches the burning rule's wall time
         hook.add_rule(BurnsCpu(burn_ms))
-        t0 = time.monotonic()
         for _ in range(40):  # ~4 s of training: the burst (8 evaluations) runs out within it
             hook.begin_step()
             hook.save_tensor("loss", np.float32(1.0), collections=["losses"])
@@ -331,9 +331,10 @@ def test_below_four_cpus_the_budget_is_automatic_after_a_burst(tmp_path, monkeyp
     burst_steps = int(worker.AUTO_BURST * 1000 / burn_ms)
     assert done[:burst_steps] == trial.steps()[:burst_steps]  # the burst: every step, in order
     assert skipped and sorted(done + skipped) == trial.steps() and done[-1] == trial.steps()[-1]
-    # the budget held: the burst, then AUTO_SHARE of a CPU over the run (one evaluation may overdraw)
+    # the budget held: the burst, then AUTO_SHARE of a CPU over the run (overdrawn by at most two
+    # evaluations: the one started while in credit, and close()'s, which always evaluates the last step)
     cpu = sum(hook._rules.process_stats["per_step"])  # the evaluations' CPU-seconds
-    assert cpu <= worker.AUTO_BURST + worker.AUTO_SHARE * elapsed + burn_ms / 1000, (cpu, elapsed, len(done))
+    assert cpu <= worker.AUTO_BURST + worker.AUTO_SHARE * elapsed + 2 * burn_ms / 1000, (cpu, elapsed, len(done))
     assert len(done) < len(trial.steps()) - 10, (len(done), elapsed)
     assert "automatic when unset" in next(e["detail"] for e in trial.events() if e.get("event") == "rules_skipped")
 
