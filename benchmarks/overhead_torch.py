@@ -16,15 +16,17 @@ the fewest plain torch passes (aminmax, sum, sum of squares; one host transfer p
 loop, nothing stored: what any tool pays before it writes a byte; and
 "np.save by hand": the same, written with np.save to one file per saved step on the training thread.
 
-Method: configurations are interleaved run by run, in a shuffled order each round (so load from
-other processes hits all of them alike, and none always runs first); one run = `--steps` training
-steps (forward, loss, backward, SGD step) plus the flush of what the run wrote; we print the median
-over `--runs` runs (>= 5) of the time per step and the median over runs of its ratio to the hook-off
-run of the same round (paired: a slow spell of the machine hits both alike): wall clock, CPU time of
-the whole process (every thread, a tool's writer/reducer threads included: the work it adds) and CPU
-time of the training thread (what the training loop itself pays; on a machine with a free core the
-others run beside it). The load average is printed at the start and the end. The smdebug
-configurations run in a subprocess, with their own hook-off baseline measured in that process.
+Method: configurations of every tool (smdebug aside) and one hook-off twin are interleaved run by
+run, in a shuffled order each round (so load from other processes hits all of them alike, none
+always runs first, and every tool's ratio is to the same hook-off runs); one run = `--steps`
+training steps (forward, loss, backward, SGD step) plus the flush of what the run wrote; we print
+the median over `--runs` runs (>= 5) of the time per step and the median over runs of its ratio to
+the hook-off run of the same round (paired: a slow spell of the machine hits both alike): wall
+clock, CPU time of the whole process (every thread, a tool's writer/reducer threads included: the
+work it adds) and CPU time of the training thread (what the training loop itself pays; on a
+machine with a free core the others run beside it).
+The load average is printed at the start and the end. The smdebug configurations run in a
+subprocess, with their own hook-off baseline measured in that process.
 
     python benchmarks/overhead_torch.py            # both models, ~10 minutes on a quiet 2-core box
     python benchmarks/overhead_torch.py --quick    # MLP only + ResNet's wg10/red1, ~3 minutes
@@ -305,23 +307,40 @@ def measure(model_name: str, kind: str, configs, runs: int, steps: int, warmup: 
             device: str = "cpu") -> Dict[str, List[float]]:
     """Per configuration, `runs` seconds per step (configurations interleaved run by run), and
     under "bytes/<config>" the bytes that configuration wrote."""
-    setups = {c: Setup(model_name, c, kind if c != "off" else "off", device) for c in ("off",) + tuple(configs)}
-    times: Dict[str, List[float]] = {c: [] for c in setups}
+    return measure_together(model_name, (kind,), configs, runs, steps, warmup, device)[kind]
+
+
+def measure_together(model_name: str, kinds, configs, runs: int, steps: int, warmup: int = 2,
+                     device: str = "cpu") -> Dict[str, Dict[str, List[float]]]:
+    """`measure` of several tools at once: every (tool, configuration) and ONE hook-off twin
+    interleaved run by run in a shuffled order, so every tool's ratio is to the same hook-off runs
+    of the same rounds (tools measured one after the other each had their own, minutes apart,
+    and a process's later hook-off runs read up to 1.4x slower than its first ones)."""
+    keys = [("off", "off")] + [(k, c) for k in kinds for c in configs]
+    setups = {key: Setup(model_name, key[1], key[0], device) for key in keys}
+    times: Dict[tuple, List[float]] = {key: [] for key in keys}
     try:
-        for s in setups.values():
-            s.train(warmup)
+        for su in setups.values():
+            su.train(warmup)
         rng = random.Random(0)
         for _ in range(runs):
-            order = list(setups)
+            order = list(keys)
             rng.shuffle(order)  # no configuration always runs first (or right after another one)
-            for c in order:
-                times[c].append(setups[c].train(steps))
+            for key in order:
+                times[key].append(setups[key].train(steps))
     finally:
-        for c, s in setups.items():
-            times[f"bytes/{c}"] = [float(s.finish())]
-            times[f"cpu/{c}"] = s.cpu[1:]  # without the warm-up
-            times[f"thread/{c}"] = s.thread[1:]
-    return times
+        sizes = {key: float(su.finish()) for key, su in setups.items()}
+    out: Dict[str, Dict[str, List[float]]] = {}
+    for k in kinds:
+        res: Dict[str, List[float]] = {}
+        for key in [("off", "off")] + [(k, c) for c in configs]:
+            c, su = key[1], setups[key]
+            res[c] = times[key]
+            res[f"bytes/{c}"] = [sizes[key]]
+            res[f"cpu/{c}"] = su.cpu[1:]  # without the warm-up
+            res[f"thread/{c}"] = su.thread[1:]
+        out[k] = res
+    return out
 
 
 def smdebug_python() -> Optional[str]:
@@ -431,13 +450,14 @@ def main(argv=None) -> int:
         steps = args.steps or (10 if model_name == "resnet" else 30)
         n_params = sum(p.numel() for p in make(model_name)[0].parameters())
         print(f"\n== {model_name}: {n_params:,} parameters, batch 64, {args.runs} runs x {steps} steps", flush=True)
-        results: Dict[str, Optional[Dict[str, List[float]]]] = {
-            "tensortap": measure(model_name, "tensortap", cfgs, args.runs, steps, device=args.device)}
+        kinds = {"tensortap": "tensortap"}
         if not args.no_bare:
-            results["bare torch (floor)"] = measure(model_name, "bare", cfgs, args.runs, steps, device=args.device)
-            results["np.save by hand"] = measure(model_name, "npsave", cfgs, args.runs, steps, device=args.device)
+            kinds.update({"bare torch (floor)": "bare", "np.save by hand": "npsave"})
         if not args.no_tensorboard:
-            results["tensorboard"] = measure(model_name, "tensorboard", cfgs, args.runs, steps, device=args.device)
+            kinds["tensorboard"] = "tensorboard"
+        # every tool in one interleaved measurement, beside one shared hook-off twin (smdebug: its own venv)
+        together = measure_together(model_name, tuple(kinds.values()), cfgs, args.runs, steps, device=args.device)
+        results: Dict[str, Optional[Dict[str, List[float]]]] = {label: together[k] for label, k in kinds.items()}
         if not args.no_smdebug:
             results["smdebug 1.0.34"] = measure_smdebug(model_name, cfgs, args.runs, steps)
         rows += report(model_name, results, cfgs)

@@ -1,7 +1,7 @@
 """What a registered hook costs on steps it does not save (PyTorch, CPU, 1 thread).
 
     python benchmarks/unsaved_step_torch.py [--model mlp|tiny] [--rounds 24] [--steps 200]
-        [--collections weights,biases,gradients,losses] [--loss record|register]
+        [--collections weights,biases,gradients,losses] [--loss record|register] [--clock wall|cpu]
 
 Three identical models live in one process: two without tensortap and one with a Hook whose
 SaveConfig saves step 0 only. Each round trains each of them --steps steps (forward, loss,
@@ -11,7 +11,9 @@ twin's time over the first plain twin's (the cost) and the second plain twin's o
 (the A/A control: what two identical models differ by on this machine with no hook at all).
 Prints the medians and quartiles over rounds and the added microseconds per step. Separate
 processes vary by +-15 % on the development VM; twins in one process, paired per round, resolve
-a few percent.
+a few percent. On a machine loaded by other jobs, `--clock cpu` times each twin by the training
+thread's own CPU time (time.thread_time: what the step computes, not the time it waits for a core),
+which resolves the hook's few microseconds where wall-clock rounds differ by tens of percent.
 """
 from __future__ import annotations
 
@@ -51,6 +53,8 @@ def main(argv=None) -> int:
     ap.add_argument("--collections", default="weights,biases,gradients,losses")
     ap.add_argument("--loss", choices=["record", "register"], default="record",
                     help="hook.record_loss(loss) each step, or hook.register_loss(loss module) once")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="time by the wall clock, or by the training thread's CPU time (loaded machines)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     build = make(args.model)
@@ -67,10 +71,12 @@ def main(argv=None) -> int:
     if args.loss == "register":
         hook.register_loss(loss_fns["hooked"])
 
+    clock = time.perf_counter if args.clock == "wall" else time.thread_time
+
     def train(name: str, steps: int) -> float:
         m, opt, loss_fn = twins[name], opts[name], loss_fns[name]
         h = hook if name == "hooked" and args.loss == "record" else None
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(steps):
             loss = loss_fn(m(x), y)
             if h is not None:
@@ -78,7 +84,7 @@ def main(argv=None) -> int:
             opt.zero_grad()
             loss.backward()
             opt.step()
-        return (time.perf_counter() - t0) / steps
+        return (clock() - t0) / steps
 
     for name in twins:  # warm-up; the hooked twin saves its step 0 here
         train(name, 20)
@@ -96,7 +102,7 @@ def main(argv=None) -> int:
     saved = tt.create_trial(out).steps()
     assert saved == [0], f"the hook saved steps {saved}; only step 0 was to be saved"
     print(f"{args.model}: {args.rounds} rounds x {args.steps} steps, plain step {statistics.median(base):.3f} ms, "
-          f"collections {args.collections}, loss by {args.loss}")
+          f"collections {args.collections}, loss by {args.loss}, {args.clock} clock")
     print(f"  hooked / plain        {quartiles(cost)}")
     print(f"  plain again / plain   {quartiles(control)}   (A/A control: no hook at all)")
     print(f"  the hook adds {statistics.median(added):.1f} us per unsaved step beyond the control")

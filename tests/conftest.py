@@ -7,6 +7,10 @@ import os
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Live-rule tests check the result of every saved step: no CPU budget for the rules process unless a
+# test asks for one (below 4 CPUs the default is an automatic budget that may skip steps of a long
+# run; tests/core/test_rules_live_cost.py checks it with the variable unset).
+os.environ.setdefault("TENSORTAP_RULES_CPU", "0")
 
 # mxnet 1.9.1 segfaults or hangs when it is imported after tensorflow in one process (found
 # by the TF plugin's tests); importing it first, where it is installed, makes any test order safe.

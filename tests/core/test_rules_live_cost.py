@@ -44,7 +44,7 @@ def test_values_at_equals_value_and_survives_buffer_reuse(tmp_path):
 
 def test_values_at_leaves_out_damaged_records_that_value_reports(tmp_path):
     run = str(tmp_path / "run")
-    mlp_run(run, steps=3)
+    mlp_run(run, steps=3, n_hidden=128)  # weights over 2 KiB: records of their own (smaller ones share packs)
     trial = tt.create_trial(run)
     r = trial._readers()[0]
     si = r.steps[1]
@@ -296,3 +296,61 @@ def test_a_wrong_cpu_budget_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(tt.ConfigError, match="TENSORTAP_RULES_CPU='lots'.*0 to 1"):
         hook.add_rule(tt.rules.get("loss_not_decreasing")())
     hook.close()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the rules process needs POSIX")
+def test_below_four_cpus_the_budget_is_automatic_after_a_burst(tmp_path, monkeypatch):
+    """No TENSORTAP_RULES_CPU, the rules process on 2 CPUs (sharing them with training): every
+    step is evaluated while the burst lasts (AUTO_BURST CPU-seconds), then at most AUTO_SHARE of
+    a CPU: steps saved meanwhile are skipped and recorded."""
+    from tensortap.rules import worker
+
+    monkeypatch.setenv("TENSORTAP_LIVE_RULES", "process")
+    monkeypatch.delenv("TENSORTAP_RULES_CPU", raising=False)
+    before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    if before is not None:
+        os.sched_setaffinity(0, sorted(before)[:2])  # the rules process inherits it
+    try:
+        assert worker.usable_cpus() < worker.AUTO_CORES
+        assert worker.cpu_budget() == (worker.AUTO_SHARE, worker.AUTO_BURST)
+        run = str(tmp_path / "run")
+        burn_ms = 250.0
+        t0 = time.monotonic()  # before the rules process starts (its budget's clock starts with it)
+        hook = tt.Hook(run, include_collections=["losses"], save_config=tt.SaveConfig(save_interval=1),
+                       close_timeout=120)  # a loaded machine stretches the burning rule's wall time
+        hook.add_rule(BurnsCpu(burn_ms))
+        for _ in range(40):  # ~4 s of training: the burst (8 evaluations) runs out within it
+            hook.begin_step()
+            hook.save_tensor("loss", np.float32(1.0), collections=["losses"])
+            time.sleep(0.1)
+        hook.close()
+        elapsed = time.monotonic() - t0
+    finally:
+        if before is not None:
+            os.sched_setaffinity(0, before)
+    trial = tt.create_trial(run)
+    done = [r["step"] for r in trial.rule_results()]
+    skipped = [s for e in trial.events() if e.get("event") == "rules_skipped" for s in e["steps"]]
+    burst_steps = int(worker.AUTO_BURST * 1000 / burn_ms)
+    assert done[:burst_steps] == trial.steps()[:burst_steps]  # the burst: every step, in order
+    assert skipped and sorted(done + skipped) == trial.steps() and done[-1] == trial.steps()[-1]
+    # the budget held: the burst, then AUTO_SHARE of a CPU over the run (overdrawn by at most two
+    # evaluations: the one started while in credit, and close()'s, which always evaluates the last step)
+    cpu = sum(hook._rules.process_stats["per_step"])  # the evaluations' CPU-seconds
+    assert cpu <= worker.AUTO_BURST + worker.AUTO_SHARE * elapsed + 2 * burn_ms / 1000, (cpu, elapsed, len(done))
+    assert len(done) < len(trial.steps()) - 10, (len(done), elapsed)
+    assert "automatic when unset" in next(e["detail"] for e in trial.events() if e.get("event") == "rules_skipped")
+
+
+def test_four_cpus_or_more_need_no_budget_and_zero_turns_it_off(monkeypatch):
+    from tensortap.rules import worker
+
+    monkeypatch.delenv("TENSORTAP_RULES_CPU", raising=False)
+    monkeypatch.setattr(worker, "usable_cpus", lambda: 4)
+    assert worker.cpu_budget() == (0.0, 0.0)
+    monkeypatch.setattr(worker, "usable_cpus", lambda: 2)
+    assert worker.cpu_budget() == (worker.AUTO_SHARE, worker.AUTO_BURST)
+    monkeypatch.setenv("TENSORTAP_RULES_CPU", "0")
+    assert worker.cpu_budget() == (0.0, 0.0)
+    monkeypatch.setenv("TENSORTAP_RULES_CPU", "0.2")
+    assert worker.cpu_budget() == (0.2, 0.0)

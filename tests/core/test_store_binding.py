@@ -23,7 +23,8 @@ def _write(root: str, seed: int, steps: int = STEPS) -> dict:
     """A run of equal-sized steps, 3 to a segment (so segments line up byte for byte with each
     other and with a twin run's); returns every value written."""
     rng = np.random.default_rng(seed)
-    w = StoreWriter(root, 0, segment_bytes=3 * 2 * (64 * 4 + 21) - 1)
+    # a step: one pack record (21 bytes of framing) of both arrays, 3 zero bytes aligning them for float32
+    w = StoreWriter(root, 0, segment_bytes=3 * (21 + 3 + 2 * 64 * 4) - 1)
     truth = {}
     for s in range(steps):
         arrays = {"a": rng.standard_normal(64).astype(np.float32), "b": rng.standard_normal(64).astype(np.float32)}

@@ -1,7 +1,7 @@
-"""Runs written in store format 2 (tensortap before issue 16: no segment headers, unbound
-checksums, no writer claim) still read, bit-exact. The fixture was written by the format-2 code
-itself (commit 8c0d35a; tests/core/data/make_format2_run.py says how) and the values beside it
-by numpy."""
+"""Runs written in older store formats still read, bit-exact: format 2 (tensortap before issue 16:
+no segment headers, unbound checksums, no writer claim) and format 3 (one data record per array,
+before small arrays were packed). Each fixture was written by that format's code itself (commits
+8c0d35a and 008670a; tests/core/data/make_fixture_run.py says how) and the values beside it by numpy."""
 from __future__ import annotations
 
 import os
@@ -23,9 +23,14 @@ def format2_run(tmp_path):
     return run
 
 
-def test_a_format2_run_reads_bit_exact(format2_run):
-    expected = np.load(os.path.join(DATA, "format2_expected.npz"), allow_pickle=False)
-    trial = tt.create_trial(format2_run)
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_an_old_format_run_reads_bit_exact(tmp_path, fmt):
+    run = str(tmp_path / f"format{fmt}_run")
+    shutil.copytree(os.path.join(DATA, f"format{fmt}_run"), run)  # a copy: reading must not need to write
+    meta = os.path.join(run, layout.WORKERS_DIR, "worker-0", layout.META)
+    assert f'"format_version": {fmt},' in open(meta).read()
+    expected = np.load(os.path.join(DATA, f"format{fmt}_expected.npz"), allow_pickle=False)
+    trial = tt.create_trial(run)
     assert trial.steps() == [0, 1, 2, 3] and trial.is_complete()
     assert trial.steps(mode=tt.modes.EVAL) == [0] and trial.mode(3) == tt.modes.EVAL
     assert trial.problems == []

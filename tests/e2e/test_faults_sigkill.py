@@ -21,7 +21,7 @@ import time
 import pytest
 
 import tensortap as tt
-from tensortap.store import framing, layout
+from tensortap.store import layout
 from tensortap.testing import NumpyMLP, make_data
 
 RUNS = int(os.environ.get("TT_FAULT_RUNS", 50))
@@ -72,13 +72,8 @@ def _torn_bytes(run: str, trial):
         wdir = os.path.join(run, layout.WORKERS_DIR, r.worker)
         for seg, off in r._offsets.items():
             idx += os.path.getsize(os.path.join(wdir, layout.index_file(seg))) - off
-        ends = {}
-        for si in r.steps.values():
-            if len(si.entries):
-                end = int((si.entries["offset"] + si.entries["nbytes"]).max()) + framing.OVERHEAD
-                ends[si.seg] = max(ends.get(si.seg, 0), end)
-        for seg, end in ends.items():
-            data += os.path.getsize(os.path.join(wdir, layout.data_file(seg))) - end
+        for seg in {si.seg for si in r.steps.values() if len(si.entries)}:
+            data += os.path.getsize(os.path.join(wdir, layout.data_file(seg))) - r.indexed_end(seg)
     return idx, data
 
 

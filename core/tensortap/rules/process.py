@@ -22,7 +22,7 @@ from .actions import Action
 from .activity import Activity
 from .base import Rule
 from .recording import Attached, apply_results
-from .worker import cpu_share
+from .worker import cpu_budget
 
 if TYPE_CHECKING:
     from ..trial import Trial
@@ -77,7 +77,7 @@ class RulesProcess:
         if os.name != "posix":
             raise RulesProcessError("the rules process needs a POSIX system (pipes passed by descriptor)")
         try:
-            cpu_share()  # a wrong TENSORTAP_RULES_CPU is the user's to fix, now, not the child's to hide
+            cpu_budget()  # a wrong TENSORTAP_RULES_CPU is the user's to fix, now, not the child's to hide
         except ValueError as e:
             raise ConfigError(str(e)) from None
         from multiprocessing.connection import Connection
@@ -311,13 +311,14 @@ class RulesProcess:
             return  # are not the run's
         if isinstance(msg, protocol.Results):
             self._record(msg)
-        elif isinstance(msg, protocol.Skipped):  # the CPU budget (TENSORTAP_RULES_CPU) skipped these saved steps
+        elif isinstance(msg, protocol.Skipped):  # the CPU budget skipped these saved steps
             self._sent.difference_update(msg.steps)
             if self.hook.writer is not None:
                 self.hook.writer.submit_record({
                     "type": "event", "event": "rules_skipped", "steps": list(msg.steps), "time": time.time(),
-                    "detail": f"live rules skipped {len(msg.steps)} saved step(s) to stay within TENSORTAP_RULES_CPU; "
-                              "the newest saved step was evaluated instead"})
+                    "detail": f"live rules skipped {len(msg.steps)} saved step(s) to stay within their CPU budget "
+                              "(TENSORTAP_RULES_CPU, automatic when unset); the newest saved step was evaluated "
+                              "instead"})
         elif isinstance(msg, protocol.Added):
             self._acks.put(msg)
         elif isinstance(msg, protocol.Busy):  # the child has been on one thing for a while (named if close() gives up)

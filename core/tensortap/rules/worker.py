@@ -26,8 +26,16 @@ MAX_STATE_BYTES = 1 << 20
 #: environment variable: the rules process's niceness increment (0: none)
 NICE_ENV = "TENSORTAP_RULES_NICE"
 #: environment variable: the share of one CPU the rules process may use on average (e.g. 0.1);
-#: when evaluating costs more, steps saved in between are skipped (unset or 0: every step evaluated)
+#: when evaluating costs more, steps saved in between are skipped (0: every step evaluated; unset:
+#: the automatic budget below)
 CPU_ENV = "TENSORTAP_RULES_CPU"
+#: the automatic budget (TENSORTAP_RULES_CPU unset): none where the rules process has a core of its
+#: own (this many usable CPUs or more: training's thread, the writer's, the rules') ...
+AUTO_CORES = 4
+#: ... else this share of one CPU on average (training loses at most a tenth of a core: <= 1.10x) ...
+AUTO_SHARE = 0.1
+#: ... once the rules have used this many CPU-seconds (a burst: short runs evaluate every step)
+AUTO_BURST = 2.0
 #: environment variable (debugging): profile the rules process (CPU time) with cProfile and write the stats
 #: to "<value>.<pid>" when it exits (read them with python -m pstats)
 PROFILE_ENV = "TENSORTAP_RULES_PROFILE"
@@ -83,7 +91,7 @@ def _serve(fd_in: int, fd_out: int) -> None:
         report("live rules process could not start", e)
         return
     ev: Evaluator[int] = Evaluator(out_dir=init.out_dir, report=report)
-    w = _Worker(ev, send, cpu_share())
+    w = _Worker(ev, send, *cpu_budget())
     threading.Thread(target=_tell_when_busy, args=(ev.activity, send), name="tensortap-rules-busy", daemon=True).start()
     _warm_up(init.out_dir)
     send(protocol.Ready(os.getpid()))
@@ -132,18 +140,31 @@ def _tell_when_busy(activity: Activity, send: Send) -> None:
                 return
 
 
-def cpu_share() -> float:
-    """TENSORTAP_RULES_CPU: the share of one CPU the rules process may use on average (0: no
-    limit); ValueError naming the setting if it is not a number in [0, 1]."""
-    text = os.environ.get(CPU_ENV, "").strip()
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity; the rules process inherits it)."""
     try:
-        share = float(text) if text else 0.0
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity API (macOS)
+        return os.cpu_count() or 1
+
+
+def cpu_budget() -> tuple[float, float]:
+    """(share of one CPU the rules process may use on average, 0: no limit; CPU-seconds it may
+    use before the share applies): TENSORTAP_RULES_CPU if set, else the automatic budget
+    (AUTO_SHARE after AUTO_BURST below AUTO_CORES usable CPUs, none from there).
+    ValueError naming the setting if it is not a number in [0, 1]."""
+    text = os.environ.get(CPU_ENV, "").strip()
+    if not text:
+        return (0.0, 0.0) if usable_cpus() >= AUTO_CORES else (AUTO_SHARE, AUTO_BURST)
+    try:
+        share = float(text)
     except ValueError:
         share = -1.0
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"{CPU_ENV}={text!r}: give the share of one CPU the live rules process may use, "
-                         "a number from 0 to 1 (e.g. 0.1; 0 or unset: no limit, every saved step evaluated)")
-    return share if share < 1.0 else 0.0
+                         "a number from 0 to 1 (e.g. 0.1; 0: no limit, every saved step evaluated; unset: "
+                         f"automatic, {AUTO_SHARE} below {AUTO_CORES} CPUs)")
+    return (share if share < 1.0 else 0.0), 0.0
 
 
 class _Worker:
@@ -151,13 +172,18 @@ class _Worker:
     evaluated, each rule's state as last sent, the CPU budget, and its own CPU accounting (sent
     with Done: what the benchmark reports).
 
-    With a CPU budget (`share` of one CPU, TENSORTAP_RULES_CPU), an evaluation that took c
-    CPU-seconds is followed by c * (1/share - 1) seconds without one; steps saved meanwhile
-    wait, and when the next evaluation may start, only the newest of them is evaluated: the
-    older ones are skipped (reported to the training process, which records an event)."""
+    With a CPU budget (`share` of one CPU, `burst` CPU-seconds; cpu_budget()) the rules process
+    holds credit: `burst` at first, earning `share` CPU-seconds per second while it waits (up to
+    `burst`) and per second of each evaluation, spending the evaluation's CPU-seconds. In debt,
+    it evaluates nothing until the credit is back to 0 (with no burst: c * (1/share - 1) seconds
+    after an evaluation of c CPU-seconds); steps saved meanwhile wait, and when the next
+    evaluation may start, only the newest of them is evaluated: the older ones are skipped
+    (reported to the training process, which records an event)."""
 
-    def __init__(self, ev: Evaluator[int], send: Send, share: float = 0.0) -> None:
-        self.ev, self.send, self.share = ev, send, share
+    def __init__(self, ev: Evaluator[int], send: Send, share: float = 0.0, burst: float = 0.0) -> None:
+        self.ev, self.send, self.share, self.burst = ev, send, share, burst
+        self.credit = burst  # CPU-seconds the budget allows now (negative: owed)
+        self.credit_at = time.monotonic()
         self.states: dict[int, bytes] = {}
         self.pending: list[int] = []
         self.next_ok = 0.0  # time.monotonic() from which the budget allows the next evaluation
@@ -198,23 +224,41 @@ class _Worker:
         return False
 
     def evaluate(self, final: bool = False) -> None:
-        """Evaluate the pending steps, in order; with a budget, the newest one when it allows."""
+        """Evaluate the pending steps, in order; with a budget, in order while there is credit
+        (the burst), else the newest one when the budget allows."""
         if not self.pending or (self.share and not final and time.monotonic() < self.next_ok):
             return
         steps, self.pending = self.pending, []
-        if self.share and len(steps) > 1:
-            self.skipped += len(steps) - 1
-            self.send(protocol.Skipped(steps[:-1]))
-            steps = steps[-1:]
-        c_start = time.process_time()
-        if self.ev.open():
-            for step in steps:
-                c0 = time.process_time()
-                self.send_results(step, self.ev.at_step(step))
-                self.per_step.append(time.process_time() - c0)
-                self.steps += 1
         if self.share:
-            self.next_ok = time.monotonic() + (time.process_time() - c_start) * (1.0 / self.share - 1.0)
+            while len(steps) > 1 and self.credit_now() > 0:
+                self._evaluate(steps.pop(0))
+            if len(steps) > 1:
+                self.skipped += len(steps) - 1
+                self.send(protocol.Skipped(steps[:-1]))
+                steps = steps[-1:]
+        for step in steps:
+            self._evaluate(step)
+
+    def _evaluate(self, step: int) -> None:
+        c0, t0 = time.process_time(), time.monotonic()
+        if self.ev.open():
+            self.send_results(step, self.ev.at_step(step))
+            self.per_step.append(time.process_time() - c0)
+            self.steps += 1
+        if self.share:
+            self.spend(time.process_time() - c0, t0)
+
+    def credit_now(self) -> float:
+        """CPU-seconds the budget allows now (negative: owed)."""
+        return min(self.burst, self.credit + self.share * max(0.0, time.monotonic() - self.credit_at))
+
+    def spend(self, cpu: float, started: float) -> None:
+        """Account an evaluation of `cpu` CPU-seconds that started at `started` (time.monotonic)."""
+        now = time.monotonic()
+        idle = min(self.burst, self.credit + self.share * max(0.0, started - self.credit_at))
+        self.credit = min(self.burst, idle + self.share * (now - started) - cpu)
+        self.credit_at = now
+        self.next_ok = now + max(0.0, -self.credit) / self.share
 
     def send_results(self, step: int, results: list[tuple[int, RuleResult]]) -> None:
         """Send the results with ONE index record holding them all (the training process writes

@@ -19,6 +19,11 @@ worker, segment, step, name id and offset it was written for. The reader checks 
 binding its index entry gives, so a record read through any other entry (a segment copied over
 another, a botched restore) fails its checksum instead of passing for another value. It costs no
 bytes and one CRC of 44 bytes per record.
+
+From format 4 a step's small arrays share "pack" data records: the index entry of each points at
+its own bytes inside a pack, and the step's index record lists its packs ([offset, payload length]).
+A pack's checksum is bound like a record's, with the name id PACK_NID: a pack read through another
+step, segment or run fails its checksum the same way.
 """
 from __future__ import annotations
 
@@ -47,6 +52,7 @@ TRAILER_SIZE = 4
 OVERHEAD = HEADER_SIZE + TRAILER_SIZE
 _U32 = struct.Struct("<I")
 _BINDING = struct.Struct("<16sIIQIQ")  # writer token, rank, segment, step, name id, record offset
+PACK_NID = 0xFFFFFFFF  # the name id a pack record's binding uses (no tensor has it)
 
 
 def crc(data: "Buffer", value: int = 0) -> int:

@@ -5,7 +5,10 @@ payload = uint32 json_length | json header | entries (ENTRY_DTYPE rows, sorted b
 Header types:
   {"type": "defs", "names": [[nid, name, kind, [collections]]], "dtypes": [[id, "<f4"]],
    "shapes": [[id, [2, 3]]]}                        new ids, before the first step using them
-  {"type": "step", "step": g, "mode": "train", "mode_step": k, "time": t}
+  {"type": "step", "step": g, "mode": "train", "mode_step": k, "time": t, "packs": [[offset, length]]}
+                                                   "packs" (format 4, when the step has small arrays):
+                                                   its pack data records; an entry whose offset lies
+                                                   inside one is an array inside that pack
   {"type": "rule", ...}                            one rule evaluation result (older live rules)
   {"type": "rules", "time": t, "fields": [...], "results": [[...], ...]}
                                                    the results of several rules at once (live rules);

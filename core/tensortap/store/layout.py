@@ -8,8 +8,10 @@ RUN_MARKER = "tensortap-run.json"
 # padding records (kind 3) before big data records. 3: each index segment opens with a "segment"
 # record naming its number and writer; each data record's checksum is bound to the (writer, worker,
 # segment, step, name id, offset) it was written for; workers/worker-N/writer.json claims the worker
-# and carries the writer's heartbeat. Readers read every format up to theirs.
-FORMAT_VERSION = 3
+# and carries the writer's heartbeat. 4: a step's small arrays (<= 2 KiB) share "pack" data records
+# listed in the step's index record (framing: PACK_NID); an index entry points at its array's bytes
+# inside its pack. Readers read every format up to theirs.
+FORMAT_VERSION = 4
 WORKERS_DIR = "workers"
 META = "meta.json"
 CLAIM = "writer.json"

@@ -2,11 +2,14 @@
 
 Opening a run reads only index files. A value lookup reads exactly one data record
 (header + payload + checksum) at the offset the index gives, verifies its checksum (bound, from
-format 3, to the entry it was written for), and returns the array. Nothing in a run can run code:
-JSON and raw bytes of whitelisted dtypes; only regular files inside the run are opened.
+format 3, to the entry it was written for), and returns the array. From format 4 a small array
+lives inside a pack record shared by its step's small arrays: its lookup reads and checks that pack.
+Nothing in a run can run code: JSON and raw bytes of whitelisted dtypes; only regular files
+inside the run are opened.
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import os
@@ -238,6 +241,8 @@ class WorkerReader:
         self.names_version = 0
         self.problems: List[str] = []
         self._offsets: Dict[int, int] = {}
+        #: segment -> its pack records (format 4): their offsets, sorted, and (payload length, step) of each
+        self._packs: Dict[int, Tuple[List[int], List[Tuple[int, int]]]] = {}
         self._sizes: Dict[int, int] = {}
         self._handles: Dict[int, io.FileIO] = {}
         self._tails_noted: Set[Tuple[int, int]] = set()
@@ -501,11 +506,7 @@ class WorkerReader:
                     idx = self._stat_size(join(self.dir, layout.index_file(last)))
                     if idx > self._offsets.get(last, 0):
                         torn.append(f"{idx - self._offsets.get(last, 0)} byte(s) of {layout.index_file(last)}")
-                    end = 0
-                    for si in self.steps.values():
-                        e = si.entries if si.segs is None else si.entries[si.segs == last]
-                        if len(e) and (si.segs is not None or si.seg == last):
-                            end = max(end, int((e["offset"] + e["nbytes"]).max()) + framing.OVERHEAD)
+                    end = self.indexed_end(last)
                     if last in self._data_segs:
                         data = self._stat_size(self._data_path(last))
                         if data > end:
@@ -516,6 +517,26 @@ class WorkerReader:
                     out.append(f"{self.worker}: the writer stopped without closing the run; the torn tail it left "
                                f"({', '.join(torn)}: the step it was writing) is ignored")
             return out
+
+    def indexed_end(self, seg: int) -> int:
+        """The file offset after the last data record of segment `seg` the index refers to: the
+        bytes of its data file past it belong to no indexed step (a killed writer's torn tail)."""
+        with self._lock:
+            end = 0
+            starts, info = self._packs.get(seg, ([], []))
+            p_end = np.array(starts, np.int64) + np.array([p_len for p_len, _ in info], np.int64) + framing.OVERHEAD
+            if starts:
+                end = int(p_end.max())
+            for si in self.steps.values():
+                if si.segs is None and si.seg != seg:
+                    continue
+                e = si.entries if si.segs is None else si.entries[si.segs == seg]
+                if starts and len(e):  # arrays inside packs: their packs' ends counted above
+                    k = np.searchsorted(starts, e["offset"], side="right") - 1
+                    e = e[~((k >= 0) & (e["offset"] < p_end[np.maximum(k, 0)]))]
+                if len(e):
+                    end = max(end, int((e["offset"] + e["nbytes"]).max()) + framing.OVERHEAD)
+            return end
 
     def _apply(self, seg: int, header: Dict[str, Any], entries: Optional[np.ndarray[Any, Any]]) -> int:
         kind = header["type"]
@@ -558,6 +579,16 @@ class WorkerReader:
             t = header.get("time", 0.0)
             if not isinstance(t, (int, float)) or isinstance(t, bool):
                 raise index.BadIndex("malformed step time")
+            packs = _list(header, "packs")
+            if not all(isinstance(p, list) and len(p) == 2 and _is_id(p[0]) and _is_id(p[1]) for p in packs):
+                raise index.BadIndex("malformed pack list")
+            if packs:
+                starts, info = self._packs.setdefault(seg, ([], []))
+                for p_off, p_len in packs:
+                    i = bisect.bisect_left(starts, p_off)
+                    if i == len(starts) or starts[i] != p_off:
+                        starts.insert(i, p_off)
+                        info.insert(i, (p_len, step))
             if entries is None:
                 entries = np.zeros(0, index.ENTRY_DTYPE)
             old = self.steps.get(step)
@@ -612,9 +643,11 @@ class WorkerReader:
         except struct.error:  # a forged step, id or offset beyond the fields' range
             raise CorruptRunError(f"{what}: the index entry is out of range; the run is damaged") from None
 
-    def _entry(self, si: StepIndex, nid: int, what: str) -> Tuple[int, int, int, np.dtype[Any], Tuple[int, ...], int]:
-        """(segment, offset, nbytes, dtype, shape, checksum seed) of the array stored for `nid`
-        at `si`, checked against the index's own definitions."""
+    def _entry(self, si: StepIndex, nid: int,
+               what: str) -> Tuple[int, int, int, np.dtype[Any], Tuple[int, ...], int, int, int]:
+        """(segment, record offset, record payload length, dtype, shape, checksum seed, the array's
+        offset in that payload, its nbytes) of the array stored for `nid` at `si`, checked against
+        the index's own definitions. A record holds one array, or (format 4) is a pack of several."""
         row = si.find_row(nid)
         if row is None:
             raise KeyError(nid)
@@ -626,7 +659,19 @@ class WorkerReader:
             raise CorruptRunError(f"{what}: the index refers to an unknown dtype/shape id; the run is damaged")
         if nbytes != math.prod(shape) * dtype.itemsize:  # Python ints: a forged shape cannot overflow
             raise CorruptRunError(f"{what}: index says {nbytes} bytes for shape {shape} {dtype}; the run is damaged")
-        return seg, off, nbytes, dtype, shape, self._seed(seg, si.step, nid, off, what)
+        packs = self._packs.get(seg)
+        if packs is not None:
+            starts, info = packs
+            i = bisect.bisect_right(starts, off) - 1
+            if i >= 0 and off < starts[i] + framing.OVERHEAD + info[i][0]:  # inside pack i
+                p_off, (p_len, p_step) = starts[i], info[i]
+                at = off - p_off - framing.HEADER_SIZE
+                if at < 0 or at + nbytes > p_len or p_step != si.step:
+                    raise CorruptRunError(f"{what}: the index entry points outside its step's pack records; the run "
+                                          "is damaged")
+                seed = self._seed(seg, si.step, framing.PACK_NID, p_off, what)
+                return seg, p_off, p_len, dtype, shape, seed, at, nbytes
+        return seg, off, nbytes, dtype, shape, self._seed(seg, si.step, nid, off, what), 0, nbytes
 
     def _check_size(self, seg: int, end: int, what: str) -> None:
         if end > self._size(seg, end):
@@ -646,8 +691,9 @@ class WorkerReader:
 
     def _payload(self, rec: memoryview, raw: np.ndarray[Any, Any], start: int, seg: int, off: int, nbytes: int,
                  dtype: np.dtype[Any], shape: Tuple[int, ...], what: str, seed: int,
-                 pcrc: Optional[int] = None) -> np.ndarray[Any, Any]:
-        """The array of the record held in `rec` (= raw[start - HEADER_SIZE:...]), after its checks."""
+                 pcrc: Optional[int] = None, at: int = 0, size: Optional[int] = None) -> np.ndarray[Any, Any]:
+        """The array of the record held in `rec` (= raw[start - HEADER_SIZE:...]), after its checks:
+        `size` bytes (default: all `nbytes`) from byte `at` of its payload (an array in a pack)."""
         try:
             payload = framing.check_record(rec, framing.KIND_DATA, payload_crc=pcrc, seed=seed)
         except (framing.TornRecord, framing.BadPayload):
@@ -660,24 +706,31 @@ class WorkerReader:
         if len(payload) != nbytes:  # the index and the record disagree: never return neighbouring bytes
             raise CorruptRunError(f"{what}: the record at byte {off} holds {len(payload)} bytes, the index says "
                                   f"{nbytes}; the run is damaged")
+        if size is None:
+            size = nbytes
         if not dtype.itemsize:  # zero-width: only an empty array is plausible (no forged huge shape)
             if math.prod(shape):
                 raise CorruptRunError(f"{what}: zero-width dtype {dtype} with shape {shape}; the run is damaged")
             return np.zeros(shape, dtype)
-        return raw[start:start + nbytes].view(dtype).reshape(shape)
+        return raw[start + at:start + at + size].view(dtype).reshape(shape)
 
     def read(self, si: StepIndex, nid: int, what: str) -> np.ndarray[Any, Any]:
         """The array stored for name id `nid` at step `si`; `what` names it in errors."""
-        seg, off, nbytes, dtype, shape, seed = self._entry(si, nid, what)
+        seg, off, nbytes, dtype, shape, seed, at, size = self._entry(si, nid, what)
+        packed = size != nbytes or at != 0
         total = nbytes + framing.OVERHEAD
         path = self._data_path(seg)
         # Read into fresh, uninitialised memory (no zero-fill pass); the array returned is a
         # view of it. Big payloads are placed at their file offset modulo 4 KiB, where that
         # keeps the dtype aligned: the kernel's copy out of the page cache then runs at full
         # speed (see framing.pad_before); otherwise the payload starts 64-byte aligned.
-        if nbytes > _PAGE and (off + framing.HEADER_SIZE) % max(dtype.alignment, 1) == 0:
+        # A pack's arrays sit at file offsets aligned for their dtypes: it is placed at its file offset modulo 64.
+        if nbytes > _PAGE and (packed or (off + framing.HEADER_SIZE) % max(dtype.alignment, 1) == 0):
             raw = np.empty(total + _PAGE, np.uint8)
             pad = (off - _address(raw)) % _PAGE  # payload address = file offset, modulo a page
+        elif packed:
+            raw = np.empty(total + _ALIGN, np.uint8)
+            pad = (off - _address(raw)) % _ALIGN
         else:
             raw = np.empty(total + _ALIGN, np.uint8)
             pad = (-framing.HEADER_SIZE - _address(raw)) % _ALIGN
@@ -720,7 +773,8 @@ class WorkerReader:
                 pcrc = None
         if got != total:
             raise CorruptRunError(f"{what}: short read from {layout.data_file(seg)}; the run is damaged")
-        return self._payload(rec, raw, pad + framing.HEADER_SIZE, seg, off, nbytes, dtype, shape, what, seed, pcrc)
+        return self._payload(rec, raw, pad + framing.HEADER_SIZE, seg, off, nbytes, dtype, shape, what, seed, pcrc,
+                             at, size)
 
     def read_many(self, wanted: List[Tuple[StepIndex, int, str]]) -> List[object]:
         """Several arrays at once: records lying close together in a data file (a step's
@@ -734,7 +788,7 @@ class WorkerReader:
                 todo.append((*self._entry(si, nid, what), what, i))
             except (KeyError, CorruptRunError) as e:
                 out[i] = e
-        todo.sort(key=lambda t: (t[0], t[1]))  # t: (seg, offset, nbytes, dtype, shape, seed, what, i)
+        todo.sort(key=lambda t: (t[0], t[1]))  # t: (seg, offset, nbytes, dtype, shape, seed, at, size, what, i)
         span: List[Tuple[Any, ...]] = []
         for t in todo:
             if span and (t[0] != span[0][0] or t[1] - _end(span[-1]) > _GAP or _end(t) - span[0][1] > _SPAN):
@@ -756,9 +810,9 @@ class WorkerReader:
         try:
             with self._lock:
                 try:
-                    self._check_size(seg, hi, span[-1][6])
+                    self._check_size(seg, hi, span[-1][8])
                 except FileNotFoundError:
-                    raise self._missing(seg, span[-1][6]) from None
+                    raise self._missing(seg, span[-1][8]) from None
                 if self.local:
                     f = self._handle(seg)
                     f.seek(lo)
@@ -772,22 +826,28 @@ class WorkerReader:
                     try:
                         fetched = self.fs.cat_file(self._data_path(seg), start=lo, end=hi)
                     except FileNotFoundError:
-                        raise self._missing(seg, span[-1][6]) from None
+                        raise self._missing(seg, span[-1][8]) from None
                     got = len(fetched)
                     if got == hi - lo:
                         buf[:] = fetched
             if got != hi - lo:
-                raise CorruptRunError(f"{span[-1][6]}: short read from {layout.data_file(seg)}; the run is damaged")
+                raise CorruptRunError(f"{span[-1][8]}: short read from {layout.data_file(seg)}; the run is damaged")
         except Exception as e:  # noqa: BLE001 - the same error for each array of the span
             for t in span:
-                out[t[7]] = e
+                out[t[9]] = e
             return
-        for seg, off, nbytes, dtype, shape, seed, what, i in span:
+        crcs: Dict[int, int] = {}  # pack offset -> its payload's checksum: a pack is summed once, not per array
+        for seg, off, nbytes, dtype, shape, seed, at, size, what, i in span:
             start = pad + off - lo + framing.HEADER_SIZE
             rec = buf[off - lo:off - lo + nbytes + framing.OVERHEAD]
+            pcrc = None
+            if size != nbytes or at:
+                pcrc = crcs.get(off)
+                if pcrc is None:
+                    pcrc = crcs[off] = framing.crc(rec[framing.HEADER_SIZE:framing.HEADER_SIZE + nbytes], seed)
             try:
-                arr = self._payload(rec, raw, start, seg, off, nbytes, dtype, shape, what, seed)
-                if dtype.itemsize and (base + start) % max(dtype.alignment, 1):
+                arr = self._payload(rec, raw, start, seg, off, nbytes, dtype, shape, what, seed, pcrc, at, size)
+                if dtype.itemsize and (base + start + at) % max(dtype.alignment, 1):
                     arr = arr.copy()  # a payload the writer did not align: an aligned copy
                 out[i] = arr
             except CorruptRunError as e:

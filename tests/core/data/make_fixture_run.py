@@ -1,11 +1,15 @@
-"""Writes the store-format-2 fixture that test_store_compat.py reads: a small run written by
-tensortap at commit 8c0d35a (the last format-2 writer), and beside it what was saved, by numpy.
+"""Writes an old-store-format fixture that test_store_compat.py reads: a small run written by
+the last tensortap of that format, and beside it what was saved, by numpy.
 
+    # format 2: commit 8c0d35a (the last format-2 writer)
     git -C REPO archive 8c0d35a core | tar -x -C /tmp/tt-8c0d35a
-    PYTHONPATH=/tmp/tt-8c0d35a/core python tests/core/data/make_format2_run.py tests/core/data
+    PYTHONPATH=/tmp/tt-8c0d35a/core python tests/core/data/make_fixture_run.py tests/core/data format2
+    # format 3: commit 008670a (the last format-3 writer)
+    git -C REPO archive 008670a core | tar -x -C /tmp/tt-008670a
+    PYTHONPATH=/tmp/tt-008670a/core python tests/core/data/make_fixture_run.py tests/core/data format3
 
-It writes OUT/format2_run/ (the run) and OUT/format2_expected.npz: every value saved, keyed
-"name@step", plus the reductions the format-2 reader returned, keyed "name@step@reduction".
+It writes OUT/NAME_run/ (the run) and OUT/NAME_expected.npz: every value saved, keyed
+"name@step", plus the reductions the old reader returned, keyed "name@step@reduction".
 """
 import os
 import shutil
@@ -32,8 +36,8 @@ def arrays(step: int, rng) -> dict:
     return out
 
 
-def main(out: str) -> None:
-    run = os.path.join(out, "format2_run")
+def main(out: str, label: str) -> None:
+    run = os.path.join(out, f"{label}_run")
     shutil.rmtree(run, ignore_errors=True)
     rng = np.random.default_rng(2016)
     reduced = tt.Collection("reduced", include_regex=["red/.*"],
@@ -60,8 +64,8 @@ def main(out: str) -> None:
             else:
                 expected[f"red/x@{step}@{r}"] = np.float64(v)
         expected[f"acc@{step}"] = trial.tensor("acc").value(step)
-    np.savez(os.path.join(out, "format2_expected.npz"), **expected)
+    np.savez(os.path.join(out, f"{label}_expected.npz"), **expected)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])
