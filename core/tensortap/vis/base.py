@@ -30,7 +30,8 @@ class Visualizer:
         render: Callable[..., str]
     else:
         def render(self, trial, out: str, **options: Any) -> str:
-            raise NotImplementedError
+            raise TypeError(f"visualizer {type(self).__name__} defines no render(trial, out, **options); "
+                            "a Visualizer subclass must define it")
 
     def table(self, trial) -> Optional[Tuple[List[str], List[tuple]]]:
         """(header, rows) of the numbers behind the picture, shown under it in the report; None: none."""

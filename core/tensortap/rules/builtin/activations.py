@@ -1,7 +1,7 @@
 """Rules over layer activations: dead_relu, saturated_activation."""
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -29,9 +29,8 @@ class _PerLayerPercent(Rule):
     tensor_regex: Optional[list]
     threshold_layer: float
 
-    def percent(self, x: np.ndarray, name: str, kind: Optional[str]) -> float:
-        """The percentage for one layer's array (each subclass says what it counts)."""
-        raise NotImplementedError
+    #: the percentage for one layer's array: (x, name, kind) -> float, defined by each subclass
+    percent: Callable[[np.ndarray, str, Optional[str]], float]
     what = ""  # e.g. "dead": the words in messages and the key of the reported values
     kinds: Tuple[str, ...] = ()
     io = "output"
