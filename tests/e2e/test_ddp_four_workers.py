@@ -3,13 +3,13 @@ workers, and rules run per worker and across workers."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
 import tensortap as tt
+from tests.gloo_exit import ATTEMPTS, launch_retrying_exit_abort, run_ranks
 
 pytest.importorskip("torch", reason="torch is not installed in this venv")
 WORKER = os.path.join(os.path.dirname(__file__), "..", "plugins", "torch", "ddp_worker.py")
@@ -43,14 +43,14 @@ class ReplicasInSync(tt.rules.Rule):
 
 
 def test_four_ddp_ranks_one_run(tmp_path):
-    out, init = str(tmp_path / "run"), str(tmp_path / "rendezvous")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("RANK", None)
-    procs = [subprocess.Popen([sys.executable, WORKER, str(r), str(WORLD), init, out], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(WORLD)]
-    for p in procs:
-        log, _ = p.communicate(timeout=300)
-        assert p.returncode == 0, log
+    outs = [str(tmp_path / f"run{a}") for a in range(ATTEMPTS)]
+    attempt, code, log = launch_retrying_exit_abort(lambda a: run_ranks(
+        [[sys.executable, WORKER, str(r), str(WORLD), str(tmp_path / f"rendezvous{a}"), outs[a]] for r in range(WORLD)],
+        env, timeout=300))
+    assert code == 0, log
+    out = outs[attempt]
     trial = tt.create_trial(out)
     assert trial.workers() == [f"worker-{r}" for r in range(WORLD)]
     assert trial.is_complete()

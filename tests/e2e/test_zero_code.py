@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import tensortap as tt
+from tests.gloo_exit import ATTEMPTS, launch_retrying_exit_abort
 
 TIMEOUT = 300
 
@@ -389,10 +390,16 @@ def test_torchrun_two_processes_give_two_workers(tmp_path):
     script = write(tmp_path, "ddp.py", DDP_SCRIPT)
     cfg = write(tmp_path, "tensortap.toml", 'include_collections = ["weights", "losses"]\n'
                                             "[save_config]\nsave_interval = 1\n")
-    out = str(tmp_path / "run")
-    r = tensortap_run("--config", cfg, "--out", out, "--", sys.executable, "-m", "torch.distributed.run",
-                      "--standalone", "--nproc_per_node", "2", script)
-    assert r.returncode == 0, r.stderr[-3000:]
+    outs = [str(tmp_path / f"run{a}") for a in range(ATTEMPTS)]
+
+    def launch(attempt: int):
+        r = tensortap_run("--config", cfg, "--out", outs[attempt], "--", sys.executable, "-m",
+                          "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script)
+        return r.returncode, r.stderr
+
+    attempt, code, log = launch_retrying_exit_abort(launch)
+    assert code == 0, log[-3000:]
+    out = outs[attempt]
     trial = tt.create_trial(out)
     assert trial.workers() == ["worker-0", "worker-1"] and trial.is_complete()
     assert trial.steps() == [0, 1, 2, 3]

@@ -14,6 +14,7 @@ import torch  # noqa: E402
 import transformers as T  # noqa: E402
 
 import tensortap as tt  # noqa: E402
+from tests.gloo_exit import ATTEMPTS, launch_retrying_exit_abort  # noqa: E402
 from tensortap_torch.integrations import TransformersCallback  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -140,12 +141,16 @@ WORKER = os.path.join(os.path.dirname(__file__), "hf_ddp_worker.py")
 
 
 def test_torchrun_two_processes_give_one_worker_per_rank(tmp_path):
-    out = str(tmp_path / "run")
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           WORKER, out, str(tmp_path / "hf")]
-    code, log = run_bounded(cmd, env, timeout=300)
+    outs = [str(tmp_path / f"run{a}") for a in range(ATTEMPTS)]
+
+    def launch(attempt: int):
+        return run_bounded([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                            WORKER, outs[attempt], str(tmp_path / f"hf{attempt}")], env, timeout=300)
+
+    attempt, code, log = launch_retrying_exit_abort(launch)
     assert code == 0, log[-6000:]
+    out = outs[attempt]
     trial = tt.create_trial(out)
     assert trial.workers() == ["worker-0", "worker-1"]
     for w in trial.workers():

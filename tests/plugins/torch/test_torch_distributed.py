@@ -4,26 +4,25 @@ from tests.conftest import require
 require("torch")
 
 import os  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 import tensortap as tt  # noqa: E402
+from tests.gloo_exit import ATTEMPTS, launch_retrying_exit_abort, run_ranks  # noqa: E402
 
 WORKER = os.path.join(os.path.dirname(__file__), "ddp_worker.py")
 
 
 def test_two_ddp_ranks_write_two_workers_with_their_own_data(tmp_path, run_url):
-    out = run_url
-    init = str(tmp_path / "rendezvous")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("RANK", None)
-    procs = [subprocess.Popen([sys.executable, WORKER, str(r), "2", init, out], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
-    for p in procs:
-        log, _ = p.communicate(timeout=120)
-        assert p.returncode == 0, log
+    outs = [f"{run_url}-{a}" for a in range(ATTEMPTS)]
+    attempt, code, log = launch_retrying_exit_abort(lambda a: run_ranks(
+        [[sys.executable, WORKER, str(r), "2", str(tmp_path / f"rendezvous{a}"), outs[a]] for r in range(2)],
+        env, timeout=120))
+    assert code == 0, log
+    out = outs[attempt]
     trial = tt.create_trial(out)
     assert trial.workers() == ["worker-0", "worker-1"]
     assert trial.metadata.get("world_size") == 2
