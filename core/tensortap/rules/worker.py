@@ -224,13 +224,14 @@ class _Worker:
         return False
 
     def evaluate(self, final: bool = False) -> None:
-        """Evaluate the pending steps, in order; with a budget, in order while there is credit
-        (the burst), else the newest one when the budget allows."""
+        """Evaluate the pending steps, in order; with a budget, in order while the credit covers
+        one more evaluation (the burst), else the newest one when the budget allows: in debt by
+        at most one evaluation's cost, two with close()'s."""
         if not self.pending or (self.share and not final and time.monotonic() < self.next_ok):
             return
         steps, self.pending = self.pending, []
         if self.share:
-            while len(steps) > 1 and self.credit_now() > 0:
+            while len(steps) > 1 and self.credit_now() > (self.per_step[-1] if self.per_step else 0.0):
                 self._evaluate(steps.pop(0))
             if len(steps) > 1:
                 self.skipped += len(steps) - 1
